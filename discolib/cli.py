@@ -1,0 +1,169 @@
+"""The ``discolib`` command.
+
+Start with ``discolib init -o settings.json``, edit the file, check it with ``discolib validate settings.json``.
+Errors print one line (``discolib: error: ...``) and exit with status 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from discolib import __version__
+
+__all__ = ["main"]
+
+EPILOG = """\
+examples:
+  discolib init --mode guided --preset tiny -o settings.json
+  discolib init --mode latent --animation 3D --set max_frames=60 -o anim.json
+  discolib validate settings.json --set steps=100
+  discolib import-settings TimeToDisco(0)_settings.txt -o settings.json
+  discolib schedule "0:(0), 30:(sin(t/5))" --frames 60 --plot curve.png
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="discolib",
+        description="Disco-Diffusion-style CLIP-guided and latent diffusion images and animations.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"discolib {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    set_help = "override a setting (repeatable): NAME=VALUE, NAME dotted (animation.zoom) or plain (zoom); VALUE is JSON or a string"
+
+    init = sub.add_parser("init", help="write a complete settings file with every default, ready to edit")
+    init.add_argument("--mode", choices=["guided", "latent"], default=None, help="sampler family (default: guided, or the preset's)")
+    init.add_argument("--animation", default="none", metavar="{none,2D,3D,video}", help="animation mode (default none: stills)")
+    init.add_argument("--preset", default=None, help="apply a preset: tiny, tiny-latent (offline, CPU), disco-512, disco-256, sd-1.5, sd-turbo")
+    init.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help=set_help)
+    init.add_argument("-o", "--output", required=True, help="settings file to write (refuses to overwrite without --force)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    val = sub.add_parser("validate", help="check a settings file; prints the problem and exits non-zero if invalid")
+    val.add_argument("file")
+    val.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help=set_help)
+
+    imp = sub.add_parser("import-settings", help="convert a Disco Diffusion *_settings.txt or a Deforum settings file")
+    imp.add_argument("file")
+    imp.add_argument("-o", "--output", required=True, help="settings file to write")
+    imp.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    sch = sub.add_parser("schedule", help="evaluate a keyframe string: prints 'frame value' per line")
+    sch.add_argument("text", help='keyframe string, e.g. "0:(0), 30:(sin(t/5))"')
+    sch.add_argument("--frames", type=int, default=100, help="number of frames (default 100)")
+    sch.add_argument("--interpolation", default="linear", choices=["linear", "step", "cubic", "ease-in-out"])
+    sch.add_argument("--seed", type=int, default=0, help="value of s in expressions")
+    sch.add_argument("--plot", default=None, metavar="PNG", help="also save a plot of the curve")
+    return p
+
+
+class CliError(Exception):
+    """A user-facing error with a one-line message."""
+
+
+def _write_settings(settings: object, output: str, force: bool) -> Path:
+    out = Path(output)
+    if out.exists() and not force:
+        raise CliError(f"{out} exists; pass --force to overwrite it")
+    settings.save(out)  # type: ignore[attr-defined]
+    return out
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from discolib.presets import apply_preset, preset_mode
+    from discolib.settings import Settings
+
+    mode = args.mode or (preset_mode(args.preset) if args.preset else "guided")
+    s = Settings.defaults(mode, args.animation)
+    if args.preset:
+        apply_preset(s, args.preset)
+    for assignment in args.set:
+        s.set_from_string(assignment)
+    s.validate()
+    out = _write_settings(s, args.output, args.force)
+    print(f"wrote {out} ({mode} mode, animation {s.animation.animation_mode})")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from discolib.settings import Settings
+
+    s = Settings.load(args.file)
+    for assignment in args.set:
+        s.set_from_string(assignment)
+    s.validate()
+    print(f"{args.file}: ok ({s.image.mode} mode, animation {s.animation.animation_mode}, {s.n_frames()} frame(s))")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from discolib.importers import import_settings
+
+    report = import_settings(args.file)
+    out = _write_settings(report.settings, args.output, args.force)
+    print(report.summary())
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from discolib.schedule import Schedule, plot_schedule
+
+    if args.frames < 1:
+        raise CliError(f"--frames: expected a positive number of frames, got {args.frames}")
+    sched = Schedule.parse(args.text, setting="schedule", interpolation=args.interpolation)
+    values = sched.values(args.frames, seed=args.seed)
+    lines = [f"{i} {v:.6g}" for i, v in enumerate(values.tolist())]
+    sys.stdout.write("\n".join(lines) + "\n")
+    if args.plot:
+        plot_schedule(sched, args.frames, path=args.plot)
+        print(f"# plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {
+    "init": _cmd_init,
+    "validate": _cmd_validate,
+    "import-settings": _cmd_import,
+    "schedule": _cmd_schedule,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        with warnings.catch_warnings():
+            # Warnings about user input (duplicate keyframes, resized images) are worth one plain line each.
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning  # type: ignore[assignment]
+            return COMMANDS[args.command](args)
+    except (CliError, ValueError, OSError) as exc:
+        if args.debug:
+            raise
+        msg = str(exc).replace("\n", " ") or type(exc).__name__
+        print(f"discolib: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("discolib: interrupted", file=sys.stderr)
+        return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"discolib: warning: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

@@ -1,0 +1,350 @@
+"""Import Disco Diffusion ``*_settings.txt`` files and Deforum settings files into :class:`Settings`.
+
+Known keys map onto ours (some with a conversion, e.g. Disco's ``width_height`` or its ``ViTB32`` flags);
+every other key is reported as ignored with a reason. Nothing is dropped silently: :class:`ImportReport`
+lists what was mapped and what was not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from discolib.settings import Settings, SettingsError, field_info
+
+__all__ = ["ImportReport", "import_settings", "import_disco", "import_deforum", "detect_format"]
+
+
+@dataclass
+class ImportReport:
+    """The result of an import: the settings, what mapped where, and what was ignored (with why)."""
+
+    settings: Settings
+    source_format: str
+    mapped: dict[str, str] = field(default_factory=dict)  # source key -> our dotted field(s)
+    ignored: dict[str, str] = field(default_factory=dict)  # source key -> reason
+
+    def summary(self) -> str:
+        lines = [f"imported a {self.source_format} settings file: {len(self.mapped)} keys mapped, {len(self.ignored)} ignored"]
+        for k, why in sorted(self.ignored.items()):
+            lines.append(f"  ignored {k}: {why}")
+        return "\n".join(lines)
+
+
+# Keys whose meaning is the same, only the name differs (source key -> our dotted name).
+_DISCO_SAME: dict[str, str] = {
+    "batch_name": "run.batch_name",
+    "n_batches": "run.n_batches",
+    "display_rate": "run.display_rate",
+    "steps": "image.steps",
+    "diffusion_model": "models.diffusion_model",
+    "use_secondary_model": "models.use_secondary_model",
+    "text_prompts": "prompts.text_prompts",
+    "image_prompts": "prompts.image_prompts",
+    "clip_guidance_scale": "guidance.clip_guidance_scale",
+    "tv_scale": "guidance.tv_scale",
+    "range_scale": "guidance.range_scale",
+    "sat_scale": "guidance.sat_scale",
+    "cutn_batches": "guidance.cutn_batches",
+    "cut_overview": "guidance.cut_overview",
+    "cut_innercut": "guidance.cut_innercut",
+    "cut_ic_pow": "guidance.cut_ic_pow",
+    "cut_icgray_p": "guidance.cut_icgray_p",
+    "skip_augs": "guidance.skip_augs",
+    "clamp_grad": "guidance.clamp_grad",
+    "clamp_max": "guidance.clamp_max",
+    "eta": "guidance.eta",
+    "clip_denoised": "guidance.clip_denoised",
+    "init_scale": "guidance.init_scale",
+    "skip_steps": "guidance.skip_steps",
+    "perlin_init": "guidance.perlin_init",
+    "perlin_mode": "guidance.perlin_mode",
+    "use_vertical_symmetry": "guidance.use_vertical_symmetry",
+    "use_horizontal_symmetry": "guidance.use_horizontal_symmetry",
+    "transformation_percent": "guidance.transformation_percent",
+    "fuzzy_prompt": "guidance.fuzzy_prompt",
+    "rand_mag": "guidance.rand_mag",
+    "max_frames": "animation.max_frames",
+    "angle": "animation.angle",
+    "zoom": "animation.zoom",
+    "translation_x": "animation.translation_x",
+    "translation_y": "animation.translation_y",
+    "translation_z": "animation.translation_z",
+    "rotation_3d_x": "animation.rotation_3d_x",
+    "rotation_3d_y": "animation.rotation_3d_y",
+    "rotation_3d_z": "animation.rotation_3d_z",
+    "padding_mode": "animation.padding_mode",
+    "sampling_mode": "animation.sampling_mode",
+    "frames_scale": "animation.frames_scale",
+    "frames_skip_steps": "animation.frames_skip_steps",
+    "video_init_path": "animation.video_init_path",
+    "extract_nth_frame": "animation.extract_nth_frame",
+    "turbo_preroll": "animation.turbo_preroll",
+    "intermediate_saves": "run.intermediate_saves",
+}
+
+_DEFORUM_SAME: dict[str, str] = {
+    "batch_name": "run.batch_name",
+    "n_batch": "run.n_batches",
+    "steps": "image.steps",
+    "scale": "latent.cfg_scale",
+    "strength": "latent.strength",
+    "max_frames": "animation.max_frames",
+    "border": "animation.border",
+    "angle": "animation.angle",
+    "zoom": "animation.zoom",
+    "translation_x": "animation.translation_x",
+    "translation_y": "animation.translation_y",
+    "translation_z": "animation.translation_z",
+    "rotation_3d_x": "animation.rotation_3d_x",
+    "rotation_3d_y": "animation.rotation_3d_y",
+    "rotation_3d_z": "animation.rotation_3d_z",
+    "transform_center_x": "animation.transform_center_x",
+    "transform_center_y": "animation.transform_center_y",
+    "noise_schedule": "animation.noise_schedule",
+    "strength_schedule": "animation.strength_schedule",
+    "contrast_schedule": "animation.contrast_schedule",
+    "cfg_scale_schedule": "animation.cfg_scale_schedule",
+    "fov_schedule": "animation.fov",
+    "near_schedule": "animation.near",
+    "far_schedule": "animation.far",
+    "seed_schedule": "animation.seed_schedule",
+    "seed_behavior": "animation.seed_behavior",
+    "seed_iter_N": "animation.seed_iter_n",
+    "diffusion_cadence": "animation.cadence",
+    "use_depth_warping": "animation.use_depth_warping",
+    "padding_mode": "animation.padding_mode",
+    "sampling_mode": "animation.sampling_mode",
+    "save_depth_maps": "animation.save_depth_maps",
+    "video_init_path": "animation.video_init_path",
+    "extract_nth_frame": "animation.extract_nth_frame",
+    "fps": "output.fps",
+    "amount_schedule": "animation.antiblur_amount",
+    "sigma_schedule": "animation.antiblur_sigma",
+    "noise_type": "animation.noise_type",
+    "midas_weight": "models.depth_weight_2",
+}
+
+_DISCO_CLIP_FLAGS = {
+    "ViTB32": "ViT-B/32",
+    "ViTB16": "ViT-B/16",
+    "ViTL14": "ViT-L/14",
+    "ViTL14_336px": "ViT-L/14@336px",
+    "RN101": "RN101",
+    "RN50": "RN50",
+    "RN50x4": "RN50x4",
+    "RN50x16": "RN50x16",
+    "RN50x64": "RN50x64",
+}
+
+# Keys of the source files that have no counterpart, with why (shown to the user).
+_DISCO_IGNORED = {
+    "seed": None,  # handled below
+    "batchNum": "batch counter of a Disco session, not a setting",
+    "randomize_class": "only for class-conditional models; Disco's models are unconditional",
+    "use_checkpoint": "Disco's gradient checkpointing flag; set models.gradient_checkpointing if needed",
+    "diffusion_sampling_mode": None,
+    "key_frames": "keyframes are always on in discolib",
+    "interp_spline": None,
+    "midas_depth_model": "discolib uses transformers depth models (models.depth_model)",
+    "midas_weight": None,
+    "near_plane": None,
+    "far_plane": None,
+    "fov": None,
+    "turbo_mode": None,
+    "turbo_steps": None,
+    "width_height": None,
+    "width": None,
+    "height": None,
+    "init_image": None,
+    "animation_mode": None,
+    "video_init_seed_continuity": "discolib's seed_behavior covers this",
+    "vr_mode": "VR mode is not supported",
+    "vr_eye_angle": "VR mode is not supported",
+    "vr_ipd": "VR mode is not supported",
+    "resume_run": "use `discolib render --resume RUN`",
+    "diffusion_steps": "discolib keeps the model's 1000-step noise schedule (Disco's (1000 // steps) * steps rounding changed it silently)",
+    "user_comment": "a free-text note, not a setting",
+}
+
+
+def _conv_interp(v: Any) -> str:
+    return {"linear": "linear", "quadratic": "cubic", "cubic": "cubic"}.get(str(v).lower(), "linear")
+
+
+def _conv_color_coherence(v: Any) -> str:
+    s = str(v)
+    for space in ("LAB", "HSV", "RGB"):
+        if s.endswith(space):
+            return space
+    return "None"
+
+
+def _conv_animation_mode(v: Any) -> str:
+    s = str(v).strip()
+    return {"none": "None", "2d": "2D", "3d": "3D", "video input": "Video Input", "interpolation": "None"}.get(s.lower(), s)
+
+
+def _schedule_of(v: Any) -> str:
+    return f"0: ({v})" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def detect_format(data: dict[str, Any]) -> str:
+    """``'disco'`` or ``'deforum'``, from keys only one of the two writes."""
+    disco_keys = {"clip_guidance_scale", "width_height", "cutn_batches", "diffusion_model", "cut_overview"}
+    deforum_keys = {"W", "H", "strength_schedule", "diffusion_cadence", "sampler", "animation_prompts", "prompts"}
+    d = len(disco_keys & data.keys())
+    f = len(deforum_keys & data.keys())
+    if d == 0 and f == 0:
+        raise SettingsError("not a Disco Diffusion or Deforum settings file (none of their keys found)")
+    return "disco" if d >= f else "deforum"
+
+
+def _apply(s: Settings, report: ImportReport, key: str, target: str, value: Any, conv: Callable[[Any], Any] | None = None) -> None:
+    try:
+        if conv:
+            value = conv(value)
+        kind = field_info(target).type_name
+        if kind in ("int", "float") and isinstance(value, str):
+            # Both tools store some numbers as strings (Deforum's diffusion_cadence "1", Disco's turbo_steps "3").
+            try:
+                value = int(value) if kind == "int" else float(value)
+            except ValueError:
+                pass  # Settings.set reports the bad value with the field's expectation
+        s.set(target, value)
+    except SettingsError as exc:
+        raise SettingsError(f"{key} (-> {target}): {exc.reason}") from None
+    report.mapped[key] = target
+
+
+def import_disco(data: dict[str, Any]) -> ImportReport:
+    """Map the JSON Disco Diffusion v5.x writes beside its images (``*_settings.txt``)."""
+    s = Settings.defaults("guided")
+    r = ImportReport(s, "Disco Diffusion")
+    clip_flags = [k for k in _DISCO_CLIP_FLAGS if k in data]
+    for key, value in data.items():
+        if key in _DISCO_SAME:
+            # Numbers given for keyframe settings become "0: (v)" in Settings.set.
+            _apply(s, r, key, _DISCO_SAME[key], value)
+        elif key in ("width_height", "width", "height"):
+            if key == "width_height":
+                if not (isinstance(value, list) and len(value) == 2):
+                    raise SettingsError(f"width_height: expected [width, height], got {value!r}")
+                _apply(s, r, key, "image.width", value[0])
+                s.set("image.height", value[1])
+                r.mapped[key] = "image.width, image.height"
+            else:
+                _apply(s, r, key, f"image.{key}", value)
+        elif key == "seed":
+            _apply(s, r, key, "run.seed", -1 if value in (None, "random_seed") else int(value))
+        elif key == "diffusion_sampling_mode":
+            _apply(s, r, key, "guidance.sampler", value)
+        elif key == "init_image":
+            _apply(s, r, key, "guidance.init_image", value or "")
+        elif key == "animation_mode":
+            _apply(s, r, key, "animation.animation_mode", value, _conv_animation_mode)
+        elif key == "interp_spline":
+            _apply(s, r, key, "animation.interpolation", value, _conv_interp)
+        elif key in ("near_plane", "far_plane", "fov"):
+            target = {"near_plane": "animation.near", "far_plane": "animation.far", "fov": "animation.fov"}[key]
+            _apply(s, r, key, target, value, _schedule_of)
+        elif key == "midas_weight":
+            _apply(s, r, key, "models.depth_weight_2", value)
+        elif key in ("turbo_mode", "turbo_steps"):
+            continue  # handled together below
+        elif key in _DISCO_CLIP_FLAGS:
+            r.mapped[key] = "models.clip_models"
+        else:
+            reason = _DISCO_IGNORED.get(key) or "not a discolib setting"
+            r.ignored[key] = reason
+    if clip_flags:
+        s.set("models.clip_models", [_DISCO_CLIP_FLAGS[k] for k in _DISCO_CLIP_FLAGS if data.get(k)])
+    if data.get("turbo_mode"):
+        _apply(s, r, "turbo_steps", "animation.cadence", data.get("turbo_steps", 3))
+        r.mapped["turbo_mode"] = "animation.cadence"
+    else:
+        for k in ("turbo_mode", "turbo_steps"):
+            if k in data:
+                r.ignored[k] = "turbo mode was off (cadence 1)"
+    s.validate()
+    return r
+
+
+def import_deforum(data: dict[str, Any]) -> ImportReport:
+    """Map a Deforum settings file (the JSON Deforum's notebook saves with each run)."""
+    s = Settings.defaults("latent")
+    r = ImportReport(s, "Deforum")
+    for key, value in data.items():
+        if key in _DEFORUM_SAME:
+            target = _DEFORUM_SAME[key]
+            _apply(s, r, key, target, value)
+        elif key in ("W", "H"):
+            # Deforum rounds W and H down to a multiple of 64; we keep the multiple of 8 the latent model needs.
+            _apply(s, r, key, "image.width" if key == "W" else "image.height", int(value) - int(value) % 8)
+        elif key == "seed":
+            _apply(s, r, key, "run.seed", -1 if value in (None, -1) else int(value))
+        elif key == "sampler":
+            _apply(s, r, key, "latent.scheduler", value, _deforum_sampler)
+        elif key in ("prompts", "animation_prompts"):
+            _apply(s, r, key, "prompts.text_prompts", value if isinstance(value, dict) else {"0": value})
+        elif key == "negative_prompts" or key == "negative_prompt":
+            neg = value if isinstance(value, str) else "; ".join(str(v) for v in (value.values() if isinstance(value, dict) else value))
+            _apply(s, r, key, "latent.negative_prompt", neg)
+        elif key == "animation_mode":
+            _apply(s, r, key, "animation.animation_mode", value, _conv_animation_mode)
+        elif key == "color_coherence":
+            _apply(s, r, key, "animation.color_coherence", value, _conv_color_coherence)
+        elif key in ("near_plane", "far_plane", "fov"):
+            target = {"near_plane": "animation.near", "far_plane": "animation.far", "fov": "animation.fov"}[key]
+            _apply(s, r, key, target, value, _schedule_of)
+        elif key == "init_image":
+            if data.get("use_init"):
+                _apply(s, r, key, "guidance.init_image", value or "")
+            else:
+                r.ignored[key] = "use_init was false"
+        elif key == "outdir":
+            _apply(s, r, key, "run.output_root", value)
+        else:
+            r.ignored[key] = "not a discolib setting"
+    s.validate()
+    return r
+
+
+_DEFORUM_SAMPLERS = {
+    "euler_ancestral": "euler_a",
+    "euler": "euler",
+    "dpm2": "heun",
+    "heun": "heun",
+    "ddim": "ddim",
+    "plms": "pndm",
+    "dpmpp_2m": "dpmpp_2m",
+    "klms": "euler",
+}
+
+
+def _deforum_sampler(v: Any) -> str:
+    s = str(v)
+    if s not in _DEFORUM_SAMPLERS:
+        raise SettingsError(f"expected one of {', '.join(sorted(_DEFORUM_SAMPLERS))}, got {s!r}")
+    return _DEFORUM_SAMPLERS[s]
+
+
+def import_settings(path: str | Path) -> ImportReport:
+    """Read a Disco or Deforum settings file, detect which it is, and map it."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"settings file not found: {p}") from None
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{p}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{p}: expected a JSON object")
+    fmt = detect_format(data)
+    try:
+        return import_disco(data) if fmt == "disco" else import_deforum(data)
+    except SettingsError as exc:
+        raise SettingsError(f"{p}: {exc}") from None

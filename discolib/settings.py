@@ -1,0 +1,625 @@
+"""The one Settings schema of discolib: defaults, validation, JSON load/save, `--set` overrides.
+
+Settings are grouped (``run``, ``image``, ``models``, ``prompts``, ``guidance``, ``latent``, ``animation``,
+``output``). Each field carries metadata (help text, choices, bounds, a ``kind`` such as ``schedule``) that the
+validator, the CLI and the widget panel all read, so there is one source of truth.
+
+Defaults follow Disco Diffusion v5.7 for guided runs and Deforum for latent runs (``Settings.defaults(mode)``).
+Keyframe strings keep the exact syntax of those tools (see :mod:`discolib.schedule`).
+
+Units (compatible with Disco and Deforum): ``angle`` and ``rotation_3d_*`` in degrees per frame, 2D
+``translation_x/y`` in pixels per frame, ``zoom`` a factor per frame, 3D ``translation_*`` in Disco/Deforum units.
+``latent.strength`` and ``animation.strength_schedule`` use Deforum's meaning: the fraction of the init image
+*kept* (0.65 keeps most of it; 0 ignores it). The latent sampler itself takes diffusers' denoising strength,
+which is ``1 - strength``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+__all__ = [
+    "GROUPS",
+    "SettingsError",
+    "Settings",
+    "field_info",
+    "iter_fields",
+]
+
+_UNSET = object()
+
+
+class SettingsError(ValueError):
+    """A settings value, key or file is invalid. The message names the field and what was expected."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.reason = message
+
+
+def _f(default: Any = _UNSET, *, help: str, factory: Any = None, **meta: Any) -> Any:
+    """A dataclass field with discolib metadata (help, choices, min, max, kind, step)."""
+    metadata = {"help": help, **meta}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+# ---------------------------------------------------------------------------------------------- groups
+
+
+@dataclass
+class RunSettings:
+    """Naming, seeds, batches and where the run folder goes."""
+
+    batch_name: str = _f("TimeToDisco", help="Folder name under the output root that groups runs.", kind="name")
+    seed: int = _f(-1, help="Seed of the first image/frame; -1 draws one at random (recorded in run.json).", min=-1, max=2**32 - 1)
+    n_batches: int = _f(50, help="Number of images to make for a still run (each with the next seed).", min=1, max=100000)
+    output_root: str = _f("outputs", help="Root folder for run folders (<output_root>/<batch_name>/<run id>/).", kind="path")
+    display_rate: int = _f(50, help="Call the preview callback every N sampler steps (0 disables previews).", min=0)
+    intermediate_saves: int = _f(0, help="Save this many intermediate images per still, evenly spaced over the steps.", min=0, max=1000)
+
+
+@dataclass
+class ImageSettings:
+    """What is made: sampler family, size and step count."""
+
+    mode: Literal["guided", "latent"] = _f("guided", help="guided: CLIP-guided pixel diffusion (Disco); latent: Stable Diffusion family (Deforum).")
+    width: int = _f(1280, help="Image width in pixels (a multiple of 64 for guided, of 8 for latent).", min=8, max=8192)
+    height: int = _f(768, help="Image height in pixels (a multiple of 64 for guided, of 8 for latent).", min=8, max=8192)
+    steps: int = _f(250, help="Sampler steps per image.", min=1, max=10000)
+
+
+@dataclass
+class ModelSettings:
+    """Model ids (hub ids, catalogue names, local paths or tiny presets), device and precision."""
+
+    diffusion_model: str = _f("512x512_diffusion_uncond_finetune_008100", help="Guided diffusion model: Disco catalogue name, local checkpoint path or 'tiny'.", kind="model")
+    use_secondary_model: bool = _f(True, help="Take the CLIP gradient through Disco's cheap secondary model instead of the main model.")
+    secondary_model: str = _f("secondary_model_imagenet_2", help="Secondary model: catalogue name, local path or 'tiny'.", kind="model")
+    clip_models: list[str] = _f(help="CLIP ensemble: open_clip 'name/pretrained' pairs, Disco names (ViT-B/32) or hf-hub: ids.", factory=lambda: ["ViT-B/32", "ViT-B/16", "RN50"], kind="clip_models")
+    latent_model: str = _f("sd-1.5", help="Latent model: preset name, hub id or local diffusers folder.", kind="model")
+    fast_vae: str = _f("", help="Optional AutoencoderTiny id (e.g. madebyollin/taesd) used to decode; empty uses the full VAE.", kind="model")
+    depth_model: str = _f("depth-anything/Depth-Anything-V2-Small-hf", help="Depth model for 3D: hub id, local folder, 'constant' or a tiny preset.", kind="model")
+    depth_model_2: str = _f("", help="Optional second depth model blended with the first (Disco's MiDaS + AdaBins).", kind="model")
+    depth_weight_2: float = _f(0.3, help="Weight of the second depth model in the blend (Disco's midas_weight).", min=0.0, max=1.0)
+    device: str = _f("auto", help="'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'.", kind="device")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = _f("auto", help="Compute precision; auto picks bf16/fp16 where safe on CUDA, float32 on CPU.")
+    gradient_checkpointing: bool = _f(False, help="Trade speed for memory on small cards.")
+    compile: bool = _f(False, help="torch.compile the models (faster after warm-up on CUDA).")
+
+
+@dataclass
+class PromptSettings:
+    """Text and image prompts, Disco's {frame: ["text:weight", ...]} or Deforum's {frame: "text --neg neg"}."""
+
+    text_prompts: dict[str, Any] = _f(help="Prompts per frame: {\"0\": [\"a castle:2\", \"fog:-0.5\"]} (Disco) or {\"0\": \"text --neg negative\"} (Deforum).", factory=lambda: {"0": ["A beautiful painting of a singular lighthouse, shining its light across a tumultuous sea of blood by greg rutkowski and thomas kinkade, Trending on artstation.", "yellow color scheme"]}, kind="prompts")
+    image_prompts: dict[str, Any] = _f(help="Image prompts per frame (paths or URLs with optional :weight), guided mode.", factory=dict, kind="prompts")
+
+
+@dataclass
+class GuidanceSettings:
+    """Disco Diffusion's CLIP guidance and sampler settings (guided mode)."""
+
+    clip_guidance_scale: float = _f(5000.0, help="Strength of the CLIP loss.", min=0.0)
+    tv_scale: float = _f(0.0, help="Total-variation loss scale: smooths the image.", min=0.0)
+    range_scale: float = _f(150.0, help="Penalises pixel values outside [-1, 1].", min=0.0)
+    sat_scale: float = _f(0.0, help="Saturation loss scale.", min=0.0)
+    cutn_batches: int = _f(4, help="Cutout batches per step (gradient accumulated over them).", min=1, max=64)
+    cut_overview: str = _f("[12]*400+[4]*600", help="Overview cuts per step over 1000 steps.", kind="cut_schedule")
+    cut_innercut: str = _f("[4]*400+[12]*600", help="Inner cuts per step over 1000 steps.", kind="cut_schedule")
+    cut_ic_pow: str = _f("[1]*1000", help="Inner-cut size power per step over 1000 steps.", kind="cut_schedule")
+    cut_icgray_p: str = _f("[0.2]*400+[0]*600", help="Probability that an inner cut is grey, per step.", kind="cut_schedule")
+    skip_augs: bool = _f(False, help="Skip the cutout augmentations.")
+    clamp_grad: bool = _f(True, help="Clamp the gradient's RMS to clamp_max.")
+    clamp_max: float = _f(0.05, help="Largest RMS of the guidance gradient.", min=0.0)
+    sampler: Literal["ddim", "plms", "dpmpp"] = _f("ddim", help="Pixel sampler: ddim (with eta), plms, dpmpp (faster).")
+    eta: float = _f(0.8, help="DDIM eta (0 deterministic, 1 DDPM-like).", min=0.0, max=1.0)
+    clip_denoised: bool = _f(False, help="Clamp the predicted x0 to [-1, 1].")
+    init_image: str = _f("", help="Init image path or URL (empty for none).", kind="path")
+    init_scale: float = _f(1000.0, help="Init-image loss scale.", min=0.0)
+    skip_steps: int = _f(10, help="Steps skipped at the start (more keeps more of the init).", min=0)
+    perlin_init: bool = _f(False, help="Start from Perlin noise instead of Gaussian noise.")
+    perlin_mode: Literal["mixed", "color", "gray"] = _f("mixed", help="Perlin init colour mode.")
+    use_vertical_symmetry: bool = _f(False, help="Mirror left/right at the transformation steps.")
+    use_horizontal_symmetry: bool = _f(False, help="Mirror top/bottom at the transformation steps.")
+    transformation_percent: list[float] = _f(help="Fractions of the steps at which symmetry is applied.", factory=lambda: [0.09])
+    fuzzy_prompt: bool = _f(False, help="Add noise to prompt embeddings (rand_mag).")
+    rand_mag: float = _f(0.05, help="Magnitude of fuzzy-prompt noise.", min=0.0)
+
+
+@dataclass
+class LatentSettings:
+    """Stable-Diffusion-family settings (latent mode), Deforum's names and meanings."""
+
+    cfg_scale: float = _f(7.0, help="Classifier-free guidance scale (<= 1 disables CFG, e.g. sd-turbo).", min=0.0, max=100.0)
+    negative_prompt: str = _f("", help="Negative prompt for CFG (Deforum's --neg per prompt also works).")
+    scheduler: str = _f("euler_a", help="Scheduler name: euler_a, euler, dpmpp_2m, ddim, pndm, lcm, heun.", kind="scheduler")
+    strength: float = _f(0.65, help="Deforum strength for an init image: fraction of the init kept (0 ignores it).", min=0.0, max=1.0)
+    clip_scale: float = _f(0.0, help="Optional CLIP guidance scale in latent mode (0 off; Disco-like values are 100s to 1000s).", min=0.0)
+
+
+@dataclass
+class AnimationSettings:
+    """Keyframed motion and coherence (Disco and Deforum)."""
+
+    animation_mode: Literal["None", "2D", "3D", "Video Input"] = _f("None", help="None (stills), 2D, 3D or Video Input.")
+    max_frames: int = _f(10000, help="Number of frames of an animation.", min=1, max=1_000_000)
+    interpolation: Literal["linear", "step", "cubic", "ease-in-out"] = _f("linear", help="How numeric keyframes are tweened.")
+    angle: str = _f("0:(0)", help="2D rotation, degrees per frame (counter-clockwise).", kind="schedule")
+    zoom: str = _f("0: (1), 10: (1.05)", help="2D zoom factor per frame.", kind="schedule")
+    translation_x: str = _f("0: (0)", help="x translation per frame (pixels in 2D, Disco/Deforum units in 3D).", kind="schedule")
+    translation_y: str = _f("0: (0)", help="y translation per frame (pixels in 2D, Disco/Deforum units in 3D).", kind="schedule")
+    translation_z: str = _f("0: (10.0)", help="Forward translation per frame (3D, Disco/Deforum units).", kind="schedule")
+    rotation_3d_x: str = _f("0: (0)", help="3D rotation about x, degrees per frame.", kind="schedule")
+    rotation_3d_y: str = _f("0: (0)", help="3D rotation about y, degrees per frame.", kind="schedule")
+    rotation_3d_z: str = _f("0: (0)", help="3D rotation about z, degrees per frame.", kind="schedule")
+    transform_center_x: str = _f("0: (0.5)", help="2D transform centre, fraction of the width.", kind="schedule")
+    transform_center_y: str = _f("0: (0.5)", help="2D transform centre, fraction of the height.", kind="schedule")
+    fov: str = _f("0: (40)", help="3D field of view, degrees.", kind="schedule")
+    near: str = _f("0: (200)", help="Near plane of the depth range (Disco/Deforum units).", kind="schedule")
+    far: str = _f("0: (10000)", help="Far plane of the depth range (Disco/Deforum units).", kind="schedule")
+    border: Literal["replicate", "wrap", "reflect", "zeros"] = _f("replicate", help="2D border mode.")
+    padding_mode: Literal["border", "reflection", "zeros"] = _f("border", help="3D warp padding mode (grid_sample).")
+    sampling_mode: Literal["bicubic", "bilinear", "nearest"] = _f("bicubic", help="3D warp sampling mode (grid_sample).")
+    noise_schedule: str = _f("0: (0.02)", help="Noise added to the warped frame (latent mode).", kind="schedule")
+    noise_type: Literal["gaussian", "perlin"] = _f("gaussian", help="Kind of noise added to the warped frame.")
+    strength_schedule: str = _f("0: (0.65)", help="Fraction of the warped frame kept per frame (latent mode).", kind="schedule")
+    contrast_schedule: str = _f("0: (1.0)", help="Contrast factor applied to the warped frame.", kind="schedule")
+    cfg_scale_schedule: str = _f("0: (7)", help="CFG scale per frame (latent mode).", kind="schedule")
+    antiblur_amount: str = _f("0: (0)", help="Unsharp-mask amount per frame (0 off).", kind="schedule")
+    antiblur_sigma: str = _f("0: (1.0)", help="Unsharp-mask blur sigma per frame.", kind="schedule")
+    color_coherence: Literal["None", "LAB", "HSV", "RGB"] = _f("LAB", help="Match each frame's colours to frame 0 in this colour space.")
+    seed_behavior: Literal["iter", "fixed", "random", "ladder", "alternate", "schedule"] = _f("iter", help="How the seed changes between frames.")
+    seed_iter_n: int = _f(1, help="With iter: advance the seed every N frames.", min=1)
+    seed_schedule: str = _f("0:(s), 1:(-1), 2:(-1)", help="With schedule: the seed per frame (s is the run seed).", kind="schedule")
+    cadence: int = _f(1, help="Diffuse every N frames; warp and blend in between (Deforum cadence, Disco turbo).", min=1, max=1000)
+    turbo_preroll: int = _f(10, help="Frames diffused every frame before cadence starts (Disco's turbo_preroll).", min=0)
+    frames_scale: float = _f(1500.0, help="Guided mode: init-image loss scale for frames after the first.", min=0.0)
+    frames_skip_steps: str = _f("60%", help="Guided mode: fraction (\"60%\") or count of steps skipped for later frames.", kind="steps_or_percent")
+    use_depth_warping: bool = _f(True, help="3D: warp with estimated depth (off: constant depth).")
+    save_depth_maps: bool = _f(False, help="Save each frame's depth map as a 16-bit PNG.")
+    video_init_path: str = _f("", help="Video Input mode: path of the video whose frames are the inits.", kind="path")
+    extract_nth_frame: int = _f(1, help="Video Input mode: use every Nth frame of the video.", min=1)
+
+
+@dataclass
+class OutputSettings:
+    """Video of an animation."""
+
+    fps: float = _f(12.0, help="Frames per second of the video.", min=0.1, max=240.0)
+    make_video: bool = _f(True, help="Write the video when an animation finishes.")
+    video_format: Literal["mp4", "gif"] = _f("mp4", help="mp4 (H.264, yuv420p) or gif.")
+    soundtrack: str = _f("", help="Optional audio file muxed into the mp4.", kind="path")
+    preview_video_every: int = _f(0, help="Rewrite a preview video every N frames (0 off).", min=0)
+
+
+GROUPS: dict[str, type] = {
+    "run": RunSettings,
+    "image": ImageSettings,
+    "models": ModelSettings,
+    "prompts": PromptSettings,
+    "guidance": GuidanceSettings,
+    "latent": LatentSettings,
+    "animation": AnimationSettings,
+    "output": OutputSettings,
+}
+
+# Deforum's defaults for latent runs, as overrides of the Disco-flavoured defaults above.
+LATENT_DEFAULTS: dict[str, Any] = {
+    "run.batch_name": "Deforum",
+    "run.n_batches": 1,
+    "image.width": 512,
+    "image.height": 512,
+    "image.steps": 25,
+    "animation.max_frames": 120,
+    "animation.zoom": "0:(1.04)",
+    "animation.translation_x": "0:(10*sin(2*3.14*t/10))",
+    "animation.translation_z": "0:(10)",
+    "animation.padding_mode": "border",
+    "prompts.text_prompts": {
+        "0": "a beautiful lake by Asher Brown Durand, trending on Artstation --neg blurry, low quality",
+        "60": "a beautiful portrait of a woman by Artgerm, trending on Artstation --neg blurry, low quality",
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------- schema
+
+
+@dataclass
+class Settings:
+    """All settings of a run, grouped. Build with :meth:`defaults`, :meth:`load` or :meth:`from_dict`."""
+
+    run: RunSettings = field(default_factory=RunSettings)
+    image: ImageSettings = field(default_factory=ImageSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
+    guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
+    latent: LatentSettings = field(default_factory=LatentSettings)
+    animation: AnimationSettings = field(default_factory=AnimationSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def defaults(cls, mode: str = "guided", animation: str = "None") -> Settings:
+        """Defaults of Disco v5.7 (``guided``) or Deforum (``latent``), with the animation mode set."""
+        if mode not in ("guided", "latent"):
+            raise SettingsError(f"expected 'guided' or 'latent', got {mode!r}", field="image.mode")
+        s = cls()
+        s.image.mode = mode  # type: ignore[assignment]
+        if mode == "latent":
+            for name, value in LATENT_DEFAULTS.items():
+                s.set(name, json.loads(json.dumps(value)))
+        s.set("animation.animation_mode", _normalise_animation_mode(animation))
+        return s
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, validate: bool = True) -> Settings:
+        """Build from a grouped dict (as :meth:`to_dict` writes). Unknown keys are errors with suggestions.
+
+        A group may be missing (its defaults apply); a flat key such as ``"steps"`` at the top level is
+        accepted when it names exactly one field. Mode-specific defaults follow ``image.mode``.
+        """
+        if not isinstance(data, dict):
+            raise SettingsError(f"expected a JSON object of setting groups, got {type(data).__name__}")
+        flat = _flatten_input(data)
+        mode = flat.get("image.mode", "guided")
+        if mode not in ("guided", "latent"):
+            raise SettingsError(f"expected one of 'guided', 'latent', got {mode!r}", field="image.mode")
+        s = cls.defaults(mode)
+        for name, value in flat.items():
+            s.set(name, value, validate_field=validate)
+        if validate:
+            s.validate()
+        return s
+
+    @classmethod
+    def load(cls, path: str | Path) -> Settings:
+        """Load and validate a settings JSON file."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SettingsError(f"settings file not found: {p}") from None
+        except OSError as exc:
+            raise SettingsError(f"cannot read settings file {p}: {exc.strerror or exc}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"{p}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
+        try:
+            return cls.from_dict(data)
+        except SettingsError as exc:
+            raise SettingsError(f"{p}: {exc}") from None
+
+    # ------------------------------------------------------------------ output
+    def to_dict(self) -> dict[str, Any]:
+        """A grouped, JSON-ready dict holding every field."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    def save(self, path: str | Path) -> Path:
+        """Write the settings as JSON atomically (temporary file + rename)."""
+        from discolib.runs import write_text_atomic
+
+        return write_text_atomic(Path(path), self.to_json())
+
+    def copy(self) -> Settings:
+        return Settings.from_dict(self.to_dict(), validate=False)
+
+    # ------------------------------------------------------------------ access
+    def get(self, name: str) -> Any:
+        group, fname = resolve_name(name)
+        return getattr(getattr(self, group), fname)
+
+    def set(self, name: str, value: Any, *, validate_field: bool = True) -> None:
+        """Set one field by dotted (``animation.zoom``) or plain (``zoom``) name, coercing and checking it."""
+        group, fname = resolve_name(name)
+        if validate_field:
+            value = coerce_value(f"{group}.{fname}", value)
+        setattr(getattr(self, group), fname, value)
+
+    def set_from_string(self, assignment: str) -> None:
+        """Apply a CLI ``name=value`` override; the value is JSON when it parses as JSON, else a string."""
+        if "=" not in assignment:
+            raise SettingsError(f"expected name=value, got {assignment!r}", field="--set")
+        name, raw = assignment.split("=", 1)
+        name = name.strip()
+        group, fname = resolve_name(name)
+        info = field_info(f"{group}.{fname}")
+        value: Any = raw
+        if info.type_name != "str" or raw.strip()[:1] in ('"',):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                if info.type_name == "bool" and raw.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
+                    value = raw.strip().lower() in ("true", "yes", "on")
+                else:
+                    value = raw
+        self.set(f"{group}.{fname}", value)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> Settings:
+        """Check every field and the cross-field rules; raise :class:`SettingsError` on the first problem."""
+        for name in iter_fields():
+            coerce_value(name, self.get(name))
+        mode = self.image.mode
+        multiple = 64 if mode == "guided" else 8
+        for dim in ("width", "height"):
+            v = getattr(self.image, dim)
+            if v % multiple:
+                lo, hi = (v // multiple) * multiple, (v // multiple + 1) * multiple
+                raise SettingsError(
+                    f"{v} is not a multiple of {multiple} (needed by the {mode} sampler); use {lo or hi} or {hi}",
+                    field=f"image.{dim}",
+                )
+        if mode == "guided" and self.guidance.skip_steps >= self.image.steps:
+            raise SettingsError(
+                f"must be smaller than image.steps ({self.image.steps}), got {self.guidance.skip_steps}",
+                field="guidance.skip_steps",
+            )
+        anim = self.animation
+        if anim.animation_mode != "None" and anim.cadence > anim.max_frames:
+            raise SettingsError(
+                f"cadence {anim.cadence} is larger than animation.max_frames ({anim.max_frames})",
+                field="animation.cadence",
+            )
+        if anim.animation_mode == "Video Input" and not anim.video_init_path:
+            raise SettingsError("Video Input mode needs a video path", field="animation.video_init_path")
+        self._validate_schedules()
+        return self
+
+    def n_frames(self) -> int:
+        """Frames to render: max_frames for animations, 1 for stills."""
+        return self.animation.max_frames if self.animation.animation_mode != "None" else 1
+
+    def _validate_schedules(self) -> None:
+        from discolib.prompts import PromptSchedule
+        from discolib.schedule import parse_cut_schedule, validate_schedule
+
+        n = self.n_frames()
+        # Evaluating a schedule over every frame surfaces domain errors (sqrt(-1) at frame 40) now, not mid-run;
+        # cap the frames checked so that validating a 1e6-frame animation stays instant.
+        n_check = min(n, 100_000)
+        for name in iter_fields():
+            info = field_info(name)
+            value = self.get(name)
+            if info.kind == "schedule":
+                validate_schedule(value, name, n_frames=max(n_check, 1))
+            elif info.kind == "cut_schedule":
+                # Cut counts are whole numbers; the inner-cut power and grey probability are fractions.
+                parse_cut_schedule(value, setting=name, kind=float if name.endswith(("ic_pow", "icgray_p")) else int)
+            elif info.kind == "prompts" and name == "prompts.text_prompts":
+                try:
+                    PromptSchedule.from_any(value)
+                except ValueError as exc:
+                    raise SettingsError(str(exc), field=name) from None
+
+
+# ---------------------------------------------------------------------------------------------- field info
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """What the validator, CLI and widgets need to know about one field."""
+
+    name: str  # dotted
+    group: str
+    field: str
+    type: Any
+    type_name: str  # 'int' | 'float' | 'bool' | 'str' | 'choice' | 'list[str]' | 'list[float]' | 'dict'
+    default: Any
+    help: str
+    choices: tuple[Any, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    kind: str | None = None
+
+
+def _type_name(tp: Any) -> tuple[str, tuple[Any, ...]]:
+    if get_origin(tp) is Literal:
+        return "choice", get_args(tp)
+    if tp is bool:
+        return "bool", ()
+    if tp is int:
+        return "int", ()
+    if tp is float:
+        return "float", ()
+    if tp is str:
+        return "str", ()
+    origin = get_origin(tp)
+    if origin is list:
+        (arg,) = get_args(tp)
+        return f"list[{arg.__name__}]", ()
+    if origin is dict:
+        return "dict", ()
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"optional fields are not used in the schema: {tp}")
+    raise TypeError(f"unsupported settings type {tp}")
+
+
+def _build_field_table() -> dict[str, FieldInfo]:
+    table: dict[str, FieldInfo] = {}
+    for group, cls in GROUPS.items():
+        hints = typing.get_type_hints(cls, include_extras=False)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            tname, choices = _type_name(tp)
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            md = f.metadata
+            table[f"{group}.{f.name}"] = FieldInfo(
+                name=f"{group}.{f.name}",
+                group=group,
+                field=f.name,
+                type=tp,
+                type_name=tname,
+                default=default,
+                help=md.get("help", ""),
+                choices=tuple(md.get("choices", choices)),
+                min=md.get("min"),
+                max=md.get("max"),
+                kind=md.get("kind"),
+            )
+    return table
+
+
+_FIELDS = _build_field_table()
+_PLAIN: dict[str, list[str]] = {}
+for _dotted in _FIELDS:
+    _PLAIN.setdefault(_dotted.split(".", 1)[1], []).append(_dotted)
+
+
+def iter_fields(group: str | None = None) -> list[str]:
+    """Dotted names of every field (of one group), in schema order."""
+    return [n for n in _FIELDS if group is None or n.startswith(group + ".")]
+
+
+def field_info(name: str) -> FieldInfo:
+    group, fname = resolve_name(name)
+    return _FIELDS[f"{group}.{fname}"]
+
+
+def resolve_name(name: str) -> tuple[str, str]:
+    """``'animation.zoom'`` or ``'zoom'`` -> ``('animation', 'zoom')``; unknown names suggest the nearest."""
+    if not isinstance(name, str) or not name:
+        raise SettingsError(f"expected a setting name, got {name!r}")
+    if name in _FIELDS:
+        g, f = name.split(".", 1)
+        return g, f
+    if "." not in name and len(_PLAIN.get(name, [])) == 1:
+        g, f = _PLAIN[name][0].split(".", 1)
+        return g, f
+    if "." not in name and len(_PLAIN.get(name, [])) > 1:
+        raise SettingsError(f"ambiguous setting name; use one of {', '.join(_PLAIN[name])}", field=name)
+    candidates = list(_FIELDS) + list(_PLAIN)
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise SettingsError(f"unknown setting{hint}", field=name)
+
+
+def _flatten_input(data: dict[str, Any]) -> dict[str, Any]:
+    """Grouped or flat input -> {dotted name: value}, rejecting unknown keys with suggestions."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in GROUPS:
+            if not isinstance(value, dict):
+                raise SettingsError(f"expected an object of settings, got {type(value).__name__}", field=key)
+            for sub, v in value.items():
+                dotted = f"{key}.{sub}"
+                if dotted not in _FIELDS:
+                    close = difflib.get_close_matches(sub, [n.split(".", 1)[1] for n in iter_fields(key)], n=3, cutoff=0.6)
+                    other = _PLAIN.get(sub)
+                    if other:
+                        hint = f"; it belongs in {other[0]!r}"
+                    elif close:
+                        hint = f"; did you mean {' or '.join(repr(f'{key}.{c}') for c in close)}?"
+                    else:
+                        hint = ""
+                    raise SettingsError(f"unknown setting{hint}", field=dotted)
+                flat[dotted] = v
+        elif key.startswith("_"):
+            continue  # comments such as "_about" are allowed
+        else:
+            g, f = resolve_name(key)
+            flat[f"{g}.{f}"] = value
+    return flat
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def coerce_value(name: str, value: Any) -> Any:
+    """Check ``value`` against the field's type and bounds and return it in canonical form."""
+    info = _FIELDS[name]
+    t = info.type_name
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise SettingsError(f"expected true or false, got {value!r}", field=name)
+        out: Any = value
+    elif t == "int":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SettingsError(f"expected an integer, got {value!r}", field=name)
+        out = value
+    elif t == "float":
+        if not _is_number(value) or not math.isfinite(float(value)):
+            raise SettingsError(f"expected a finite number, got {value!r}", field=name)
+        out = float(value)
+    elif t == "str":
+        if _is_number(value) and info.kind in ("schedule", "steps_or_percent"):
+            value = f"0: ({value})" if info.kind == "schedule" else str(value)
+        if value is None and info.kind in ("path", "model"):
+            value = ""
+        if not isinstance(value, str):
+            raise SettingsError(f"expected a string, got {value!r}", field=name)
+        out = value
+    elif t == "choice":
+        if value not in info.choices:
+            lowered = {str(c).lower(): c for c in info.choices}
+            if isinstance(value, str) and value.lower() in lowered:
+                value = lowered[value.lower()]
+            else:
+                raise SettingsError(f"expected one of {', '.join(repr(c) for c in info.choices)}, got {value!r}", field=name)
+        out = value
+    elif t == "list[str]":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise SettingsError(f"expected a list of strings, got {value!r}", field=name)
+        out = list(value)
+    elif t == "list[float]":
+        if _is_number(value):
+            value = [value]
+        if not isinstance(value, list) or not all(_is_number(x) and math.isfinite(x) for x in value):
+            raise SettingsError(f"expected a list of numbers, got {value!r}", field=name)
+        out = [float(x) for x in value]
+    elif t == "dict":
+        if not isinstance(value, dict):
+            raise SettingsError(f"expected an object {{frame: ...}}, got {value!r}", field=name)
+        out = {str(k): v for k, v in value.items()}
+    else:  # pragma: no cover - the table only has the types above
+        raise AssertionError(t)
+    if info.min is not None and _is_number(out) and out < info.min:
+        raise SettingsError(f"expected a value >= {info.min}, got {out!r}", field=name)
+    if info.max is not None and _is_number(out) and out > info.max:
+        raise SettingsError(f"expected a value <= {info.max}, got {out!r}", field=name)
+    if info.kind == "steps_or_percent":
+        _check_steps_or_percent(name, out)
+    if info.kind == "name" and (not out or any(c in out for c in '/\\:*?"<>|') or out in (".", "..")):
+        raise SettingsError(f"expected a folder name without / \\ : * ? \" < > |, got {out!r}", field=name)
+    return out
+
+
+def _check_steps_or_percent(name: str, value: str) -> None:
+    v = value.strip()
+    try:
+        if v.endswith("%"):
+            pct = float(v[:-1])
+            if not 0 <= pct < 100:
+                raise ValueError
+        elif int(v) < 0:
+            raise ValueError
+    except ValueError:
+        raise SettingsError(f"expected a percentage like '60%' or a step count like '30', got {value!r}", field=name) from None
+
+
+def _normalise_animation_mode(value: str) -> str:
+    aliases = {"none": "None", "2d": "2D", "3d": "3D", "video": "Video Input", "video input": "Video Input"}
+    v = aliases.get(str(value).strip().lower())
+    if v is None:
+        raise SettingsError(f"expected one of none, 2D, 3D, video, got {value!r}", field="animation.animation_mode")
+    return v

@@ -1,0 +1,87 @@
+"""The discolib command: init, validate, import-settings, schedule, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from discolib.cli import main
+from discolib.settings import Settings
+
+DATA = Path(__file__).parent / "data"
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_init_writes_complete_grouped_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s.json"
+    code, stdout, _ = run(["init", "--mode", "latent", "--animation", "3D", "--set", "max_frames=30", "-o", str(out)], capsys)
+    assert code == 0 and "wrote" in stdout
+    data = json.loads(out.read_text())
+    assert list(data) == ["run", "image", "models", "prompts", "guidance", "latent", "animation", "output"]
+    assert data["animation"]["max_frames"] == 30 and data["animation"]["animation_mode"] == "3D"
+    assert Settings.load(out).image.mode == "latent"
+    code, _, err = run(["init", "-o", str(out)], capsys)
+    assert code == 2 and "exists; pass --force" in err
+
+
+def test_init_preset_picks_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s.json"
+    assert run(["init", "--preset", "tiny-latent", "-o", str(out)], capsys)[0] == 0
+    s = Settings.load(out)
+    assert s.image.mode == "latent" and s.models.latent_model == "tiny-latent"
+
+
+def test_validate_ok_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s.json"
+    run(["init", "--preset", "tiny", "-o", str(out)], capsys)
+    code, stdout, _ = run(["validate", str(out)], capsys)
+    assert code == 0 and "ok (guided mode" in stdout
+    code, _, err = run(["validate", str(out), "--set", "width=100"], capsys)
+    assert code == 2
+    assert err.strip() == "discolib: error: image.width: 100 is not a multiple of 64 (needed by the guided sampler); use 64 or 128"
+    data = json.loads(out.read_text())
+    data["animation"]["translation_z"] = "0: (1 + (2 * t)"
+    out.write_text(json.dumps(data))
+    code, _, err = run(["validate", str(out)], capsys)
+    assert code == 2 and "animation.translation_z: column" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_import_settings_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s.json"
+    code, stdout, _ = run(["import-settings", str(DATA / "disco_v57_settings.txt"), "-o", str(out)], capsys)
+    assert code == 0 and "ignored randomize_class" in stdout
+    assert Settings.load(out).animation.cadence == 3
+
+
+def test_schedule_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = run(["schedule", "0: (0), 10: (1.05)", "--frames", "12"], capsys)
+    assert code == 0
+    lines = stdout.strip().splitlines()
+    assert lines[0] == "0 0" and lines[5] == "5 0.525" and lines[11] == "11 1.05"
+    png = tmp_path / "c.png"
+    code, _, _ = run(["schedule", "0:(sin(t/5))", "--frames", "30", "--plot", str(png)], capsys)
+    assert code == 0 and png.stat().st_size > 1000
+    code, _, err = run(["schedule", "0: (__import__('os'))"], capsys)
+    assert code == 2 and err.startswith("discolib: error: schedule: column")
+
+
+def test_no_render_command_yet_is_absent_or_real(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "init" in capsys.readouterr().out
+
+
+def test_console_script_entry_point(tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "discolib.cli", "validate", str(tmp_path / "missing.json")], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"discolib: error: settings file not found: {tmp_path / 'missing.json'}"

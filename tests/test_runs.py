@@ -1,0 +1,110 @@
+"""Run folders: atomic writes, records, resume points."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from discolib.runs import RunError, RunFolder, RunRecord, save_png_atomic, write_bytes_atomic
+
+
+def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
+    p = tmp_path / "a" / "f.bin"
+    write_bytes_atomic(p, b"old")
+    write_bytes_atomic(p, b"new contents")
+    assert p.read_bytes() == b"new contents"
+    assert [x.name for x in p.parent.iterdir()] == ["f.bin"]
+
+
+def test_atomic_write_failure_leaves_old_file_and_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "f.bin"
+    write_bytes_atomic(p, b"old")
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        write_bytes_atomic(p, b"new")
+    assert p.read_bytes() == b"old"
+    assert [x.name for x in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_png_from_tensor_array_and_pil(tmp_path: Path) -> None:
+    t = torch.rand(1, 3, 8, 12)
+    save_png_atomic(tmp_path / "t.png", t)
+    back = np.asarray(Image.open(tmp_path / "t.png"))
+    assert back.shape == (8, 12, 3)
+    expect = (t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    assert np.array_equal(back, expect)
+    save_png_atomic(tmp_path / "a.png", expect)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), expect)
+    save_png_atomic(tmp_path / "p.png", Image.fromarray(expect))
+    with pytest.raises(ValueError, match="expected one image"):
+        save_png_atomic(tmp_path / "b.png", torch.rand(2, 3, 4, 4))
+
+
+def test_create_writes_settings_first_and_record(tmp_path: Path) -> None:
+    run = RunFolder.create(tmp_path, "batch", '{"x": 1}\n', run_id="r1")
+    assert run.path == tmp_path / "batch" / "r1"
+    assert json.loads(run.settings_path.read_text()) == {"x": 1}
+    rec = run.read_record()
+    assert rec.status == "created" and rec.frames_done == 0
+    assert rec.versions["torch"] == torch.__version__
+    assert rec.versions["discolib"] != "not installed"
+    with pytest.raises(RunError, match="run folder already exists"):
+        RunFolder.create(tmp_path, "batch", "{}", run_id="r1")
+
+
+def test_resume_point_and_temporaries(tmp_path: Path) -> None:
+    run = RunFolder.create(tmp_path, "b", "{}")
+    for i in (0, 1, 2, 4):
+        run.save_frame(i, np.zeros((4, 4, 3), np.uint8))
+    (run.frames_dir / ".000003.png.abc.tmp").write_bytes(b"trunc")
+    assert run.complete_frames() == [0, 1, 2, 4]
+    assert run.resume_point() == 3
+    assert run.clean_temporaries() == 1
+    assert not list(run.frames_dir.glob("*.tmp"))
+
+
+def test_record_round_trip(tmp_path: Path) -> None:
+    run = RunFolder.create(tmp_path, "b", "{}")
+    rec = RunRecord(status="running", frames_total=8, frames_done=3, seeds=[1, 2, 3])
+    run.write_record(rec)
+    back = run.read_record()
+    assert back.seeds == [1, 2, 3] and back.frames_done == 3 and back.status == "running"
+
+
+def test_open_and_latest(tmp_path: Path) -> None:
+    with pytest.raises(RunError, match="no run folder at"):
+        RunFolder.open(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunError, match="settings.json is missing"):
+        RunFolder.open(tmp_path / "empty")
+    with pytest.raises(RunError, match="no runs to resume"):
+        RunFolder.latest(tmp_path, "b")
+    RunFolder.create(tmp_path, "b", "{}", run_id="20260101-000000")
+    second = RunFolder.create(tmp_path, "b", "{}", run_id="20260102-000000")
+    assert RunFolder.latest(tmp_path, "b").path == second.path
+    assert RunFolder.open(second.path).path == second.path
+
+
+def test_unwritable_output_root(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RunError, match="run.output_root: cannot create"):
+        RunFolder.create(blocker / "sub", "b", "{}")
+    if os.geteuid() != 0:  # root ignores permission bits
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        (ro / "b").mkdir()
+        ro.chmod(0o500)
+        (ro / "b").chmod(0o500)
+        with pytest.raises(RunError, match="not writable"):
+            RunFolder.create(ro, "b", "{}")
