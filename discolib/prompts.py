@@ -1,0 +1,316 @@
+"""Prompt schedules: Disco Diffusion's weighted prompt lists and Deforum's ``--neg`` prompts, per frame.
+
+Accepted shapes (pasted unchanged from those tools):
+
+* Disco: ``{0: ["a castle:2", "fog:-0.5"], 100: ["a ruin"]}``; JSON keys may be strings (``"0"``), a bare string
+  value counts as a one-element list. A list item starting with ``--neg`` is a negative prompt.
+* Deforum: ``{"0": "a castle --neg blurry, ugly", "30": "a ruin"}``: the text after ``--neg`` is the negative
+  prompt. Each side may carry a trailing ``:weight``.
+* :meth:`PromptSchedule.from_any` takes either, a list of prompts (``{0: list}``), a plain string
+  (``{0: [string]}``) or a JSON text of a dict.
+
+Keys are whole frame numbers or ``max_f`` expressions (``"max_f/2"``), parsed by :mod:`discolib.schedule`. A frame
+uses the prompts of the last key ``<=`` it; before the first key the first key holds.
+
+Weights: a trailing ``:number`` is a weight (default 1.0) only when it is a number, so ``"https://x.org/a.png"``
+and ``"a castle: at dusk"`` stay whole while ``"castle:2"``, ``"fog:-0.5"``, ``"x: 1.5"`` split. Negative weights
+are allowed (Disco steers away from them); the positive weights of a frame must not sum to zero (Disco
+normalises by that sum).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from discolib.schedule import FrameKey, ScheduleError, parse_frame_key, resolve_keys, warn_duplicate_keys
+
+__all__ = [
+    "FramePrompts",
+    "PromptError",
+    "PromptSchedule",
+    "WeightedPrompt",
+    "split_weight",
+]
+
+_NUMBER = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_WEIGHT_RE = re.compile(rf"^(?P<text>.*):\s*(?P<weight>{_NUMBER})\s*$", re.DOTALL)
+# "http://host:8080" is a URL with a port, not a prompt with weight 8080
+_URL_HOST_RE = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://[^/\s]*$")
+_NEG_RE = re.compile(r"\s*--neg\b\s*")
+
+
+class PromptError(ScheduleError):
+    """Bad prompt schedule input; ``reason`` names the key or frame and the prompt's position."""
+
+
+def split_weight(text: str) -> tuple[str, float]:
+    """``"castle:2"`` -> ``("castle", 2.0)``; no numeric ``:weight`` suffix -> ``(text, 1.0)``; text is stripped.
+
+    The weight may be any float literal (``-0.5``, ``1e-1``); one too large for a float gives ``inf``, which the
+    prompt schedules reject as non-finite.
+    """
+    m = _WEIGHT_RE.match(text)
+    if m is None or _URL_HOST_RE.match(m.group("text")):
+        return text.strip(), 1.0
+    return m.group("text").strip(), float(m.group("weight"))
+
+
+def _format_weight(weight: float) -> str:
+    return str(int(weight)) if weight.is_integer() and abs(weight) < 1e15 else repr(weight)
+
+
+@dataclass(frozen=True)
+class WeightedPrompt:
+    """One prompt and its weight (Disco's ``"text:weight"``)."""
+
+    text: str
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> WeightedPrompt:
+        return cls(*split_weight(text))
+
+    def to_str(self) -> str:
+        """The ``"text:weight"`` form that :meth:`parse` reads back to an equal prompt."""
+        if self.weight == 1.0 and split_weight(self.text) == (self.text, 1.0):
+            return self.text
+        return f"{self.text}:{_format_weight(float(self.weight))}"
+
+
+@dataclass
+class FramePrompts:
+    """The prompts of one frame: ``positive`` (weighted, Disco style) and ``negative`` (Deforum's ``--neg``)."""
+
+    positive: list[WeightedPrompt]
+    negative: list[WeightedPrompt] = field(default_factory=list)
+
+    @property
+    def texts(self) -> list[str]:
+        return [p.text for p in self.positive]
+
+    @property
+    def weights(self) -> list[float]:
+        return [p.weight for p in self.positive]
+
+    @property
+    def negative_texts(self) -> list[str]:
+        return [p.text for p in self.negative]
+
+    @property
+    def negative_weights(self) -> list[float]:
+        return [p.weight for p in self.negative]
+
+    @property
+    def normalized_weights(self) -> list[float]:
+        """Positive weights divided by their sum (as Disco does before mixing CLIP losses)."""
+        total = sum(self.weights)
+        return [w / total for w in self.weights]
+
+
+def _prompt_label(key: FrameKey) -> str:
+    return f"prompts at frame {key.frame}" if key.frame is not None else f"prompts at key '{key.text}'"
+
+
+def _parse_key(raw: object, setting: str | None) -> FrameKey:
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        raise PromptError(f"key {raw!r}: expected an integer frame or a max_f expression", setting=setting)
+    try:
+        return parse_frame_key(raw, setting=setting)
+    except ScheduleError as err:
+        where = f" (column {err.column})" if err.column is not None else ""
+        raise PromptError(f"key {raw!r}{where}: {err.reason}", setting=setting) from None
+
+
+def _parse_items(raw: object, key: FrameKey, split_neg: bool, setting: str | None) -> FramePrompts:
+    """One key's value: a list of prompts (items starting with ``--neg`` are negative) or one string."""
+    label = _prompt_label(key)
+    positive: list[WeightedPrompt] = []
+    negative: list[WeightedPrompt] = []
+    if isinstance(raw, str):
+        if split_neg:
+            pos_text, *neg = _NEG_RE.split(raw, maxsplit=1)
+            items: list[tuple[str, bool]] = [(pos_text, False)]
+            if neg and neg[0].strip():
+                items.append((neg[0], True))
+        else:
+            items = [(raw, False)]
+    elif isinstance(raw, Sequence) and not isinstance(raw, (bytes, bytearray)):
+        items = []
+        for n, item in enumerate(raw, 1):
+            if not isinstance(item, str):
+                raise PromptError(f"{label}, prompt {n}: expected a string, found {type(item).__name__}", setting=setting)
+            stripped = item.lstrip()
+            is_neg = stripped.startswith("--neg") and (len(stripped) == 5 or not stripped[5].isalnum())
+            items.append((stripped[5:] if is_neg else item, is_neg))
+    else:
+        raise PromptError(
+            f"{label}: expected a list of prompts or a string, found {type(raw).__name__}", setting=setting
+        )
+    for n, (text, is_neg) in enumerate(items, 1):
+        prompt = WeightedPrompt.parse(text)
+        side = "negative prompt" if is_neg else "prompt"
+        if not prompt.text:
+            raise PromptError(f"{label}, {side} {n}: empty prompt text", setting=setting)
+        if not math.isfinite(prompt.weight):
+            raise PromptError(f"{label}, {side} {n}: weight is not a finite number ({text.strip()!r})", setting=setting)
+        (negative if is_neg else positive).append(prompt)
+    if not positive:
+        raise PromptError(f"{label}: no positive prompt (expected at least one)", setting=setting)
+    weights = [p.weight for p in positive]
+    total = math.fsum(weights)
+    if abs(total) <= 1e-9 * max(1.0, math.fsum(abs(w) for w in weights)):
+        listed = ", ".join(p.to_str() if p.weight != 1.0 else f"{p.text}:1" for p in positive)
+        raise PromptError(f"{label}: weights sum to zero ({listed})", setting=setting)
+    return FramePrompts(positive, negative)
+
+
+class PromptSchedule:
+    """Prompts per frame, keyed like keyframe schedules; see the module docstring for the accepted shapes."""
+
+    def __init__(
+        self, entries: list[tuple[FrameKey, FramePrompts]], *, style: str = "disco", setting: str | None = None
+    ) -> None:
+        if not entries:
+            raise PromptError("no prompts (expected e.g. {0: ['a castle']})", setting=setting)
+        warn_duplicate_keys([k for k, _ in entries], setting or "prompts", stacklevel=4)
+        self._entries = entries
+        self.style = style
+        self.setting = setting
+        self._cache: dict[int | None, tuple[list[int], list[FramePrompts]]] = {}
+
+    # ------------------------------------------------------------------------------------ constructors
+    @classmethod
+    def _from_mapping(
+        cls, mapping: object, style: str, setting: str | None, split_neg: bool | None = None
+    ) -> PromptSchedule:
+        if not isinstance(mapping, Mapping):
+            raise PromptError(
+                f"expected a dict of {{frame: prompts}}, found {type(mapping).__name__}", setting=setting
+            )
+        if not mapping:
+            raise PromptError("no prompts (expected e.g. {0: ['a castle']})", setting=setting)
+        entries = []
+        for raw_key, raw_value in mapping.items():
+            key = _parse_key(raw_key, setting)
+            split = style == "deforum" if split_neg is None else split_neg
+            entries.append((key, _parse_items(raw_value, key, split, setting)))
+        return cls(entries, style=style, setting=setting)
+
+    @classmethod
+    def from_disco(cls, mapping: Mapping[Any, Any], *, setting: str | None = None) -> PromptSchedule:
+        """Disco's ``{0: ["a castle:2", "fog:-0.5"], 100: [...]}`` (string keys and bare strings accepted)."""
+        return cls._from_mapping(mapping, "disco", setting)
+
+    @classmethod
+    def from_deforum(cls, mapping: Mapping[Any, Any], *, setting: str | None = None) -> PromptSchedule:
+        """Deforum's ``{"0": "a castle --neg blurry, ugly", "30": "..."}``."""
+        return cls._from_mapping(mapping, "deforum", setting)
+
+    @classmethod
+    def from_any(cls, obj: object, *, setting: str | None = None) -> PromptSchedule:
+        """Any accepted shape: a Disco or Deforum dict, a list of prompts, a string, a JSON dict as text.
+
+        String values are read the Deforum way (``"a --neg b"`` splits), list values the Disco way.
+        """
+        if isinstance(obj, PromptSchedule):
+            return obj
+        if isinstance(obj, str):
+            stripped = obj.strip()
+            if stripped.startswith("{") and stripped.endswith("}"):
+                try:
+                    decoded = json.loads(stripped)
+                except ValueError:
+                    decoded = None
+                if isinstance(decoded, dict):
+                    return cls.from_any(decoded, setting=setting)
+            key = FrameKey.from_int(0, setting=setting)
+            style = "deforum" if _NEG_RE.search(obj) else "disco"
+            return cls([(key, _parse_items(obj, key, True, setting))], style=style, setting=setting)
+        if isinstance(obj, Sequence) and not isinstance(obj, (bytes, bytearray)):
+            if not obj:
+                raise PromptError("no prompts (expected e.g. ['a castle'])", setting=setting)
+            return cls._from_mapping({0: list(obj)}, "disco", setting)
+        if isinstance(obj, Mapping):
+            deforum = bool(obj) and all(isinstance(v, str) for v in obj.values())
+            return cls._from_mapping(obj, "deforum" if deforum else "disco", setting, split_neg=True)
+        raise PromptError(
+            f"expected a dict of {{frame: prompts}}, a list of prompts or a string, found {type(obj).__name__}",
+            setting=setting,
+        )
+
+    # ---------------------------------------------------------------------------------------- lookup
+    @property
+    def keys(self) -> list[FrameKey]:
+        return [k for k, _ in self._entries]
+
+    def _resolved(self, n_frames: int | None) -> tuple[list[int], list[FramePrompts]]:
+        cached = self._cache.get(n_frames)
+        if cached is None:
+            if n_frames is None:
+                needs = [k.text for k in self.keys if k.uses_max_f]
+                if needs:
+                    raise PromptError(
+                        f"key '{needs[0]}' uses max_f: pass n_frames to look prompts up", setting=self.setting
+                    )
+            order = resolve_keys(self.keys, n_frames or 1, self.setting or "prompts", stacklevel=3)
+            cached = ([f for f, _ in order], [self._entries[i][1] for _, i in order])
+            self._cache[n_frames] = cached
+        return cached
+
+    def at(self, frame: int, n_frames: int | None = None) -> FramePrompts:
+        """The prompts of ``frame``: those of the last key ``<= frame`` (the first key before it)."""
+        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
+            raise PromptError(f"frame must be an integer >= 0, found {frame!r}", setting=self.setting)
+        frames, prompts = self._resolved(n_frames)
+        return prompts[max(0, bisect.bisect_right(frames, int(frame)) - 1)]
+
+    def items(self, n_frames: int | None = None) -> list[tuple[int, FramePrompts]]:
+        """(frame, prompts) for each key, sorted by frame, duplicates resolved (last wins)."""
+        frames, prompts = self._resolved(n_frames)
+        return list(zip(frames, prompts, strict=True))
+
+    def changes(self, n_frames: int) -> list[int]:
+        """Sorted frames in ``[0, n_frames)`` where the prompts differ from the previous frame (0 always)."""
+        frames, prompts = self._resolved(n_frames)
+        out = [0]
+        current = prompts[0]
+        for frame, fp in zip(frames, prompts, strict=True):
+            if 0 < frame < n_frames and fp != current:
+                out.append(frame)
+            current = fp if frame < n_frames else current
+        return out
+
+    def to_json(self) -> dict[str, list[str] | str]:
+        """A plain JSON-able dict that :meth:`from_any` reads back to an equal schedule (in the source's style)."""
+        out: dict[str, list[str] | str] = {}
+        for key, fp in self._entries:
+            if self.style == "deforum" and len(fp.positive) == 1 and len(fp.negative) <= 1:
+                text = fp.positive[0].to_str()
+                if fp.negative:
+                    text += f" --neg {fp.negative[0].to_str()}"
+                out[key.text] = text
+            else:
+                out[key.text] = [p.to_str() for p in fp.positive] + [f"--neg {p.to_str()}" for p in fp.negative]
+        return out
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PromptSchedule) and self._entries == other._entries
+
+    def __hash__(self) -> int:
+        return hash(tuple(k for k, _ in self._entries))
+
+    def __repr__(self) -> str:
+        return f"PromptSchedule.from_any({self.to_json()!r})"
