@@ -1,0 +1,264 @@
+"""Checkpoint catalogue, lookup, download (faked), SHA-256 verification, offline messages and loading."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+from urllib.error import URLError
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import discolib.checkpoints as ck
+from discolib.checkpoints import (
+    CheckpointError,
+    UnknownModelError,
+    catalogue_entry,
+    fetch_checkpoint,
+    load_disco_unet,
+    load_secondary_model,
+    load_state_dict,
+    sha256_file,
+)
+from discolib.secondary import SecondaryDiffusionImageNet2
+
+PAYLOAD = b"not really a checkpoint, but bytes with a known hash\n" * 50
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def _catalogue(**entry: Any) -> dict[str, Any]:
+    return {"models": {"tiny": {"file": "tiny.pt", "sha256": PAYLOAD_SHA, **entry}}}
+
+
+class _FakeResponse(io.BytesIO):
+    """What urlopen returns: a readable context manager."""
+
+
+class _NotATensor:
+    """Anything pickled that is not a tensor must be refused by weights_only loading."""
+
+
+# -- files ---------------------------------------------------------------------------------------------------------
+
+
+def test_sha256_file_streams(tmp_path: Path) -> None:
+    p = tmp_path / "f.bin"
+    p.write_bytes(PAYLOAD)
+    assert sha256_file(p) == PAYLOAD_SHA
+    assert sha256_file(p, chunk_size=7) == PAYLOAD_SHA
+
+
+def test_load_state_dict_pt_safetensors_and_wrappers(tmp_path: Path) -> None:
+    sd = {"a.weight": torch.randn(2, 3), "b": torch.arange(4)}
+    torch.save(sd, tmp_path / "m.pt")
+    got = load_state_dict(tmp_path / "m.pt")
+    assert set(got) == set(sd) and all(torch.equal(got[k], sd[k]) for k in sd)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, tmp_path / "w.pth")
+    got = load_state_dict(tmp_path / "w.pth")
+    assert set(got) == set(sd)
+    save_file(sd, str(tmp_path / "m.safetensors"))
+    got = load_state_dict(tmp_path / "m.safetensors")
+    assert set(got) == set(sd) and torch.equal(got["a.weight"], sd["a.weight"])
+
+
+def test_load_state_dict_refusals(tmp_path: Path) -> None:
+    torch.save({"a": _NotATensor()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        load_state_dict(tmp_path / "evil.pt")
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="unknown checkpoint format '.onnx'"):
+        load_state_dict(tmp_path / "m.onnx")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_state_dict(tmp_path / "absent.pt")
+    (tmp_path / "broken.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot read safetensors"):
+        load_state_dict(tmp_path / "broken.safetensors")
+
+
+# -- catalogue -----------------------------------------------------------------------------------------------------
+
+
+def test_catalogue_entries_resolve_names_files_and_shapes() -> None:
+    e = catalogue_entry("pixel_art_diffusion_soft_256")
+    assert e["name"] == "pixel_art_diffusion_soft_256"
+    assert e["adm"]["num_heads"] == 1 and e["adm"]["use_scale_shift_norm"] is False  # "community_256" resolved
+    assert catalogue_entry("512x512_diffusion_uncond_finetune_008100.pt")["name"] == (
+        "512x512_diffusion_uncond_finetune_008100"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [
+        ("512x512_diffusion_uncond_finetune", "512x512_diffusion_uncond_finetune_008100"),
+        ("watercolordiffusion_3", "watercolordiffusion_2"),
+        ("pixelartdiffusion_4k", "pixelartdiffusion4k"),
+    ],
+)
+def test_unknown_name_suggests_close_names(name: str, suggestion: str) -> None:
+    with pytest.raises(UnknownModelError, match=f"unknown model '{name}': did you mean .*'{suggestion}'"):
+        fetch_checkpoint(name)
+
+
+# -- lookup, verification, download --------------------------------------------------------------------------------
+
+
+def test_file_in_models_folder_is_verified_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCOLIB_MODELS", str(tmp_path))
+    (tmp_path / "tiny.pt").write_bytes(PAYLOAD)
+    assert fetch_checkpoint("tiny", catalogue=_catalogue()) == tmp_path / "tiny.pt"
+    assert (tmp_path / "tiny.pt.sha256.json").is_file()
+
+    def no_hashing(*_: object, **__: object) -> str:
+        raise AssertionError("a verified, unchanged file must not be hashed again")
+
+    monkeypatch.setattr(ck, "sha256_file", no_hashing)
+    assert fetch_checkpoint("tiny", catalogue=_catalogue()) == tmp_path / "tiny.pt"
+
+
+def test_sha_mismatch_names_both_hashes_and_is_never_accepted(tmp_path: Path) -> None:
+    (tmp_path / "tiny.pt").write_bytes(PAYLOAD + b"corrupted")
+    found = hashlib.sha256(PAYLOAD + b"corrupted").hexdigest()
+    for _ in range(2):  # the bad file must not become valid on a second look
+        with pytest.raises(CheckpointError, match=f"expected {PAYLOAD_SHA}, found {found}"):
+            fetch_checkpoint("tiny", cache_dir=tmp_path, catalogue=_catalogue())
+    assert not (tmp_path / "tiny.pt.sha256.json").exists()
+    assert fetch_checkpoint("tiny", cache_dir=tmp_path, catalogue=_catalogue(), verify=False) == tmp_path / "tiny.pt"
+    # local_path is verified the same way
+    with pytest.raises(CheckpointError, match="SHA-256 mismatch"):
+        fetch_checkpoint("tiny", local_path=tmp_path / "tiny.pt", catalogue=_catalogue())
+    with pytest.raises(CheckpointError, match="does not exist"):
+        fetch_checkpoint("tiny", local_path=tmp_path / "other.pt", catalogue=_catalogue())
+
+
+def test_url_download_is_atomic_and_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    served: list[bytes] = [PAYLOAD + b"tampered", PAYLOAD]
+    urls: list[str] = []
+
+    def fake_urlopen(url: str, timeout: float = 0) -> _FakeResponse:
+        urls.append(url)
+        return _FakeResponse(served.pop(0))
+
+    monkeypatch.setattr(ck, "urlopen", fake_urlopen)
+    cat = _catalogue(url="https://example.invalid/tiny.pt")
+    with pytest.raises(CheckpointError, match=f"expected {PAYLOAD_SHA}.*The download was deleted"):
+        fetch_checkpoint("tiny", cache_dir=tmp_path, catalogue=cat)
+    assert list(tmp_path.iterdir()) == []  # neither the bad file nor a temporary part is left
+    path = fetch_checkpoint("tiny", cache_dir=tmp_path, catalogue=cat)
+    assert path == tmp_path / "tiny.pt" and path.read_bytes() == PAYLOAD
+    assert urls == ["https://example.invalid/tiny.pt"] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.pt", "tiny.pt.sha256.json"]
+
+
+def test_hub_download_uses_hf_hub_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls: list[dict[str, Any]] = []
+
+    def fake_download(repo_id: str, filename: str, **kwargs: Any) -> str:
+        calls.append({"repo_id": repo_id, "filename": filename, **kwargs})
+        out = Path(kwargs["local_dir"]) / filename
+        out.write_bytes(PAYLOAD)
+        return str(out)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    cat = _catalogue(hf_repo="spaces/someone/tiny_space (a Space)")
+    assert fetch_checkpoint("tiny", cache_dir=tmp_path, catalogue=cat) == tmp_path / "tiny.pt"
+    assert calls == [{"repo_id": "someone/tiny_space", "filename": "tiny.pt", "repo_type": "space", "local_dir": tmp_path}]
+
+
+def test_offline_message_says_what_and_where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError) as exc:
+        fetch_checkpoint("256x256_diffusion_uncond", cache_dir=tmp_path)
+    msg = str(exc.value)
+    assert "256x256_diffusion_uncond.pt" in msg and str(tmp_path / "256x256_diffusion_uncond.pt") in msg
+    assert "HF_HUB_OFFLINE" in msg and "openaipublic.blob.core.windows.net" in msg
+    assert "a37c32fffd316cd494cf3f35b339936debdc1576dad13fe57c42399a5dbc78b1" in msg
+    with pytest.raises(CheckpointError, match=r"huggingface\.co/spaces/huggi/secondary_model_imagenet_2\.pth"):
+        load_secondary_model(cache_dir=tmp_path)
+
+
+def test_network_failure_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def down(url: str, timeout: float = 0) -> _FakeResponse:
+        raise URLError("Name or service not known")
+
+    monkeypatch.setattr(ck, "urlopen", down)
+    with pytest.raises(CheckpointError, match=r"download failed .*Name or service not known.*put it at .*tiny\.pt"):
+        fetch_checkpoint("tiny", cache_dir=tmp_path, catalogue=_catalogue(url="https://example.invalid/tiny.pt"))
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- models --------------------------------------------------------------------------------------------------------
+
+
+def _adm_fixture(fixtures_dir: Path, name: str) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
+    cfg = json.loads((fixtures_dir / f"{name}.json").read_text())
+    return fixtures_dir / f"{name}.safetensors", cfg, load_file(str(fixtures_dir / f"{name}.io.safetensors"))
+
+
+def _rel_err(out: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((out - expected).norm() / expected.norm())
+
+
+def test_load_disco_unet_through_the_catalogue(fixtures_dir: Path, tmp_path: Path) -> None:
+    src, cfg, io_ = _adm_fixture(fixtures_dir, "adm_disco256_family")
+    (tmp_path / "tiny.safetensors").write_bytes(src.read_bytes())
+    cat = {"models": {"tiny_adm": {"file": "tiny.safetensors", "sha256": sha256_file(src), "adm": "shape"}}, "shape": cfg}
+    model = load_disco_unet("tiny_adm", cache_dir=tmp_path, catalogue=cat)
+    with torch.no_grad():
+        out = model(io_["x"][:1], io_["t"][:1]).sample
+    assert _rel_err(out, io_["expected"][:1]) < 1e-4
+
+
+def test_load_disco_unet_from_pt_file_with_inferred_config(fixtures_dir: Path, tmp_path: Path) -> None:
+    src, cfg, io_ = _adm_fixture(fixtures_dir, "adm_community_family")
+    torch.save(load_file(str(src)), tmp_path / "my_finetune.pt")
+    with pytest.raises(CheckpointError, match="pass image_size="):
+        load_disco_unet(tmp_path / "my_finetune.pt")
+    with pytest.warns(UserWarning, match="head split"):
+        model = load_disco_unet(tmp_path / "my_finetune.pt", image_size=cfg["image_size"])
+    with torch.no_grad():
+        out = model(io_["x"][:1], io_["t"][:1]).sample
+    assert _rel_err(out, io_["expected"][:1]) < 1e-4
+
+
+def test_wrong_shapes_in_checkpoint_name_the_key(fixtures_dir: Path, tmp_path: Path) -> None:
+    src, cfg, _ = _adm_fixture(fixtures_dir, "adm_disco256_family")
+    sd = load_file(str(src))
+    sd["middle_block.1.proj_out.weight"] = torch.zeros(64, 32, 1)
+    torch.save(sd, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"'middle_block\.1\.proj_out\.weight'.*expected shape \(64, 64, 1\), found \(64, 32, 1\)"):
+        load_disco_unet(tmp_path / "bad.pt", config=cfg)
+
+
+def test_load_disco_unet_argument_errors(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="checkpoint file not found"):
+        load_disco_unet(tmp_path / "nothing.pt")
+    (tmp_path / "s.pth").write_bytes(b"")
+    cat = {"models": {"secondary_model_imagenet_2": {"file": "s.pth"}}}
+    with pytest.raises(CheckpointError, match="use load_secondary_model"):
+        load_disco_unet("secondary_model_imagenet_2", cache_dir=tmp_path, catalogue=cat)
+    with pytest.raises(UnknownModelError, match="did you mean"):
+        load_disco_unet("256x256_diffusion_uncnd")
+
+
+def test_load_secondary_model_from_pth(fixtures_dir: Path, tmp_path: Path) -> None:
+    sd = load_file(str(fixtures_dir / "secondary_imagenet2_c8.safetensors"))
+    torch.save(sd, tmp_path / "secondary_model_imagenet_2.pth")
+    model = load_secondary_model(tmp_path / "secondary_model_imagenet_2.pth")
+    assert isinstance(model, SecondaryDiffusionImageNet2) and model.c == 8
+    io_ = load_file(str(fixtures_dir / "secondary_imagenet2_c8.io.safetensors"))
+    with torch.no_grad():
+        out = model(io_["x"], io_["t"])
+    assert _rel_err(out.pred, io_["pred"]) < 1e-4
+    # by catalogue name from the models folder (the fixture's hash is not the real one: verify=False)
+    assert load_secondary_model(cache_dir=tmp_path, verify=False).c == 8
