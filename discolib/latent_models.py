@@ -1,0 +1,617 @@
+"""Latent diffusion (Stable Diffusion family) components: loading, presets, schedulers.
+
+Everything loads with diffusers' / transformers' ``from_pretrained(..., subfolder=...)`` from a hub id or a local
+folder in the diffusers layout::
+
+    model/
+      unet/          UNet2DConditionModel      (config.json + weights)
+      vae/           AutoencoderKL or AutoencoderTiny (class read from its config.json)
+      text_encoder/  CLIPTextModel
+      tokenizer/     CLIPTokenizer             (vocab.json + merges.txt or tokenizer.json)
+      scheduler/     scheduler_config.json     (any diffusers scheduler; only its config is kept)
+
+The ``"tiny-latent"`` preset builds random tiny components under a fixed seed, saves them once into a cache folder
+in that same layout and then loads that folder through :func:`load_latent_components`, so tests exercise the real
+loading path without any download.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+import transformers
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    LCMScheduler,
+    PNDMScheduler,
+    SchedulerMixin,
+    UNet2DConditionModel,
+    UniPCMultistepScheduler,
+)
+from diffusers.utils import is_scipy_available, is_torchsde_available
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+__all__ = [
+    "COMPONENT_SUBFOLDERS",
+    "LATENT_PRESETS",
+    "TINY_TOKENIZER_DIR",
+    "LatentComponents",
+    "LatentModelError",
+    "LatentPreset",
+    "enable_fast_paths",
+    "load_latent_components",
+    "make_scheduler",
+    "scheduler_names",
+    "tiny_latent_folder",
+    "write_tiny_tokenizer",
+]
+
+COMPONENT_SUBFOLDERS: tuple[str, ...] = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+TINY_TOKENIZER_DIR = Path(__file__).resolve().parent / "data" / "tiny_tokenizer"
+# Bump when the tiny architecture or its seed changes, so stale cache folders are never reused.
+TINY_LATENT_VERSION = 1
+TAESD_ID = "madebyollin/taesd"
+
+
+class LatentModelError(ValueError):
+    """A latent model cannot be loaded: bad folder layout, unknown preset, or weights unavailable offline."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Components
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LatentComponents:
+    """The parts of a Stable-Diffusion-style model, used directly by :mod:`discolib.samplers.latent`.
+
+    ``scheduler_config`` is a plain dict: samplers build a fresh scheduler per call with :func:`make_scheduler`
+    because diffusers schedulers are stateful. ``preview_vae`` (an AutoencoderTiny such as TAESD) decodes cheap
+    previews, and can decode final images too when speed matters more than fidelity.
+
+    Text embeddings are cached per prompt text in an LRU dict (see ``embedding_cache_size``), so an animation
+    whose prompt does not change never re-runs the text encoder.
+    """
+
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL | AutoencoderTiny
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler_config: dict[str, Any]
+    preview_vae: AutoencoderTiny | None = None
+    name: str = ""
+    embedding_cache_size: int = 64
+    embedding_cache: OrderedDict[tuple[str, str, str], torch.Tensor] = field(
+        default_factory=OrderedDict, repr=False
+    )
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the UNet (latents live there)."""
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The UNet's compute dtype (latents themselves are kept in float32 by the sampler)."""
+        return self.unet.dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent pixel along each side (8 for Stable Diffusion)."""
+        return vae_scale_factor(self.vae)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the UNet's latent input (4 for Stable Diffusion)."""
+        return int(self.unet.config.in_channels)
+
+
+def vae_scale_factor(vae: AutoencoderKL | AutoencoderTiny) -> int:
+    """Down-sampling factor of a VAE: 2 ** (number of resolution levels - 1)."""
+    cfg = vae.config
+    if isinstance(vae, AutoencoderTiny):
+        return int(cfg.upsampling_scaling_factor) ** (len(cfg.decoder_block_out_channels) - 1)
+    return 2 ** (len(cfg.block_out_channels) - 1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Presets (architectures and recommended settings as data)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatentPreset:
+    """A named model with the settings it works best with."""
+
+    name: str
+    model_id: str
+    steps: int
+    cfg_scale: float
+    scheduler: str
+    width: int
+    height: int
+    preview_vae: str | None = TAESD_ID
+    notes: str = ""
+
+
+LATENT_PRESETS: dict[str, LatentPreset] = {
+    p.name: p
+    for p in (
+        LatentPreset(
+            "tiny-latent", "tiny-latent", 4, 5.0, "euler_a", 64, 64, preview_vae="tiny",
+            notes="random tiny weights built in-process (tests, CPU smoke runs); images are noise",
+        ),
+        LatentPreset(
+            "sd-1.5", "stable-diffusion-v1-5/stable-diffusion-v1-5", 30, 7.5, "dpmpp_2m", 512, 512,
+            notes="Deforum's usual model",
+        ),
+        LatentPreset(
+            "sd-2.1-base", "stabilityai/stable-diffusion-2-1-base", 30, 7.5, "dpmpp_2m", 512, 512,
+            notes="epsilon-prediction 512px SD 2.1; its CLIP is OpenCLIP ViT-H",
+        ),
+        LatentPreset(
+            "sd-turbo", "stabilityai/sd-turbo", 1, 0.0, "euler", 512, 512,
+            notes="adversarially distilled: 1-4 steps, cfg 0 (no CFG); img2img with steps*strength >= 1",
+        ),
+        LatentPreset(
+            "sdxs", "IDKiro/sdxs-512-0.9", 1, 0.0, "euler", 512, 512,
+            notes="one-step distilled SD with a small UNet2DConditionModel; its vae/ is an AutoencoderTiny "
+            "(loaded by the class named in its config). Not verified here without network access.",
+        ),
+    )
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Schedulers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _scheduler_table() -> dict[str, tuple[type[SchedulerMixin], dict[str, Any]]]:
+    table: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
+        "euler_a": (EulerAncestralDiscreteScheduler, {}),
+        "euler": (EulerDiscreteScheduler, {}),
+        "heun": (HeunDiscreteScheduler, {}),
+        "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+        "dpmpp_2m_karras": (
+            DPMSolverMultistepScheduler,
+            {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+        ),
+        "dpmpp_2m_sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+        "ddim": (DDIMScheduler, {}),
+        # PLMS, as Stable Diffusion ships PNDM (its Runge-Kutta warm-up needs >= 4 steps and 3x the UNet calls).
+        "pndm": (PNDMScheduler, {"skip_prk_steps": True}),
+        "plms": (PNDMScheduler, {"skip_prk_steps": True}),
+        "lcm": (LCMScheduler, {}),
+        "unipc": (UniPCMultistepScheduler, {}),
+    }
+    # Optional ones only when their extra dependency is importable, so every listed name really runs.
+    if is_scipy_available():
+        from diffusers import LMSDiscreteScheduler
+
+        table["lms"] = (LMSDiscreteScheduler, {})
+    if is_torchsde_available():
+        from diffusers import DPMSolverSDEScheduler
+
+        table["dpmpp_sde"] = (DPMSolverSDEScheduler, {})
+    return table
+
+
+def scheduler_names() -> list[str]:
+    """Valid names for :func:`make_scheduler` in this environment (``"default"`` = the model's own)."""
+    return ["default", *_scheduler_table()]
+
+
+def make_scheduler(name: str, config: dict[str, Any]) -> SchedulerMixin:
+    """A fresh diffusers scheduler by name, built from a model's scheduler config.
+
+    The model's training noise schedule (betas, prediction type, timestep spacing) comes from ``config``; the
+    name picks the solver and its options. ``"default"`` builds the class named in the config itself.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid names).
+    """
+    key = name.strip().lower()
+    if key == "default":
+        cls_name = config.get("_class_name", "PNDMScheduler")
+        cls = getattr(diffusers, cls_name, None)
+        if cls is None or not issubclass(cls, SchedulerMixin):
+            raise ValueError(f"scheduler config names an unknown class {cls_name!r}")
+        return cls.from_config(config)
+    table = _scheduler_table()
+    if key not in table:
+        raise ValueError(f"unknown scheduler {name!r}; valid names: {', '.join(scheduler_names())}")
+    cls, overrides = table[key]
+    return cls.from_config(config, **overrides)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _expected_layout() -> str:
+    return "a diffusers-layout folder with subfolders " + ", ".join(f"{s}/" for s in COMPONENT_SUBFOLDERS)
+
+
+# owner/name, as the hub spells repository ids.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _wrap_hub_error(model_id: str, what: str, err: Exception) -> LatentModelError:
+    how = (
+        f"download it once with `hf download {model_id}` (or `huggingface-cli download`) on a machine with "
+        f"internet, or pass the path of a local folder instead: {_expected_layout()}"
+    )
+    if _offline():
+        return LatentModelError(
+            f"cannot load {what} of {model_id!r}: it is not in the local Hugging Face cache and the hub is offline "
+            f"(HF_HUB_OFFLINE=1); {how}. ({type(err).__name__}: {err})"
+        )
+    return LatentModelError(f"cannot load {what} of {model_id!r}: {err}; {how}")
+
+
+def _vae_class(source: str, subfolder: str, local: bool) -> type[AutoencoderKL] | type[AutoencoderTiny]:
+    """AutoencoderKL unless the config names AutoencoderTiny (as SDXS's vae/ does)."""
+    if local:
+        cfg_path = Path(source) / subfolder / "config.json" if subfolder else Path(source) / "config.json"
+        cls_name = json.loads(cfg_path.read_text()).get("_class_name", "AutoencoderKL")
+    else:
+        cls_name = AutoencoderKL.load_config(source, subfolder=subfolder or None).get("_class_name", "AutoencoderKL")
+    return AutoencoderTiny if cls_name == "AutoencoderTiny" else AutoencoderKL
+
+
+def _load_preview_vae(source: str, device: torch.device, dtype: torch.dtype) -> AutoencoderTiny:
+    local = Path(source).expanduser().is_dir()
+    src = str(Path(source).expanduser()) if local else source
+    if local and not (Path(src) / "config.json").is_file():
+        raise LatentModelError(f"preview VAE folder {source!r} has no config.json (expected an AutoencoderTiny)")
+    try:
+        return AutoencoderTiny.from_pretrained(src, torch_dtype=dtype).to(device).eval()
+    except OSError as err:
+        raise _wrap_hub_error(source, "the preview VAE (AutoencoderTiny)", err) from err
+
+
+def load_latent_components(
+    model_id_or_path: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    vae: str | None = None,
+    lcm_lora: str | None = None,
+    channels_last: bool = False,
+    compile_unet: bool | dict[str, Any] = False,
+) -> LatentComponents:
+    """Load UNet, VAE, text encoder, tokenizer and scheduler config of a Stable-Diffusion-style model.
+
+    Args:
+        model_id_or_path: a preset name (see ``LATENT_PRESETS``; ``"tiny-latent"`` builds tiny random weights
+            offline), a Hugging Face hub id, or a local folder in the diffusers layout (module docstring).
+        device, dtype: where and in which precision the models live (bf16/fp16 on CUDA, float32 on CPU).
+        vae: hub id or local folder of an AutoencoderTiny (e.g. ``"madebyollin/taesd"``) for fast previews,
+            stored as ``preview_vae``; ``"tiny"`` is the tiny preset's own. Presets have no preview VAE unless
+            given here (TAESD is a separate download).
+        lcm_lora: hub id or local path of an LCM-LoRA (e.g. ``"latent-consistency/lcm-lora-sdv1-5"``), loaded
+            into the UNet with diffusers' LoRA loader and fused; use ``scheduler="lcm"``, 4-8 steps, cfg 1-2.
+            Needs the ``peft`` package.
+        channels_last, compile_unet: fast paths, see :func:`enable_fast_paths`.
+
+    Raises:
+        LatentModelError: unknown preset, local folder missing components, or weights unavailable (offline).
+    """
+    source = os.fspath(model_id_or_path)
+    device = torch.device(device)
+    name = source
+    if source in LATENT_PRESETS:
+        preset = LATENT_PRESETS[source]
+        if preset.model_id == "tiny-latent":
+            folder = tiny_latent_folder()
+            source = str(folder)
+            if vae == "tiny":
+                vae = str(folder / "taesd")
+        else:
+            source = preset.model_id
+    elif vae == "tiny":
+        raise LatentModelError("vae='tiny' is only valid with the 'tiny-latent' preset")
+
+    path = Path(source).expanduser()
+    local = path.is_dir()
+    if local:
+        missing = [s for s in COMPONENT_SUBFOLDERS if not (path / s).is_dir()]
+        if missing:
+            raise LatentModelError(
+                f"model folder {str(path)!r} is missing subfolder(s) {', '.join(f'{m}/' for m in missing)}; "
+                f"expected {_expected_layout()} (as written by diffusers' save_pretrained)"
+            )
+        source = str(path)
+    elif path.exists() or not _HUB_ID.fullmatch(source):
+        raise LatentModelError(
+            f"{source!r} is neither a preset ({', '.join(LATENT_PRESETS)}), a hub id (owner/name) nor an existing "
+            f"model folder; expected {_expected_layout()}"
+        )
+
+    def load(what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except OSError as err:  # diffusers/transformers/huggingface_hub raise OSError subclasses when files lack
+            if local:
+                raise LatentModelError(f"cannot load {what} from {str(path / what)!r}: {err}") from err
+            raise _wrap_hub_error(source, f"{what}/", err) from err
+
+    unet = load("unet", lambda: UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype))
+    vae_cls = load("vae", lambda: _vae_class(source, "vae", local))
+    vae_model = load("vae", lambda: vae_cls.from_pretrained(source, subfolder="vae", torch_dtype=dtype))
+    text_encoder = load(
+        "text_encoder", lambda: CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype)
+    )
+    tokenizer = load("tokenizer", lambda: CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"))
+    scheduler_config = load("scheduler", lambda: dict(DDIMScheduler.load_config(source, subfolder="scheduler")))
+
+    for m in (unet, vae_model, text_encoder):
+        m.to(device).eval().requires_grad_(False)
+    preview = _load_preview_vae(vae, device, dtype).requires_grad_(False) if vae else None
+
+    comps = LatentComponents(
+        unet=unet,
+        vae=vae_model,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler_config=scheduler_config,
+        preview_vae=preview,
+        name=name,
+    )
+    if lcm_lora:
+        _load_lcm_lora(comps, lcm_lora)
+    enable_fast_paths(comps, channels_last=channels_last, compile_unet=compile_unet)
+    return comps
+
+
+def _load_lcm_lora(comps: LatentComponents, lora: str) -> None:
+    """Load an LCM-LoRA into the UNet through diffusers' PEFT-backed loader, then fuse it (no per-step cost)."""
+    try:
+        import peft  # noqa: F401
+    except ImportError as err:
+        raise LatentModelError(
+            f"lcm_lora={lora!r} needs the 'peft' package (diffusers loads LoRAs through it): pip install peft"
+        ) from err
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+
+    try:
+        state_dict, alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(lora)
+    except OSError as err:
+        raise _wrap_hub_error(lora, "the LCM-LoRA", err) from err
+    unet_sd = {k.removeprefix("unet."): v for k, v in state_dict.items() if k.startswith("unet.")}
+    if not unet_sd:
+        raise LatentModelError(f"LoRA {lora!r} has no UNet weights (keys must start with 'unet.' after conversion)")
+    unet_alphas = None
+    if alphas:
+        unet_alphas = {k.removeprefix("unet."): v for k, v in alphas.items() if k.startswith("unet.")} or None
+    comps.unet.load_lora_adapter(unet_sd, prefix=None, network_alphas=unet_alphas, adapter_name="lcm")
+    comps.unet.fuse_lora(lora_scale=1.0)
+    comps.unet.unload_lora()  # drop the PEFT wrappers; the fused base weights stay
+    comps.name = f"{comps.name}+lcm-lora"
+
+
+def enable_fast_paths(
+    comps: LatentComponents, *, channels_last: bool = False, compile_unet: bool | dict[str, Any] = False
+) -> LatentComponents:
+    """Opt-in speed switches, safe on CPU, meant for CUDA.
+
+    - ``channels_last``: NHWC memory format for UNet and VAE convolutions (faster cuDNN kernels with fp16/bf16).
+    - ``compile_unet``: ``torch.compile`` the UNet in place (``True`` or a dict of ``torch.compile`` kwargs,
+      e.g. ``{"mode": "max-autotune"}``); the first call is slow while it compiles.
+
+    Attention already runs through PyTorch SDPA (diffusers' default ``AttnProcessor2_0``).
+    """
+    if channels_last:
+        comps.unet.to(memory_format=torch.channels_last)
+        comps.vae.to(memory_format=torch.channels_last)
+        if comps.preview_vae is not None:
+            comps.preview_vae.to(memory_format=torch.channels_last)
+    if compile_unet:
+        kwargs = compile_unet if isinstance(compile_unet, dict) else {}
+        comps.unet.compile(**kwargs)  # nn.Module.compile keeps the UNet2DConditionModel type and its .config
+    return comps
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The tiny offline preset
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _byte_level_chars() -> list[str]:
+    """The byte-level BPE alphabet: printable bytes map to themselves, the rest to code points from 256 up."""
+    printable = set(range(ord("!"), ord("~") + 1)) | set(range(ord("¡"), ord("¬") + 1)) | set(range(ord("®"), 256))
+    out: list[str] = []
+    shift = 0
+    for b in range(256):
+        if b in printable:
+            out.append(chr(b))
+        else:
+            out.append(chr(256 + shift))
+            shift += 1
+    return out
+
+
+# A handful of merges so the tokenizer really exercises BPE ("the", "and", "castle", "fog" become single tokens).
+_TINY_MERGES: tuple[tuple[str, str], ...] = (
+    ("t", "h"), ("th", "e</w>"), ("a", "n"), ("an", "d</w>"), ("o", "f</w>"), ("i", "n"), ("in", "g</w>"),
+    ("e", "r"), ("o", "n</w>"), ("c", "a"), ("ca", "s"), ("cas", "t"), ("cast", "l"), ("castl", "e</w>"),
+    ("f", "o"), ("fo", "g</w>"), ("r", "e"), ("e", "d</w>"), ("s", "t"), ("a", "r"),
+)
+
+
+def write_tiny_tokenizer(folder: str | os.PathLike[str]) -> Path:
+    """Write the tiny CLIP tokenizer files (vocab.json, merges.txt, tokenizer_config.json) into ``folder``.
+
+    Vocabulary, in CLIP's order: the 256 byte-level characters, the same with the end-of-word mark ``</w>``,
+    one token per merge, then ``<|startoftext|>`` and ``<|endoftext|>``. This is how the files shipped in
+    ``discolib/data/tiny_tokenizer/`` were made.
+    """
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    chars = _byte_level_chars()
+    tokens = chars + [c + "</w>" for c in chars] + [a + b for a, b in _TINY_MERGES]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+    merges = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in _TINY_MERGES)
+    (out / "merges.txt").write_text(merges, encoding="utf-8")
+    config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": 77,
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def _cache_root() -> Path:
+    root = os.environ.get("DISCOLIB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "discolib"
+    )
+    return Path(root)
+
+
+def tiny_latent_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The tiny-latent model folder (diffusers layout), built and saved on first use.
+
+    The folder name carries the preset version and the diffusers/transformers versions, since
+    ``save_pretrained`` formats can change between releases. It is written to a temporary sibling and renamed
+    into place, so concurrent test processes never see half a folder.
+    """
+    root = Path(cache_dir) if cache_dir is not None else _cache_root()
+    name = f"tiny-latent-v{TINY_LATENT_VERSION}-diffusers{diffusers.__version__}-transformers{transformers.__version__}"
+    folder = root / name
+    if (folder / "model_index.json").is_file():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=name + ".tmp-", dir=root))
+    try:
+        _build_tiny_latent(tmp)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not (folder / "model_index.json").is_file():  # not a lost race: a real failure
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _build_tiny_latent(folder: Path) -> None:
+    """Build random tiny SD components under fixed seeds and save them in the diffusers layout."""
+    tokenizer = CLIPTokenizer.from_pretrained(str(TINY_TOKENIZER_DIR))
+    with torch.random.fork_rng(devices=[]):  # fixed seeds without disturbing the caller's global RNG
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            norm_num_groups=32,
+        )
+        torch.manual_seed(0)
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            # Four levels: the same 8x down-sampling as SD's VAE, so sizes behave as with real models.
+            block_out_channels=(8, 16, 16, 16),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
+            sample_size=64,
+        )
+        # The LDM recipe for the scaling factor: 1 / std of the latents, so the UNet sees unit-variance latents.
+        g = torch.Generator().manual_seed(1)
+        probe = torch.rand(4, 3, 64, 64, generator=g) * 2 - 1
+        with torch.no_grad():
+            std = vae.encode(probe).latent_dist.mode().std()
+        vae.register_to_config(scaling_factor=float(1.0 / std))
+        torch.manual_seed(0)
+        text_config = CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            projection_dim=32,
+        )
+        text_encoder = CLIPTextModel(text_config)
+        torch.manual_seed(0)
+        taesd = AutoencoderTiny(
+            encoder_block_out_channels=(8, 8, 8, 8),
+            decoder_block_out_channels=(8, 8, 8, 8),
+            num_encoder_blocks=(1, 1, 1, 1),
+            num_decoder_blocks=(1, 1, 1, 1),
+            latent_channels=4,
+        )
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+    unet.save_pretrained(folder / "unet")
+    vae.save_pretrained(folder / "vae")
+    text_encoder.save_pretrained(folder / "text_encoder")
+    tokenizer.save_pretrained(folder / "tokenizer")
+    scheduler.save_pretrained(folder / "scheduler")
+    taesd.save_pretrained(folder / "taesd")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+    }
+    # Written last: its presence marks a complete folder.
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")

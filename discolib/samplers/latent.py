@@ -1,0 +1,510 @@
+"""Latent diffusion sampling (Stable Diffusion family): txt2img and img2img over diffusers components.
+
+The loop is written here rather than hidden in ``StableDiffusionPipeline.__call__`` because animation needs the
+latents, the noise and every step in hand. The shape of it follows k-diffusion:
+
+- the model is one function ``out = model_fn(x, t, cond)`` returning the UNet's prediction (epsilon, v or x0,
+  see ``cond.prediction_type``) for the *scaled* model input ``x`` (B, 4, H/8, W/8) at timestep ``t``, with
+  classifier-free guidance already applied inside it (conditional and unconditional in one batched UNet call);
+- guidance is composed by wrapping: each entry of ``model_fn_wrappers`` maps a model function to a new one
+  (``wrapper(model_fn) -> model_fn``), applied in order, so the first wrapper is innermost. CLIP guidance
+  attaches this way; :meth:`LatentCond.denoised` gives it the predicted clean latents;
+- ``callback(dict(i, n, t, x, denoised, alpha_bar[, preview]))`` is called after every step.
+
+Weighted prompts, Disco style: ``["a castle:2", "fog:-0.5"]`` or ``[("a castle", 2.0), ("fog", -0.5)]``. Each text
+is encoded once (and cached on the components) and the embeddings are blended as ``sum(w_i * E_i) / sum(w_i)``:
+only the ratios of the weights matter, and a negative weight extrapolates away from that text. The weights must
+sum to a positive number. The negative prompt is blended the same way and replaces the unconditional embedding.
+
+img2img follows diffusers: with ``steps`` and ``strength`` only the last ``int(steps * strength)`` timesteps of the
+schedule run, and the init latents get noise for the first of them. Two ends are exact: ``strength == 0`` (or so
+small that no step remains) returns the VAE round trip of the init image, and ``strength >= 1`` starts from pure
+noise and ignores the init entirely (diffusers' plain img2img would leak a trace of the init at strength 1).
+
+No host synchronisation happens inside the step loop of this module: per-step constants are computed before it,
+the step noise of ancestral schedulers comes from a generator on the latents' device, and nothing is read back
+unless a callback asks for previews.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderTiny
+from diffusers.utils.torch_utils import randn_tensor
+
+from discolib.latent_models import LatentComponents, make_scheduler
+
+__all__ = [
+    "LatentCond",
+    "LatentSettingError",
+    "LatentSizeWarning",
+    "ModelFn",
+    "decode_latents",
+    "denoise_latents",
+    "embed_weighted",
+    "encode_image",
+    "encode_prompt",
+    "parse_weighted_prompts",
+    "predicted_x0",
+    "sample_latent",
+]
+
+PromptInput = str | Sequence[str | tuple[str, float]]
+
+
+class LatentSettingError(ValueError):
+    """A latent sampling setting is invalid; the message names the setting and what was expected."""
+
+
+class LatentSizeWarning(UserWarning):
+    """An init image did not match width x height and was resized."""
+
+
+@dataclass
+class LatentCond:
+    """What the model function needs besides ``x`` and ``t`` at one step.
+
+    Attributes:
+        cond: conditional text embeddings (B, L, D) in the UNet's dtype.
+        uncond: unconditional (negative prompt) embeddings (B, L, D), or None when CFG is off.
+        cfg_scale: guidance scale; the unconditional pass runs only when it is > 1.
+        alpha_bar: 0-dim float32 tensor on the latents' device, the cumulative alpha of this step: the model input
+            ``x`` is ``sqrt(alpha_bar) * x0 + sqrt(1 - alpha_bar) * eps``.
+        prediction_type: the UNet's output kind: "epsilon", "v_prediction" or "sample".
+        step: index of this step in the loop (0-based).
+    """
+
+    cond: torch.Tensor
+    uncond: torch.Tensor | None
+    cfg_scale: float
+    alpha_bar: torch.Tensor
+    prediction_type: str
+    step: int
+
+    def denoised(self, x: torch.Tensor, model_output: torch.Tensor) -> torch.Tensor:
+        """Predicted clean latents (B, 4, h, w) from the model input ``x`` and the model's output."""
+        return predicted_x0(x, model_output, self.alpha_bar, self.prediction_type)
+
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor, LatentCond], torch.Tensor]
+ModelFnWrapper = Callable[[ModelFn], ModelFn]
+Callback = Callable[[dict[str, object]], None]
+
+
+def predicted_x0(
+    x: torch.Tensor, model_output: torch.Tensor, alpha_bar: torch.Tensor | float, prediction_type: str
+) -> torch.Tensor:
+    """Clean latents implied by a model output at noise level ``alpha_bar``.
+
+    Args:
+        x: the (scaled, variance-preserving) model input (B, C, h, w).
+        model_output: the UNet's prediction, same shape.
+        alpha_bar: cumulative alpha of the step, float or 0-dim tensor.
+        prediction_type: "epsilon", "v_prediction" or "sample".
+    """
+    a = torch.as_tensor(alpha_bar, dtype=torch.float32, device=x.device)
+    if prediction_type == "epsilon":
+        return (x - (1 - a).sqrt() * model_output) / a.sqrt()
+    if prediction_type == "v_prediction":
+        return a.sqrt() * x - (1 - a).sqrt() * model_output
+    if prediction_type == "sample":
+        return model_output
+    raise LatentSettingError(f"unknown prediction_type {prediction_type!r} (epsilon, v_prediction or sample)")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Prompts
+# --------------------------------------------------------------------------------------------------------------
+
+# "text:weight" with a number after the last colon; anything else after a colon stays part of the text.
+_WEIGHT = re.compile(r"^(?P<text>.*):\s*(?P<w>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$", re.DOTALL)
+
+
+def parse_weighted_prompts(prompts: PromptInput, *, setting: str = "prompts") -> list[tuple[str, float]]:
+    """Normalise prompts to ``[(text, weight), ...]``.
+
+    Accepts one string, or a list of strings (``"text:weight"``, weight 1 when absent) and ``(text, weight)``
+    pairs. ``"a photo: sunset"`` keeps its colon since what follows is not a number.
+    """
+    items: Sequence[str | tuple[str, float]] = [prompts] if isinstance(prompts, str) else prompts
+    out: list[tuple[str, float]] = []
+    for item in items:
+        if isinstance(item, str):
+            m = _WEIGHT.match(item)
+            text, weight = (m.group("text"), float(m.group("w"))) if m else (item, 1.0)
+        elif isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str):
+            text, weight = item[0], float(item[1])
+        else:
+            raise LatentSettingError(f"{setting}: expected 'text:weight' strings or (text, weight) pairs, got {item!r}")
+        if not math.isfinite(weight):
+            raise LatentSettingError(f"{setting}: weight of {text!r} must be a finite number, got {weight}")
+        out.append((text.strip(), weight))
+    if not out:
+        raise LatentSettingError(f"{setting}: at least one prompt is needed")
+    total = sum(w for _, w in out)
+    if total <= 1e-6:
+        raise LatentSettingError(
+            f"{setting}: weights must sum to a positive number (they are normalised by their sum), got {total:g}"
+        )
+    return out
+
+
+def encode_prompt(comps: LatentComponents, text: str) -> torch.Tensor:
+    """Text embeddings (1, L, D) of one prompt, in the UNet's dtype and device; cached per text (LRU).
+
+    The tokenizer pads/truncates to its ``model_max_length`` (77 for SD); a longer prompt is truncated with a
+    warning, as the text encoder cannot see past it.
+    """
+    key = (text, str(comps.device), str(comps.dtype))
+    cache = comps.embedding_cache
+    hit = cache.get(key)
+    if hit is not None:
+        cache.move_to_end(key)
+        return hit
+    tok = comps.tokenizer
+    max_len = int(tok.model_max_length)
+    n_tokens = len(tok.tokenize(text)) + 2  # + start and end tokens
+    if n_tokens > max_len:
+        warnings.warn(
+            f"prompt {text[:40]!r}... has {n_tokens} tokens; the text encoder reads only the first {max_len}",
+            stacklevel=3,
+        )
+    ids = tok(text, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        emb = comps.text_encoder(ids.to(comps.text_encoder.device))[0]
+    emb = emb.to(device=comps.device, dtype=comps.dtype)
+    cache[key] = emb
+    while len(cache) > max(comps.embedding_cache_size, 1):
+        cache.popitem(last=False)
+    return emb
+
+
+def embed_weighted(comps: LatentComponents, prompts: list[tuple[str, float]]) -> torch.Tensor:
+    """Blend of prompt embeddings ``sum(w_i * E_i) / sum(w_i)``, (1, L, D) in the UNet's dtype."""
+    total = sum(w for _, w in prompts)
+    if len(prompts) == 1:
+        return encode_prompt(comps, prompts[0][0])
+    acc = sum(encode_prompt(comps, text).float() * (w / total) for text, w in prompts)
+    assert isinstance(acc, torch.Tensor)
+    return acc.to(comps.dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# VAE boundary: images (B, 3, H, W) in [0, 1] <-> scaled latents (B, C, H/f, W/f)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _vae_scaling(vae: torch.nn.Module) -> tuple[float, float]:
+    cfg = vae.config
+    return float(getattr(cfg, "scaling_factor", 1.0) or 1.0), float(getattr(cfg, "shift_factor", 0.0) or 0.0)
+
+
+@torch.no_grad()
+def encode_image(comps: LatentComponents, image: torch.Tensor) -> torch.Tensor:
+    """Scaled latents (B, C, H/f, W/f) float32 of images (B, 3, H, W) in [0, 1].
+
+    AutoencoderKL: the posterior mean (deterministic, so img2img of the same frame is repeatable), then
+    ``(z - shift) * scaling_factor``. AutoencoderTiny: its latents are already in the UNet's space
+    (scaling_factor 1).
+    """
+    vae = comps.vae
+    x = (image.to(device=vae.device, dtype=vae.dtype) * 2 - 1).contiguous()
+    enc = vae.encode(x)
+    z = enc.latents if isinstance(vae, AutoencoderTiny) else enc.latent_dist.mode()
+    scale, shift = _vae_scaling(vae)
+    return ((z.float() - shift) * scale).to(comps.device)
+
+
+@torch.no_grad()
+def decode_latents(comps: LatentComponents, latents: torch.Tensor, *, use_preview_vae: bool = False) -> torch.Tensor:
+    """Images (B, 3, H, W) float32 in [0, 1] from scaled latents (B, C, h, w).
+
+    ``use_preview_vae`` decodes with the AutoencoderTiny (TAESD) when the components have one: much faster,
+    slightly softer. TAESD takes the UNet's latents directly (its scaling_factor is 1), AutoencoderKL takes
+    ``latents / scaling_factor + shift``; both return [-1, 1].
+    """
+    vae = comps.preview_vae if use_preview_vae and comps.preview_vae is not None else comps.vae
+    scale, shift = _vae_scaling(vae)
+    z = latents.float() / scale + shift
+    out = vae.decode(z.to(device=vae.device, dtype=vae.dtype)).sample
+    return ((out.float() + 1) / 2).clamp(0, 1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _check_settings(
+    comps: LatentComponents, width: int, height: int, steps: int, cfg_scale: float, strength: float
+) -> None:
+    f = comps.vae_scale_factor
+    for name, v in (("width", width), ("height", height)):
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or v % f:
+            raise LatentSettingError(
+                f"{name} must be a positive multiple of {f} (the VAE's down-sampling factor), got {v!r}"
+            )
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise LatentSettingError(f"steps must be an integer >= 1, got {steps!r}")
+    if not math.isfinite(cfg_scale) or cfg_scale < 0:
+        raise LatentSettingError(f"cfg_scale must be a finite number >= 0, got {cfg_scale!r}")
+    if not math.isfinite(strength) or not 0.0 <= strength <= 1.0:
+        raise LatentSettingError(f"strength must be in [0, 1], got {strength!r}")
+
+
+def _prepare_init_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor):
+        raise LatentSettingError(f"init_image must be a tensor (B, 3, H, W) in [0, 1], got {type(image).__name__}")
+    if image.ndim == 3:
+        image = image.unsqueeze(0)
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise LatentSettingError(f"init_image must have shape (B, 3, H, W), got {tuple(image.shape)}")
+    lo, hi = torch.aminmax(image.detach().float())
+    if lo < -1e-3 or hi > 1 + 1e-3:  # one host read per call, before the step loop
+        raise LatentSettingError(f"init_image values must be in [0, 1], got [{float(lo):.3g}, {float(hi):.3g}]")
+    if tuple(image.shape[-2:]) != (height, width):
+        warnings.warn(
+            f"init_image is {image.shape[-1]}x{image.shape[-2]}, resized to width x height = {width}x{height} "
+            "(bicubic, antialiased)",
+            LatentSizeWarning,
+            stacklevel=3,
+        )
+        image = F.interpolate(image.float(), size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+    return image.clamp(0, 1)
+
+
+def _expand_batch(t: torch.Tensor, batch: int, setting: str) -> torch.Tensor:
+    if t.shape[0] == batch:
+        return t
+    if t.shape[0] == 1:
+        return t.expand(batch, *t.shape[1:])
+    raise LatentSettingError(f"{setting} has batch {t.shape[0]}, expected 1 or {batch}")
+
+
+def _make_base_model_fn(comps: LatentComponents) -> ModelFn:
+    unet = comps.unet
+    channels_last = unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor, cond: LatentCond) -> torch.Tensor:
+        """UNet prediction with classifier-free guidance; float32 (B, C, h, w)."""
+        x_in = x.to(unet.dtype)
+        if channels_last:
+            x_in = x_in.contiguous(memory_format=torch.channels_last)
+        if cond.uncond is None or cond.cfg_scale <= 1.0:
+            return unet(x_in, t, encoder_hidden_states=cond.cond).sample.float()
+        # One batched call for both passes: twice the batch costs far less than two launches on a GPU.
+        both = unet(torch.cat([x_in, x_in]), t, encoder_hidden_states=torch.cat([cond.uncond, cond.cond])).sample
+        uncond, text = both.float().chunk(2)
+        return uncond + cond.cfg_scale * (text - uncond)
+
+    return model_fn
+
+
+def _alpha_bars(scheduler: object, timesteps: torch.Tensor, begin: int) -> torch.Tensor:
+    """Cumulative alpha per loop step (float32, host), computed once before the loop.
+
+    Karras-style schedulers (Euler, Heun, LMS, ...) keep latents at variance ``1 + sigma^2`` and scale the model
+    input by ``1 / sqrt(1 + sigma^2)``, so ``alpha_bar = 1 / (1 + sigma^2)`` with the sigma of each step.
+    The others (DDIM, PNDM, DPM-Solver, LCM, UniPC) feed latents as they are, at ``alphas_cumprod[t]``.
+    """
+    n = len(timesteps)
+    init_sigma = float(scheduler.init_noise_sigma)  # type: ignore[attr-defined]
+    sigmas = getattr(scheduler, "sigmas", None)
+    if init_sigma > 1.0 and sigmas is not None:
+        sig = torch.as_tensor(sigmas, dtype=torch.float32).cpu()[begin : begin + n]
+        return 1.0 / (1.0 + sig**2)
+    ac = scheduler.alphas_cumprod.float().cpu()  # type: ignore[attr-defined]
+    idx = timesteps.detach().cpu().round().long().clamp(0, len(ac) - 1)
+    return ac[idx]
+
+
+@torch.no_grad()
+def denoise_latents(
+    comps: LatentComponents,
+    *,
+    prompts: PromptInput,
+    negative: PromptInput = "",
+    width: int = 512,
+    height: int = 512,
+    steps: int = 30,
+    cfg_scale: float = 7.5,
+    scheduler: str = "euler_a",
+    seed: int | torch.Generator = 0,
+    init_image: torch.Tensor | None = None,
+    strength: float = 0.75,
+    init_latents: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    callback: Callback | None = None,
+    preview_every: int = 0,
+    model_fn_wrappers: Sequence[ModelFnWrapper] = (),
+    batch_size: int = 1,
+) -> torch.Tensor:
+    """Run the sampler and return the final scaled latents (B, C, height/f, width/f), float32.
+
+    Arguments are those of :func:`sample_latent`. Runs under ``torch.no_grad()``; a wrapper that needs
+    gradients (CLIP guidance) opens ``torch.enable_grad()`` itself.
+    """
+    _check_settings(comps, width, height, steps, cfg_scale, strength)
+    if not isinstance(preview_every, int) or preview_every < 0:
+        raise LatentSettingError(f"preview_every must be an integer >= 0, got {preview_every!r}")
+    device = comps.device
+    f = comps.vae_scale_factor
+    shape_hw = (height // f, width // f)
+
+    use_init = (init_image is not None or init_latents is not None) and strength < 1.0
+    if use_init and init_latents is None:
+        assert init_image is not None
+        init_image = _prepare_init_image(init_image, width, height)
+
+    given = [t for t in (init_latents, noise) if t is not None]
+    if use_init and init_latents is None and init_image is not None:
+        given.append(init_image)
+    batch = max([batch_size, *(int(t.shape[0]) for t in given)])
+    latent_shape = (batch, comps.latent_channels, *shape_hw)
+    for name, t in (("init_latents", init_latents), ("noise", noise)):
+        if t is not None and tuple(t.shape[1:]) != latent_shape[1:]:
+            raise LatentSettingError(f"{name} must have shape (B, {latent_shape[1]}, {shape_hw[0]}, {shape_hw[1]}) "
+                                     f"for {width}x{height}, got {tuple(t.shape)}")
+
+    # Seeds: the initial noise comes from a CPU generator (same noise on every device); the per-step noise of
+    # ancestral schedulers from a generator on the latents' device, seeded from the first, so drawing it never
+    # copies from the host inside the loop.
+    gen = seed if isinstance(seed, torch.Generator) else torch.Generator("cpu").manual_seed(int(seed))
+    if noise is None:
+        noise = randn_tensor(latent_shape, generator=gen, device=device, dtype=torch.float32)
+    noise = _expand_batch(noise.to(device=device, dtype=torch.float32), batch, "noise")
+    step_seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
+    step_gen = torch.Generator(device=device).manual_seed(step_seed)
+
+    # Text: weighted blends, cached per text; CFG only when it changes the result.
+    cond_emb = embed_weighted(comps, parse_weighted_prompts(prompts, setting="prompts"))
+    do_cfg = cfg_scale > 1.0
+    uncond_emb = embed_weighted(comps, parse_weighted_prompts(negative, setting="negative")) if do_cfg else None
+    cond_b = cond_emb.expand(batch, -1, -1)
+    uncond_b = uncond_emb.expand(batch, -1, -1) if uncond_emb is not None else None
+
+    sched = make_scheduler(scheduler, comps.scheduler_config)
+    sched.set_timesteps(steps, device=device)
+    timesteps = sched.timesteps
+    begin = 0
+    if use_init:
+        init_steps = min(int(steps * strength), steps)
+        begin = max(steps - init_steps, 0) * sched.order
+        timesteps = timesteps[begin:]
+    if hasattr(sched, "set_begin_index"):
+        sched.set_begin_index(begin)  # also spares the schedulers a per-step timestep lookup (a host sync)
+
+    if use_init:
+        x0 = init_latents if init_latents is not None else encode_image(comps, init_image)  # type: ignore[arg-type]
+        x0 = _expand_batch(x0.to(device=device, dtype=torch.float32), batch, "init_latents")
+        if len(timesteps) == 0:
+            return x0.clone()
+        latents = sched.add_noise(x0, noise, timesteps[:1].repeat(batch))
+    else:
+        latents = noise * sched.init_noise_sigma
+
+    alpha_bars = _alpha_bars(sched, timesteps, begin).to(device)
+    prediction_type = str(sched.config.get("prediction_type", "epsilon"))
+    model_fn = _make_base_model_fn(comps)
+    for wrap in model_fn_wrappers:
+        model_fn = wrap(model_fn)
+    step_kwargs = {"generator": step_gen} if "generator" in inspect.signature(sched.step).parameters else {}
+    n = len(timesteps)
+    # The UNet gets the timestep on its device; the scheduler gets a host copy: DDIM, PNDM and LCM branch on its
+    # value (``prev_t >= 0``), which would read a device tensor back every step.
+    timesteps_host = timesteps.detach().cpu()
+
+    for i in range(n):
+        t, t_host = timesteps[i], timesteps_host[i]
+        x_in = sched.scale_model_input(latents, t_host)
+        cond = LatentCond(cond_b, uncond_b, cfg_scale, alpha_bars[i], prediction_type, i)
+        out = model_fn(x_in, t, cond)
+        x_prev = sched.step(out, t_host, latents, **step_kwargs, return_dict=True).prev_sample
+        if callback is not None:
+            denoised = cond.denoised(x_in, out)
+            info: dict[str, object] = {
+                "i": i, "n": n, "t": t_host, "x": latents, "denoised": denoised, "alpha_bar": alpha_bars[i],
+            }
+            if preview_every and (i % preview_every == 0 or i == n - 1):
+                info["preview"] = decode_latents(comps, denoised, use_preview_vae=True)
+            callback(info)
+        latents = x_prev
+    return latents
+
+
+def sample_latent(
+    comps: LatentComponents,
+    *,
+    prompts: PromptInput,
+    negative: PromptInput = "",
+    width: int = 512,
+    height: int = 512,
+    steps: int = 30,
+    cfg_scale: float = 7.5,
+    scheduler: str = "euler_a",
+    seed: int | torch.Generator = 0,
+    init_image: torch.Tensor | None = None,
+    strength: float = 0.75,
+    init_latents: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    callback: Callback | None = None,
+    preview_every: int = 0,
+    model_fn_wrappers: Sequence[ModelFnWrapper] = (),
+    batch_size: int = 1,
+    decode_with_preview_vae: bool = False,
+) -> torch.Tensor:
+    """txt2img / img2img with a Stable-Diffusion-style model. Returns images (B, 3, height, width) in [0, 1].
+
+    Args:
+        comps: from :func:`discolib.latent_models.load_latent_components`.
+        prompts: weighted prompts (module docstring): ``"text"``, ``["text:w", ...]`` or ``[(text, w), ...]``.
+        negative: negative prompt(s), same forms; replaces the unconditional embedding of CFG.
+        width, height: output size in pixels, multiples of the VAE factor (8).
+        steps: scheduler steps for the full schedule (img2img runs ``int(steps * strength)`` of them).
+        cfg_scale: classifier-free guidance scale; ``<= 1`` skips the unconditional pass (sd-turbo uses 0).
+        scheduler: name for :func:`discolib.latent_models.make_scheduler`.
+        seed: int or a ``torch.Generator``: same seed and settings give the same image.
+        init_image: (B, 3, H, W) in [0, 1] for img2img; another size is resized (bicubic) with a
+            :class:`LatentSizeWarning`.
+        strength: img2img noise strength in [0, 1]; 0 returns the VAE round trip of the init, 1 ignores it.
+        init_latents: scaled latents (B, C, h, w) to use instead of encoding ``init_image`` (saves a VAE pass).
+        noise: the initial noise (B, C, h, w), standard normal, instead of drawing it from ``seed``.
+        callback: called after every step with ``{"i", "n", "t", "x", "denoised", "alpha_bar"}`` (latents), plus
+            ``"preview"`` (B, 3, H, W) in [0, 1] every ``preview_every`` steps and at the last step.
+        preview_every: decode a preview every N steps (with the preview VAE if any); 0 = never.
+        model_fn_wrappers: functions ``model_fn -> model_fn`` applied in order (first is innermost).
+        batch_size: images per call when no batched tensor input sets it.
+        decode_with_preview_vae: decode the result with the AutoencoderTiny (faster, softer) if present.
+
+    Raises:
+        LatentSettingError: an invalid setting (the message names it).
+        ValueError: unknown scheduler name (lists the valid ones).
+    """
+    latents = denoise_latents(
+        comps,
+        prompts=prompts,
+        negative=negative,
+        width=width,
+        height=height,
+        steps=steps,
+        cfg_scale=cfg_scale,
+        scheduler=scheduler,
+        seed=seed,
+        init_image=init_image,
+        strength=strength,
+        init_latents=init_latents,
+        noise=noise,
+        callback=callback,
+        preview_every=preview_every,
+        model_fn_wrappers=model_fn_wrappers,
+        batch_size=batch_size,
+    )
+    return decode_latents(comps, latents, use_preview_vae=decode_with_preview_vae)
