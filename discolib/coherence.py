@@ -1,0 +1,390 @@
+"""Frame-to-frame coherence: colour matching, contrast, noise and anti-blur (Deforum's per-frame chain).
+
+Deforum applies, to the warped previous frame before it becomes the next init image:
+``maintain_colors`` (histogram matching to a reference frame) -> ``prev * contrast`` -> ``unsharp_mask`` ->
+``add_noise``. These functions are the same steps as batched torch ops on the image's device.
+
+All images are ``(B, 3, H, W)`` float tensors in ``[0, 1]``; per-frame amounts are numbers or ``(B,)`` tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from kornia.color import hsv_to_rgb, lab_to_rgb, rgb_to_hsv, rgb_to_lab
+from kornia.filters import gaussian_blur2d
+
+__all__ = [
+    "CoherenceError",
+    "adjust_contrast",
+    "add_noise",
+    "match_histogram",
+    "mid_ranks",
+    "perlin_noise",
+    "unsharp_mask",
+]
+
+ColorSpace = Literal["LAB", "HSV", "RGB"]
+NoiseKind = Literal["gaussian", "uniform", "perlin"]
+Amount = float | int | Sequence[float] | torch.Tensor
+
+# Hue histogram bins used to pick where to cut the hue circle (10 degrees each).
+_HUE_BINS = 36
+
+
+class CoherenceError(ValueError):
+    """A coherence setting or input tensor is not what the function expects."""
+
+
+def _check_image(image: torch.Tensor, name: str = "image") -> None:
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise CoherenceError(f"{name} must be a (B, 3, H, W) tensor in [0, 1], got {shape}")
+    if not image.is_floating_point():
+        raise CoherenceError(f"{name} must be a floating point tensor in [0, 1], got {image.dtype}")
+
+
+def _per_image(value: Amount, image: torch.Tensor, name: str) -> torch.Tensor:
+    """A number or ``(B,)`` value as a ``(B, 1, 1, 1)`` tensor broadcastable against ``image``."""
+    t = torch.as_tensor(value, device=image.device, dtype=image.dtype)
+    b = image.shape[0]
+    if t.ndim == 0 or (t.ndim == 1 and t.shape[0] in (1, b)):
+        return t.reshape(-1, 1, 1, 1).expand(b, 1, 1, 1)
+    raise CoherenceError(f"{name} must be a number or have shape ({b},), got {tuple(t.shape)}")
+
+
+# --------------------------------------------------------------------------------------------------- colour
+
+
+def mid_ranks(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ranks of the values of each row of ``(R, N)``, ties sharing their mean rank.
+
+    Returns:
+        ``order`` ``(R, N)`` (the sorting permutation, as ``argsort``) and ``twice_rank`` ``(R, N)``: twice the
+        (mid-)rank in ``[0, 2(N - 1)]`` of each *sorted* position, as integers (halves stay exact).
+    """
+    n = values.shape[-1]
+    order = values.argsort(dim=-1)
+    ordered = values.gather(-1, order)
+    pos = torch.arange(n, device=values.device).expand_as(order)
+    starts = torch.ones_like(order, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    # First and last sorted index of each run of equal values, by running max/min of the run boundaries.
+    first = torch.where(starts, pos, 0).cummax(dim=-1).values
+    last = torch.where(ends, pos, n - 1).flip(-1).cummin(dim=-1).values.flip(-1)
+    return order, first + last
+
+
+def _match_rows(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Quantile-map each row of ``source`` ``(R, N)`` onto the distribution of ``reference`` ``(R, M)``.
+
+    Each value's mid-rank (ties share one rank, so equal inputs stay equal) gives its quantile
+    ``q = rank / (N - 1)``; the output is the reference's ``q``-quantile, linearly interpolated between the
+    sorted reference values. Matching a row to itself is the identity.
+    """
+    n, m = source.shape[-1], reference.shape[-1]
+    order, twice_rank = mid_ranks(source)
+    ref_sorted = reference.sort(dim=-1).values
+    position = twice_rank.to(source.dtype) * ((m - 1) / (2.0 * max(n - 1, 1)))
+    lower = position.floor().long().clamp(0, m - 1)
+    upper = (lower + 1).clamp(max=m - 1)
+    frac = position - lower.to(source.dtype)
+    mapped = torch.lerp(ref_sorted.gather(-1, lower), ref_sorted.gather(-1, upper), frac)
+    return torch.empty_like(mapped).scatter_(-1, order, mapped)
+
+
+def _hue_cut(hue_image: torch.Tensor, hue_reference: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, 1)`` angle (radians) at the centre of the least-populated hue bin of image and reference.
+
+    Args:
+        hue_image: ``(B, N)`` hues in radians; hue_reference: ``(B, M)``.
+    """
+
+    def histogram(h: torch.Tensor) -> torch.Tensor:
+        bins = (h * (_HUE_BINS / (2 * math.pi))).long().clamp(0, _HUE_BINS - 1)
+        counts = torch.zeros(h.shape[0], _HUE_BINS, device=h.device, dtype=h.dtype)
+        counts.scatter_add_(1, bins, torch.ones_like(h))
+        return counts / h.shape[1]
+
+    both = histogram(hue_image) + histogram(hue_reference)  # (B, bins)
+    empty = both.argmin(dim=1).to(hue_image.dtype)
+    return ((empty + 0.5) * (2 * math.pi / _HUE_BINS)).view(-1, 1, 1)
+
+
+def match_histogram(
+    image: torch.Tensor,
+    reference: torch.Tensor,
+    color_space: ColorSpace = "LAB",
+) -> torch.Tensor:
+    """Match each colour channel's histogram of ``image`` to ``reference`` (Deforum ``color_coherence``).
+
+    Per channel, every pixel value is replaced by the reference value at the same quantile (sort-based CDF
+    matching, as ``skimage.exposure.match_histograms`` that Deforum calls), in the chosen colour space:
+
+    * ``"LAB"`` (Deforum's default "Match Frame 0 LAB"): CIE L*a*b* via ``kornia.color.rgb_to_lab`` (sRGB).
+      Per-channel matching is invariant to OpenCV's 8-bit Lab scaling, so this equals Deforum up to quantisation.
+    * ``"RGB"``: the sRGB channels directly.
+    * ``"HSV"``: hue, saturation, value via ``kornia.color.rgb_to_hsv``. Hue is an angle: matching it on a line
+      cut at red (what Deforum does with OpenCV's hue) sends reds across the cut to the far end (red -> magenta
+      flicker). We cut the circle instead at the least-populated 10-degree hue bin of image and reference
+      together, match the unrolled hues there, and roll back -- identical to a cut at red whenever neither
+      image has a hue in [0, 10) degrees. Grey pixels (hue undefined) count as hue 0, as in kornia.
+
+    Args:
+        image: ``(B, 3, H, W)`` in ``[0, 1]``.
+        reference: ``(B, 3, H', W')`` or ``(1, 3, H', W')`` in ``[0, 1]`` (any size).
+        color_space: ``"LAB"``, ``"HSV"`` or ``"RGB"`` (case-insensitive; Deforum's ``"Match Frame 0 LAB"``
+            style values work too).
+
+    Returns:
+        ``(B, 3, H, W)`` in ``[0, 1]``; matching an image to itself returns it (up to colour conversion error).
+    """
+    _check_image(image)
+    _check_image(reference, "reference")
+    b = image.shape[0]
+    if reference.shape[0] not in (1, b):
+        raise CoherenceError(f"reference batch must be 1 or {b}, got {reference.shape[0]}")
+    # Also accept Deforum's setting strings ("Match Frame 0 LAB", ...): the space is the last word.
+    words = str(color_space).upper().split()
+    space = words[-1] if words else ""
+    if space not in ("LAB", "HSV", "RGB"):
+        raise CoherenceError(f"color_space must be 'LAB', 'HSV' or 'RGB', got {color_space!r}")
+    reference = reference.to(device=image.device, dtype=image.dtype)
+    h, w = image.shape[-2:]
+    if space == "LAB":
+        src, ref = rgb_to_lab(image), rgb_to_lab(reference)
+    elif space == "HSV":
+        src, ref = rgb_to_hsv(image), rgb_to_hsv(reference)
+    else:
+        src, ref = image, reference
+    src = src.reshape(b, 3, -1)
+    ref = ref.reshape(reference.shape[0], 3, -1).expand(b, -1, -1)
+
+    cut = None
+    if space == "HSV":
+        # Roll both hue channels so the circle is cut where neither image has (many) pixels.
+        cut = _hue_cut(src[:, 0], ref[:, 0])
+        src = torch.cat((torch.remainder(src[:, :1] - cut, 2 * math.pi), src[:, 1:]), dim=1)
+        ref = torch.cat((torch.remainder(ref[:, :1] - cut, 2 * math.pi), ref[:, 1:]), dim=1)
+
+    matched = _match_rows(src.reshape(b * 3, -1), ref.reshape(b * 3, -1)).reshape(b, 3, h, w)
+
+    if space == "HSV":
+        assert cut is not None
+        hue = torch.remainder(matched[:, :1] + cut.unsqueeze(-1), 2 * math.pi)
+        out = hsv_to_rgb(torch.cat((hue, matched[:, 1:]), dim=1))
+    elif space == "LAB":
+        out = lab_to_rgb(matched, clip=False)
+    else:
+        out = matched
+    return out.clamp(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------------- contrast
+
+
+def adjust_contrast(
+    image: torch.Tensor,
+    factor: Amount,
+    pivot: float | Literal["mean"] = 0.0,
+) -> torch.Tensor:
+    """Scale intensities around ``pivot``: ``(image - pivot) * factor + pivot``, clamped to ``[0, 1]``.
+
+    Deforum's ``contrast_schedule`` is ``prev_img * contrast`` on 0-255 pixels, i.e. the default ``pivot=0``
+    (values below 1 darken the frame, above 1 brighten it, clipping highlights). ``pivot=0.5`` is the classic
+    contrast about mid-grey; ``pivot="mean"`` scales about each image's mean intensity (keeps its brightness).
+
+    Args:
+        image: ``(B, 3, H, W)`` in ``[0, 1]``.
+        factor: number or ``(B,)``; 1 is the identity.
+        pivot: fixed intensity, or ``"mean"``.
+    """
+    _check_image(image)
+    f = _per_image(factor, image, "factor")
+    if isinstance(pivot, str):
+        if pivot != "mean":
+            raise CoherenceError(f"pivot must be a number or 'mean', got {pivot!r}")
+        center = image.mean(dim=(1, 2, 3), keepdim=True)
+    else:
+        center = torch.as_tensor(float(pivot), device=image.device, dtype=image.dtype)
+    return ((image - center) * f + center).clamp(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------------- noise
+
+
+def _fade(t: torch.Tensor) -> torch.Tensor:
+    """Perlin's quintic fade curve ``6t^5 - 15t^4 + 10t^3``."""
+    return t * t * t * (t * (t * 6.0 - 15.0) + 10.0)
+
+
+def _perlin_octave(
+    n: int, height: int, width: int, cells: tuple[float, float], generator: torch.Generator | None,
+    device: torch.device, dtype: torch.dtype,
+) -> torch.Tensor:
+    """``n`` independent 2D gradient-noise fields ``(n, H, W)`` in ``[-1, 1]`` with ``cells`` (y, x) periods."""
+    cy, cx = cells
+    gy, gx = math.ceil(cy) + 1, math.ceil(cx) + 1
+    angles = torch.rand(n, gy, gx, generator=generator, device=device, dtype=dtype) * (2 * math.pi)
+    grads = torch.stack((torch.cos(angles), torch.sin(angles)), dim=-1)  # (n, gy, gx, 2) unit gradients
+    py = (torch.arange(height, device=device, dtype=dtype) + 0.5) * (cy / height)
+    px = (torch.arange(width, device=device, dtype=dtype) + 0.5) * (cx / width)
+    iy, ix = py.floor().long(), px.floor().long()
+    fy, fx = (py - iy.to(dtype)).view(height, 1), (px - ix.to(dtype)).view(1, width)
+    iy, ix = iy.view(height, 1), ix.view(1, width)
+
+    def corner(dy: int, dx: int) -> torch.Tensor:
+        g = grads[:, iy + dy, ix + dx]  # (n, H, W, 2)
+        return g[..., 0] * (fx - dx) + g[..., 1] * (fy - dy)
+
+    u, v = _fade(fx), _fade(fy)
+    top = torch.lerp(corner(0, 0), corner(0, 1), u)
+    bottom = torch.lerp(corner(1, 0), corner(1, 1), u)
+    # With unit gradients 2D Perlin noise lies in [-sqrt(1/2), sqrt(1/2)]; scale to [-1, 1].
+    return torch.lerp(top, bottom, v) * math.sqrt(2.0)
+
+
+def perlin_noise(
+    shape: tuple[int, ...],
+    cells: tuple[float, float] = (8.0, 8.0),
+    octaves: int = 4,
+    persistence: float = 0.5,
+    lacunarity: float = 2.0,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Fractal 2D Perlin (gradient) noise, independent per leading index, values in ``[-1, 1]``.
+
+    Args:
+        shape: ``(..., H, W)``, e.g. ``(B, 1, H, W)``.
+        cells: lattice periods across ``(height, width)`` of the first octave (Deforum's ``perlin_h/w``).
+        octaves: number of octaves; octave ``k`` has ``cells * lacunarity**k`` periods and amplitude
+            ``persistence**k``; the sum is divided by the total amplitude, so it stays in ``[-1, 1]``.
+        generator: seeds the lattice gradients (same generator state -> same noise). It must live on
+            ``device`` (default: the generator's device, else CPU).
+
+    Returns:
+        Tensor of ``shape`` on ``device``.
+    """
+    if len(shape) < 2:
+        raise CoherenceError(f"perlin_noise shape must end with (H, W), got {shape}")
+    if octaves < 1 or not persistence > 0 or not lacunarity > 0 or min(cells) <= 0:
+        raise CoherenceError(
+            "perlin noise needs octaves >= 1 and positive cells, persistence and lacunarity; "
+            f"got cells={cells}, octaves={octaves}, persistence={persistence}, lacunarity={lacunarity}"
+        )
+    if device is None:
+        device = generator.device if generator is not None else torch.device("cpu")
+    device = torch.device(device)
+    *lead, height, width = shape
+    n = math.prod(lead)
+    total = torch.zeros(n, height, width, device=device, dtype=dtype)
+    amplitude, scale, weight = 1.0, 1.0, 0.0
+    for _ in range(octaves):
+        cells_k = (cells[0] * scale, cells[1] * scale)
+        total += amplitude * _perlin_octave(n, height, width, cells_k, generator, device, dtype)
+        weight += amplitude
+        amplitude *= persistence
+        scale *= lacunarity
+    return (total / weight).clamp(-1.0, 1.0).reshape(shape)
+
+
+def add_noise(
+    image: torch.Tensor,
+    amount: Amount,
+    kind: NoiseKind = "gaussian",
+    generator: torch.Generator | None = None,
+    *,
+    perlin_cells: tuple[float, float] = (8.0, 8.0),
+    perlin_octaves: int = 4,
+    perlin_persistence: float = 0.5,
+    clamp: bool = False,
+) -> torch.Tensor:
+    """Add Deforum's per-frame noise (``noise_schedule``) to ``image``.
+
+    ``amount`` is in Deforum's units: the standard deviation of Gaussian noise added to the frame in the model's
+    ``[-1, 1]`` range (``sample + randn * noise_amt``), i.e. ``amount / 2`` for our ``[0, 1]`` images.
+
+    * ``"gaussian"`` (also ``"uniform"``, Deforum's name for this same white noise): independent N(0, 1) per
+      pixel and channel, times ``amount / 2``.
+    * ``"perlin"``: the same Gaussian noise modulated by a fractal Perlin mask ``(perlin + 1) / 2`` in
+      ``[0, 1]`` shared by the channels (Deforum's ``noise_type="perlin"``): grainy in some regions, clean in
+      others.
+
+    Args:
+        image: ``(B, 3, H, W)`` in ``[0, 1]``.
+        amount: number or ``(B,)``; 0 returns the image unchanged.
+        generator: for reproducible noise. Noise is drawn on the generator's device and moved to the image's,
+            so a CPU generator gives the same noise on every device.
+        perlin_cells, perlin_octaves, perlin_persistence: see :func:`perlin_noise` (Deforum: ``perlin_w/h``,
+            ``perlin_octaves``, ``perlin_persistence``).
+        clamp: clamp the result to ``[0, 1]`` (Deforum does not: the init image may leave the range slightly).
+    """
+    _check_image(image)
+    if kind == "uniform":  # Deforum's name for its (Gaussian) white noise
+        kind = "gaussian"
+    if kind not in ("gaussian", "perlin"):
+        raise CoherenceError(f"noise kind must be 'gaussian' (alias 'uniform') or 'perlin', got {kind!r}")
+    std = _per_image(amount, image, "amount") * 0.5
+    gen_device = generator.device if generator is not None else image.device
+    noise = torch.randn(image.shape, generator=generator, device=gen_device, dtype=image.dtype)
+    if kind == "perlin":
+        b, _, h, w = image.shape
+        mask = perlin_noise(
+            (b, 1, h, w),
+            perlin_cells,
+            perlin_octaves,
+            perlin_persistence,
+            generator=generator,
+            device=gen_device,
+            dtype=image.dtype,
+        )
+        noise = noise * ((mask + 1.0) * 0.5)
+    out = image + noise.to(image.device) * std
+    return out.clamp(0.0, 1.0) if clamp else out
+
+
+# --------------------------------------------------------------------------------------------------- anti-blur
+
+
+def unsharp_mask(
+    image: torch.Tensor,
+    amount: Amount,
+    kernel_size: int = 5,
+    sigma: float = 1.0,
+    threshold: float = 0.0,
+) -> torch.Tensor:
+    """Deforum's anti-blur: ``(1 + amount) * image - amount * blur(image)``, clamped to ``[0, 1]``.
+
+    The blur is :func:`kornia.filters.gaussian_blur2d` with reflect-101 borders (OpenCV's ``GaussianBlur``
+    default, as Deforum). kornia's own ``unsharp_mask`` has no amount or threshold, so it is not used here.
+
+    Args:
+        image: ``(B, 3, H, W)`` in ``[0, 1]``.
+        amount: sharpening strength, number or ``(B,)`` (Deforum ``amount_schedule``); 0 is the identity.
+        kernel_size: odd Gaussian kernel size in pixels (Deforum ``kernel_schedule``).
+        sigma: Gaussian standard deviation in pixels (Deforum ``sigma_schedule``); ``<= 0`` derives it from the
+            kernel size as OpenCV does: ``0.3 * ((k - 1) * 0.5 - 1) + 0.8``.
+        threshold: pixels whose difference to the blur is below it stay unchanged (Deforum
+            ``threshold_schedule`` / 255: here in ``[0, 1]`` intensity units).
+    """
+    _check_image(image)
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise CoherenceError(f"kernel_size must be a positive odd number of pixels, got {kernel_size}")
+    if threshold < 0:
+        raise CoherenceError(f"threshold must be >= 0, got {threshold}")
+    a = _per_image(amount, image, "amount")
+    if sigma <= 0:
+        sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+    blurred = gaussian_blur2d(image, (kernel_size, kernel_size), (sigma, sigma), border_type="reflect")
+    sharpened = ((1.0 + a) * image - a * blurred).clamp(0.0, 1.0)
+    if threshold > 0:
+        sharpened = torch.where((image - blurred).abs() < threshold, image, sharpened)
+    return sharpened
