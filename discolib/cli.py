@@ -21,6 +21,8 @@ examples:
   discolib init --mode guided --preset tiny -o settings.json
   discolib init --mode latent --animation 3D --set max_frames=60 -o anim.json
   discolib validate settings.json --set steps=100
+  discolib render settings.json --out runs --set n_batches=2
+  discolib render --resume runs/TimeToDisco/20260101-120000
   discolib import-settings TimeToDisco(0)_settings.txt -o settings.json
   discolib schedule "0:(0), 30:(sin(t/5))" --frames 60 --plot curve.png
 """
@@ -55,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file")
     imp.add_argument("-o", "--output", required=True, help="settings file to write")
     imp.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    ren = sub.add_parser("render", help="render the stills or animation of a settings file into a run folder")
+    ren.add_argument("file", nargs="?", help="settings file (not needed with --resume RUN_FOLDER)")
+    ren.add_argument("--out", default=None, metavar="DIR", help="output root (overrides run.output_root)")
+    ren.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help=set_help)
+    ren.add_argument("--resume", default=None, metavar="RUN", help="continue a run folder from its last complete frame ('latest': the newest run of the batch)")
+    ren.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     sch = sub.add_parser("schedule", help="evaluate a keyframe string: prints 'frame value' per line")
     sch.add_argument("text", help='keyframe string, e.g. "0:(0), 30:(sin(t/5))"')
@@ -114,6 +123,27 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_render(args: argparse.Namespace) -> int:
+    from discolib.render import render
+    from discolib.settings import Settings
+
+    if args.resume and args.resume != "latest":
+        if args.set:
+            raise CliError("--set cannot change a run being resumed (its frames must match); start a new run instead")
+        settings = Settings.load(Path(args.resume) / "settings.json") if not args.file else Settings.load(args.file)
+    else:
+        if not args.file:
+            raise CliError("render needs a settings file (make one with `discolib init -o settings.json`)")
+        settings = Settings.load(args.file)
+        for assignment in args.set:
+            settings.set_from_string(assignment)
+    result = render(settings, out=args.out, resume=args.resume, progress=not args.no_progress)
+    print(f"{result.status}: {len(result.frames)} frame(s) in {result.run_dir}")
+    if result.video:
+        print(f"video: {result.video}")
+    return 0
+
+
 def _cmd_schedule(args: argparse.Namespace) -> int:
     from discolib.schedule import Schedule, plot_schedule
 
@@ -133,6 +163,7 @@ COMMANDS = {
     "init": _cmd_init,
     "validate": _cmd_validate,
     "import-settings": _cmd_import,
+    "render": _cmd_render,
     "schedule": _cmd_schedule,
 }
 

@@ -40,7 +40,12 @@ import torch.nn.functional as F
 from diffusers import AutoencoderTiny
 from diffusers.utils.torch_utils import randn_tensor
 
-from discolib.latent_models import LatentComponents, make_scheduler
+from discolib.clip import ClipEnsemble
+from discolib.cutouts import CutSchedules
+from discolib.latent_models import LatentComponents, load_latent_components, make_scheduler
+from discolib.losses import ClipGuidance, clamp_grad_rms, zero_nan_grad
+from discolib.samplers.base import FrameRequest, make_step_callback
+from discolib.settings import Settings
 
 __all__ = [
     "LatentCond",
@@ -508,3 +513,148 @@ def sample_latent(
         batch_size=batch_size,
     )
     return decode_latents(comps, latents, use_preview_vae=decode_with_preview_vae)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Optional CLIP guidance in latent mode, and the frame sampler used by the render loop
+# --------------------------------------------------------------------------------------------------------------
+
+
+def latent_clip_guidance(
+    comps: LatentComponents,
+    guidance: ClipGuidance,
+    *,
+    generator: torch.Generator,
+    steps: int,
+    clamp_max: float | None = 0.05,
+) -> ModelFnWrapper:
+    """A model-function wrapper that steers the latents with Disco's CLIP loss (k-diffusion-style composition).
+
+    At each step the predicted clean latents are decoded (with the AutoencoderTiny when there is one: cheap and
+    differentiable, else the full VAE), the loss from :class:`~discolib.losses.ClipGuidance` (the same cutouts and
+    losses as guided mode) is differentiated back to the latents, and the model output is shifted as
+    guided-diffusion's ``condition_score`` does: ``eps' = eps + sqrt(1 - abar) * dL/dx``. The UNet itself is not
+    differentiated (the gradient flows through the x0 formula and the decoder only).
+    """
+    vae = comps.preview_vae if comps.preview_vae is not None else comps.vae
+
+    def wrap(model_fn: ModelFn) -> ModelFn:
+        def guided(x: torch.Tensor, t: torch.Tensor, cond: LatentCond) -> torch.Tensor:
+            out = model_fn(x, t, cond)
+            a = cond.alpha_bar.to(x.device, torch.float32)
+            sa, s = a.sqrt(), (1 - a).sqrt()
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_(True)
+                x0 = cond.denoised(xg, out.detach())
+                img = _decode_for_grad(vae, x0) * 2 - 1
+                # The cut schedules are indexed by a 0-999 timestep; derive it from the loop position (no host read).
+                timestep = 999.0 * (1.0 - cond.step / max(steps, 1))
+                g_in, _ = guidance.grad(img, timestep, generator)
+                grad = torch.autograd.grad(img, xg, g_in)[0]
+            grad, _ = zero_nan_grad(grad)
+            if clamp_max is not None:
+                grad = clamp_grad_rms(grad, clamp_max)
+            if cond.prediction_type == "epsilon":
+                return out + s * grad
+            if cond.prediction_type == "v_prediction":
+                eps = s * x + sa * out
+                return (eps + s * grad - s * x) / sa
+            return out - grad  # "sample": move the predicted x0 down the loss gradient
+
+        return guided
+
+    return wrap
+
+
+def _decode_for_grad(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    """Differentiable decode of scaled latents to (B, 3, H, W) in [0, 1]."""
+    scale, shift = _vae_scaling(vae)
+    z = (latents / scale + shift).to(vae.dtype)
+    return ((vae.decode(z).sample.float() + 1) / 2).clamp(0, 1)
+
+
+class LatentSampler:
+    """The latent sampler configured from Settings: components loaded once, one image per :class:`FrameRequest`.
+
+    ``FrameRequest.init_strength`` is Deforum's strength (fraction of the init kept); the denoising strength
+    passed to :func:`sample_latent` is ``1 - init_strength``.
+    """
+
+    def __init__(self, settings: Settings, *, device: torch.device | None = None, progress: bool = False) -> None:
+        from discolib.models import resolve_device, resolve_dtype
+
+        self.settings = settings
+        m = settings.models
+        self.device = device or resolve_device(m.device)
+        self.dtype = resolve_dtype(m.dtype, self.device)
+        self.width, self.height = settings.image.width, settings.image.height
+        self.progress = progress
+        self.comps = load_latent_components(
+            m.latent_model,
+            device=self.device,
+            dtype=self.dtype,
+            vae=m.fast_vae or None,
+            channels_last=self.device.type == "cuda",
+            compile_unet=m.compile,
+        )
+        make_scheduler(settings.latent.scheduler, self.comps.scheduler_config)  # fail now on a bad name
+        self.ensemble: ClipEnsemble | None = None
+        if settings.latent.clip_scale > 0:
+            self.ensemble = ClipEnsemble(m.clip_models, self.device, torch.float32)
+        self._init: torch.Tensor | None = None
+
+    def preview(self, info: dict[str, object]) -> torch.Tensor:
+        """The step's predicted image (B, 3, H, W) in [0, 1], decoded with the fast VAE when there is one."""
+        return decode_latents(self.comps, info["denoised"], use_preview_vae=True)  # type: ignore[arg-type]
+
+    def _settings_init(self) -> torch.Tensor | None:
+        path = self.settings.guidance.init_image
+        if path and self._init is None:
+            from discolib.images import load_image
+
+            self._init = load_image(path, (self.width, self.height), setting="guidance.init_image")
+        return self._init if path else None
+
+    def __call__(self, request: FrameRequest) -> torch.Tensor:
+        s = self.settings
+        positive = [(p.text, p.weight) for p in request.prompts.positive]
+        negative: PromptInput = [(p.text, abs(p.weight)) for p in request.prompts.negative] or s.latent.negative_prompt
+        init = request.init
+        keep = request.init_strength
+        if init is None and (init := self._settings_init()) is not None:
+            keep = s.latent.strength
+        gen = torch.Generator(self.device).manual_seed(request.seed)
+        wrappers: list[ModelFnWrapper] = []
+        if self.ensemble is not None:
+            guidance = ClipGuidance.from_prompts(
+                self.ensemble,
+                positive,
+                schedules=CutSchedules.from_disco(
+                    s.guidance.cut_overview, s.guidance.cut_innercut, s.guidance.cut_ic_pow, s.guidance.cut_icgray_p
+                ),
+                clip_guidance_scale=s.latent.clip_scale,
+                tv_scale=s.guidance.tv_scale,
+                range_scale=s.guidance.range_scale,
+                sat_scale=s.guidance.sat_scale,
+                cutn_batches=s.guidance.cutn_batches,
+                augment=not s.guidance.skip_augs,
+            )
+            clamp = s.guidance.clamp_max if s.guidance.clamp_grad else None
+            wrappers.append(latent_clip_guidance(self.comps, guidance, generator=gen, steps=s.image.steps, clamp_max=clamp))
+        step_cb = make_step_callback(request)
+        return sample_latent(
+            self.comps,
+            prompts=positive,
+            negative=negative,
+            width=self.width,
+            height=self.height,
+            steps=s.image.steps,
+            cfg_scale=s.latent.cfg_scale if request.cfg_scale is None else request.cfg_scale,
+            scheduler=s.latent.scheduler,
+            seed=gen,
+            init_image=None if init is None else init.to(self.device),
+            strength=1.0 if init is None else 1.0 - keep,
+            callback=step_cb,
+            preview_every=0,  # the render loop asks for previews when it wants them (see preview)
+            model_fn_wrappers=wrappers,
+        )

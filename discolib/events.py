@@ -1,0 +1,69 @@
+"""What :func:`discolib.render.render` reports while it works, and how a caller stops it.
+
+A callback receives :class:`RenderEvent` objects. A caller stops a render by setting a
+:class:`threading.Event` passed as ``stop=``; the sampler checks it after every step and the render then
+ends with status ``"stopped"``: the frame in progress is dropped (never half-written) and the run stays
+resumable from the last complete frame.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+__all__ = ["RenderEvent", "RenderResult", "RenderStopped", "EventCallback", "check_stop"]
+
+EventKind = Literal["start", "step", "frame", "done", "stopped", "error"]
+
+
+@dataclass
+class RenderEvent:
+    """One progress report.
+
+    Attributes:
+        kind: ``start`` (run folder made), ``step`` (a sampler step; ``preview`` set every ``display_rate``
+            steps), ``frame`` (a frame was written to ``path``), ``done``, ``stopped`` or ``error``.
+        frame: index of the frame (or still) being made; ``total_frames`` of them in the run.
+        step: sampler step within the frame (1-based), of ``total_steps``.
+        preview: (1, 3, H, W) float in [0, 1] on the CPU: the current predicted image, when there is one.
+        path: the frame file (``frame``) or the run folder (``start``, ``done``, ``stopped``).
+        message: human-readable text (the error for ``error``).
+    """
+
+    kind: EventKind
+    frame: int = 0
+    total_frames: int = 1
+    step: int = 0
+    total_steps: int = 0
+    preview: torch.Tensor | None = None
+    path: Path | None = None
+    message: str = ""
+
+
+EventCallback = Callable[[RenderEvent], None]
+
+
+@dataclass
+class RenderResult:
+    """What a render produced."""
+
+    run_dir: Path
+    status: Literal["done", "stopped"]
+    frames: list[Path] = field(default_factory=list)
+    video: Path | None = None
+    seeds: list[int] = field(default_factory=list)
+
+
+class RenderStopped(Exception):
+    """Raised inside the sampler when the caller's stop event is set; caught by the render loop."""
+
+
+def check_stop(stop: threading.Event | None) -> None:
+    """Raise :class:`RenderStopped` when ``stop`` is set (called between sampler steps)."""
+    if stop is not None and stop.is_set():
+        raise RenderStopped

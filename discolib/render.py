@@ -1,0 +1,556 @@
+"""The render loop: stills and animations of both samplers into a run folder, resumable exactly.
+
+Per frame of an animation: evaluate schedules (all frames at once, before the loop) -> warp the previous frame
+(2D affine or 3D depth reprojection) -> coherence (colour match to frame 0, contrast, noise, anti-blur; disoccluded
+pixels refilled with noise) -> sample (img2img of the warped frame) -> write the frame atomically -> update
+``run.json``.
+
+Cadence (Deforum) / turbo (Disco): with ``cadence = N`` the sampler runs on frames 0, N, 2N, ... (and on every
+frame of the first ``turbo_preroll`` frames, in guided mode as Disco); the frames in between are the previous
+frame warped by their motion, with no diffusion. Each frame depends only on the previous frame and frame 0, both
+read back exactly as written (the loop continues from the 8-bit frame it saved), so ``--resume`` produces frames
+byte-identical to an uninterrupted run on the same machine.
+
+Seeds are fixed for every frame before the loop from ``seed_behavior`` (iter, fixed, random, ladder, alternate,
+schedule); a random run seed is drawn once and written into the run's ``settings.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from discolib.events import EventCallback, RenderEvent, RenderResult, RenderStopped
+from discolib.prompts import PromptSchedule
+from discolib.runs import RunError, RunFolder, RunRecord, save_png_atomic
+from discolib.samplers.base import FrameRequest, FrameSampler
+from discolib.schedule import Schedule
+from discolib.settings import Settings, SettingsError
+
+__all__ = ["render", "build_sampler", "frame_seeds", "evaluate_schedules", "AnimationState"]
+
+# Settings whose keyframe strings are evaluated per frame.
+SCHEDULE_FIELDS = (
+    "angle",
+    "zoom",
+    "translation_x",
+    "translation_y",
+    "translation_z",
+    "rotation_3d_x",
+    "rotation_3d_y",
+    "rotation_3d_z",
+    "transform_center_x",
+    "transform_center_y",
+    "fov",
+    "near",
+    "far",
+    "noise_schedule",
+    "strength_schedule",
+    "contrast_schedule",
+    "cfg_scale_schedule",
+    "antiblur_amount",
+    "antiblur_sigma",
+)
+
+
+def build_sampler(settings: Settings, *, progress: bool = False) -> FrameSampler:
+    """The sampler for ``settings.image.mode``, with its models loaded once."""
+    if settings.image.mode == "guided":
+        from discolib.samplers.guided import GuidedSampler
+
+        return GuidedSampler(settings, progress=progress)
+    from discolib.samplers.latent import LatentSampler
+
+    return LatentSampler(settings, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------- schedules, seeds
+
+
+def evaluate_schedules(settings: Settings, n_frames: int, seed: int) -> dict[str, np.ndarray]:
+    """Every keyframe schedule evaluated for all frames at once: name -> float64 array (n_frames,)."""
+    anim = settings.animation
+    out: dict[str, np.ndarray] = {}
+    for name in SCHEDULE_FIELDS:
+        sched = Schedule.parse(getattr(anim, name), setting=f"animation.{name}", interpolation=anim.interpolation)
+        out[name] = sched.values(n_frames, seed=seed)
+    return out
+
+
+def frame_seeds(settings: Settings, n_frames: int, seed: int) -> list[int]:
+    """The seed of every frame (Deforum's ``seed_behavior``), fixed before the loop so a resume reuses them.
+
+    ``iter``: +1 every ``seed_iter_n`` frames; ``fixed``; ``random`` (drawn from a generator seeded with the run
+    seed, so a run is reproducible); ``ladder``: +2, -1, +2, -1 ...; ``alternate``: +1, -1, +1 ...;
+    ``schedule``: ``seed_schedule`` evaluated per frame (``s`` is the run seed; -1 means random).
+    """
+    anim = settings.animation
+    behavior = anim.seed_behavior if anim.animation_mode != "None" else "iter"
+    rng = np.random.default_rng(seed)
+    seeds: list[int] = []
+    s = seed
+    for i in range(n_frames):
+        if i > 0:
+            if behavior == "iter":
+                s = seed + i // anim.seed_iter_n
+            elif behavior == "ladder":
+                s += 2 if i % 2 == 1 else -1
+            elif behavior == "alternate":
+                s += 1 if i % 2 == 1 else -1
+            elif behavior == "random":
+                s = int(rng.integers(0, 2**32))
+        seeds.append(s % 2**32)
+    if behavior == "schedule":
+        values = Schedule.parse(anim.seed_schedule, setting="animation.seed_schedule", interpolation="step").values(
+            n_frames, seed=seed
+        )
+        seeds = [int(rng.integers(0, 2**32)) if v == -1 else int(v) % 2**32 for v in values]
+    return seeds
+
+
+# ---------------------------------------------------------------------------------------------- animation state
+
+
+@dataclass
+class AnimationState:
+    """Everything the motion step needs that lives across frames (models and frame 0 for colour)."""
+
+    depth: Any = None  # a discolib.depth estimator, loaded once per run
+    color_ref: torch.Tensor | None = None  # frame 0, (1, 3, H, W) in [0, 1], as written
+    depth_dir: Path | None = None
+
+
+def _quantize(image: torch.Tensor) -> torch.Tensor:
+    """What the PNG will hold, back as float: the loop continues from exactly the written frame."""
+    return image.detach().float().clamp(0, 1).mul(255).round().div(255)
+
+
+def _load_frame(path: Path, device: torch.device) -> torch.Tensor:
+    from discolib.images import load_image
+
+    return load_image(path).to(device)
+
+
+def _warp(prev: torch.Tensor, settings: Settings, sv: dict[str, np.ndarray], i: int, state: AnimationState) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Frame ``i``'s motion applied to the previous frame; returns (warped, disocclusion mask or None)."""
+    from discolib import motion
+
+    anim = settings.animation
+
+    def v(name: str) -> float:
+        return float(sv[name][i])
+
+    if anim.animation_mode == "2D":
+        warped = motion.warp_2d(
+            prev,
+            v("angle"),
+            v("zoom"),
+            v("translation_x"),
+            v("translation_y"),
+            v("transform_center_x"),
+            v("transform_center_y"),
+            padding_mode=anim.border,
+            sampling_mode="bicubic" if anim.sampling_mode == "bicubic" else anim.sampling_mode,
+        )
+        return warped.clamp(0, 1), None
+    if anim.animation_mode == "3D":
+        from discolib.depth import DEFORUM_DEPTH_RANGE, normalize_depth, save_depth_png
+
+        depth = normalize_depth(state.depth(prev), *DEFORUM_DEPTH_RANGE)
+        if state.depth_dir is not None:
+            save_depth_png(depth, state.depth_dir / f"{i - 1:06d}.png")
+        rot = torch.tensor([[v("rotation_3d_x"), v("rotation_3d_y"), v("rotation_3d_z")]], dtype=prev.dtype, device=prev.device)
+        trans = torch.tensor([[v("translation_x"), v("translation_y"), v("translation_z")]], dtype=prev.dtype, device=prev.device)
+        warped, mask = motion.reproject_3d(
+            prev,
+            depth,
+            rot,
+            trans,
+            fov_deg=v("fov"),
+            padding_mode=anim.padding_mode,
+            sampling_mode=anim.sampling_mode,
+        )
+        return warped.clamp(0, 1), mask
+    return prev, None
+
+
+def _coherence(
+    warped: torch.Tensor,
+    mask: torch.Tensor | None,
+    settings: Settings,
+    sv: dict[str, np.ndarray],
+    i: int,
+    state: AnimationState,
+    seed: int,
+) -> torch.Tensor:
+    """Colour match to frame 0, contrast, anti-blur, noise (latent mode) and fresh noise in disoccluded pixels."""
+    from discolib import coherence
+
+    anim = settings.animation
+    x = warped
+    if anim.color_coherence != "None" and state.color_ref is not None:
+        x = coherence.match_histogram(x, state.color_ref, anim.color_coherence)
+    contrast = float(sv["contrast_schedule"][i])
+    if contrast != 1.0:
+        x = coherence.adjust_contrast(x, contrast)
+    amount = float(sv["antiblur_amount"][i])
+    if amount > 0:
+        x = coherence.unsharp_mask(x, amount, sigma=float(sv["antiblur_sigma"][i]))
+    gen = torch.Generator("cpu").manual_seed(seed + 7919 * (i + 1))  # noise of its own, fixed per frame
+    if mask is not None:
+        # Disocclusions have no source pixel: fresh noise lets the sampler invent content there instead of
+        # smearing the border (a long-standing Deforum request).
+        fill = torch.rand(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+        x = torch.where(mask.expand_as(x), fill, x)
+    noise = float(sv["noise_schedule"][i])
+    if settings.image.mode == "latent" and noise > 0:
+        x = coherence.add_noise(x, noise, anim.noise_type, gen)
+    return x.clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------------------------- inits
+
+
+def _video_frames(settings: Settings, n_frames: int) -> Iterator[torch.Tensor]:
+    from discolib.video import read_video_frames
+
+    anim = settings.animation
+    return read_video_frames(
+        anim.video_init_path,
+        every_nth=anim.extract_nth_frame,
+        size=(settings.image.width, settings.image.height),
+        max_frames=n_frames,
+    )
+
+
+def _frames_skip_fraction(settings: Settings) -> float:
+    """Disco's ``frames_skip_steps`` (``"60%"`` or a step count) as a fraction of the steps."""
+    v = settings.animation.frames_skip_steps.strip()
+    if v.endswith("%"):
+        return float(v[:-1]) / 100.0
+    return min(int(v), settings.image.steps - 1) / settings.image.steps
+
+
+# ---------------------------------------------------------------------------------------------- render
+
+
+def _prepare(settings: Settings, out: str | Path | None, resume: str | Path | None) -> tuple[Settings, RunFolder, int]:
+    """Validate, then open (resume) or create the run folder. Returns (settings as used, folder, first frame)."""
+    if resume is not None:
+        if str(resume) == "latest":
+            folder = RunFolder.latest(Path(out) if out else Path(settings.run.output_root), settings.run.batch_name)
+        else:
+            folder = RunFolder.open(resume)
+        used = Settings.load(folder.settings_path)
+        folder.clean_temporaries()
+        start = folder.resume_point()
+        return used, folder, start
+    settings = settings.copy()
+    if out is not None:
+        settings.run.output_root = str(out)
+    settings.validate()
+    if settings.run.seed == -1:
+        settings.run.seed = secrets.randbelow(2**32)
+    folder = RunFolder.create(settings.run.output_root, settings.run.batch_name, settings.to_json())
+    return settings, folder, 0
+
+
+def render(
+    settings: Settings,
+    *,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    callback: EventCallback | None = None,
+    stop: threading.Event | None = None,
+    progress: bool = True,
+    sampler: FrameSampler | None = None,
+) -> RenderResult:
+    """Render the stills or the animation that ``settings`` describes into a run folder.
+
+    Args:
+        settings: validated here first; nothing runs on bad input.
+        out: output root (overrides ``run.output_root``).
+        resume: a run folder (or ``"latest"``) to continue from its last complete frame; its own settings.json
+            is used and ``settings`` only names the batch for ``"latest"``.
+        callback: receives :class:`~discolib.events.RenderEvent` s (previews every ``run.display_rate`` steps).
+        stop: set it to stop after the current step; the run stays resumable.
+        progress: show tqdm progress bars.
+        sampler: an already built sampler to reuse (its settings must match).
+    """
+    settings, folder, start = _prepare(settings, out, resume)
+    emit = callback or (lambda _e: None)
+    n_frames = settings.n_frames() if settings.animation.animation_mode != "None" else settings.run.n_batches
+    record = folder.read_record()
+    seeds = frame_seeds(settings, n_frames, settings.run.seed)
+    record.frames_total = n_frames
+    record.seeds = seeds[: max(start, record.frames_done)]
+    record.status = "running"
+    record.frames_done = start
+    folder.write_record(record)
+    emit(RenderEvent("start", frame=start, total_frames=n_frames, path=folder.path))
+    frames = [folder.frame_path(i) for i in range(start)]
+    try:
+        if start < n_frames:
+            if sampler is None:
+                sampler = build_sampler(settings, progress=progress)
+            if settings.animation.animation_mode == "None":
+                _render_stills(settings, folder, sampler, seeds, start, record, frames, emit, stop, progress)
+            else:
+                _render_animation(settings, folder, sampler, seeds, start, record, frames, emit, stop, progress)
+    except RenderStopped:
+        record.status = "interrupted"
+        folder.write_record(record)
+        emit(RenderEvent("stopped", frame=record.frames_done, total_frames=n_frames, path=folder.path))
+        return RenderResult(folder.path, "stopped", frames, None, seeds[: record.frames_done])
+    except BaseException as exc:
+        record.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        record.error = f"{type(exc).__name__}: {exc}"
+        folder.write_record(record)
+        emit(RenderEvent("error", frame=record.frames_done, total_frames=n_frames, path=folder.path, message=str(exc)))
+        raise
+    video = None
+    if settings.animation.animation_mode != "None" and settings.output.make_video:
+        video = _write_video(settings, folder, final=True)
+    record.status = "done"
+    folder.write_record(record)
+    emit(RenderEvent("done", frame=n_frames, total_frames=n_frames, path=folder.path))
+    return RenderResult(folder.path, "done", frames, video, seeds)
+
+
+def _write_video(settings: Settings, folder: RunFolder, *, final: bool) -> Path:
+    from discolib.video import frames_to_video
+
+    fmt = settings.output.video_format
+    name = f"video.{fmt}" if final else f"preview.{fmt}"
+    soundtrack = Path(settings.output.soundtrack) if settings.output.soundtrack and final else None
+    return frames_to_video(folder.frames_dir, folder.path / name, fps=settings.output.fps, fmt=fmt, soundtrack=soundtrack)
+
+
+def _step_callback(
+    sampler: FrameSampler, settings: Settings, folder: RunFolder, frame: int, n_frames: int, emit: EventCallback
+) -> Callable[[dict[str, Any]], None]:
+    """Sampler step -> RenderEvent, with a preview every display_rate steps and Disco's intermediate saves."""
+    rate = settings.run.display_rate
+    steps = settings.image.steps
+    n_saves = settings.run.intermediate_saves
+    save_at = {int(round(k * steps / (n_saves + 1))) for k in range(1, n_saves + 1)} if n_saves else set()
+    preview_fn = getattr(sampler, "preview", None)
+
+    def cb(info: dict[str, Any]) -> None:
+        i, n = int(info["i"]), int(info["n"])
+        preview = None
+        due = (rate and (i % rate == 0 or i == n - 1)) or i in save_at
+        if due:
+            preview = info.get("preview")
+            if preview is None and preview_fn is not None:
+                preview = preview_fn(info)
+            if preview is not None:
+                preview = preview.detach().float().clamp(0, 1).cpu()
+        if i in save_at and preview is not None:
+            save_png_atomic(folder.path / "intermediates" / f"{frame:06d}_{i:04d}.png", preview)
+        emit(RenderEvent("step", frame=frame, total_frames=n_frames, step=i + 1, total_steps=n, preview=preview))
+
+    return cb
+
+
+def _finish_frame(
+    folder: RunFolder,
+    record: RunRecord,
+    frames: list[Path],
+    i: int,
+    image: torch.Tensor,
+    seed: int,
+    n_frames: int,
+    emit: EventCallback,
+) -> None:
+    path = folder.save_frame(i, image)
+    frames.append(path)
+    record.frames_done = i + 1
+    record.seeds = [*record.seeds[:i], seed]
+    folder.write_record(record)
+    emit(RenderEvent("frame", frame=i, total_frames=n_frames, path=path, preview=image.detach().float().cpu()))
+
+
+def _render_stills(
+    settings: Settings,
+    folder: RunFolder,
+    sampler: FrameSampler,
+    seeds: list[int],
+    start: int,
+    record: RunRecord,
+    frames: list[Path],
+    emit: EventCallback,
+    stop: threading.Event | None,
+    progress: bool,
+) -> None:
+    prompts = PromptSchedule.from_any(settings.prompts.text_prompts, setting="prompts.text_prompts").at(0)
+    n = len(seeds)
+    for i in tqdm(range(start, n), disable=not progress, desc="images", initial=start, total=n):
+        req = FrameRequest(
+            seed=seeds[i],
+            prompts=prompts,
+            callback=_step_callback(sampler, settings, folder, i, n, emit),
+            stop=stop,
+        )
+        image = sampler(req)
+        _finish_frame(folder, record, frames, i, image, seeds[i], n, emit)
+
+
+def _render_animation(
+    settings: Settings,
+    folder: RunFolder,
+    sampler: FrameSampler,
+    seeds: list[int],
+    start: int,
+    record: RunRecord,
+    frames: list[Path],
+    emit: EventCallback,
+    stop: threading.Event | None,
+    progress: bool,
+) -> None:
+    anim = settings.animation
+    n = len(seeds)
+    device = sampler.device
+    sv = evaluate_schedules(settings, n, settings.run.seed)
+    prompt_schedule = PromptSchedule.from_any(settings.prompts.text_prompts, setting="prompts.text_prompts")
+    state = AnimationState()
+    if anim.animation_mode == "3D":
+        from discolib.depth import ConstantDepth, blend_depth, load_depth
+
+        m = settings.models
+        if anim.use_depth_warping:
+            est = load_depth(m.depth_model, device)
+            if m.depth_model_2:
+                est = blend_depth([(est, 1 - m.depth_weight_2), (load_depth(m.depth_model_2, device), m.depth_weight_2)])
+            state.depth = est
+        else:
+            state.depth = ConstantDepth(1.0)
+        if anim.save_depth_maps:
+            state.depth_dir = folder.path / "depth"
+            state.depth_dir.mkdir(exist_ok=True)
+    video: Iterator[torch.Tensor] | None = None
+    if anim.animation_mode == "Video Input":
+        video = _video_frames(settings, n)
+        for _ in range(start):  # frames already rendered: skip their inputs
+            next(video, None)
+    prev: torch.Tensor | None = None
+    if start > 0:
+        prev = _load_frame(folder.frame_path(start - 1), device)
+        state.color_ref = _load_frame(folder.frame_path(0), device)
+    guided = settings.image.mode == "guided"
+    skip_fraction = _frames_skip_fraction(settings) if guided else 0.0
+    first_init = _first_init(settings, video, device) if start == 0 else None
+    for i in tqdm(range(start, n), disable=not progress, desc="frames", initial=start, total=n):
+        prompts = prompt_schedule.at(i, n)
+        cb = _step_callback(sampler, settings, folder, i, n, emit)
+        if video is not None:
+            frame_in = first_init if i == 0 else next(video, None)
+            if frame_in is None:
+                raise SettingsError(
+                    f"the video has fewer usable frames than max_frames ({n}) at extract_nth_frame "
+                    f"{anim.extract_nth_frame}; lower animation.max_frames",
+                    field="animation.video_init_path",
+                )
+            image = _sample(sampler, settings, seeds[i], prompts, frame_in.to(device), i, sv, guided, skip_fraction, cb, stop)
+        elif prev is None:
+            image = _first_frame(sampler, settings, seeds[i], prompts, first_init, cb, stop)
+        else:
+            warped, mask = _warp(prev, settings, sv, i, state)
+            in_preroll = guided and i < anim.turbo_preroll
+            if anim.cadence > 1 and i % anim.cadence != 0 and not in_preroll:
+                image = warped  # cadence / turbo: motion only between diffusion frames
+            else:
+                init = _coherence(warped, mask, settings, sv, i, state, seeds[i])
+                image = _sample(sampler, settings, seeds[i], prompts, init, i, sv, guided, skip_fraction, cb, stop)
+        image = _quantize(image)
+        if i == 0:
+            state.color_ref = image
+        _finish_frame(folder, record, frames, i, image, seeds[i], n, emit)
+        prev = image
+        every = settings.output.preview_video_every
+        if every and (i + 1) % every == 0 and i + 1 < n:
+            _write_video(settings, folder, final=False)
+
+
+def _first_init(settings: Settings, video: Iterator[torch.Tensor] | None, device: torch.device) -> torch.Tensor | None:
+    """Frame 0's init: the video's first frame in Video Input mode, else the settings' init image."""
+    if video is not None:
+        return next(video, None)
+    if settings.guidance.init_image:
+        from discolib.images import load_image
+
+        return load_image(settings.guidance.init_image, (settings.image.width, settings.image.height)).to(device)
+    return None
+
+
+def _first_frame(
+    sampler: FrameSampler,
+    settings: Settings,
+    seed: int,
+    prompts: Any,
+    init: torch.Tensor | None,
+    cb: Callable[[dict[str, Any]], None],
+    stop: threading.Event | None,
+) -> torch.Tensor:
+    """Frame 0: from noise, or from the init image (Disco: ``skip_steps``; Deforum: ``strength``).
+
+    With latent ``strength`` 1 the init image is kept as it is: "animate a photo" without diffusion.
+    """
+    if init is not None:
+        if settings.image.mode == "latent" and settings.latent.strength >= 1.0:
+            return init
+        keep = settings.latent.strength if settings.image.mode == "latent" else settings.guidance.skip_steps / settings.image.steps
+        return sampler(FrameRequest(seed=seed, prompts=prompts, init=init, init_strength=keep, callback=cb, stop=stop))
+    return sampler(FrameRequest(seed=seed, prompts=prompts, callback=cb, stop=stop))
+
+
+def _sample(
+    sampler: FrameSampler,
+    settings: Settings,
+    seed: int,
+    prompts: Any,
+    init: torch.Tensor,
+    i: int,
+    sv: dict[str, np.ndarray],
+    guided: bool,
+    skip_fraction: float,
+    cb: Callable[[dict[str, Any]], None],
+    stop: threading.Event | None,
+) -> torch.Tensor:
+    """One img2img frame: Disco's frames_skip_steps/frames_scale, or Deforum's strength and cfg schedules.
+
+    A latent strength of 1 keeps the warped frame as it is (no diffusion: pure depth parallax).
+    """
+    if guided:
+        req = FrameRequest(
+            seed=seed, prompts=prompts, init=init, init_strength=skip_fraction,
+            init_scale=settings.animation.frames_scale, callback=cb, stop=stop,
+        )
+        return sampler(req)
+    keep = float(sv["strength_schedule"][i])
+    if keep >= 1.0:
+        return init
+    req = FrameRequest(
+        seed=seed, prompts=prompts, init=init, init_strength=keep,
+        cfg_scale=float(sv["cfg_scale_schedule"][i]), callback=cb, stop=stop,
+    )
+    return sampler(req)
+
+
+def load_run_settings(run_dir: str | Path) -> Settings:
+    """The settings a run folder was made with."""
+    return Settings.load(RunFolder.open(run_dir).settings_path)
+
+
+def _unused() -> tuple[Any, ...]:  # pragma: no cover - keeps imports referenced for type checkers
+    return (json, warnings, RunError)

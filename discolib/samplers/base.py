@@ -1,0 +1,93 @@
+"""What every sampler shares: the request for one image and the step-callback plumbing.
+
+Samplers follow k-diffusion's shape: a *model function* ``model_fn(x, t) -> eps`` is the only thing a sampler
+calls, and guidance is composed by wrapping that function (see :func:`discolib.samplers.guided.clip_guided`).
+The render loop asks a sampler for one image at a time with a :class:`FrameRequest`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from discolib.events import check_stop
+from discolib.prompts import FramePrompts
+
+__all__ = ["FrameRequest", "FrameSampler", "ModelFn", "StepCallback", "scheduler_step", "make_step_callback"]
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``model_fn(x (B, C, H, W), t (B,) timesteps on the 0-999 scale) -> eps (B, C, H, W)``."""
+
+StepCallback = Callable[[dict[str, Any]], None]
+"""Called after each step with ``{"i": step (0-based), "n": steps, "t": timestep, "x": sample, "denoised": pred x0}``."""
+
+
+@dataclass
+class FrameRequest:
+    """One image to make.
+
+    Attributes:
+        seed: seed of this image's noise (and cutouts).
+        prompts: the prompts that hold at this frame.
+        init: (1, 3, H, W) in [0, 1], or None to start from noise.
+        init_strength: how much of ``init`` to keep, in Deforum's sense (0 ignores it, 1 returns it). The guided
+            sampler turns it into skipped steps, the latent sampler into ``1 - strength`` denoising.
+        cfg_scale: latent mode's classifier-free guidance scale (None: the settings' value).
+        init_scale: guided mode's init-image loss scale (None: the settings' value).
+        noise_mask: (1, 1, H, W) bool, pixels with no source after a warp: filled with fresh noise.
+        callback: step callback (see :data:`StepCallback`).
+        stop: checked after every step; when set the sampler raises :class:`discolib.events.RenderStopped`.
+    """
+
+    seed: int
+    prompts: FramePrompts
+    init: torch.Tensor | None = None
+    init_strength: float = 0.0
+    cfg_scale: float | None = None
+    init_scale: float | None = None
+    noise_mask: torch.Tensor | None = None
+    callback: StepCallback | None = None
+    stop: threading.Event | None = None
+
+
+class FrameSampler(Protocol):
+    """A configured sampler: models loaded once, called once per image."""
+
+    width: int
+    height: int
+    device: torch.device
+
+    def __call__(self, request: FrameRequest) -> torch.Tensor:
+        """The image, (1, 3, H, W) float in [0, 1] on ``device``."""
+        ...
+
+
+def make_step_callback(request: FrameRequest) -> StepCallback:
+    """Combine the request's callback with its stop check (the stop is seen right after each step)."""
+
+    def cb(info: dict[str, Any]) -> None:
+        if request.callback is not None:
+            request.callback(info)
+        check_stop(request.stop)
+
+    return cb
+
+
+def scheduler_step(scheduler: Any, eps: torch.Tensor, t: torch.Tensor, x: torch.Tensor, **kwargs: Any) -> Any:
+    """``scheduler.step`` with only the keyword arguments that scheduler takes (``eta``, ``generator``, ...)."""
+    params = _step_params(type(scheduler))
+    return scheduler.step(eps, t, x, return_dict=True, **{k: v for k, v in kwargs.items() if k in params})
+
+
+_PARAMS: dict[type, frozenset[str]] = {}
+
+
+def _step_params(cls: type) -> frozenset[str]:
+    if cls not in _PARAMS:
+        _PARAMS[cls] = frozenset(inspect.signature(cls.step).parameters)
+    return _PARAMS[cls]
