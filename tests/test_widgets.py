@@ -1,0 +1,507 @@
+"""The ipywidgets panel: schema-generated widgets, two-way binding, load/save, render thread with a fake render."""
+
+from __future__ import annotations
+
+import ast
+import html
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+import pytest
+import torch
+from PIL import Image
+
+import discolib
+from discolib.events import RenderEvent, RenderResult
+from discolib.runs import RunFolder
+from discolib.settings import GROUPS, Settings, field_info, iter_fields
+from discolib_widgets import SettingsPanel, show_panel
+from discolib_widgets.fields import PLOT_POINTS, schedule_png
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def make_fake_render(
+    n_frames: int = 3, steps: int = 4, delay: float = 0.0, preview_shape: tuple[int, ...] = (1, 3, 8, 8)
+) -> tuple[Callable[..., RenderResult], list[dict[str, Any]]]:
+    """A render function with the real signature: writes frames into a RunFolder and emits RenderEvents.
+
+    Returns it and a list that records the keyword arguments of every call.
+    """
+    calls: list[dict[str, Any]] = []
+
+    def fake_render(
+        settings: Settings,
+        *,
+        out: str | Path | None = None,
+        resume: str | Path | None = None,
+        callback: Callable[[RenderEvent], None] | None = None,
+        stop: threading.Event | None = None,
+        progress: bool = True,
+    ) -> RenderResult:
+        calls.append({"out": out, "resume": resume, "stop": stop, "progress": progress, "settings": settings})
+        emit = callback or (lambda _e: None)
+        if resume is not None:
+            folder = RunFolder.open(resume)
+            first = folder.resume_point()
+        else:
+            folder = RunFolder.create(settings.run.output_root, settings.run.batch_name, settings.to_json())
+            first = 0
+        emit(RenderEvent("start", frame=first, total_frames=n_frames, path=folder.path))
+        frames = [folder.frame_path(i) for i in range(first)]
+        for f in range(first, n_frames):
+            image = torch.zeros(1, 3, 8, 8)
+            for s in range(1, steps + 1):
+                if stop is not None and stop.is_set():  # the real render checks between steps
+                    emit(RenderEvent("stopped", frame=f, total_frames=n_frames, path=folder.path))
+                    return RenderResult(run_dir=folder.path, status="stopped", frames=frames)
+                image = torch.full((1, 3, 8, 8), s / steps)
+                preview = torch.rand(preview_shape)
+                emit(RenderEvent("step", frame=f, total_frames=n_frames, step=s, total_steps=steps, preview=preview))
+                if delay:
+                    time.sleep(delay)
+            frames.append(folder.save_frame(f, image))
+            emit(RenderEvent("frame", frame=f, total_frames=n_frames, path=frames[-1]))
+        emit(RenderEvent("done", frame=n_frames - 1, total_frames=n_frames, path=folder.path))
+        return RenderResult(run_dir=folder.path, status="done", frames=frames)
+
+    return fake_render, calls
+
+
+def panel_in(tmp_path: Path, **kw: Any) -> SettingsPanel:
+    settings = Settings.defaults()
+    settings.run.output_root = str(tmp_path / "out")
+    return SettingsPanel(settings, **kw)
+
+
+@pytest.fixture(scope="module")
+def shared() -> SettingsPanel:
+    """One panel for the module: building one costs ~0.5 s, giving it new Settings ~30 ms."""
+    return SettingsPanel()
+
+
+@pytest.fixture
+def panel(shared: SettingsPanel) -> SettingsPanel:
+    """The shared panel reset to default Settings (through the ``settings`` setter, as a user would)."""
+    for control in shared.controls.values():
+        if control.plot_toggle is not None:
+            control.plot_toggle.value = False
+    shared.path.value = ""
+    shared.file_message.value = ""
+    shared.settings = Settings.defaults()
+    assert shared.errors == {}
+    return shared
+
+
+# ----------------------------------------------------------------------------------------------- schema → widgets
+def _expected_class(name: str) -> type:
+    info = field_info(name)
+    bounded = info.min is not None and info.max is not None
+    return {
+        "int": widgets.BoundedIntText if bounded else widgets.IntText,
+        "float": widgets.BoundedFloatText if bounded else widgets.FloatText,
+        "bool": widgets.Checkbox,
+        "choice": widgets.Dropdown,
+        "str": widgets.Text,
+        "list[str]": widgets.Text,
+        "list[float]": widgets.Text,
+        "dict": widgets.Textarea,
+    }[info.type_name]
+
+
+def test_every_schema_field_has_a_widget_of_its_kind(panel: SettingsPanel) -> None:
+    assert list(panel.controls) == iter_fields()
+    for name in iter_fields():
+        info = field_info(name)
+        control = panel.controls[name]
+        assert type(control.input) is _expected_class(name), name
+        assert control.input.description == info.field
+        assert control.input.tooltip == info.help and info.help
+        if isinstance(control.input, widgets.Dropdown):
+            assert tuple(control.input.options) == info.choices
+        if isinstance(control.input, (widgets.BoundedIntText, widgets.BoundedFloatText)):
+            assert (control.input.min, control.input.max) == (info.min, info.max)
+        # keyframe strings, and only they, get a plot
+        assert (control.plot is not None) == (info.kind == "schedule"), name
+    # spot checks of the rule above on real fields
+    assert isinstance(panel.controls["image.width"].input, widgets.BoundedIntText)
+    assert isinstance(panel.controls["run.display_rate"].input, widgets.IntText)
+    assert isinstance(panel.controls["guidance.clip_guidance_scale"].input, widgets.FloatText)
+    assert isinstance(panel.controls["prompts.text_prompts"].input, widgets.Textarea)
+
+
+def test_one_tab_per_group_holding_its_fields(panel: SettingsPanel) -> None:
+    assert isinstance(panel.tabs, widgets.Tab)
+    assert list(panel.tabs.titles) == [g.capitalize() for g in GROUPS]
+    for page, group in zip(panel.tabs.children, GROUPS, strict=True):
+        boxes = [c for c in page.children if not isinstance(c, widgets.HTML)]
+        assert boxes == [panel.controls[n].box for n in iter_fields(group)]
+
+
+def test_widgets_show_the_settings_values(panel: SettingsPanel) -> None:
+    s = panel.settings
+    assert panel.controls["image.width"].input.value == s.image.width
+    assert panel.controls["animation.zoom"].input.value == s.animation.zoom
+    assert panel.controls["models.clip_models"].input.value == ", ".join(s.models.clip_models)
+    assert json.loads(panel.controls["prompts.text_prompts"].input.value) == s.prompts.text_prompts
+    assert panel.errors == {}
+    assert "settings valid" in panel.validity.value
+
+
+# ----------------------------------------------------------------------------------------------- widgets → Settings
+@pytest.mark.parametrize(
+    ("name", "widget_value", "expected"),
+    [
+        ("image.steps", 30, 30),
+        ("guidance.clip_guidance_scale", 123.5, 123.5),
+        ("models.compile", True, True),
+        ("guidance.sampler", "plms", "plms"),
+        ("animation.zoom", "0: (1), 10: (1.1)", "0: (1), 10: (1.1)"),
+        ("animation.translation_x", "0:(10*sin(2*3.14*t/10))", "0:(10*sin(2*3.14*t/10))"),
+        ("models.clip_models", "ViT-B/32,  RN50", ["ViT-B/32", "RN50"]),
+        ("models.clip_models", '["hf-hub:a/b,c", "RN50"]', ["hf-hub:a/b,c", "RN50"]),
+        ("guidance.transformation_percent", "0.1, 0.5", [0.1, 0.5]),
+        ("guidance.cut_overview", "[10]*500+[2]*500", "[10]*500+[2]*500"),
+        ("prompts.text_prompts", '{"0": ["a castle:2", "fog:-0.5"], "10": ["a ruin"]}', {"0": ["a castle:2", "fog:-0.5"], "10": ["a ruin"]}),
+        ("prompts.image_prompts", "", {}),
+        ("animation.frames_skip_steps", "50%", "50%"),
+    ],
+)
+def test_editing_a_widget_sets_the_field(panel: SettingsPanel, name: str, widget_value: Any, expected: Any) -> None:
+    p = panel
+    p.controls[name].input.value = widget_value
+    assert p.settings.get(name) == expected
+    assert p.controls[name].error == "" and name not in p.errors
+
+
+def test_panel_edits_the_given_settings_in_place() -> None:
+    s = Settings.defaults("latent")
+    p = SettingsPanel(s)
+    p.controls["latent.cfg_scale"].input.value = 3.5
+    assert p.settings is s and s.latent.cfg_scale == 3.5
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "message"),
+    [
+        ("run.display_rate", -1, "run.display_rate: expected a value >= 0"),
+        ("run.batch_name", "a/b", "run.batch_name: expected a folder name"),
+        ("guidance.transformation_percent", "0.1, abc", "'abc' is not a number"),
+        ("guidance.cut_overview", "[12]*400", "guidance.cut_overview"),
+        ("prompts.text_prompts", '{"0": ["a castle"', "invalid JSON at line 1 column"),
+        ("prompts.text_prompts", '{"0": ["a:0"]}', "weights sum to zero"),
+        ("prompts.text_prompts", '["a castle"]', "prompts.text_prompts: expected an object"),
+        ("animation.frames_skip_steps", "sixty", "expected a percentage"),
+    ],
+)
+def test_invalid_value_shows_message_and_leaves_settings(
+    panel: SettingsPanel, name: str, bad: Any, message: str
+) -> None:
+    p = panel
+    before = p.settings.to_dict()
+    p.controls[name].input.value = bad
+    assert message in p.controls[name].error
+    assert html.escape(message) in p.controls[name].message.value
+    assert p.settings.to_dict() == before
+    assert name in p.errors and name in p.validity.value
+    # fixing the value clears the message and applies it
+    p.controls[name].write(before[name.split(".")[0]][name.split(".")[1]])
+    assert p.controls[name].error == "" and p.errors == {}
+
+
+def test_invalid_keyframe_string_shows_column_and_keeps_settings(panel: SettingsPanel) -> None:
+    p = panel
+    zoom = p.controls["animation.zoom"]
+    zoom.input.value = "0: (1), 10: (1.1)"
+    zoom.input.value = "0: (1), 10: (1.1"  # as typed, before the closing parenthesis
+    assert zoom.error.startswith("animation.zoom: column 17:")
+    assert "column 17" in zoom.message.value
+    assert p.settings.animation.zoom == "0: (1), 10: (1.1)"
+    zoom.input.value = "0: (1), 10: (foo)"
+    assert "column 14" in zoom.error and "unknown name 'foo'" in zoom.error
+
+
+def test_keyframe_strings_are_checked_over_max_frames(panel: SettingsPanel) -> None:
+    p = panel
+    p.controls["animation.max_frames"].input.value = 50
+    zoom = p.controls["animation.zoom"]
+    zoom.input.value = "0: (sqrt(49-t))"  # fine for frames 0..49
+    assert zoom.error == "" and p.settings.animation.zoom == "0: (sqrt(49-t))"
+    p.controls["animation.max_frames"].input.value = 100  # now frame 50 takes sqrt(-1)
+    assert p.settings.animation.max_frames == 100
+    assert "animation.zoom" in zoom.error and "sqrt" in zoom.error
+    p.controls["animation.max_frames"].input.value = 50
+    assert zoom.error == ""
+
+
+def test_duplicate_keyframe_warning_is_shown_but_applied(panel: SettingsPanel) -> None:
+    p = panel
+    zoom = p.controls["animation.zoom"]
+    zoom.input.value = "0: (1), 0: (2)"
+    assert p.settings.animation.zoom == "0: (1), 0: (2)"
+    assert zoom.error == "" and "duplicate" in zoom.message.value.lower()
+
+
+def test_schedule_plot_updates_on_valid_input_only(panel: SettingsPanel) -> None:
+    p = panel
+    zoom = p.controls["animation.zoom"]
+    assert zoom.plot is not None and zoom.plot_toggle is not None
+    assert not zoom.plot_shown and zoom.plot.layout.display == "none"  # hidden until asked for or edited
+    zoom.input.value = "0: (1), 10: (1.5)"
+    first = bytes(zoom.plot.value)
+    assert zoom.plot_shown and first.startswith(PNG_MAGIC) and zoom.plot.layout.display == ""
+    max_frames = p.settings.animation.max_frames
+    assert first == schedule_png("0: (1), 10: (1.5)", "animation.zoom", max_frames, "linear")
+    zoom.input.value = "0: (1), 10: (0.5)"
+    second = bytes(zoom.plot.value)
+    assert second.startswith(PNG_MAGIC) and second != first
+    zoom.input.value = "0: (1), 10: (0.5"  # invalid: the last good plot stays
+    assert bytes(zoom.plot.value) == second
+    zoom.plot_toggle.value = False
+    assert zoom.plot.layout.display == "none"
+    # the toggle alone draws the current value
+    angle = p.controls["animation.angle"]
+    assert angle.plot is not None and angle.plot_toggle is not None
+    angle.plot_toggle.value = True
+    assert bytes(angle.plot.value).startswith(PNG_MAGIC)
+
+
+def test_schedule_png_caps_the_points_drawn() -> None:
+    small = schedule_png("0: (0), 100: (1)", "animation.angle", PLOT_POINTS)
+    big = schedule_png("0: (0), 100: (1)", "animation.angle", 500_000)
+    for png in (small, big):
+        assert png.startswith(PNG_MAGIC)
+        w, h = Image.open(io.BytesIO(png)).size
+        assert w <= 320 and h <= 130  # small plots
+
+
+def test_assigning_settings_updates_every_widget(panel: SettingsPanel) -> None:
+    p = panel
+    p.controls["animation.zoom"].input.value = "0: (1), 10: (1.1"  # a pending error is cleared by a new Settings
+    other = Settings.defaults("latent", "2D")
+    other.models.clip_models = ["a,b", "RN50"]
+    p.settings = other
+    assert p.settings is other
+    for name in iter_fields():
+        control = p.controls[name]
+        assert control.read() == other.get(name), name
+    assert p.controls["image.mode"].input.value == "latent"
+    assert p.controls["image.width"].input.value == 512
+    assert p.errors == {}
+    # and the binding now targets the new object
+    p.controls["image.steps"].input.value = 12
+    assert other.image.steps == 12
+
+
+# ----------------------------------------------------------------------------------------------- load / save
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    p = SettingsPanel()
+    p.controls["image.steps"].input.value = 77
+    p.controls["animation.animation_mode"].input.value = "2D"
+    p.controls["animation.zoom"].input.value = "0: (1.02), 20: (1.1)"
+    p.controls["prompts.text_prompts"].input.value = '{"0": "a lake --neg blur", "5": "a forest"}'
+    p.controls["guidance.transformation_percent"].input.value = "0.2, 0.4"
+    path = tmp_path / "cfg" / "s.json"
+    p.path.value = str(path)
+    p.save_button.click()
+    assert path.is_file() and "saved" in p.file_message.value
+    assert Settings.load(path).to_dict() == p.settings.to_dict()
+
+    q = SettingsPanel()
+    q.path.value = str(path)
+    q.load_button.click()
+    assert "loaded" in q.file_message.value
+    assert q.settings.to_dict() == p.settings.to_dict()
+    assert q.controls["image.steps"].input.value == 77
+    assert q.controls["animation.zoom"].input.value == "0: (1.02), 20: (1.1)"
+    assert q.controls["guidance.transformation_percent"].input.value == "0.2, 0.4"
+
+    r = SettingsPanel()
+    r.load(path)  # the method form
+    assert r.settings.to_dict() == p.settings.to_dict() and r.path.value == str(path)
+
+
+def test_load_errors_are_shown_and_keep_settings(tmp_path: Path) -> None:
+    p = SettingsPanel()
+    before = p.settings.to_dict()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"image": {"steps": 10,}}')
+    p.path.value = str(bad)
+    p.load_button.click()
+    assert "load failed" in p.file_message.value and "invalid JSON" in p.file_message.value
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"image": {"stepz": 10}}))
+    p.path.value = str(unknown)
+    p.load_button.click()
+    assert "unknown setting" in p.file_message.value and "image.steps" in p.file_message.value
+    p.path.value = str(tmp_path / "missing.json")
+    p.load_button.click()
+    assert "not found" in p.file_message.value
+    p.path.value = ""
+    p.load_button.click()
+    assert "path" in p.file_message.value
+    assert p.settings.to_dict() == before
+
+
+def test_save_refuses_settings_that_would_not_load(tmp_path: Path) -> None:
+    p = SettingsPanel()
+    p.controls["image.width"].input.value = 1000  # not a multiple of 64 for the guided sampler
+    assert "image.width" in p.validity.value and "multiple of 64" in p.validity.value
+    path = tmp_path / "s.json"
+    p.path.value = str(path)
+    p.save_button.click()
+    assert "save failed" in p.file_message.value and "multiple of 64" in p.file_message.value
+    assert not path.exists()
+
+
+# ----------------------------------------------------------------------------------------------- render
+def test_render_runs_in_a_thread_and_reports_progress(tmp_path: Path) -> None:
+    fake, calls = make_fake_render(n_frames=3, steps=4)
+    p = panel_in(tmp_path, render_fn=fake)
+    seen_steps: list[int] = []
+    seen_frames: list[str] = []
+    p.progress.observe(lambda ch: seen_steps.append(ch["new"]), names="value")
+    p.frame_label.observe(lambda ch: seen_frames.append(ch["new"]), names="value")
+    p.render_button.click()
+    assert p.wait(10)
+    assert p.last_error is None, p.error_area.value
+    result = p.last_result
+    assert result is not None and result.status == "done"
+    assert [f.name for f in result.frames] == ["000000.png", "000001.png", "000002.png"]
+    assert all(f.is_file() for f in result.frames)
+    assert RunFolder.open(result.run_dir).complete_frames() == [0, 1, 2]
+    # the progress bar went through the steps, the frame counter through the frames
+    assert p.progress.max == 4 and p.progress.value == 4
+    assert {1, 2, 3, 4} <= set(seen_steps)
+    assert p.frame_label.value == "frame 3/3"
+    assert [f for i, f in enumerate(seen_frames) if i == 0 or seen_frames[i - 1] != f] == [
+        "frame 1/3",
+        "frame 2/3",
+        "frame 3/3",
+    ]
+    # the preview holds a PNG of the (1, 3, 8, 8) preview tensor
+    preview = bytes(p.preview.value)
+    assert preview.startswith(PNG_MAGIC) and Image.open(io.BytesIO(preview)).size == (8, 8)
+    assert "done" in p.status.value and p.error_area.value == ""
+    assert not p.render_button.disabled and p.stop_button.disabled and p.resume_button.disabled
+    # the call: a copy of the settings, a stop event, no console progress
+    (call,) = calls
+    assert call["progress"] is False and isinstance(call["stop"], threading.Event) and call["resume"] is None
+    assert call["settings"] is not p.settings and call["settings"].to_dict() == p.settings.to_dict()
+
+
+def test_render_button_disabled_while_running_and_stop_ends_stopped(tmp_path: Path) -> None:
+    fake, calls = make_fake_render(n_frames=50, steps=4, delay=0.03)
+    p = panel_in(tmp_path, render_fn=fake)
+    first_frame = threading.Event()
+    p.frame_label.observe(lambda ch: first_frame.set() if ch["new"] == "frame 2/50" else None, names="value")
+    p.render_button.click()
+    assert first_frame.wait(10)
+    assert p.running and p.render_button.disabled and not p.stop_button.disabled
+    with pytest.raises(RuntimeError, match="already running"):
+        p.render()
+    p.stop_button.click()
+    assert p.wait(10)
+    result = p.last_result
+    assert result is not None and result.status == "stopped"
+    assert 1 <= len(result.frames) < 50
+    assert "stopped" in p.status.value and "resumable" in p.status.value
+    assert not p.render_button.disabled and p.stop_button.disabled
+    # the run resumes from where it stopped
+    assert not p.resume_button.disabled
+    fake_fast, _ = make_fake_render(n_frames=50, steps=1)
+    p._render_fn = fake_fast
+    p.resume_button.click()
+    assert p.wait(10)
+    assert p.last_result is not None and p.last_result.status == "done"
+    assert Path(p.last_result.run_dir) == Path(result.run_dir)
+    assert RunFolder.open(result.run_dir).complete_frames() == list(range(50))
+
+
+def test_render_error_is_shown_in_the_panel(tmp_path: Path) -> None:
+    def broken(settings: Settings, **_kw: Any) -> RenderResult:
+        raise ValueError("models.diffusion_model: no such checkpoint 'nope.pt'")
+
+    p = panel_in(tmp_path, render_fn=broken)
+    p.render_button.click()
+    assert p.wait(10)
+    assert isinstance(p.last_error, ValueError) and p.last_result is None
+    assert "ValueError: models.diffusion_model: no such checkpoint" in p.error_area.value
+    assert "traceback" in p.error_area.value
+    assert "failed" in p.status.value
+    assert not p.render_button.disabled and p.stop_button.disabled
+
+
+def test_callback_failure_is_shown_and_render_continues(tmp_path: Path) -> None:
+    fake, _ = make_fake_render(n_frames=2, steps=2, preview_shape=(2, 3, 8, 8))  # a batch: not one image
+    p = panel_in(tmp_path, render_fn=fake)
+    p.render()
+    assert p.wait(10)
+    assert p.last_result is not None and p.last_result.status == "done"
+    assert "expected one image" in p.error_area.value
+
+
+def test_render_refused_while_a_field_is_invalid(tmp_path: Path) -> None:
+    fake, calls = make_fake_render()
+    p = panel_in(tmp_path, render_fn=fake)
+    p.controls["animation.zoom"].input.value = "0: (1"
+    assert p.render() is None
+    assert "animation.zoom" in p.error_area.value and calls == []
+
+
+# ----------------------------------------------------------------------------------------------- display
+def test_panel_displays_as_its_widget(capsys: pytest.CaptureFixture[str]) -> None:
+    p = SettingsPanel()
+    bundle = p._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == p.widget.model_id
+    assert isinstance(p.widget, widgets.VBox) and p.tabs in p.widget.children and p.preview in p.widget.children
+    s = Settings.defaults("latent")
+    shown = show_panel(s)
+    assert isinstance(shown, SettingsPanel) and shown.settings is s
+
+
+# ----------------------------------------------------------------------------------------------- discolib stays widget-free
+DISCOLIB_DIR = Path(discolib.__file__).parent
+
+
+def test_discolib_source_never_imports_widgets() -> None:
+    """Static: no module of discolib imports ipywidgets, IPython or the panel, even lazily inside a function."""
+    banned = ("ipywidgets", "discolib_widgets", "IPython")
+    files = sorted(DISCOLIB_DIR.rglob("*.py"))
+    assert len(files) > 5
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for n in names:
+                assert n.split(".")[0] not in banned, f"{path.relative_to(DISCOLIB_DIR)} imports {n}"
+
+
+@pytest.mark.slow
+def test_importing_discolib_loads_no_ipywidgets() -> None:
+    """Runtime, in a fresh interpreter: the modules a script or the CLI imports (and what they pull in)."""
+    code = (
+        "import importlib, importlib.util, sys\n"
+        "mods = ['discolib', 'discolib.settings', 'discolib.schedule', 'discolib.prompts', 'discolib.runs',\n"
+        "        'discolib.events', 'discolib.cli']\n"
+        "mods += [m for m in ('discolib.render',) if importlib.util.find_spec(m) is not None]\n"
+        "for m in mods: importlib.import_module(m)\n"
+        "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('ipywidgets', 'discolib_widgets'))\n"
+        "print(len(mods), bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert int(proc.stdout.split()[0]) >= 7
