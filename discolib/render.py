@@ -244,6 +244,19 @@ def _frames_skip_fraction(settings: Settings) -> float:
 # ---------------------------------------------------------------------------------------------- render
 
 
+def _check_inputs(settings: Settings) -> None:
+    """Files the run will read must exist and be readable before a run folder is made."""
+    if settings.animation.animation_mode == "Video Input":
+        from discolib.video import video_info
+
+        video_info(settings.animation.video_init_path)
+    if settings.guidance.init_image and not settings.guidance.init_image.startswith(("http://", "https://")):
+        if not Path(settings.guidance.init_image).expanduser().is_file():
+            raise SettingsError(f"file not found: {settings.guidance.init_image}", field="guidance.init_image")
+    if settings.output.soundtrack and not Path(settings.output.soundtrack).expanduser().is_file():
+        raise SettingsError(f"file not found: {settings.output.soundtrack}", field="output.soundtrack")
+
+
 def _prepare(settings: Settings, out: str | Path | None, resume: str | Path | None) -> tuple[Settings, RunFolder, int]:
     """Validate, then open (resume) or create the run folder. Returns (settings as used, folder, first frame)."""
     if resume is not None:
@@ -259,6 +272,7 @@ def _prepare(settings: Settings, out: str | Path | None, resume: str | Path | No
     if out is not None:
         settings.run.output_root = str(out)
     settings.validate()
+    _check_inputs(settings)
     if settings.run.seed == -1:
         settings.run.seed = secrets.randbelow(2**32)
     folder = RunFolder.create(settings.run.output_root, settings.run.batch_name, settings.to_json())

@@ -1,0 +1,245 @@
+"""The render loop end to end with tiny models: stills, 2D/3D animations, video, resume after SIGKILL, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from discolib.events import RenderEvent
+from discolib.presets import apply_preset
+from discolib.render import frame_seeds, render
+from discolib.runs import RunFolder
+from discolib.settings import Settings, SettingsError
+from discolib.video import count_video_frames, probe_video
+
+pytestmark = pytest.mark.slow
+
+
+def tiny(mode: str, animation: str = "none", **overrides: object) -> Settings:
+    s = apply_preset(Settings.defaults(mode, animation), "tiny" if mode == "guided" else "tiny-latent")
+    for k, v in overrides.items():
+        s.set(k, v)
+    return s
+
+
+def test_latent_still_batch(tmp_path: Path) -> None:
+    events: list[RenderEvent] = []
+    result = render(tiny("latent", n_batches=2), out=tmp_path, callback=events.append, progress=False)
+    assert result.status == "done" and len(result.frames) == 2
+    run = RunFolder.open(result.run_dir)
+    rec = run.read_record()
+    assert rec.status == "done" and rec.frames_done == 2 and rec.seeds == [42, 43]
+    assert json.loads(run.settings_path.read_text())["run"]["seed"] == 42
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("frame") == 2
+    previews = [e.preview for e in events if e.kind == "step" and e.preview is not None]
+    assert previews and previews[0].shape == (1, 3, 64, 64)
+
+
+@pytest.mark.parametrize("mode", ["latent", "guided"])
+def test_3d_animation_end_to_end(tmp_path: Path, mode: str) -> None:
+    s = tiny(mode, "3D", save_depth_maps=True)
+    result = render(s, out=tmp_path, progress=False)
+    run = RunFolder.open(result.run_dir)
+    assert run.complete_frames() == list(range(8))
+    assert run.read_record().status == "done"
+    assert result.video is not None and result.video.name == "video.mp4"
+    assert count_video_frames(result.video) == 8
+    probe = probe_video(result.video)
+    assert (probe.codec, probe.pix_fmt) == ("h264", "yuv420p")
+    assert len(list((run.path / "depth").glob("*.png"))) == 7
+    frames = [np.asarray(Image.open(p)) for p in result.frames]
+    assert all(f.shape == (64, 64, 3) for f in frames)
+    assert any(not np.array_equal(frames[0], f) for f in frames[1:])
+
+
+def test_2d_animation_with_cadence_and_gif(tmp_path: Path) -> None:
+    s = tiny("latent", "2D", cadence=2, video_format="gif")
+    result = render(s, out=tmp_path, progress=False)
+    assert result.video is not None and result.video.suffix == ".gif"
+    with Image.open(result.video) as gif:
+        assert gif.n_frames == 8
+
+
+def test_same_settings_same_frames(tmp_path: Path) -> None:
+    s = tiny("latent", "3D", make_video=False)
+    a = render(s, out=tmp_path / "a", progress=False)
+    b = render(s, out=tmp_path / "b", progress=False)
+    for fa, fb in zip(a.frames, b.frames, strict=True):
+        assert fa.read_bytes() == fb.read_bytes()
+
+
+def test_animate_a_photo_without_diffusion(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photo)
+    s = tiny("latent", "3D", init_image=str(photo), strength=1.0, strength_schedule="0: (1)", color_coherence="None",
+             make_video=False, depth_model="constant")
+    calls: list[int] = []
+    result = render(s, out=tmp_path / "out", callback=lambda e: calls.append(e.step) if e.kind == "step" else None, progress=False)
+    assert calls == []  # no sampler step ran: pure parallax of the photo
+    assert np.array_equal(np.asarray(Image.open(result.frames[0])), np.asarray(Image.open(photo)))
+    assert not np.array_equal(np.asarray(Image.open(result.frames[3])), np.asarray(Image.open(photo)))
+
+
+def test_stop_event_leaves_resumable_run(tmp_path: Path) -> None:
+    s = tiny("latent", "2D", make_video=False)
+    stop = threading.Event()
+
+    def cb(e: RenderEvent) -> None:
+        if e.kind == "frame" and e.frame == 2:
+            stop.set()
+
+    first = render(s, out=tmp_path, callback=cb, stop=stop, progress=False)
+    assert first.status == "stopped"
+    run = RunFolder.open(first.run_dir)
+    assert run.read_record().status == "interrupted" and run.complete_frames() == [0, 1, 2]
+    second = render(s, resume=first.run_dir, progress=False)
+    assert second.status == "done" and run.complete_frames() == list(range(8))
+    whole = render(s, out=tmp_path / "whole", progress=False)
+    for a, b in zip(RunFolder.open(second.run_dir).complete_frames(), RunFolder.open(whole.run_dir).complete_frames(), strict=True):
+        assert run.frame_path(a).read_bytes() == RunFolder.open(whole.run_dir).frame_path(b).read_bytes()
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "discolib.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_resume_after_sigkill_is_byte_identical(tmp_path: Path) -> None:
+    settings = tiny("latent", "3D", make_video=False)
+    settings.save(tmp_path / "s.json")
+    whole = _cli("render", "s.json", "--out", "whole", "--no-progress", cwd=tmp_path)
+    assert whole.wait(timeout=300) == 0, whole.stderr.read().decode() if whole.stderr else ""
+
+    killed = _cli("render", "s.json", "--out", "killed", "--no-progress", cwd=tmp_path)
+    frames_dir = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        found = list((tmp_path / "killed").glob("*/*/frames"))
+        if found and len(list(found[0].glob("*.png"))) >= 3:
+            frames_dir = found[0]
+            break
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert frames_dir is not None, "the run never wrote 3 frames"
+    run_dir = frames_dir.parent
+    n_before = len(list(frames_dir.glob("*.png")))
+    assert 3 <= n_before < 8, f"killed too late ({n_before} frames)"
+    # No truncated PNG under a final name: every frame written so far decodes.
+    for p in frames_dir.glob("*.png"):
+        Image.open(p).load()
+
+    resumed = _cli("render", "--resume", str(run_dir), "--no-progress", cwd=tmp_path)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err.decode()
+    assert b"done: 8 frame(s)" in out
+    whole_dir = next((tmp_path / "whole").glob("*/*/frames"))
+    for i in range(8):
+        name = f"{i:06d}.png"
+        assert (frames_dir / name).read_bytes() == (whole_dir / name).read_bytes(), f"frame {i} differs after resume"
+    assert not list(run_dir.rglob("*.tmp"))
+    assert RunFolder.open(run_dir).read_record().status == "done"
+
+
+def test_seed_behaviors() -> None:
+    s = tiny("latent", "2D")
+    assert frame_seeds(s, 4, 10) == [10, 11, 12, 13]
+    s.animation.seed_behavior = "fixed"
+    assert frame_seeds(s, 3, 10) == [10, 10, 10]
+    s.animation.seed_behavior = "ladder"
+    assert frame_seeds(s, 5, 10) == [10, 12, 11, 13, 12]
+    s.animation.seed_behavior = "alternate"
+    assert frame_seeds(s, 4, 10) == [10, 11, 10, 11]
+    s.animation.seed_behavior = "iter"
+    s.animation.seed_iter_n = 2
+    assert frame_seeds(s, 5, 10) == [10, 10, 11, 11, 12]
+    s.animation.seed_behavior = "schedule"
+    s.animation.seed_schedule = "0:(s), 2:(s+100), 3:(-1)"
+    seeds = frame_seeds(s, 4, 10)
+    assert seeds[:3] == [10, 10, 110] and seeds[3] != -1
+    s.animation.seed_behavior = "random"
+    assert frame_seeds(s, 4, 10) == frame_seeds(s, 4, 10) and len(set(frame_seeds(s, 4, 10))) == 4
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_max_frames_zero_refused() -> None:
+    with pytest.raises(SettingsError, match="animation.max_frames: expected a value >= 1, got 0"):
+        tiny("latent", "3D", max_frames=0)
+
+
+def test_cadence_larger_than_max_frames(tmp_path: Path) -> None:
+    s = tiny("latent", "2D", max_frames=4)
+    s.animation.cadence = 6
+    with pytest.raises(SettingsError, match="animation.cadence: cadence 6 is larger than animation.max_frames"):
+        render(s, out=tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())  # nothing was created for a run that could not start
+
+
+def test_bad_keyframe_string_names_schedule(tmp_path: Path) -> None:
+    s = tiny("latent", "3D")
+    s.animation.rotation_3d_y = "0:(1), 5:(sin(t)"
+    with pytest.raises(ValueError, match=r"animation.rotation_3d_y: column \d+: expected '\)'"):
+        render(s, out=tmp_path, progress=False)
+
+
+def test_video_input_missing_and_not_a_video(tmp_path: Path) -> None:
+    s = tiny("latent", "3D")
+    s.animation.animation_mode = "Video Input"
+    s.animation.video_init_path = str(tmp_path / "nope.mp4")
+    with pytest.raises(ValueError, match="animation.video_init_path: file not found"):
+        render(s, out=tmp_path / "o", progress=False)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video")
+    s.animation.video_init_path = str(text)
+    with pytest.raises(ValueError, match="animation.video_init_path: not a readable video"):
+        render(s, out=tmp_path / "o2", progress=False)
+
+
+def test_video_input_mode(tmp_path: Path) -> None:
+    from discolib.runs import save_png_atomic
+    from discolib.video import frames_to_video
+
+    src = tmp_path / "src"
+    for i in range(10):
+        save_png_atomic(src / f"{i:06d}.png", torch.full((1, 3, 64, 64), i / 10))
+    clip = frames_to_video(src, tmp_path / "in.mp4", fps=10)
+    s = tiny("latent", "3D", make_video=False, max_frames=4, extract_nth_frame=2)
+    s.animation.animation_mode = "Video Input"
+    s.animation.video_init_path = str(clip)
+    result = render(s, out=tmp_path / "o", progress=False)
+    assert len(result.frames) == 4
+    s.animation.max_frames = 8  # 10 frames at every 2nd: only 5 usable
+    with pytest.raises(SettingsError, match="fewer usable frames than max_frames"):
+        render(s, out=tmp_path / "o3", progress=False)
+
+
+def test_unwritable_output_root(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="run.output_root: cannot create"):
+        render(tiny("latent"), out=blocker / "runs", progress=False)
+
+
+def test_cli_render_still_guided(tmp_path: Path) -> None:
+    proc = _cli("init", "--preset", "tiny", "-o", "s.json", cwd=tmp_path)
+    assert proc.wait(timeout=120) == 0
+    proc = _cli("render", "s.json", "--out", "runs", "--no-progress", cwd=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    assert b"done: 1 frame(s)" in out
+    assert len(list((tmp_path / "runs").glob("tiny/*/frames/000000.png"))) == 1
