@@ -17,10 +17,8 @@ schedule); a random run seed is drawn once and written into the run's ``settings
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ from tqdm.auto import tqdm
 
 from discolib.events import EventCallback, RenderEvent, RenderResult, RenderStopped
 from discolib.prompts import PromptSchedule
-from discolib.runs import RunError, RunFolder, RunRecord, save_png_atomic
+from discolib.runs import RunFolder, RunRecord, save_png_atomic
 from discolib.samplers.base import FrameRequest, FrameSampler
 from discolib.schedule import Schedule
 from discolib.settings import Settings, SettingsError
@@ -61,6 +59,10 @@ SCHEDULE_FIELDS = (
     "antiblur_amount",
     "antiblur_sigma",
 )
+
+
+#: An init image with one of these suffixes is a video: its first frame starts the animation.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
 
 
 def build_sampler(settings: Settings, *, progress: bool = False) -> FrameSampler:
@@ -253,6 +255,11 @@ def _check_inputs(settings: Settings) -> None:
     if settings.guidance.init_image and not settings.guidance.init_image.startswith(("http://", "https://")):
         if not Path(settings.guidance.init_image).expanduser().is_file():
             raise SettingsError(f"file not found: {settings.guidance.init_image}", field="guidance.init_image")
+    schedule = _image_prompt_schedule(settings)
+    for key in schedule.keys if schedule else ():
+        for p in schedule.at(key.resolve(settings.n_frames())).positive:
+            if not p.text.startswith(("http://", "https://")) and not Path(p.text).expanduser().is_file():
+                raise SettingsError(f"file not found: {p.text}", field="prompts.image_prompts")
     if settings.output.soundtrack and not Path(settings.output.soundtrack).expanduser().is_file():
         raise SettingsError(f"file not found: {settings.output.soundtrack}", field="output.soundtrack")
 
@@ -395,6 +402,13 @@ def _finish_frame(
     emit(RenderEvent("frame", frame=i, total_frames=n_frames, path=path, preview=image.detach().float().cpu()))
 
 
+def _image_prompt_schedule(settings: Settings) -> PromptSchedule | None:
+    """Disco's image prompts ({frame: ["path.png:weight", ...]}); None when there are none."""
+    if not settings.prompts.image_prompts:
+        return None
+    return PromptSchedule.from_any(settings.prompts.image_prompts, setting="prompts.image_prompts")
+
+
 def _render_stills(
     settings: Settings,
     folder: RunFolder,
@@ -408,11 +422,14 @@ def _render_stills(
     progress: bool,
 ) -> None:
     prompts = PromptSchedule.from_any(settings.prompts.text_prompts, setting="prompts.text_prompts").at(0)
+    image_schedule = _image_prompt_schedule(settings)
+    image_prompts = image_schedule.at(0) if image_schedule else None
     n = len(seeds)
     for i in tqdm(range(start, n), disable=not progress, desc="images", initial=start, total=n):
         req = FrameRequest(
             seed=seeds[i],
             prompts=prompts,
+            image_prompts=image_prompts,
             callback=_step_callback(sampler, settings, folder, i, n, emit),
             stop=stop,
         )
@@ -437,6 +454,7 @@ def _render_animation(
     device = sampler.device
     sv = evaluate_schedules(settings, n, settings.run.seed)
     prompt_schedule = PromptSchedule.from_any(settings.prompts.text_prompts, setting="prompts.text_prompts")
+    image_schedule = _image_prompt_schedule(settings)
     state = AnimationState()
     if anim.animation_mode == "3D":
         from discolib.depth import ConstantDepth, blend_depth, load_depth
@@ -466,6 +484,7 @@ def _render_animation(
     first_init = _first_init(settings, video, device) if start == 0 else None
     for i in tqdm(range(start, n), disable=not progress, desc="frames", initial=start, total=n):
         prompts = prompt_schedule.at(i, n)
+        ip = image_schedule.at(i, n) if image_schedule else None
         cb = _step_callback(sampler, settings, folder, i, n, emit)
         if video is not None:
             frame_in = first_init if i == 0 else next(video, None)
@@ -475,9 +494,9 @@ def _render_animation(
                     f"{anim.extract_nth_frame}; lower animation.max_frames",
                     field="animation.video_init_path",
                 )
-            image = _sample(sampler, settings, seeds[i], prompts, frame_in.to(device), i, sv, guided, skip_fraction, cb, stop)
+            image = _sample(sampler, settings, seeds[i], prompts, frame_in.to(device), i, sv, guided, skip_fraction, cb, stop, ip)
         elif prev is None:
-            image = _first_frame(sampler, settings, seeds[i], prompts, first_init, cb, stop)
+            image = _first_frame(sampler, settings, seeds[i], prompts, first_init, cb, stop, ip)
         else:
             warped, mask = _warp(prev, settings, sv, i, state)
             in_preroll = guided and i < anim.turbo_preroll
@@ -485,7 +504,7 @@ def _render_animation(
                 image = warped  # cadence / turbo: motion only between diffusion frames
             else:
                 init = _coherence(warped, mask, settings, sv, i, state, seeds[i])
-                image = _sample(sampler, settings, seeds[i], prompts, init, i, sv, guided, skip_fraction, cb, stop)
+                image = _sample(sampler, settings, seeds[i], prompts, init, i, sv, guided, skip_fraction, cb, stop, ip)
         image = _quantize(image)
         if i == 0:
             state.color_ref = image
@@ -500,10 +519,16 @@ def _first_init(settings: Settings, video: Iterator[torch.Tensor] | None, device
     """Frame 0's init: the video's first frame in Video Input mode, else the settings' init image."""
     if video is not None:
         return next(video, None)
-    if settings.guidance.init_image:
+    path = settings.guidance.init_image
+    if path:
+        size = (settings.image.width, settings.image.height)
+        if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+            from discolib.video import first_frame
+
+            return first_frame(path, size, setting="guidance.init_image").to(device)  # animate a video's first frame
         from discolib.images import load_image
 
-        return load_image(settings.guidance.init_image, (settings.image.width, settings.image.height)).to(device)
+        return load_image(path, size).to(device)
     return None
 
 
@@ -515,6 +540,7 @@ def _first_frame(
     init: torch.Tensor | None,
     cb: Callable[[dict[str, Any]], None],
     stop: threading.Event | None,
+    image_prompts: Any = None,
 ) -> torch.Tensor:
     """Frame 0: from noise, or from the init image (Disco: ``skip_steps``; Deforum: ``strength``).
 
@@ -524,8 +550,8 @@ def _first_frame(
         if settings.image.mode == "latent" and settings.latent.strength >= 1.0:
             return init
         keep = settings.latent.strength if settings.image.mode == "latent" else settings.guidance.skip_steps / settings.image.steps
-        return sampler(FrameRequest(seed=seed, prompts=prompts, init=init, init_strength=keep, callback=cb, stop=stop))
-    return sampler(FrameRequest(seed=seed, prompts=prompts, callback=cb, stop=stop))
+        return sampler(FrameRequest(seed=seed, prompts=prompts, image_prompts=image_prompts, init=init, init_strength=keep, callback=cb, stop=stop))
+    return sampler(FrameRequest(seed=seed, prompts=prompts, image_prompts=image_prompts, callback=cb, stop=stop))
 
 
 def _sample(
@@ -540,6 +566,7 @@ def _sample(
     skip_fraction: float,
     cb: Callable[[dict[str, Any]], None],
     stop: threading.Event | None,
+    image_prompts: Any = None,
 ) -> torch.Tensor:
     """One img2img frame: Disco's frames_skip_steps/frames_scale, or Deforum's strength and cfg schedules.
 
@@ -547,7 +574,7 @@ def _sample(
     """
     if guided:
         req = FrameRequest(
-            seed=seed, prompts=prompts, init=init, init_strength=skip_fraction,
+            seed=seed, prompts=prompts, image_prompts=image_prompts, init=init, init_strength=skip_fraction,
             init_scale=settings.animation.frames_scale, callback=cb, stop=stop,
         )
         return sampler(req)
@@ -555,7 +582,7 @@ def _sample(
     if keep >= 1.0:
         return init
     req = FrameRequest(
-        seed=seed, prompts=prompts, init=init, init_strength=keep,
+        seed=seed, prompts=prompts, image_prompts=image_prompts, init=init, init_strength=keep,
         cfg_scale=float(sv["cfg_scale_schedule"][i]), callback=cb, stop=stop,
     )
     return sampler(req)
@@ -564,7 +591,3 @@ def _sample(
 def load_run_settings(run_dir: str | Path) -> Settings:
     """The settings a run folder was made with."""
     return Settings.load(RunFolder.open(run_dir).settings_path)
-
-
-def _unused() -> tuple[Any, ...]:  # pragma: no cover - keeps imports referenced for type checkers
-    return (json, warnings, RunError)

@@ -386,26 +386,35 @@ class Settings:
         return self.animation.max_frames if self.animation.animation_mode != "None" else 1
 
     def _validate_schedules(self) -> None:
+        for name in iter_fields():
+            if field_info(name).kind in ("schedule", "cut_schedule", "prompts"):
+                self.check_field(name, self.get(name))
+
+    def check_field(self, name: str, value: Any) -> None:
+        """The parse checks of one keyframe, cut-schedule or prompt field, in the context of these settings.
+
+        Keyframe strings are parsed and evaluated over ``animation.max_frames`` (domain errors such as
+        ``sqrt(-1)`` at frame 40 surface now, not mid-run; at most 100 000 frames are checked so validating a
+        huge animation stays instant) with the current interpolation; cut schedules and prompt dicts are parsed.
+        Raises a ValueError subclass whose message names the field (and the column, for keyframe strings).
+        """
         from discolib.prompts import PromptSchedule
         from discolib.schedule import parse_cut_schedule, validate_schedule
 
-        n = self.n_frames()
-        # Evaluating a schedule over every frame surfaces domain errors (sqrt(-1) at frame 40) now, not mid-run;
-        # cap the frames checked so that validating a 1e6-frame animation stays instant.
-        n_check = min(n, 100_000)
-        for name in iter_fields():
-            info = field_info(name)
-            value = self.get(name)
-            if info.kind == "schedule":
-                validate_schedule(value, name, n_frames=max(n_check, 1))
-            elif info.kind == "cut_schedule":
-                # Cut counts are whole numbers; the inner-cut power and grey probability are fractions.
-                parse_cut_schedule(value, setting=name, kind=float if name.endswith(("ic_pow", "icgray_p")) else int)
-            elif info.kind == "prompts" and name == "prompts.text_prompts":
-                try:
-                    PromptSchedule.from_any(value)
-                except ValueError as exc:
-                    raise SettingsError(str(exc), field=name) from None
+        info = field_info(name)
+        if info.kind == "schedule":
+            n = max(1, min(self.animation.max_frames, 100_000))
+            validate_schedule(value, info.name, n_frames=n, interpolation=self.animation.interpolation)
+        elif info.kind == "cut_schedule":
+            # Cut counts are whole numbers; the inner-cut power and grey probability are fractions.
+            kind = float if info.name.endswith(("ic_pow", "icgray_p")) else int
+            parse_cut_schedule(value, setting=info.name, kind=kind)
+        elif info.kind == "prompts" and (value or info.name == "prompts.text_prompts"):
+            # An empty dict means "no image prompts"; text prompts need at least one.
+            try:
+                PromptSchedule.from_any(value, setting=info.name)
+            except ValueError as exc:
+                raise SettingsError(str(exc).removeprefix(f"{info.name}: "), field=info.name) from None
 
 
 # ---------------------------------------------------------------------------------------------- field info

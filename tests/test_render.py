@@ -243,3 +243,49 @@ def test_cli_render_still_guided(tmp_path: Path) -> None:
     assert proc.returncode == 0, err.decode()
     assert b"done: 1 frame(s)" in out
     assert len(list((tmp_path / "runs").glob("tiny/*/frames/000000.png"))) == 1
+
+
+def test_resume_latest(tmp_path: Path) -> None:
+    s = tiny("latent", "2D", make_video=False, max_frames=3)
+    stop = threading.Event()
+    first = render(s, out=tmp_path, callback=lambda e: stop.set() if e.kind == "frame" else None, stop=stop, progress=False)
+    assert first.status == "stopped"
+    s.run.output_root = str(tmp_path)
+    again = render(s, resume="latest", progress=False)
+    assert again.run_dir == first.run_dir and again.status == "done" and len(again.frames) == 3
+
+
+def test_latent_clip_guidance_changes_frames(tmp_path: Path) -> None:
+    plain = render(tiny("latent", steps=2), out=tmp_path / "a", progress=False)
+    guided = render(tiny("latent", steps=2, clip_scale=5000, clip_models=["tiny-vit"]), out=tmp_path / "b", progress=False)
+    a = np.asarray(Image.open(plain.frames[0]), dtype=np.int16)
+    b = np.asarray(Image.open(guided.frames[0]), dtype=np.int16)
+    assert np.abs(a - b).mean() > 0.5
+
+
+def test_guided_image_prompts_change_the_image(tmp_path: Path) -> None:
+    red = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(red)
+    base = tiny("guided", steps=4, clip_guidance_scale=20000, clamp_grad=False)
+    with_image = tiny("guided", steps=4, clip_guidance_scale=20000, clamp_grad=False, image_prompts={"0": [f"{red}:2"]})
+    a = render(base, out=tmp_path / "a", progress=False).frames[0]
+    b = render(with_image, out=tmp_path / "b", progress=False).frames[0]
+    assert a.read_bytes() != b.read_bytes()
+    bad = tiny("guided", steps=4, image_prompts={"0": [str(tmp_path / "missing.png")]})
+    with pytest.raises(ValueError, match="prompts.image_prompts: file not found"):
+        render(bad, out=tmp_path / "c", progress=False)
+    assert not (tmp_path / "c").exists()  # refused before a run folder was made
+
+
+def test_animation_from_a_video_first_frame(tmp_path: Path) -> None:
+    from discolib.runs import save_png_atomic
+    from discolib.video import first_frame, frames_to_video
+
+    src = tmp_path / "src"
+    for i in range(3):
+        save_png_atomic(src / f"{i:06d}.png", torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(i)))
+    clip = frames_to_video(src, tmp_path / "clip.mp4", fps=5)
+    s = tiny("latent", "2D", init_image=str(clip), strength=1.0, make_video=False, max_frames=2)
+    result = render(s, out=tmp_path / "o", progress=False)
+    want = (first_frame(clip, (64, 64)) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(np.asarray(Image.open(result.frames[0])), want)

@@ -34,6 +34,7 @@ class FrameRequest:
     Attributes:
         seed: seed of this image's noise (and cutouts).
         prompts: the prompts that hold at this frame.
+        image_prompts: image paths/URLs with weights that hold at this frame (guided mode), or None.
         init: (1, 3, H, W) in [0, 1], or None to start from noise.
         init_strength: how much of ``init`` to keep, in Deforum's sense (0 ignores it, 1 returns it). The guided
             sampler turns it into skipped steps, the latent sampler into ``1 - strength`` denoising.
@@ -46,6 +47,7 @@ class FrameRequest:
 
     seed: int
     prompts: FramePrompts
+    image_prompts: FramePrompts | None = None
     init: torch.Tensor | None = None
     init_strength: float = 0.0
     cfg_scale: float | None = None

@@ -275,6 +275,13 @@ class GuidedSampler:
         texts = [p.text for p in prompts.positive] + [p.text for p in prompts.negative]
         weights = [p.weight for p in prompts.positive] + [-abs(p.weight) for p in prompts.negative]
         embeds = self.ensemble.encode_text(texts)
+        if request.image_prompts is not None and request.image_prompts.positive:
+            # Image prompts: each image's whole-frame embedding per CLIP member joins the targets with its weight
+            # (Disco averaged 16 cutouts of it; one resized view is cheaper and, with no augmentation, alike).
+            images = [self._image_prompt(p.text) for p in request.image_prompts.positive]
+            batch = torch.cat(images).to(self.device)
+            embeds = [torch.cat([e, ie.to(e)]) for e, ie in zip(embeds, self.ensemble.encode_image(batch), strict=True)]
+            weights = weights + [p.weight for p in request.image_prompts.positive]
         if g.fuzzy_prompt:
             # Disco adds 25 noisy copies of every prompt embedding, each with the prompt's weight.
             embeds = [
@@ -297,6 +304,13 @@ class GuidedSampler:
             augment=not g.skip_augs,
             aug=_AUG_BY_MODE.get(self.settings.animation.animation_mode, "still"),
         )
+
+    def _image_prompt(self, source: str) -> torch.Tensor:
+        if source not in self._init_cache:
+            from discolib.images import load_image
+
+            self._init_cache[source] = load_image(source, setting="prompts.image_prompts")
+        return self._init_cache[source]
 
     def preview(self, info: dict[str, Any]) -> torch.Tensor:
         """The step's predicted image (1, 3, H, W) in [0, 1] (for live previews and intermediate saves)."""

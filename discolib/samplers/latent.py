@@ -657,4 +657,6 @@ class LatentSampler:
             callback=step_cb,
             preview_every=0,  # the render loop asks for previews when it wants them (see preview)
             model_fn_wrappers=wrappers,
+            # models.fast_vae names an AutoencoderTiny: it decodes the frames too, not only the previews.
+            decode_with_preview_vae=bool(s.models.fast_vae),
         )

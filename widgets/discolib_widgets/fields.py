@@ -18,8 +18,7 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 
-from discolib.prompts import PromptSchedule
-from discolib.schedule import Schedule, parse_cut_schedule, plot_schedule, validate_schedule
+from discolib.schedule import Schedule, plot_schedule
 from discolib.settings import FieldInfo, Settings, SettingsError, field_info
 
 __all__ = [
@@ -41,23 +40,9 @@ _WARNING_HTML = '<span style="color:#a15c00;white-space:pre-wrap">{}</span>'
 
 
 def check_field(info: FieldInfo, value: Any, settings: Settings) -> None:
-    """Run discolib's checks that ``Settings.set`` leaves to ``Settings.validate`` for one field's kind.
-
-    Keyframe strings are parsed and evaluated over ``animation.max_frames`` (capped at ``VALIDATE_FRAMES``) with
-    the current interpolation; cut schedules and prompt dicts are parsed. Raises a ``ValueError`` subclass
-    (``ScheduleError``, ``PromptError``) whose message names the field (and the column for keyframe strings).
-    """
-    if info.kind == "schedule" and isinstance(value, str):
-        n = max(1, min(settings.animation.max_frames, VALIDATE_FRAMES))
-        validate_schedule(value, info.name, n_frames=n, interpolation=settings.animation.interpolation)
-    elif info.kind == "cut_schedule" and isinstance(value, str):
-        # The same split as Settings.validate: cut counts are whole numbers, the power and grey probability are not.
-        kind = float if info.name.endswith(("ic_pow", "icgray_p")) else int
-        parse_cut_schedule(value, setting=info.name, kind=kind)
-    elif info.kind == "prompts" and isinstance(value, dict):
-        # An empty dict is fine for image prompts (none); text prompts must hold at least one prompt.
-        if value or info.name == "prompts.text_prompts":
-            PromptSchedule.from_any(value, setting=info.name)
+    """The schedule, cut-schedule and prompt checks of one field (see :meth:`Settings.check_field`)."""
+    if isinstance(value, (str, dict)):
+        settings.check_field(info.name, value)
 
 
 @functools.lru_cache(maxsize=256)
