@@ -178,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             # Warnings about user input (duplicate keyframes, resized images) are worth one plain line each.
             warnings.simplefilter("default")
+            # Libraries' deprecation notices are for developers, not for someone rendering a video.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
             warnings.showwarning = _show_warning  # type: ignore[assignment]
             return COMMANDS[args.command](args)
     except (CliError, ValueError, OSError) as exc:
