@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from discolib.events import EventCallback, RenderEvent, RenderResult, RenderStopped
 from discolib.prompts import PromptSchedule
-from discolib.runs import RunFolder, RunRecord, save_png_atomic
+from discolib.runs import FrameWriter, RunFolder, save_png_atomic
 from discolib.samplers.base import FrameRequest, FrameSampler
 from discolib.schedule import Schedule
 from discolib.settings import Settings, SettingsError
@@ -320,14 +320,18 @@ def render(
     folder.write_record(record)
     emit(RenderEvent("start", frame=start, total_frames=n_frames, path=folder.path))
     frames = [folder.frame_path(i) for i in range(start)]
+    writer = FrameWriter(folder, record, _frame_emitter(emit, n_frames))
     try:
-        if start < n_frames:
-            if sampler is None:
-                sampler = build_sampler(settings, progress=progress)
-            if settings.animation.animation_mode == "None":
-                _render_stills(settings, folder, sampler, seeds, start, record, frames, emit, stop, progress)
-            else:
-                _render_animation(settings, folder, sampler, seeds, start, record, frames, emit, stop, progress)
+        try:
+            if start < n_frames:
+                if sampler is None:
+                    sampler = build_sampler(settings, progress=progress)
+                if settings.animation.animation_mode == "None":
+                    _render_stills(settings, folder, sampler, seeds, start, writer, frames, emit, stop, progress)
+                else:
+                    _render_animation(settings, folder, sampler, seeds, start, writer, frames, emit, stop, progress)
+        finally:
+            writer.close()  # every frame handed over is on disk before the run's status changes
     except RenderStopped:
         record.status = "interrupted"
         folder.write_record(record)
@@ -384,22 +388,28 @@ def _step_callback(
     return cb
 
 
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8 on the host: the one device-to-host copy per frame."""
+    return image[0].detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
 def _finish_frame(
-    folder: RunFolder,
-    record: RunRecord,
+    writer: FrameWriter,
     frames: list[Path],
     i: int,
     image: torch.Tensor,
     seed: int,
-    n_frames: int,
-    emit: EventCallback,
 ) -> None:
-    path = folder.save_frame(i, image)
-    frames.append(path)
-    record.frames_done = i + 1
-    record.seeds = [*record.seeds[:i], seed]
-    folder.write_record(record)
-    emit(RenderEvent("frame", frame=i, total_frames=n_frames, path=path, preview=image.detach().float().cpu()))
+    """Hand frame ``i`` to the background writer (it writes the PNG, then the record, then emits ``frame``)."""
+    frames.append(writer.submit(i, _to_uint8(image), seed))
+
+
+def _frame_emitter(emit: EventCallback, n_frames: int) -> Callable[[int, Path, np.ndarray], None]:
+    def on_written(i: int, path: Path, array: np.ndarray) -> None:
+        preview = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float().div(255)
+        emit(RenderEvent("frame", frame=i, total_frames=n_frames, path=path, preview=preview))
+
+    return on_written
 
 
 def _image_prompt_schedule(settings: Settings) -> PromptSchedule | None:
@@ -415,7 +425,7 @@ def _render_stills(
     sampler: FrameSampler,
     seeds: list[int],
     start: int,
-    record: RunRecord,
+    writer: FrameWriter,
     frames: list[Path],
     emit: EventCallback,
     stop: threading.Event | None,
@@ -434,7 +444,7 @@ def _render_stills(
             stop=stop,
         )
         image = sampler(req)
-        _finish_frame(folder, record, frames, i, image, seeds[i], n, emit)
+        _finish_frame(writer, frames, i, image, seeds[i])
 
 
 def _render_animation(
@@ -443,7 +453,7 @@ def _render_animation(
     sampler: FrameSampler,
     seeds: list[int],
     start: int,
-    record: RunRecord,
+    writer: FrameWriter,
     frames: list[Path],
     emit: EventCallback,
     stop: threading.Event | None,
@@ -500,15 +510,18 @@ def _render_animation(
         else:
             warped, mask = _warp(prev, settings, sv, i, state)
             in_preroll = guided and i < anim.turbo_preroll
-            if anim.cadence > 1 and i % anim.cadence != 0 and not in_preroll:
-                image = warped  # cadence / turbo: motion only between diffusion frames
+            pure_motion = not guided and float(sv["strength_schedule"][i]) >= 1.0
+            if (anim.cadence > 1 and i % anim.cadence != 0 and not in_preroll) or pure_motion:
+                # Cadence / turbo: motion only between diffusion frames. Latent strength 1 keeps the warped frame
+                # as it is (pure depth parallax): no noise is added that no sampler would take out again.
+                image = warped
             else:
                 init = _coherence(warped, mask, settings, sv, i, state, seeds[i])
                 image = _sample(sampler, settings, seeds[i], prompts, init, i, sv, guided, skip_fraction, cb, stop, ip)
         image = _quantize(image)
         if i == 0:
             state.color_ref = image
-        _finish_frame(folder, record, frames, i, image, seeds[i], n, emit)
+        _finish_frame(writer, frames, i, image, seeds[i])
         prev = image
         every = settings.output.preview_video_every
         if every and (i + 1) % every == 0 and i + 1 < n:

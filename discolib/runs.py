@@ -294,3 +294,73 @@ def _new_run_id(batch_dir: Path) -> str:
         rid = f"{stamp}-{n}"
         n += 1
     return rid
+
+
+class FrameWriter:
+    """Writes frames and the run record on a background thread, so PNG encoding and disk I/O overlap the next frame.
+
+    ``submit`` hands over a frame already on the CPU as uint8 (H, W, 3) and blocks when ``max_pending`` frames are
+    waiting (bounded memory). Frames are written in order, each atomically, and the record is updated after each
+    one, so the record never claims a frame that is not on disk. ``close`` waits for everything and re-raises the
+    first write error; nothing submitted is lost on a normal exit, a stop or an exception in the render loop.
+    """
+
+    def __init__(
+        self,
+        folder: RunFolder,
+        record: RunRecord,
+        on_written: Any = None,
+        *,
+        max_pending: int = 4,
+    ) -> None:
+        import queue
+        import threading
+
+        self.folder = folder
+        self.record = record
+        self.on_written = on_written
+        self._queue: queue.Queue[tuple[int, Any, int] | None] = queue.Queue(maxsize=max_pending)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="discolib-frame-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is not None:
+                    continue  # after a failure, drain without writing (close() reports the error)
+                index, array, seed = item
+                path = self.folder.save_frame(index, array)
+                self.record.frames_done = index + 1
+                self.record.seeds = [*self.record.seeds[:index], seed]
+                self.folder.write_record(self.record)
+                if self.on_written is not None:
+                    self.on_written(index, path, array)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller in close()
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def submit(self, index: int, array: Any, seed: int) -> Path:
+        """Queue frame ``index`` (uint8 (H, W, 3) numpy array); returns the path it will have."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put((index, array, seed))
+        return self.folder.frame_path(index)
+
+    def flush(self) -> None:
+        """Wait until every submitted frame is on disk."""
+        self._queue.join()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Write what is pending, stop the thread and re-raise the first write error, if any."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error

@@ -108,3 +108,30 @@ def test_unwritable_output_root(tmp_path: Path) -> None:
         (ro / "b").chmod(0o500)
         with pytest.raises(RunError, match="not writable"):
             RunFolder.create(ro, "b", "{}")
+
+
+def test_frame_writer_writes_in_order_and_updates_record(tmp_path: Path) -> None:
+    from discolib.runs import FrameWriter
+
+    run = RunFolder.create(tmp_path, "b", "{}")
+    rec = run.read_record()
+    written: list[int] = []
+    writer = FrameWriter(run, rec, lambda i, path, arr: written.append(i), max_pending=2)
+    for i in range(6):
+        writer.submit(i, np.full((4, 4, 3), i, np.uint8), seed=100 + i)
+    writer.close()
+    assert written == list(range(6))
+    assert run.complete_frames() == list(range(6))
+    back = run.read_record()
+    assert back.frames_done == 6 and back.seeds == [100, 101, 102, 103, 104, 105]
+
+
+def test_frame_writer_reports_write_errors(tmp_path: Path) -> None:
+    from discolib.runs import FrameWriter
+
+    run = RunFolder.create(tmp_path, "b", "{}")
+    writer = FrameWriter(run, run.read_record())
+    writer.submit(0, np.zeros((4, 4), np.float32), seed=1)  # not uint8 RGB: encoding fails on the thread
+    with pytest.raises(ValueError, match="expected a uint8 array"):
+        writer.close()
+    assert run.complete_frames() == []
