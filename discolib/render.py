@@ -467,13 +467,13 @@ def _render_animation(
     image_schedule = _image_prompt_schedule(settings)
     state = AnimationState()
     if anim.animation_mode == "3D":
-        from discolib.depth import ConstantDepth, blend_depth, load_depth
+        from discolib.depth import ConstantDepth, blend_depth
 
         m = settings.models
         if anim.use_depth_warping:
-            est = load_depth(m.depth_model, device)
+            est = _load_depth(m.depth_model, device, random_ok=m.random_weights)
             if m.depth_model_2:
-                est = blend_depth([(est, 1 - m.depth_weight_2), (load_depth(m.depth_model_2, device), m.depth_weight_2)])
+                est = blend_depth([(est, 1 - m.depth_weight_2), (_load_depth(m.depth_model_2, device, random_ok=m.random_weights), m.depth_weight_2)])
             state.depth = est
         else:
             state.depth = ConstantDepth(1.0)
@@ -526,6 +526,21 @@ def _render_animation(
         every = settings.output.preview_video_every
         if every and (i + 1) % every == 0 and i + 1 < n:
             _write_video(settings, folder, final=False)
+
+
+def _load_depth(name: str, device: torch.device, *, random_ok: bool) -> Any:
+    """A depth estimator, loaded once per process; Depth Anything V2 Small with random weights when allowed."""
+    from discolib.depth import DEFAULT_DEPTH_MODEL, DepthModelUnavailable, load_depth
+
+    try:
+        return load_depth(name, device)
+    except DepthModelUnavailable as exc:
+        if not (random_ok and name == DEFAULT_DEPTH_MODEL):
+            raise
+        from discolib.archs import random_depth_anything_small, warn_random
+
+        warn_random(f"models.depth_model {name!r}", str(exc).split(". ")[0])
+        return random_depth_anything_small(device, torch.float32)
 
 
 def _first_init(settings: Settings, video: Iterator[torch.Tensor] | None, device: torch.device) -> torch.Tensor | None:

@@ -96,6 +96,7 @@ class ModelSettings:
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = _f("auto", help="Compute precision; auto picks bf16/fp16 where safe on CUDA, float32 on CPU.")
     gradient_checkpointing: bool = _f(False, help="Trade speed for memory on small cards.")
     compile: bool = _f(False, help="torch.compile the models (faster after warm-up on CUDA).")
+    random_weights: bool = _f(False, help="When real weights cannot be fetched, use the same architectures with random weights (speed tests, GPU smoke runs: images are noise).")
 
 
 @dataclass

@@ -71,7 +71,7 @@ def make_fake_render(
                     time.sleep(delay)
             frames.append(folder.save_frame(f, image))
             emit(RenderEvent("frame", frame=f, total_frames=n_frames, path=frames[-1]))
-        emit(RenderEvent("done", frame=n_frames - 1, total_frames=n_frames, path=folder.path))
+        emit(RenderEvent("done", frame=n_frames, total_frames=n_frames, path=folder.path))  # as render: frames done
         return RenderResult(run_dir=folder.path, status="done", frames=frames)
 
     return fake_render, calls

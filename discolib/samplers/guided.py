@@ -257,11 +257,17 @@ class GuidedSampler:
         self.dtype = resolve_dtype(m.dtype, self.device)
         self.width, self.height = settings.image.width, settings.image.height
         self.progress = progress
-        self.unet = _load_unet(m.diffusion_model, self.device, self.dtype)
+        self.unet = _load_unet(m.diffusion_model, self.device, self.dtype, random_ok=m.random_weights)
         if m.gradient_checkpointing and hasattr(self.unet, "enable_gradient_checkpointing"):
             self.unet.enable_gradient_checkpointing()
-        self.secondary = _load_secondary(m.secondary_model, self.device, self.dtype) if m.use_secondary_model else None
-        self.ensemble = ClipEnsemble(m.clip_models, self.device, self.dtype if self.device.type == "cuda" else torch.float32)
+        self.secondary = (
+            _load_secondary(m.secondary_model, self.device, self.dtype, random_ok=m.random_weights)
+            if m.use_secondary_model
+            else None
+        )
+        self.ensemble = load_ensemble(
+            m.clip_models, self.device, self.dtype if self.device.type == "cuda" else torch.float32, random_ok=m.random_weights
+        )
         self.cut_schedules = CutSchedules.from_disco(g.cut_overview, g.cut_innercut, g.cut_ic_pow, g.cut_icgray_p)
         self.scheduler = make_pixel_scheduler(g.sampler, clip_denoised=g.clip_denoised)
         self.model_fn = unet_eps_fn(self.unet)
@@ -379,11 +385,37 @@ class GuidedSampler:
         return ((x + 1) / 2).clamp(0, 1)
 
 
-def _load_unet(name: str, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    from discolib.checkpoints import load_disco_unet
+def load_ensemble(models: list[str], device: torch.device, dtype: torch.dtype, *, random_ok: bool = False) -> ClipEnsemble:
+    """The CLIP ensemble; with ``random_ok``, members whose weights cannot be fetched get random weights."""
+    from discolib.clip import ClipWeightsError, load_clip
+
+    members = []
+    for spec in models:
+        try:
+            members.append(load_clip(spec, device, dtype, True))
+        except ClipWeightsError as exc:
+            if not random_ok:
+                raise
+            from discolib.archs import warn_random
+
+            warn_random(f"CLIP model {spec!r}", str(exc).split(". ")[0])
+            members.append(load_clip(spec, device, dtype, None))
+    return ClipEnsemble(members, device, dtype)
+
+
+def _load_unet(name: str, device: torch.device, dtype: torch.dtype, *, random_ok: bool = False) -> torch.nn.Module:
+    from discolib.checkpoints import CheckpointError, load_disco_unet
     from discolib.models import TINY, build_tiny_adm_unet
 
-    unet = build_tiny_adm_unet() if name == TINY else load_disco_unet(name)
+    try:
+        unet = build_tiny_adm_unet() if name == TINY else load_disco_unet(name)
+    except CheckpointError as exc:
+        if not random_ok or "not in the catalogue" in str(exc) or "unknown" in str(exc).lower():
+            raise
+        from discolib.archs import random_adm_unet, warn_random
+
+        warn_random(f"models.diffusion_model {name!r}", str(exc).split(". ")[0])
+        unet = random_adm_unet(name)
     # Casting only when needed: diffusers warns on a dtype .to() of a model that is already in that dtype.
     unet = unet.to(device=device) if next(unet.parameters()).dtype == dtype else unet.to(device=device, dtype=dtype)
     if device.type == "cuda":
@@ -391,9 +423,19 @@ def _load_unet(name: str, device: torch.device, dtype: torch.dtype) -> torch.nn.
     return unet.eval().requires_grad_(False)
 
 
-def _load_secondary(name: str, device: torch.device, dtype: torch.dtype) -> SecondaryDiffusionImageNet2:
-    from discolib.checkpoints import load_secondary_model
+def _load_secondary(
+    name: str, device: torch.device, dtype: torch.dtype, *, random_ok: bool = False
+) -> SecondaryDiffusionImageNet2:
+    from discolib.checkpoints import CheckpointError, load_secondary_model
     from discolib.models import TINY, build_tiny_secondary
 
-    model = build_tiny_secondary() if name == TINY else load_secondary_model(name)
+    try:
+        model = build_tiny_secondary() if name == TINY else load_secondary_model(name)
+    except CheckpointError as exc:
+        if not random_ok:
+            raise
+        from discolib.archs import random_secondary, warn_random
+
+        warn_random(f"models.secondary_model {name!r}", str(exc).split(". ")[0])
+        model = random_secondary()
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -42,7 +42,13 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from discolib.clip import ClipEnsemble
 from discolib.cutouts import CutSchedules
-from discolib.latent_models import LatentComponents, load_latent_components, make_scheduler
+from discolib.latent_models import (
+    LatentComponents,
+    LatentModelError,
+    enable_fast_paths,
+    load_latent_components,
+    make_scheduler,
+)
 from discolib.losses import ClipGuidance, clamp_grad_rms, zero_nan_grad
 from discolib.samplers.base import FrameRequest, make_step_callback
 from discolib.settings import Settings
@@ -589,14 +595,25 @@ class LatentSampler:
         self.dtype = resolve_dtype(m.dtype, self.device)
         self.width, self.height = settings.image.width, settings.image.height
         self.progress = progress
-        self.comps = load_latent_components(
-            m.latent_model,
-            device=self.device,
-            dtype=self.dtype,
-            vae=m.fast_vae or None,
-            channels_last=self.device.type == "cuda",
-            compile_unet=m.compile,
-        )
+        try:
+            self.comps = load_latent_components(
+                m.latent_model,
+                device=self.device,
+                dtype=self.dtype,
+                vae=m.fast_vae or None,
+                channels_last=self.device.type == "cuda",
+                compile_unet=m.compile,
+            )
+        except LatentModelError as exc:
+            from discolib.archs import LATENT_ARCHS, random_latent_components, warn_random
+
+            if not (m.random_weights and m.latent_model in LATENT_ARCHS):
+                raise
+            warn_random(f"models.latent_model {m.latent_model!r}", str(exc).split(". ")[0])
+            self.comps = random_latent_components(
+                m.latent_model, device=self.device, dtype=self.dtype, fast_vae=bool(m.fast_vae)
+            )
+            enable_fast_paths(self.comps, channels_last=self.device.type == "cuda", compile_unet=m.compile)
         make_scheduler(settings.latent.scheduler, self.comps.scheduler_config)  # fail now on a bad name
         self.ensemble: ClipEnsemble | None = None
         if settings.latent.clip_scale > 0:

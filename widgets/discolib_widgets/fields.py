@@ -93,7 +93,8 @@ def _make_input(info: FieldInfo) -> widgets.ValueWidget:
     t = info.type_name
     bounded = info.min is not None and info.max is not None
     if t == "bool":
-        return widgets.Checkbox(value=bool(info.default), indent=True, **common)
+        # width auto: the indent takes most of a checkbox's default 300 px and would cut the field name off.
+        return widgets.Checkbox(value=bool(info.default), indent=True, layout=widgets.Layout(width="auto"), **common)
     if t == "choice":
         return widgets.Dropdown(options=list(info.choices), value=info.default, **common)
     if t == "int":

@@ -119,7 +119,9 @@ class SettingsPanel:
         self.frame_label = widgets.Label("")
         self.status = widgets.HTML("")
         self.error_area = widgets.HTML("")
-        self.preview = widgets.Image(format="png", layout=widgets.Layout(max_width="512px"))
+        # Hidden until the first preview arrives (an empty Image shows a broken-image icon).
+        self.preview = widgets.Image(format="png", layout=widgets.Layout(max_width="512px", display="none"))
+        self.preview.observe(lambda _change: setattr(self.preview.layout, "display", None), names="value")
 
         self.widget = widgets.VBox(
             [
@@ -352,7 +354,9 @@ class SettingsPanel:
                 self.run_dir = Path(event.path)
                 self.status.value = _html(f"rendering into {event.path}")
             if event.total_frames:
-                self.frame_label.value = f"frame {event.frame + 1}/{event.total_frames}"
+                # "done"/"stopped" carry the number of finished frames; the others the index of a frame.
+                shown = event.frame if event.kind in ("done", "stopped") else event.frame + 1
+                self.frame_label.value = f"frame {shown}/{event.total_frames}"
             if event.kind == "step" and event.total_steps:
                 with self.progress.hold_sync():
                     self.progress.max = max(event.total_steps, 1)

@@ -1,0 +1,391 @@
+"""Real-browser test: JupyterLab + Debian's chromium (driven by Playwright) run notebooks/quickstart.ipynb.
+
+The test starts JupyterLab on 127.0.0.1 (free port, random token, every Jupyter/IPython dir in tmp, the
+notebook copied into a temp root so no output lands in the repo), opens the notebook in headless chromium,
+runs all cells, and checks in the DOM that the widget panel rendered its Settings groups as tabs and that a
+render shown in the panel puts a decodable image into the preview. Screenshots (full page and the panel) go
+to ``$DISCOLIB_SCREENSHOT_DIR`` when set, else to pytest's tmp_path.
+
+Skips, saying why, when /usr/bin/chromium (``.ci/install-browser.sh`` installs it), Playwright or JupyterLab
+is missing. Playwright's own browser download is never used.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from discolib.settings import GROUPS, iter_fields
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",  # we may run as root in CI containers, where chromium's sandbox refuses to start
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# One tab per Settings group (run, image, models, prompts, guidance, latent, animation, output), capitalised.
+GROUP_TABS = [group.capitalize() for group in GROUPS]
+
+MAX_FRAMES = 4
+SERVER_START_TIMEOUT_S = 90
+KERNEL_READY_TIMEOUT_MS = 90_000
+RUN_ALL_TIMEOUT_MS = 240_000
+RENDER_TIMEOUT_MS = 180_000
+
+
+def _require_browser_stack() -> None:
+    """Skip (with the reason) unless chromium, Playwright and JupyterLab are all there."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found (Debian's chromium; .ci/install-browser.sh installs it)")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    pytest.importorskip("jupyterlab", reason="jupyterlab is not installed (pip install jupyterlab)")
+    pytest.importorskip("ipywidgets", reason="ipywidgets is not installed")
+
+
+# --------------------------------------------------------------------------------------------- JupyterLab
+@dataclass
+class LabServer:
+    """A running JupyterLab: its base URL (``http://127.0.0.1:PORT``), token, process and log file."""
+
+    url: str
+    token: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no server log)"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _isolated_env(base: Path) -> dict[str, str]:
+    """Environment for the server and its kernels: Jupyter/IPython state in ``base``, the offline tiny preset."""
+    env = dict(os.environ)
+    dirs = {
+        "JUPYTER_CONFIG_DIR": base / "config",
+        "JUPYTER_DATA_DIR": base / "data",
+        "JUPYTER_RUNTIME_DIR": base / "runtime",
+        "IPYTHONDIR": base / "ipython",
+    }
+    for key, path in dirs.items():
+        path.mkdir(parents=True, exist_ok=True)
+        env[key] = str(path)
+    # The user-level kernelspec shadows any other "python3": the kernel is this interpreter (the venv's).
+    spec_dir = dirs["JUPYTER_DATA_DIR"] / "kernels" / "python3"
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    # News/update toasts would cover the panel in the screenshot and try to reach the network.
+    labconfig = dirs["JUPYTER_CONFIG_DIR"] / "labconfig"
+    labconfig.mkdir(parents=True, exist_ok=True)
+    disabled = {"@jupyterlab/apputils-extension:announcements": True}
+    (labconfig / "page_config.json").write_text(json.dumps({"disabledExtensions": disabled}))
+    env.update(
+        # The notebook reads these in place of its parameters: tiny offline models, a short run, outputs in tmp.
+        DISCOLIB_PRESET="tiny-latent",
+        DISCOLIB_MAX_FRAMES=str(MAX_FRAMES),
+        DISCOLIB_OUTPUT_ROOT=str(base / "runs"),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("JUPYTER_PREFER_ENV_PATH", None)
+    return env
+
+
+def _get(url: str, token: str, timeout: float = 5.0) -> int:
+    req = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (a fixed http://127.0.0.1 URL)
+        return int(resp.status)
+
+
+def _kill_tree(proc: subprocess.Popen[bytes], token: str, url: str) -> None:
+    """Stop JupyterLab and every process it started (kernels run in their own sessions, so not by group)."""
+    import psutil  # a dependency of ipykernel
+
+    children: list[Any] = []
+    with contextlib.suppress(psutil.Error):
+        children = psutil.Process(proc.pid).children(recursive=True)
+    if proc.poll() is None:
+        with contextlib.suppress(OSError, urllib.error.URLError):  # graceful: shuts the kernels down too
+            req = urllib.request.Request(
+                f"{url}/api/shutdown", method="POST", headers={"Authorization": f"token {token}"}
+            )
+            urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+    for child in children:  # anything the shutdown left behind (a hung kernel)
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(children, timeout=10)
+
+
+@contextlib.contextmanager
+def jupyterlab(root: Path, state: Path) -> Iterator[LabServer]:
+    """Run JupyterLab serving ``root`` on 127.0.0.1 until the block ends; always stops it and its kernels."""
+    port = _free_port()
+    token = secrets.token_hex(16)
+    env = _isolated_env(state)
+    log = state / "jupyterlab.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--port-retries=0",
+        f"--ServerApp.root_dir={root}",
+        f"--IdentityProvider.token={token}",
+        "--ServerApp.disable_check_xsrf=True",
+        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: run commands and read cell state
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--ServerApp.open_browser=False",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # CI containers run as root; the server is on 127.0.0.1 with a token
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT)  # noqa: S603
+    server = LabServer(url=url, token=token, proc=proc, log=log)
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited with code {proc.returncode}:\n{server.log_tail()}")
+            with contextlib.suppress(OSError, urllib.error.URLError):
+                if _get(f"{url}/api/status", token) == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"JupyterLab did not answer within {SERVER_START_TIMEOUT_S} s:\n{server.log_tail()}")
+            time.sleep(0.5)
+        yield server
+    finally:
+        _kill_tree(proc, token, url)
+
+
+# --------------------------------------------------------------------------------------------- browser
+# Reads the open notebook's state through the exposed JupyterLab app (robust against cell virtualisation).
+_NOTEBOOK_STATE_JS = """() => {
+  const app = window.jupyterapp;
+  const w = app && app.shell.currentWidget;
+  if (!w || !w.content || !w.sessionContext) return null;
+  const ctx = w.sessionContext;
+  const code = w.content.widgets.filter(c => c.model.type === 'code');
+  const errors = [];
+  for (const c of code) {
+    for (const o of c.model.outputs.toJSON()) {
+      if (o.output_type === 'error') errors.push(o.ename + ': ' + o.evalue + '\\n' + (o.traceback || []).join('\\n'));
+    }
+  }
+  return {
+    ready: ctx.isReady,
+    kernel: ctx.session && ctx.session.kernel ? ctx.session.kernel.status : 'none',
+    kernelName: ctx.session && ctx.session.kernel ? ctx.session.kernel.name : null,
+    counts: code.map(c => c.model.executionCount),
+    errors: errors,
+  };
+}"""
+
+_STRIP_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _notebook_state(page: Any) -> dict[str, Any]:
+    state = page.evaluate(_NOTEBOOK_STATE_JS)
+    assert state is not None, "the notebook panel is not the current JupyterLab widget"
+    return state
+
+
+def _image_info(img: Any) -> dict[str, Any]:
+    """src and decoded size of an <img>: an ipywidgets Image always gets a blob: URL, even for no bytes."""
+    return img.evaluate("e => ({src: e.src, complete: e.complete, w: e.naturalWidth, h: e.naturalHeight})")
+
+
+def _fetch_image_bytes(page: Any, img: Any) -> bytes:
+    """The bytes behind an <img>'s blob:/data: URL, read inside the page."""
+    b64 = page.evaluate(
+        "async e => { const b = await (await fetch(e.src)).blob();"
+        " return await new Promise(r => { const f = new FileReader();"
+        " f.onload = () => r(f.result.split(',')[1]); f.readAsDataURL(b); }); }",
+        img.element_handle(),
+    )
+    return base64.b64decode(b64)
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    """(H, W, 3) uint8 pixels of a PNG."""
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _shot_dir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _save_screenshots(page: Any, panel: Any, folder: Path, stem: str) -> list[Path]:
+    _shot_dir(folder)
+    paths = [folder / f"{stem}_page.png", folder / f"{stem}_panel.png"]
+    page.screenshot(path=str(paths[0]), full_page=True)
+    if panel is not None and panel.count():
+        panel.first.screenshot(path=str(paths[1]))
+    return [p for p in paths if p.exists()]
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_in_jupyterlab(tmp_path: Path) -> None:
+    """Run quickstart.ipynb in JupyterLab in chromium; the panel shows its groups and a render's preview."""
+    _require_browser_stack()
+    from playwright.sync_api import expect, sync_playwright
+
+    assert NOTEBOOK.is_file(), f"{NOTEBOOK} is missing"
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy2(NOTEBOOK, root / NOTEBOOK.name)
+    shots = Path(os.environ.get("DISCOLIB_SCREENSHOT_DIR") or tmp_path / "screenshots")
+    browser_errors: list[str] = []
+
+    with jupyterlab(root, tmp_path / "jupyter") as lab, sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),  # a fresh profile: no state from earlier runs
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 2200},
+        )
+        page = context.pages[0] if context.pages else context.new_page()
+        page.on("pageerror", lambda exc: browser_errors.append(str(exc)))
+        panel = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-tab"))
+        try:
+            page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}", wait_until="domcontentloaded")
+            page.wait_for_function(
+                "() => { const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
+                " return !!(w && w.sessionContext && w.sessionContext.isReady"
+                " && w.sessionContext.session && w.sessionContext.session.kernel"
+                " && w.sessionContext.session.kernel.status === 'idle'); }",
+                timeout=KERNEL_READY_TIMEOUT_MS,
+            )
+            state = _notebook_state(page)
+            assert state["kernelName"] == "python3", state
+
+            # Run All through JupyterLab's own command; its promise settles when the last cell has run.
+            page.evaluate(
+                "() => { window.__runAll = 'running';"
+                " window.jupyterapp.commands.execute('notebook:run-all-cells').then("
+                " r => { window.__runAll = r === false ? 'failed' : 'ok'; },"
+                " e => { window.__runAll = 'error: ' + e; }); }"
+            )
+            page.wait_for_function("() => window.__runAll !== 'running'", timeout=RUN_ALL_TIMEOUT_MS)
+            page.wait_for_function(
+                "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+                timeout=RUN_ALL_TIMEOUT_MS,
+            )
+            state = _notebook_state(page)
+            errors = [_STRIP_ANSI.sub("", e) for e in state["errors"]]
+            assert not errors, "notebook cells raised:\n" + "\n\n".join(errors)
+            assert page.evaluate("() => window.__runAll") == "ok"
+            assert all(isinstance(n, int) for n in state["counts"]), f"cells left unrun: {state['counts']}"
+
+            # (a) The panel rendered in the browser (widget manager + model state), one tab per group.
+            expect(panel).to_have_count(1, timeout=30_000)
+            labels = panel.locator(".lm-TabBar-tabLabel")
+            expect(labels).to_have_text(GROUP_TABS, timeout=30_000)
+            expect(panel.locator(".widget-tab .lm-TabBar-tab.lm-mod-current")).to_have_text("Run")
+            expect(panel.get_by_text("settings valid")).to_be_visible()
+            # Each tab shows its own group's fields (the first field's name is its widget's description).
+            for group, title in zip(GROUPS, GROUP_TABS, strict=True):
+                labels.filter(has_text=title).click()
+                first_field = next(iter(iter_fields(group))).split(".", 1)[1]
+                expect(panel.get_by_text(first_field, exact=True).filter(visible=True)).to_have_count(1)
+                panel.first.screenshot(path=str(_shot_dir(shots) / f"quickstart_panel_tab_{group}.png"))
+            labels.filter(has_text=GROUP_TABS[0]).click()
+
+            # (b) A render shown in the panel updates its preview: drive the panel's own Render button.
+            preview = panel.locator("img.widget-image").last
+            expect(preview).to_have_count(1)
+            before = _image_info(preview)
+            # By text, not role: the Font Awesome glyph drawn by CSS becomes part of the accessible name.
+            render_button = panel.locator("button", has_text=re.compile(r"^\s*Render\s*$"))
+            expect(render_button).to_have_count(1)
+            expect(render_button).to_be_enabled()
+            render_button.click()
+            done = panel.get_by_text(re.compile(r"^done: \d+ frame\(s\) in "))
+            expect(done).to_be_visible(timeout=RENDER_TIMEOUT_MS)
+            expect(render_button).to_be_enabled()
+            page.wait_for_function(
+                "e => e.complete && e.naturalWidth > 0", arg=preview.element_handle(), timeout=30_000
+            )
+            expect(preview).to_be_visible()
+            _save_screenshots(page, panel, shots, "quickstart")
+
+            error_text = panel.locator(".widget-html").filter(has_text="Error").all_inner_texts()
+            assert not error_text, f"the panel shows an error: {error_text}"
+            after = _image_info(preview)
+            assert after["src"].startswith(("blob:", "data:")) and after["src"] != before["src"], (before, after)
+            # The preview holds the last frame of the run the panel reports (pixels, not just "an image").
+            run_dir = root / done.inner_text().split(" in ", 1)[1].strip()
+            frame_files = sorted((run_dir / "frames").glob("*.png"))
+            assert len(frame_files) == MAX_FRAMES, (run_dir, frame_files)
+            shown = _decode_png(_fetch_image_bytes(page, preview))
+            last = _decode_png(frame_files[-1].read_bytes())
+            assert shown.shape == last.shape and (shown == last).all(), "the preview is not the last frame"
+            assert done.inner_text().startswith(f"done: {MAX_FRAMES} frame(s)")
+            labels_shown = panel.get_by_text(re.compile(r"^frame \d+/\d+$")).all_inner_texts()
+            expected = f"frame {MAX_FRAMES}/{MAX_FRAMES}"
+            assert labels_shown == [expected], f"the frame label shows {labels_shown}, expected [{expected!r}]"
+            assert (shots / "quickstart_panel.png").stat().st_size > 10_000
+        except Exception:
+            with contextlib.suppress(Exception):
+                _save_screenshots(page, panel, shots, "quickstart_failure")
+            print(f"JupyterLab log tail:\n{lab.log_tail()}\nbrowser errors: {browser_errors}")
+            raise
+        finally:
+            context.close()
