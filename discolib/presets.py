@@ -80,10 +80,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "image.mode": "latent",
         "models.latent_model": "sd-turbo",
         "models.fast_vae": "madebyollin/taesd",
-        "image.steps": 2,
+        # 4 steps with Deforum strength 0.5 leaves int(4 * 0.5) = 2 denoising steps per animation frame; with
+        # fewer steps img2img would run none and frames would only be moved, never diffused.
+        "image.steps": 4,
         "latent.cfg_scale": 0.0,
         "latent.scheduler": "euler_a",
         "animation.cfg_scale_schedule": "0: (0)",
+        "animation.strength_schedule": "0: (0.5)",
     },
 }
 

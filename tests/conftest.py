@@ -1,4 +1,4 @@
-"""Shared test setup: offline hub, fixed threads, the ../shared fixtures folder."""
+"""Shared test setup: offline hub, the ../shared fixtures folder."""
 
 from __future__ import annotations
 
