@@ -1,0 +1,426 @@
+"""``latent3d``: the Deforum-style 3D animation frame with a 1-step sd-turbo-architecture img2img.
+
+Per frame, built from discolib's public functions so each stage is timed on its own:
+
+1. schedules: this frame's keyframe values (evaluated for the whole run beforehand, as :func:`render` does) turned
+   into the motion tensors on the device;
+2. depth: Depth-Anything-V2-Small architecture (:class:`discolib.depth.TransformersDepth`) + ``normalize_depth``;
+3. warp3d: :func:`discolib.motion.reproject_3d` (bicubic, border padding: the settings' defaults);
+4. coherence: LAB histogram match to frame 0, fresh noise in disoccluded pixels, Deforum's 0.02 noise;
+5. sample: :func:`discolib.samplers.latent.sample_latent`, 2 Euler steps at strength 0.5 = one UNet call (sd-turbo's
+   img2img recipe), cfg 0, split by module hooks into ``vae_encode``, ``unet``, ``vae_decode`` and ``sample_other``
+   (scheduler, init checks, noise);
+6. handoff: 8-bit quantisation on the device and the copy of the uint8 frame to the host (what a PNG writer or a
+   live viewer needs); the next frame continues from the quantised frame, as :func:`render` does.
+
+Models have random weights built from their configs (written here from memory of the published config.json files:
+no network). Two decoders: AutoencoderTiny (TAESD) and the full AutoencoderKL (SD VAE). The text encoder is a small
+stand-in with SD 2.x's 1024-wide output: prompt embeddings are cached per text, so it is not part of a frame.
+
+Also times one real :func:`discolib.render.render` of the ``tiny-latent`` preset in 3D for the end-to-end loop cost
+around (tiny) models: run folder, PNG writes, run record.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from bench_common import BenchContext, BenchResult, StageTimer, median, sync
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from discolib import coherence, motion
+from discolib.depth import DEFORUM_DEPTH_RANGE, TransformersDepth, normalize_depth
+from discolib.events import RenderEvent
+from discolib.latent_models import TINY_TOKENIZER_DIR, LatentComponents, enable_fast_paths
+from discolib.presets import apply_preset
+from discolib.render import evaluate_schedules, render
+from discolib.samplers.latent import sample_latent
+from discolib.settings import Settings
+
+__all__ = [
+    "DEPTH_ANYTHING_V2_SMALL",
+    "SD_TURBO_SCHEDULER_CONFIG",
+    "SD_TURBO_UNET_CONFIG",
+    "SD_VAE_CONFIG",
+    "TAESD_CONFIG",
+    "build_depth",
+    "build_latent_components",
+    "run",
+]
+
+# stabilityai/sd-turbo unet/config.json (the SD 2.1 UNet), from memory; defaults of UNet2DConditionModel omitted.
+SD_TURBO_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "center_input_sample": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "only_cross_attention": False,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "downsample_padding": 1,
+    "mid_block_scale_factor": 1,
+    "act_fn": "silu",
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "cross_attention_dim": 1024,
+    "attention_head_dim": (5, 10, 20, 20),  # diffusers' name for SD 2.x's head *counts* (64-wide heads)
+    "use_linear_projection": True,
+    "dual_cross_attention": False,
+    "upcast_attention": False,
+    "resnet_time_scale_shift": "default",
+    "time_embedding_type": "positional",
+    "conv_in_kernel": 3,
+    "conv_out_kernel": 3,
+}
+
+# stabilityai/sd-turbo scheduler/scheduler_config.json, from memory.
+SD_TURBO_SCHEDULER_CONFIG: dict[str, Any] = {
+    "_class_name": "EulerDiscreteScheduler",
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "interpolation_type": "linear",
+    "timestep_spacing": "trailing",
+    "steps_offset": 1,
+    "use_karras_sigmas": False,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+}
+
+# The SD 2.x VAE (vae/config.json), from memory.
+SD_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "act_fn": "silu",
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 768,
+    "scaling_factor": 0.18215,
+}
+
+# madebyollin/taesd config.json, from memory (AutoencoderTiny).
+TAESD_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "encoder_block_out_channels": (64, 64, 64, 64),
+    "decoder_block_out_channels": (64, 64, 64, 64),
+    "act_fn": "relu",
+    "latent_channels": 4,
+    "upsampling_scaling_factor": 2,
+    "num_encoder_blocks": (1, 3, 3, 3),
+    "num_decoder_blocks": (3, 3, 3, 1),
+    "latent_magnitude": 3,
+    "latent_shift": 0.5,
+    "force_upcast": False,
+    "scaling_factor": 1.0,
+}
+
+# depth-anything/Depth-Anything-V2-Small-hf config.json, from memory: a DINOv2 ViT-S/14 backbone + DPT head.
+DEPTH_ANYTHING_V2_SMALL: dict[str, Any] = {
+    "backbone": {
+        "hidden_size": 384,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 6,
+        "mlp_ratio": 4,
+        "patch_size": 14,
+        "image_size": 518,
+        "layerscale_value": 1.0,
+        "out_indices": [3, 6, 9, 12],
+        "reshape_hidden_states": False,
+    },
+    "patch_size": 14,
+    "reassemble_hidden_size": 384,
+    "reassemble_factors": [4, 2, 1, 0.5],
+    "neck_hidden_sizes": [48, 96, 192, 384],
+    "fusion_hidden_size": 64,
+    "head_hidden_size": 32,
+    "head_in_index": -1,
+    "depth_estimation_type": "relative",
+}
+
+PROMPT = "a lighthouse in a stormy sea, oil painting"
+
+
+def _seeded(seed: int) -> Any:
+    torch.manual_seed(seed)
+    return seed
+
+
+def build_latent_components(
+    device: torch.device, dtype: torch.dtype, *, unet: UNet2DConditionModel | None = None, vae: str = "taesd"
+) -> LatentComponents:
+    """sd-turbo-architecture components with random weights (``vae``: ``"taesd"`` or ``"kl"``)."""
+    built: list[torch.nn.Module] = []
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        if unet is None:
+            _seeded(0)
+            unet = UNet2DConditionModel(**SD_TURBO_UNET_CONFIG)
+            built.append(unet)
+        _seeded(1)
+        vae_model: AutoencoderKL | AutoencoderTiny = (
+            AutoencoderTiny(**TAESD_CONFIG) if vae == "taesd" else AutoencoderKL(**SD_VAE_CONFIG)
+        )
+        tokenizer = CLIPTokenizer.from_pretrained(str(TINY_TOKENIZER_DIR))
+        _seeded(2)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=1024,  # SD 2.x's cross-attention width; depth 1: embeddings are cached per prompt
+                intermediate_size=256,
+                num_hidden_layers=1,
+                num_attention_heads=16,
+                max_position_embeddings=tokenizer.model_max_length,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    for m in (*built, vae_model, text_encoder):
+        # Cast only when needed: diffusers warns on a dtype .to() of a model already in that dtype.
+        m.to(device=device) if next(m.parameters()).dtype == dtype else m.to(device=device, dtype=dtype)
+        m.eval().requires_grad_(False)
+    return LatentComponents(
+        unet=unet,
+        vae=vae_model,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler_config=dict(SD_TURBO_SCHEDULER_CONFIG),
+        name=f"sd-turbo architecture + {vae} (random weights)",
+    )
+
+
+def build_depth(device: torch.device, dtype: torch.dtype, input_size: int | None) -> TransformersDepth:
+    """Depth-Anything-V2-Small architecture with random weights, through discolib's TransformersDepth."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    cfg = dict(DEPTH_ANYTHING_V2_SMALL)
+    backbone = Dinov2Config(**cfg.pop("backbone"))
+    config = DepthAnythingConfig(backbone_config=backbone, **cfg)
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        _seeded(3)
+        model = DepthAnythingForDepthEstimation(config)
+    # processor=None: Depth Anything's own preprocessing (518 px, multiple of 14, ImageNet mean/std, bicubic).
+    return TransformersDepth(model, None, device=device, dtype=dtype, input_size=input_size, name="depth-anything-v2-small-arch")
+
+
+@contextmanager
+def _module_stages(timer: StageTimer, modules: dict[str, torch.nn.Module | None]) -> Iterator[None]:
+    """Split the current stage by module calls: before each call the time so far goes to ``sample_other``."""
+    handles = []
+    for name, module in modules.items():
+        if module is None:
+            continue
+        handles.append(module.register_forward_pre_hook(lambda *_: timer.mark("sample_other")))
+        handles.append(module.register_forward_hook(lambda *_, n=name: timer.mark(n)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class FrameLoop:
+    """One 3D animation frame at a time, each stage timed (see the module docstring)."""
+
+    def __init__(
+        self, comps: LatentComponents, depth: TransformersDepth, size: int, n_frames: int, device: torch.device,
+        *, split_sample: bool = True,
+    ) -> None:
+        self.comps, self.depth, self.size, self.device = comps, depth, size, device
+        self.split_sample = split_sample
+        settings = Settings.defaults("latent", "3D")
+        settings.set("animation.strength_schedule", "0: (0.5)")  # 2 steps x 0.5 = one UNet call (sd-turbo img2img)
+        settings.set("animation.rotation_3d_y", "0: (0.5)")
+        self.sv = evaluate_schedules(settings, n_frames, 42)
+        gen = torch.Generator("cpu").manual_seed(0)
+        self.color_ref = torch.rand(1, 3, size, size, generator=gen).to(device)
+        self.prev = self.color_ref.clone()
+        self.i = 1
+        self.timer = StageTimer(device)
+        enc = getattr(comps.vae, "encoder", None)
+        dec = getattr(comps.vae, "decoder", None)
+        # Module hooks split the sampling stage; not with a compiled UNet (hooks would be traced into its graph).
+        self.modules: dict[str, torch.nn.Module | None] = (
+            {"vae_encode": enc, "unet": comps.unet, "vae_decode": dec} if split_sample else {}
+        )
+
+    def frame(self) -> dict[str, float]:
+        """Run one frame; returns ``{stage: ms, "total": ms, "wall": ms}``."""
+        i, sv, dev = self.i % len(self.sv["zoom"]), self.sv, self.device
+        t_wall = time.perf_counter()
+        self.timer.start()
+        rot = torch.tensor([[sv["rotation_3d_x"][i], sv["rotation_3d_y"][i], sv["rotation_3d_z"][i]]], dtype=torch.float32)
+        trans = torch.tensor([[sv["translation_x"][i], sv["translation_y"][i], sv["translation_z"][i]]], dtype=torch.float32)
+        rot, trans = rot.to(dev), trans.to(dev)
+        fov, keep, noise = float(sv["fov"][i]), float(sv["strength_schedule"][i]), float(sv["noise_schedule"][i])
+        self.timer.mark("schedules")
+        depth = normalize_depth(self.depth(self.prev), *DEFORUM_DEPTH_RANGE)
+        self.timer.mark("depth")
+        warped, mask = motion.reproject_3d(
+            self.prev, depth, rot, trans, fov_deg=fov, padding_mode="border", sampling_mode="bicubic"
+        )
+        warped = warped.clamp(0, 1)
+        self.timer.mark("warp3d")
+        x = coherence.match_histogram(warped, self.color_ref, "LAB")
+        gen = torch.Generator("cpu").manual_seed(42 + 7919 * (i + 1))  # host noise, as render's _coherence
+        fill = torch.rand(x.shape, generator=gen, dtype=x.dtype).to(dev)
+        x = torch.where(mask.expand_as(x), fill, x)
+        x = coherence.add_noise(x, noise, "gaussian", gen).clamp(0, 1)
+        self.timer.mark("coherence")
+        with _module_stages(self.timer, self.modules):
+            image = sample_latent(
+                self.comps, prompts=PROMPT, width=self.size, height=self.size, steps=2, cfg_scale=0.0,
+                scheduler="euler", seed=42 + i, init_image=x, strength=1.0 - keep,
+            )
+        self.timer.mark("sample_other" if self.split_sample else "sample")
+        frame_u8 = image.clamp(0, 1).mul(255).round().to(torch.uint8)
+        host = frame_u8.cpu()  # the hand-off: a PNG writer or viewer reads these bytes
+        self.prev = frame_u8.float().div(255)
+        self.timer.mark("handoff")
+        out = self.timer.stop()
+        out["wall"] = (time.perf_counter() - t_wall) * 1000.0
+        assert host.shape == (1, 3, self.size, self.size)
+        self.i += 1
+        return out
+
+
+STAGES = (
+    "schedules", "depth", "warp3d", "coherence", "vae_encode", "unet", "vae_decode", "sample_other", "sample", "handoff"
+)
+
+
+def _run_loop(
+    ctx: BenchContext, result: BenchResult, comps: LatentComponents, depth: TransformersDepth, size: int, tag: str,
+    *, warmup: int, repeats: int, label: str,
+) -> None:
+    loop = FrameLoop(comps, depth, size, warmup + repeats + 2, ctx.device, split_sample=not ctx.compile)
+    calls = [0]
+    with torch.inference_mode():
+        for _ in range(warmup):
+            loop.frame()
+        if warmup == 0:  # warm only the VAE of this variant (the shared UNet is already warm)
+            warm = torch.rand(1, 3, size, size, device=ctx.device)
+            sample_latent(comps, prompts=PROMPT, width=size, height=size, steps=2, cfg_scale=0.0,
+                          scheduler="euler", init_image=warm, strength=0.0)
+        sync(ctx.device)
+        if ctx.cuda:
+            torch.cuda.reset_peak_memory_stats(ctx.device)
+        # Count UNet calls (one per frame is the recipe); not on a compiled UNet, whose hooks would be traced.
+        hook = None if ctx.compile else comps.unet.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        try:
+            frames = [loop.frame() for _ in range(repeats)]
+        finally:
+            if hook is not None:
+                hook.remove()
+    if hook is not None and calls[0] != repeats:
+        raise RuntimeError(f"expected one UNet call per frame (sd-turbo img2img), got {calls[0]} in {repeats} frames")
+    totals = [f["total"] for f in frames]
+    med = median(totals)
+    result.add(f"{tag}_fps", 1000.0 / med, "frames/s", f"{label}; full frame loop, median of {repeats}", [1000.0 / t for t in totals])
+    result.add(f"{tag}_frame", med, "ms/frame", label, totals)
+    for stage in STAGES:
+        vals = [f.get(stage, 0.0) for f in frames]
+        if any(v > 0 for v in vals):
+            result.add(f"{tag}_{stage}", median(vals), "ms", f"stage of {tag}_frame", vals)
+    walls = [f["wall"] for f in frames]
+    result.add(f"{tag}_frame_wall", median(walls), "ms/frame", "host wall clock of the same frames", walls)
+    if ctx.cuda:
+        peak = torch.cuda.max_memory_allocated(ctx.device) / 2**30
+        result.add(f"{tag}_peak_gpu_mem", peak, "GiB", "torch.cuda.max_memory_allocated during the timed frames")
+
+
+def _render_tiny(ctx: BenchContext, result: BenchResult) -> None:
+    frames = 4 if ctx.smoke else 8
+    stamps: list[float] = []
+
+    def on_event(event: RenderEvent) -> None:
+        if event.kind == "frame":
+            stamps.append(time.perf_counter())
+
+    s = apply_preset(Settings.defaults("latent", "3D"), "tiny-latent")
+    s.set("animation.max_frames", frames)
+    s.set("output.make_video", False)
+    s.set("models.device", str(ctx.device))
+    with tempfile.TemporaryDirectory(prefix="discolib-bench-") as tmp:
+        t0 = time.perf_counter()
+        render(s, out=Path(tmp), callback=on_event, progress=False)
+        total = (time.perf_counter() - t0) * 1000.0
+    intervals = [(b - a) * 1000.0 for a, b in zip(stamps, stamps[1:], strict=False)]
+    steady = intervals[1:] if len(intervals) > 2 else intervals
+    result.add(
+        "render_tiny_latent_3d", median(steady), "ms/frame",
+        f"render() of the tiny-latent preset, 3D, 64x64, {frames} frames, tiny models: loop cost end to end", steady,
+    )
+    result.add("render_tiny_latent_3d_total", total, "ms", "whole call incl. building/loading the tiny models")
+
+
+def run(ctx: BenchContext) -> BenchResult:
+    """Build the sd-turbo-architecture components and time the 3D frame loop with both decoders."""
+    if ctx.smoke:
+        size, depth_input = 64, 70
+    elif ctx.quick and not ctx.cuda:
+        size, depth_input = 128, 126  # depth input: the frame size rounded to the ViT's multiple of 14
+    else:
+        size, depth_input = 512, None  # Depth Anything's own 518 px input
+    reduced = "QUICK/CPU reduced size: " if size != 512 else ""
+    label_depth = f"depth input {depth_input or 518}px"
+    result = BenchResult(
+        "latent3d",
+        config={
+            "size": size,
+            "dtype": str(ctx.dtype).removeprefix("torch."),
+            "unet": "sd-turbo architecture (SD 2.1 UNet config from memory), random weights",
+            "vaes": "AutoencoderTiny (TAESD config) and AutoencoderKL (SD VAE config), random weights",
+            "depth": f"Depth-Anything-V2-Small architecture, random weights, {label_depth}",
+            "sampling": "euler, steps=2, strength=0.5 -> 1 UNet call, cfg 0",
+            "warp": "reproject_3d bicubic, border, depth_refinement_steps=1",
+            "compile": ctx.compile,
+            "channels_last": ctx.cuda,
+        },
+    )
+    t0 = time.perf_counter()
+    taesd = build_latent_components(ctx.device, ctx.dtype, vae="taesd")
+    kl = build_latent_components(ctx.device, ctx.dtype, unet=taesd.unet, vae="kl")
+    for comps in (taesd, kl):
+        enable_fast_paths(comps, channels_last=ctx.cuda)
+    if ctx.compile:
+        enable_fast_paths(taesd, compile_unet=True)  # shared UNet: compiled once for both
+    depth = build_depth(ctx.device, ctx.dtype, depth_input)
+    try:  # discolib's depth preprocessing (antialiased bicubic resize) has no bf16 kernel on some devices
+        with torch.inference_mode():
+            depth(torch.rand(1, 3, size, size, device=ctx.device))
+    except (NotImplementedError, RuntimeError) as err:
+        result.config["depth_dtype_fallback"] = f"float32 (in {ctx.dtype}: {type(err).__name__}: {err})"
+        depth = build_depth(ctx.device, torch.float32, depth_input)
+    result.config["build_s"] = round(time.perf_counter() - t0, 2)
+    n_params = sum(p.numel() for p in taesd.unet.parameters())
+    result.config["unet_params_M"] = round(n_params / 1e6, 1)
+
+    cpu_quick = ctx.quick and not ctx.cuda
+    repeats = ctx.repeats if not cpu_quick else min(ctx.repeats, 2)
+    _run_loop(ctx, result, taesd, depth, size, "taesd", warmup=max(ctx.warmup, 1), repeats=repeats,
+              label=f"{reduced}{size}x{size}, AutoencoderTiny, {label_depth}")
+    # The second variant shares the warm UNet; on a CPU only its VAE is warmed (a UNet call costs seconds there).
+    _run_loop(ctx, result, kl, depth, size, "kl", warmup=0 if cpu_quick else max(ctx.warmup, 1), repeats=repeats,
+              label=f"{reduced}{size}x{size}, AutoencoderKL, {label_depth}")
+    _render_tiny(ctx, result)
+    return result

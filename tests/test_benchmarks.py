@@ -1,0 +1,95 @@
+"""The benchmark entry point runs end to end (``--smoke``: tiny sizes) and writes well-formed JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = REPO / "benchmarks" / "run.py"
+
+pytestmark = pytest.mark.slow
+
+CPU_FIGURES = {
+    "warp3d_64_bicubic_refine0",
+    "warp3d_64_bicubic_refine1",
+    "warp3d_64_bilinear_refine0",
+    "warp3d_64_bilinear_refine1",
+    "warp3d_128_bicubic_refine0",
+    "warp3d_128_bicubic_refine1",
+    "schedules_500_frames",
+    "schedules_per_frame",
+    "render_overhead_2d_64",
+    "render_total_2d_64",
+    "save_png_64",
+}
+
+
+def _run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DISCOLIB_CACHE": str(tmp_path / "cache")}
+    return subprocess.run(
+        [sys.executable, str(RUN), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_cpu_smoke_writes_json_with_positive_figures(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = _run("--quick", "--smoke", "--only", "cpu", "--json", str(out), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+
+    meta = data["meta"]
+    for key in ("date", "device", "device_name", "torch_threads", "versions", "quick", "smoke", "command"):
+        assert key in meta
+    assert meta["device"] == "cpu" and meta["smoke"] is True
+    assert {"torch", "diffusers", "transformers", "open_clip"} <= set(meta["versions"])
+
+    assert set(data["results"]) == {"cpu"}
+    cpu = data["results"]["cpu"]
+    assert cpu["skipped"] is None
+    figures = {f["name"]: f for f in cpu["figures"]}
+    assert CPU_FIGURES <= set(figures)
+    for f in figures.values():
+        assert f["unit"] and math.isfinite(f["value"]) and f["value"] > 0, f
+    # Medians really are medians of the recorded runs.
+    warp = figures["warp3d_64_bicubic_refine1"]
+    assert len(warp["samples"]) >= 3 and min(warp["samples"]) <= warp["value"] <= max(warp["samples"])
+    # The table names every figure with its unit.
+    for name in CPU_FIGURES:
+        assert name in proc.stdout
+    assert "ms/frame" in proc.stdout
+
+    merged = _run("--merge", str(out), str(out), tmp_path=tmp_path)
+    assert merged.returncode == 0, merged.stderr
+    assert "| cpu | schedules_per_frame |" in merged.stdout
+
+
+def test_bad_options_are_clear_errors(tmp_path: Path) -> None:
+    proc = _run("--device", "tpu", "--only", "cpu", tmp_path=tmp_path)
+    assert proc.returncode == 2 and "--device" in proc.stderr
+    if not _cuda_available():
+        proc = _run("--device", "cuda", "--only", "cpu", tmp_path=tmp_path)
+        assert proc.returncode == 2 and "no CUDA device" in proc.stderr
+    proc = _run("--only", "nothing", tmp_path=tmp_path)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_disco_step_on_cpu_without_quick_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    out = tmp_path / "d.json"
+    proc = _run("--only", "disco_step", "--json", str(out), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())["results"]["disco_step"]
+    assert res["figures"] == [] and "--quick" in res["skipped"] and "--device cuda" in res["skipped"]
+    assert "(skipped)" in proc.stdout
