@@ -235,13 +235,14 @@ class TransformersDepth:
         """``(B, 3, H, W)`` in ``[0, 1]`` -> ``(B, 1, H, W)`` depth (larger = farther) on the image's device."""
         _check_image(image)
         h, w = image.shape[-2:]
-        x = image.to(device=self.device, dtype=self.dtype)
+        # Resize in float32: antialiased resizing has no bf16/fp16 kernel on the CPU; cast after normalising.
+        x = image.to(device=self.device, dtype=torch.float32)
         size = self.model_input_size(h, w)
         if size != (h, w):
             antialias = self.resample != "nearest"
             x = F.interpolate(x, size=size, mode=self.resample, antialias=antialias, align_corners=None)
             x = x.clamp(0.0, 1.0)  # bicubic overshoot
-        x = (x - self._mean) / self._std
+        x = ((x - self._mean.float()) / self._std.float()).to(self.dtype)
         predicted = self.model(pixel_values=x).predicted_depth
         if predicted.ndim == 3:
             predicted = predicted.unsqueeze(1)

@@ -225,3 +225,12 @@ def test_transformers_depth_rejects_bad_input() -> None:
     with pytest.raises(DepthError, match="model"):
         TransformersDepth(torch.nn.Linear(1, 1))
     assert math.isclose(DEFORUM_DEPTH_RANGE[1] - DEFORUM_DEPTH_RANGE[0], 1.0)
+
+
+def test_tiny_depth_runs_in_bfloat16_on_cpu() -> None:
+    # Antialiased resizing has no bf16 CPU kernel; the estimator resizes in float32 and casts afterwards.
+    from discolib.depth import load_depth
+
+    est = load_depth("tiny-depth-anything", "cpu", torch.bfloat16)
+    out = est(torch.rand(1, 3, 48, 80))
+    assert out.shape == (1, 1, 48, 80) and torch.isfinite(out.float()).all()
