@@ -13,7 +13,9 @@ written out here so that nothing needs the network:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -23,6 +25,14 @@ __all__ = ["LATENT_ARCHS", "RandomWeightsWarning", "random_adm_unet", "random_la
 
 class RandomWeightsWarning(UserWarning):
     """Real weights were unavailable; a random-weight model of the same architecture is used (images are noise)."""
+
+
+@contextlib.contextmanager
+def _seeded(seed: int = 0) -> Iterator[None]:
+    """Random weights, but the same ones every time (a repeated or resumed run gives the same frames)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def warn_random(what: str, reason: str) -> None:
@@ -105,14 +115,16 @@ def random_adm_unet(name: str) -> torch.nn.Module:
     from discolib.checkpoints import catalogue_entry
 
     cls, kwargs = adm_unet_config(AdmConfig.from_dict(catalogue_entry(name)["adm"]))
-    return cls(**kwargs).eval().requires_grad_(False)
+    with _seeded():
+        return cls(**kwargs).eval().requires_grad_(False)
 
 
 def random_secondary() -> torch.nn.Module:
     """Disco's secondary model at its released width (64) with random weights."""
     from discolib.secondary import SecondaryDiffusionImageNet2
 
-    return SecondaryDiffusionImageNet2(64).eval().requires_grad_(False)
+    with _seeded():
+        return SecondaryDiffusionImageNet2(64).eval().requires_grad_(False)
 
 
 def random_latent_components(preset: str, *, device: torch.device, dtype: torch.dtype, fast_vae: bool) -> Any:
@@ -129,10 +141,11 @@ def random_latent_components(preset: str, *, device: torch.device, dtype: torch.
         raise ValueError(f"models.latent_model: no random-weight architecture for {preset!r}; known: {', '.join(LATENT_ARCHS)}")
     unet_cfg, text_cfg = LATENT_ARCHS[preset]
     tokenizer = CLIPTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
-    unet = UNet2DConditionModel(**unet_cfg)
-    vae = AutoencoderKL(**_SD_VAE)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), **text_cfg))
-    preview = AutoencoderTiny() if fast_vae else None  # diffusers' defaults are TAESD's architecture
+    with _seeded():
+        unet = UNet2DConditionModel(**unet_cfg)
+        vae = AutoencoderKL(**_SD_VAE)
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), **text_cfg))
+        preview = AutoencoderTiny() if fast_vae else None  # diffusers' defaults are TAESD's architecture
     parts = [unet, vae, text] + ([preview] if preview is not None else [])
     for m in parts:
         m.to(device=device, dtype=dtype).eval().requires_grad_(False)
@@ -184,5 +197,6 @@ def random_depth_anything_small(device: torch.device, dtype: torch.dtype) -> Any
         image_mean=[0.485, 0.456, 0.406],
         image_std=[0.229, 0.224, 0.225],
     )
-    model = DepthAnythingForDepthEstimation(config).eval()
+    with _seeded():
+        model = DepthAnythingForDepthEstimation(config).eval()
     return TransformersDepth(model, processor, device=device, dtype=dtype, name="Depth-Anything-V2-Small (random weights)")

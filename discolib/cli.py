@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     ren.add_argument("file", nargs="?", help="settings file (not needed with --resume RUN_FOLDER)")
     ren.add_argument("--out", default=None, metavar="DIR", help="output root (overrides run.output_root)")
     ren.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help=set_help)
-    ren.add_argument("--resume", default=None, metavar="RUN", help="continue a run folder from its last complete frame ('latest': the newest run of the batch)")
+    ren.add_argument("--resume", default=None, metavar="RUN", help="continue a run folder from its last complete frame with its own settings.json ('latest': the newest run of the settings file's batch)")
     ren.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     sch = sub.add_parser("schedule", help="evaluate a keyframe string: prints 'frame value' per line")
@@ -127,10 +127,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from discolib.render import render
     from discolib.settings import Settings
 
+    if args.resume and args.set:
+        raise CliError("--set cannot change a run being resumed (its frames must match its settings.json); start a new run instead")
     if args.resume and args.resume != "latest":
-        if args.set:
-            raise CliError("--set cannot change a run being resumed (its frames must match); start a new run instead")
-        settings = Settings.load(Path(args.resume) / "settings.json") if not args.file else Settings.load(args.file)
+        if args.file:
+            raise CliError("--resume RUN_FOLDER uses the run's own settings.json: give no settings file")
+        settings = Settings.load(Path(args.resume) / "settings.json")
     else:
         if not args.file:
             raise CliError("render needs a settings file (make one with `discolib init -o settings.json`)")
@@ -183,6 +185,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("ignore", FutureWarning)
             warnings.showwarning = _show_warning  # type: ignore[assignment]
             return COMMANDS[args.command](args)
+    except torch_oom() as exc:
+        if args.debug:
+            raise
+        print(
+            "discolib: error: out of GPU memory; lower image.width/height, guidance.cutn_batches or the number of CLIP "
+            f"models, or set models.gradient_checkpointing=true ({str(exc).splitlines()[0]})",
+            file=sys.stderr,
+        )
+        return 2
     except (CliError, ValueError, OSError) as exc:
         if args.debug:
             raise
@@ -192,6 +203,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("discolib: interrupted", file=sys.stderr)
         return 130
+
+
+def torch_oom() -> type[BaseException]:
+    """torch's out-of-memory error class, without importing torch for commands that never load it."""
+    torch = sys.modules.get("torch")
+    return getattr(torch, "OutOfMemoryError", _NeverRaised) if torch is not None else _NeverRaised
+
+
+class _NeverRaised(Exception):
+    pass
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

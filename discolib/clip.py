@@ -45,6 +45,7 @@ __all__ = [
     "ClipSpec",
     "ClipWeightsError",
     "load_clip",
+    "load_ensemble",
 ]
 
 
@@ -476,3 +477,19 @@ class ClipEnsemble:
     def encode_image(self, images: Tensor) -> list[Tensor]:
         """Per member, unit-norm embeddings ``(N, D_m)`` of ``(N, 3, H, W)`` images in [0, 1], resized to fit."""
         return [m.encode_image(images, resize=True) for m in self.members]
+
+
+def load_ensemble(models: list[str], device: torch.device, dtype: torch.dtype, *, random_ok: bool = False) -> ClipEnsemble:
+    """The CLIP ensemble; with ``random_ok``, members whose weights cannot be fetched get random weights."""
+    members = []
+    for spec in models:
+        try:
+            members.append(load_clip(spec, device, dtype, True))
+        except ClipWeightsError as exc:
+            if not random_ok:
+                raise
+            from discolib.archs import warn_random
+
+            warn_random(f"CLIP model {spec!r}", str(exc).split(". ")[0])
+            members.append(load_clip(spec, device, dtype, None))
+    return ClipEnsemble(members, device, dtype)

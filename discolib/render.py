@@ -9,7 +9,8 @@ Cadence (Deforum) / turbo (Disco): with ``cadence = N`` the sampler runs on fram
 frame of the first ``turbo_preroll`` frames, in guided mode as Disco); the frames in between are the previous
 frame warped by their motion, with no diffusion. Each frame depends only on the previous frame and frame 0, both
 read back exactly as written (the loop continues from the 8-bit frame it saved), so ``--resume`` produces frames
-byte-identical to an uninterrupted run on the same machine.
+byte-identical to an uninterrupted run on the CPU (on CUDA, nondeterministic kernels such as the atomic adds in
+``grid_sample``'s backward pass can change the last bits of guided frames).
 
 Seeds are fixed for every frame before the loop from ``seed_behavior`` (iter, fixed, random, ladder, alternate,
 schedule); a random run seed is drawn once and written into the run's ``settings.json``.
@@ -97,14 +98,16 @@ def frame_seeds(settings: Settings, n_frames: int, seed: int) -> list[int]:
     ``schedule``: ``seed_schedule`` evaluated per frame (``s`` is the run seed; -1 means random).
     """
     anim = settings.animation
-    behavior = anim.seed_behavior if anim.animation_mode != "None" else "iter"
+    still = anim.animation_mode == "None"
+    behavior = "iter" if still else anim.seed_behavior
+    iter_n = 1 if still else anim.seed_iter_n  # stills: the next seed for every image, as Disco's batches
     rng = np.random.default_rng(seed)
     seeds: list[int] = []
     s = seed
     for i in range(n_frames):
         if i > 0:
             if behavior == "iter":
-                s = seed + i // anim.seed_iter_n
+                s = seed + i // iter_n
             elif behavior == "ladder":
                 s += 2 if i % 2 == 1 else -1
             elif behavior == "alternate":
@@ -162,7 +165,7 @@ def _warp(prev: torch.Tensor, settings: Settings, sv: dict[str, np.ndarray], i: 
             v("transform_center_x"),
             v("transform_center_y"),
             padding_mode=anim.border,
-            sampling_mode="bicubic" if anim.sampling_mode == "bicubic" else anim.sampling_mode,
+            sampling_mode=anim.sampling_mode,
         )
         return warped.clamp(0, 1), None
     if anim.animation_mode == "3D":
@@ -209,7 +212,9 @@ def _coherence(
     if amount > 0:
         x = coherence.unsharp_mask(x, amount, sigma=float(sv["antiblur_sigma"][i]))
     gen = torch.Generator("cpu").manual_seed(seed + 7919 * (i + 1))  # noise of its own, fixed per frame
-    if mask is not None:
+    if mask is not None and settings.image.mode == "latent":
+        # (Guided mode keeps the border fill: there the warped frame is also the init-loss target of frames_scale,
+        # which would pull noise-filled holes towards noise.)
         # Disocclusions have no source pixel: fresh noise lets the sampler invent content there instead of
         # smearing the border (a long-standing Deforum request).
         fill = torch.rand(x.shape, generator=gen, dtype=x.dtype).to(x.device)
@@ -260,8 +265,18 @@ def _check_inputs(settings: Settings) -> None:
         for p in schedule.at(key.resolve(settings.n_frames())).positive:
             if not p.text.startswith(("http://", "https://")) and not Path(p.text).expanduser().is_file():
                 raise SettingsError(f"file not found: {p.text}", field="prompts.image_prompts")
-    if settings.output.soundtrack and not Path(settings.output.soundtrack).expanduser().is_file():
-        raise SettingsError(f"file not found: {settings.output.soundtrack}", field="output.soundtrack")
+    anim = settings.animation.animation_mode != "None"
+    if anim and settings.output.make_video and settings.output.soundtrack and settings.output.video_format == "mp4":
+        from discolib.video import check_soundtrack
+
+        check_soundtrack(settings.output.soundtrack)  # a bad audio file must not surface after the last frame
+    if settings.image.mode == "latent":
+        from discolib.latent_models import make_scheduler
+
+        make_scheduler(settings.latent.scheduler, {})  # an unknown name lists the valid ones
+    from discolib.models import resolve_device
+
+    resolve_device(settings.models.device)
 
 
 def _prepare(settings: Settings, out: str | Path | None, resume: str | Path | None) -> tuple[Settings, RunFolder, int]:
@@ -321,6 +336,7 @@ def render(
     emit(RenderEvent("start", frame=start, total_frames=n_frames, path=folder.path))
     frames = [folder.frame_path(i) for i in range(start)]
     writer = FrameWriter(folder, record, _frame_emitter(emit, n_frames))
+    video = None
     try:
         try:
             if start < n_frames:
@@ -330,8 +346,12 @@ def render(
                     _render_stills(settings, folder, sampler, seeds, start, writer, frames, emit, stop, progress)
                 else:
                     _render_animation(settings, folder, sampler, seeds, start, writer, frames, emit, stop, progress)
-        finally:
-            writer.close()  # every frame handed over is on disk before the run's status changes
+        except BaseException:
+            writer.close(raise_errors=False)  # keep the frames handed over; the first error is the one reported
+            raise
+        writer.close()  # every frame handed over is on disk before the run's status changes
+        if settings.animation.animation_mode != "None" and settings.output.make_video:
+            video = _write_video(settings, folder, final=True)
     except RenderStopped:
         record.status = "interrupted"
         folder.write_record(record)
@@ -343,9 +363,6 @@ def render(
         folder.write_record(record)
         emit(RenderEvent("error", frame=record.frames_done, total_frames=n_frames, path=folder.path, message=str(exc)))
         raise
-    video = None
-    if settings.animation.animation_mode != "None" and settings.output.make_video:
-        video = _write_video(settings, folder, final=True)
     record.status = "done"
     folder.write_record(record)
     emit(RenderEvent("done", frame=n_frames, total_frames=n_frames, path=folder.path))
@@ -506,7 +523,7 @@ def _render_animation(
                 )
             image = _sample(sampler, settings, seeds[i], prompts, frame_in.to(device), i, sv, guided, skip_fraction, cb, stop, ip)
         elif prev is None:
-            image = _first_frame(sampler, settings, seeds[i], prompts, first_init, cb, stop, ip)
+            image = _first_frame(sampler, settings, seeds[i], prompts, first_init, cb, stop, ip, float(sv["cfg_scale_schedule"][0]))
         else:
             warped, mask = _warp(prev, settings, sv, i, state)
             in_preroll = guided and i < anim.turbo_preroll
@@ -525,6 +542,7 @@ def _render_animation(
         prev = image
         every = settings.output.preview_video_every
         if every and (i + 1) % every == 0 and i + 1 < n:
+            writer.flush()  # the preview video shows every frame so far
             _write_video(settings, folder, final=False)
 
 
@@ -569,6 +587,7 @@ def _first_frame(
     cb: Callable[[dict[str, Any]], None],
     stop: threading.Event | None,
     image_prompts: Any = None,
+    cfg_scale: float | None = None,
 ) -> torch.Tensor:
     """Frame 0: from noise, or from the init image (Disco: ``skip_steps``; Deforum: ``strength``).
 
@@ -578,8 +597,11 @@ def _first_frame(
         if settings.image.mode == "latent" and settings.latent.strength >= 1.0:
             return init
         keep = settings.latent.strength if settings.image.mode == "latent" else settings.guidance.skip_steps / settings.image.steps
-        return sampler(FrameRequest(seed=seed, prompts=prompts, image_prompts=image_prompts, init=init, init_strength=keep, callback=cb, stop=stop))
-    return sampler(FrameRequest(seed=seed, prompts=prompts, image_prompts=image_prompts, callback=cb, stop=stop))
+        return sampler(FrameRequest(
+            seed=seed, prompts=prompts, image_prompts=image_prompts, init=init, init_strength=keep,
+            cfg_scale=cfg_scale, callback=cb, stop=stop,
+        ))
+    return sampler(FrameRequest(seed=seed, prompts=prompts, image_prompts=image_prompts, cfg_scale=cfg_scale, callback=cb, stop=stop))
 
 
 def _sample(

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 FRAME_PATTERN = re.compile(r"^(\d{6})\.png$")
+_RUN_ID = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?$")
 
 
 class RunError(ValueError):
@@ -232,7 +233,9 @@ class RunFolder:
     def latest(cls, output_root: str | Path, batch_name: str) -> RunFolder:
         """The most recently created run folder of a batch (for ``--resume latest``)."""
         batch_dir = Path(output_root).expanduser() / batch_name
-        runs = sorted(p for p in batch_dir.glob("*") if (p / "settings.json").is_file()) if batch_dir.is_dir() else []
+        runs = sorted(
+            (p for p in batch_dir.glob("*") if (p / "settings.json").is_file()), key=_run_sort_key
+        ) if batch_dir.is_dir() else []
         if not runs:
             raise RunError(f"no runs to resume in {batch_dir}")
         return cls(runs[-1])
@@ -285,6 +288,12 @@ class RunFolder:
         return save_png_atomic(self.frame_path(index), image)
 
 
+def _run_sort_key(path: Path) -> tuple[str, int]:
+    """``20260101-120000-10`` after ``...-2``: the time stamp, then the same-second counter as a number."""
+    m = _RUN_ID.match(path.name)
+    return (m.group(1), int(m.group(2) or 0)) if m else (path.name, 0)
+
+
 def _new_run_id(batch_dir: Path) -> str:
     """A sortable, unique run id: ``YYYYmmdd-HHMMSS`` plus a counter when two start in the same second."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -321,6 +330,7 @@ class FrameWriter:
         self.on_written = on_written
         self._queue: queue.Queue[tuple[int, Any, int] | None] = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None
+        self._callback_error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="discolib-frame-writer", daemon=True)
         self._thread.start()
 
@@ -338,7 +348,11 @@ class FrameWriter:
                 self.record.seeds = [*self.record.seeds[:index], seed]
                 self.folder.write_record(self.record)
                 if self.on_written is not None:
-                    self.on_written(index, path, array)
+                    try:
+                        self.on_written(index, path, array)
+                    except Exception as exc:  # noqa: BLE001 - a failing callback must not stop frames being written
+                        if self._callback_error is None:
+                            self._callback_error = exc
             except BaseException as exc:  # noqa: BLE001 - handed to the caller in close()
                 self._error = exc
             finally:
@@ -357,10 +371,13 @@ class FrameWriter:
         if self._error is not None:
             raise self._error
 
-    def close(self) -> None:
-        """Write what is pending, stop the thread and re-raise the first write error, if any."""
+    def close(self, *, raise_errors: bool = True) -> None:
+        """Write what is pending, stop the thread and re-raise the first write error, then the first error of the
+        ``on_written`` callback (raised only after every frame is on disk), if any."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
-        if self._error is not None:
+        if raise_errors and self._error is not None:
             raise self._error
+        if raise_errors and self._callback_error is not None:
+            raise self._callback_error

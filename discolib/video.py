@@ -246,14 +246,10 @@ def frames_to_video(
 
     audio: Path | None = None
     if soundtrack is not None and str(soundtrack) != "":
-        audio = Path(soundtrack).expanduser()
-        if not audio.is_file():
-            raise VideoError(f"output.soundtrack: file not found: {audio}")
         if fmt_s == "gif":
             warnings.warn("output.soundtrack is ignored for a gif (gif has no audio)", stacklevel=2)
-            audio = None
-        elif not re.search(r"^\s*Stream #0:\d+\S*: Audio: ", _ffmpeg_report(audio), flags=re.MULTILINE):
-            raise VideoError(f"output.soundtrack: not a readable audio file: {audio}")
+        else:
+            audio = check_soundtrack(soundtrack)
 
     paths = _collect_frames(frames)
     width, height = _check_frames(paths)
@@ -446,6 +442,16 @@ def _existing(path: str | Path, setting: str) -> Path:
     if not p.is_file():
         raise VideoError(f"{setting}: file not found: {p}")
     return p
+
+
+def check_soundtrack(soundtrack: str | Path) -> Path:
+    """The soundtrack's path if ffmpeg finds an audio stream in it; else a VideoError naming output.soundtrack."""
+    audio = Path(soundtrack).expanduser()
+    if not audio.is_file():
+        raise VideoError(f"output.soundtrack: file not found: {audio}")
+    if not re.search(r"^\s*Stream #0:\d+\S*: Audio: ", _ffmpeg_report(audio), flags=re.MULTILINE):
+        raise VideoError(f"output.soundtrack: not a readable audio file: {audio}")
+    return audio
 
 
 def probe_video(path: str | Path, *, setting: str = VIDEO_SETTING) -> VideoProbe:

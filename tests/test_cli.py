@@ -85,3 +85,10 @@ def test_console_script_entry_point(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "discolib.cli", "validate", str(tmp_path / "missing.json")], capture_output=True, text=True)
     assert res.returncode == 2
     assert res.stderr.strip() == f"discolib: error: settings file not found: {tmp_path / 'missing.json'}"
+
+
+def test_resume_refuses_overrides_and_a_second_settings_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["render", "--resume", str(tmp_path), "--set", "steps=3"], capsys)
+    assert code == 2 and "--set cannot change a run being resumed" in err
+    code, _, err = run(["render", "s.json", "--resume", str(tmp_path)], capsys)
+    assert code == 2 and "give no settings file" in err

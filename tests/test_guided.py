@@ -168,3 +168,22 @@ def test_steps_do_not_change_noise_schedule() -> None:
     b.set_timesteps(300)
     assert torch.equal(a.alphas_cumprod, b.alphas_cumprod)
     assert a.config.num_train_timesteps == 1000 and int(a.timesteps[0]) == 996
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "plms", "dpmpp"])
+@pytest.mark.parametrize("skip", [0, 1, 5])
+def test_skip_steps_start_at_the_right_timestep(sampler: str, skip: int) -> None:
+    from discolib.samplers.guided import sample_pixels
+
+    full = make_pixel_scheduler(sampler)
+    full.set_timesteps(10)
+    plain = sorted({int(t) for t in full.timesteps}, reverse=True)
+    seen: list[int] = []
+    sample_pixels(
+        lambda x, _t: 0.1 * x, make_pixel_scheduler(sampler), shape=(1, 3, 8, 8), steps=10,
+        generator=torch.Generator().manual_seed(0), device=torch.device("cpu"), init=torch.zeros(1, 3, 8, 8),
+        skip_steps=skip, callback=lambda info: seen.append(info["t"]),
+    )
+    assert seen[0] == plain[skip]
+    assert sorted(set(seen), reverse=True) == plain[skip:]  # every kept step once (PLMS: its first step twice)
+    assert len(seen) == len(plain) - skip + (1 if sampler == "plms" and len(plain) - skip > 1 else 0)

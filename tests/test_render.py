@@ -289,3 +289,24 @@ def test_animation_from_a_video_first_frame(tmp_path: Path) -> None:
     result = render(s, out=tmp_path / "o", progress=False)
     want = (first_frame(clip, (64, 64)) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
     assert np.array_equal(np.asarray(Image.open(result.frames[0])), want)
+
+
+def test_bad_scheduler_and_soundtrack_refused_before_a_run_folder(tmp_path: Path) -> None:
+    s = tiny("latent", "2D")
+    s.latent.scheduler = "bogus"
+    with pytest.raises(ValueError, match="euler_a"):
+        render(s, out=tmp_path / "a", progress=False)
+    s = tiny("latent", "2D")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not audio")
+    s.output.soundtrack = str(notes)
+    with pytest.raises(ValueError, match="output.soundtrack: not a readable audio file"):
+        render(s, out=tmp_path / "b", progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_still_seeds_ignore_animation_seed_settings() -> None:
+    s = tiny("guided", n_batches=3)
+    s.animation.seed_iter_n = 5
+    s.animation.seed_behavior = "fixed"
+    assert frame_seeds(s, 3, 7) == [7, 8, 9]

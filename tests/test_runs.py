@@ -135,3 +135,25 @@ def test_frame_writer_reports_write_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="expected a uint8 array"):
         writer.close()
     assert run.complete_frames() == []
+
+
+def test_frame_writer_keeps_writing_when_the_callback_fails(tmp_path: Path) -> None:
+    from discolib.runs import FrameWriter
+
+    run = RunFolder.create(tmp_path, "b", "{}")
+
+    def broken(i: int, path: Path, arr: np.ndarray) -> None:
+        raise RuntimeError("a UI callback broke")
+
+    writer = FrameWriter(run, run.read_record(), broken)
+    for i in range(3):
+        writer.submit(i, np.zeros((4, 4, 3), np.uint8), seed=i)
+    with pytest.raises(RuntimeError, match="a UI callback broke"):
+        writer.close()
+    assert run.complete_frames() == [0, 1, 2]  # no frame lost to the callback
+
+
+def test_latest_orders_same_second_runs_numerically(tmp_path: Path) -> None:
+    for rid in ("20260101-000000", "20260101-000000-2", "20260101-000000-10"):
+        RunFolder.create(tmp_path, "b", "{}", run_id=rid)
+    assert RunFolder.latest(tmp_path, "b").path.name == "20260101-000000-10"

@@ -40,7 +40,6 @@ class FrameRequest:
             sampler turns it into skipped steps, the latent sampler into ``1 - strength`` denoising.
         cfg_scale: latent mode's classifier-free guidance scale (None: the settings' value).
         init_scale: guided mode's init-image loss scale (None: the settings' value).
-        noise_mask: (1, 1, H, W) bool, pixels with no source after a warp: filled with fresh noise.
         callback: step callback (see :data:`StepCallback`).
         stop: checked after every step; when set the sampler raises :class:`discolib.events.RenderStopped`.
     """
@@ -52,7 +51,6 @@ class FrameRequest:
     init_strength: float = 0.0
     cfg_scale: float | None = None
     init_scale: float | None = None
-    noise_mask: torch.Tensor | None = None
     callback: StepCallback | None = None
     stop: threading.Event | None = None
 

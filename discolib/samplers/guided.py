@@ -30,7 +30,7 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
 from tqdm.auto import tqdm
 
-from discolib.clip import ClipEnsemble
+from discolib.clip import load_ensemble
 from discolib.coherence import perlin_noise
 from discolib.cutouts import CutSchedules
 from discolib.losses import ClipGuidance, clamp_grad_rms, warn_if_nonfinite, zero_nan_grad
@@ -152,7 +152,7 @@ def clip_guided(
 
 
 def symmetry_steps(steps: int, percents: Sequence[float]) -> set[int]:
-    """Step indices (0-based, of ``steps``) at which Disco applies its symmetry transformation."""
+    """Indices (0-based) among the ``steps`` steps run at which Disco applies its symmetry transformation."""
     return {min(steps - 1, max(0, int(steps * p))) for p in percents}
 
 
@@ -191,28 +191,37 @@ def sample_pixels(
         init: (B or 1, 3, H, W) in [-1, 1]; noised to the first kept timestep when ``skip_steps > 0``.
         skip_steps: steps skipped at the start (only meaningful with ``init``).
         eta: DDIM's eta (ignored by schedulers that do not take it).
-        callback: gets ``{"i", "n", "t", "x", "denoised"}`` after each step (``denoised`` in [-1, 1]).
-        transforms: step index -> function applied to the sample before that step (Disco's symmetry).
+        callback: gets ``{"i", "n", "t", "x", "denoised"}`` after each step run (``i`` counts the steps run, of
+            ``n``; ``denoised`` in [-1, 1]).
+        transforms: index of a step run -> function applied to the sample before that step (Disco's symmetry).
 
     Returns:
         (B, 3, H, W) in about [-1, 1].
     """
     scheduler.set_timesteps(steps)
-    timesteps = scheduler.timesteps  # CPU long tensor: indexing it never syncs the device
-    if not 0 <= skip_steps < len(timesteps):
-        raise ValueError(f"guidance.skip_steps: expected 0 <= skip_steps < steps ({len(timesteps)}), got {skip_steps}")
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(skip_steps)
+    full = scheduler.timesteps  # CPU long tensor: indexing it never syncs the device
+    if not 0 <= skip_steps < steps:
+        raise ValueError(f"guidance.skip_steps: expected 0 <= skip_steps < steps ({steps}), got {skip_steps}")
+    if isinstance(scheduler, PNDMScheduler):
+        # PLMS: diffusers repeats the second timestep (the first step's correction). Starting later, rebuild that
+        # pattern on the steps kept, so the first kept step gets its correction and none is skipped twice.
+        plain = torch.cat([full[:2], full[3:]])[skip_steps:]
+        timesteps = torch.cat([plain[:2], plain[1:2], plain[2:]]) if len(plain) > 1 else plain
+        scheduler.timesteps = timesteps
+    else:
+        timesteps = full[skip_steps:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(skip_steps)
     noise = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
     if init is not None and skip_steps > 0:
-        x = scheduler.add_noise(init.to(device, torch.float32).expand(shape), noise, timesteps[skip_steps : skip_steps + 1])
+        x = scheduler.add_noise(init.to(device, torch.float32).expand(shape), noise, timesteps[:1])
     else:
         x = noise * float(getattr(scheduler, "init_noise_sigma", 1.0))
     ac = scheduler.alphas_cumprod.to(torch.float64)
     transforms = transforms or {}
     n = len(timesteps)
     denoised = x
-    for i in tqdm(range(skip_steps, n), disable=not progress, desc="steps", leave=False):
+    for i in tqdm(range(n), disable=not progress, desc="steps", leave=False):
         t = timesteps[i]
         if i in transforms:
             x = transforms[i](x)
@@ -364,7 +373,8 @@ class GuidedSampler:
             )
         transforms = {}
         if g.use_horizontal_symmetry or g.use_vertical_symmetry:
-            for i in symmetry_steps(steps, g.transformation_percent):
+            # As Disco: fractions of the steps actually run (after skip_steps / frames_skip_steps).
+            for i in symmetry_steps(steps - skip, g.transformation_percent):
                 transforms[i] = lambda x: mirror(x, horizontal=g.use_horizontal_symmetry, vertical=g.use_vertical_symmetry)
         x = sample_pixels(
             model_fn,
@@ -383,24 +393,6 @@ class GuidedSampler:
         if hasattr(model_fn, "check_nonfinite"):
             model_fn.check_nonfinite()
         return ((x + 1) / 2).clamp(0, 1)
-
-
-def load_ensemble(models: list[str], device: torch.device, dtype: torch.dtype, *, random_ok: bool = False) -> ClipEnsemble:
-    """The CLIP ensemble; with ``random_ok``, members whose weights cannot be fetched get random weights."""
-    from discolib.clip import ClipWeightsError, load_clip
-
-    members = []
-    for spec in models:
-        try:
-            members.append(load_clip(spec, device, dtype, True))
-        except ClipWeightsError as exc:
-            if not random_ok:
-                raise
-            from discolib.archs import warn_random
-
-            warn_random(f"CLIP model {spec!r}", str(exc).split(". ")[0])
-            members.append(load_clip(spec, device, dtype, None))
-    return ClipEnsemble(members, device, dtype)
 
 
 def _load_unet(name: str, device: torch.device, dtype: torch.dtype, *, random_ok: bool = False) -> torch.nn.Module:

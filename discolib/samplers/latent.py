@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderTiny
 from diffusers.utils.torch_utils import randn_tensor
 
-from discolib.clip import ClipEnsemble
+from discolib.clip import ClipEnsemble, load_ensemble
 from discolib.cutouts import CutSchedules
 from discolib.latent_models import (
     LatentComponents,
@@ -532,6 +532,7 @@ def latent_clip_guidance(
     *,
     generator: torch.Generator,
     steps: int,
+    first_step: int = 0,
     clamp_max: float | None = 0.05,
 ) -> ModelFnWrapper:
     """A model-function wrapper that steers the latents with Disco's CLIP loss (k-diffusion-style composition).
@@ -554,7 +555,7 @@ def latent_clip_guidance(
                 x0 = cond.denoised(xg, out.detach())
                 img = _decode_for_grad(vae, x0) * 2 - 1
                 # The cut schedules are indexed by a 0-999 timestep; derive it from the loop position (no host read).
-                timestep = 999.0 * (1.0 - cond.step / max(steps, 1))
+                timestep = 999.0 * (1.0 - (first_step + cond.step) / max(steps, 1))
                 g_in, _ = guidance.grad(img, timestep, generator)
                 grad = torch.autograd.grad(img, xg, g_in)[0]
             grad, _ = zero_nan_grad(grad)
@@ -617,7 +618,7 @@ class LatentSampler:
         make_scheduler(settings.latent.scheduler, self.comps.scheduler_config)  # fail now on a bad name
         self.ensemble: ClipEnsemble | None = None
         if settings.latent.clip_scale > 0:
-            self.ensemble = ClipEnsemble(m.clip_models, self.device, torch.float32)
+            self.ensemble = load_ensemble(m.clip_models, self.device, torch.float32, random_ok=m.random_weights)
         self._init: torch.Tensor | None = None
 
     def preview(self, info: dict[str, object]) -> torch.Tensor:
@@ -643,6 +644,10 @@ class LatentSampler:
         gen = torch.Generator(self.device).manual_seed(request.seed)
         wrappers: list[ModelFnWrapper] = []
         if self.ensemble is not None:
+            # Cut sizes and positions are drawn on the host: a CPU generator keeps them free of device syncs.
+            cut_gen = torch.Generator("cpu").manual_seed(request.seed)
+            denoise = 1.0 if init is None else 1.0 - keep
+            first_step = s.image.steps - min(int(s.image.steps * denoise), s.image.steps)  # diffusers' img2img rule
             guidance = ClipGuidance.from_prompts(
                 self.ensemble,
                 positive,
@@ -657,7 +662,11 @@ class LatentSampler:
                 augment=not s.guidance.skip_augs,
             )
             clamp = s.guidance.clamp_max if s.guidance.clamp_grad else None
-            wrappers.append(latent_clip_guidance(self.comps, guidance, generator=gen, steps=s.image.steps, clamp_max=clamp))
+            wrappers.append(
+                latent_clip_guidance(
+                    self.comps, guidance, generator=cut_gen, steps=s.image.steps, first_step=first_step, clamp_max=clamp
+                )
+            )
         step_cb = make_step_callback(request)
         return sample_latent(
             self.comps,
