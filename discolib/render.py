@@ -383,13 +383,16 @@ def _step_callback(
 ) -> Callable[[dict[str, Any]], None]:
     """Sampler step -> RenderEvent, with a preview every display_rate steps and Disco's intermediate saves."""
     rate = settings.run.display_rate
-    steps = settings.image.steps
     n_saves = settings.run.intermediate_saves
-    save_at = {int(round(k * steps / (n_saves + 1))) for k in range(1, n_saves + 1)} if n_saves else set()
+    save_at: set[int] = set()
     preview_fn = getattr(sampler, "preview", None)
 
     def cb(info: dict[str, Any]) -> None:
         i, n = int(info["i"]), int(info["n"])
+        if i == 0 and n_saves:
+            # Evenly spaced over the steps this image actually runs (after skipped steps / img2img strength).
+            save_at.clear()
+            save_at.update(int(round(k * n / (n_saves + 1))) for k in range(1, n_saves + 1))
         preview = None
         due = (rate and (i % rate == 0 or i == n - 1)) or i in save_at
         if due:

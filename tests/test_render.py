@@ -310,3 +310,12 @@ def test_still_seeds_ignore_animation_seed_settings() -> None:
     s.animation.seed_iter_n = 5
     s.animation.seed_behavior = "fixed"
     assert frame_seeds(s, 3, 7) == [7, 8, 9]
+
+
+def test_intermediate_saves_and_disco_skip_without_init(tmp_path: Path) -> None:
+    s = tiny("guided", intermediate_saves=3, skip_steps=4)
+    steps: list[int] = []
+    result = render(s, out=tmp_path, callback=lambda e: steps.append(e.step) if e.kind == "step" else None, progress=False)
+    assert steps == [1, 2, 3, 4, 5, 6]  # 10 steps, 4 skipped even without an init image (as Disco)
+    saved = sorted(p.name for p in (result.run_dir / "intermediates").glob("*.png"))
+    assert len(saved) == 3 and all(name.startswith("000000_") for name in saved)

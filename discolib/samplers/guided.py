@@ -360,6 +360,12 @@ class GuidedSampler:
             init_scale = 0.0  # Perlin noise is a start, not a target
         if init01 is not None:
             init01 = init01.to(self.device, torch.float32)
+            start = init01 * 2 - 1
+        else:
+            # No init at all: as Disco (guided-diffusion), skip_steps still applies, starting from a zero image
+            # noised to the first kept step.
+            skip = g.skip_steps
+            start = torch.zeros(1, 3, self.height, self.width, device=self.device)
         guidance = self._guidance(request, init01, init_scale, cut_gen)
         model_fn = self.model_fn
         if g.clip_guidance_scale or g.tv_scale or g.range_scale or g.sat_scale or (init01 is not None and init_scale):
@@ -383,7 +389,7 @@ class GuidedSampler:
             steps=steps,
             generator=gen,
             device=self.device,
-            init=None if init01 is None else init01 * 2 - 1,
+            init=start,
             skip_steps=skip,
             eta=g.eta,
             callback=make_step_callback(request),
