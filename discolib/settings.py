@@ -380,6 +380,17 @@ class Settings:
         if anim.animation_mode == "Video Input" and not anim.video_init_path:
             raise SettingsError("Video Input mode needs a video path", field="animation.video_init_path")
         self._validate_schedules()
+        if mode == "latent":
+            from discolib.latent_models import scheduler_names
+
+            names = scheduler_names()
+            if self.latent.scheduler not in names:
+                close = difflib.get_close_matches(self.latent.scheduler, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise SettingsError(
+                    f"unknown scheduler {self.latent.scheduler!r}{hint}; expected one of {', '.join(names)}",
+                    field="latent.scheduler",
+                )
         return self
 
     def n_frames(self) -> int:

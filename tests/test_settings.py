@@ -168,3 +168,8 @@ def test_preset_mode_mismatch() -> None:
         apply_preset(Settings.defaults("guided"), "tiny-latent")
     with pytest.raises(SettingsError, match="unknown preset 'tinny'; did you mean 'tiny'"):
         apply_preset(Settings.defaults("guided"), "tinny")
+
+
+def test_unknown_latent_scheduler_refused_at_validation() -> None:
+    with pytest.raises(SettingsError, match=r"latent.scheduler: unknown scheduler 'euler_aa' \(did you mean 'euler_a'\?\); expected one of"):
+        Settings.from_dict({"image": {"mode": "latent"}, "latent": {"scheduler": "euler_aa"}})
