@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -19,6 +20,7 @@ from kornia.filters import gaussian_blur2d
 
 __all__ = [
     "CoherenceError",
+    "HistogramReference",
     "adjust_contrast",
     "add_noise",
     "match_histogram",
@@ -80,16 +82,17 @@ def mid_ranks(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return order, first + last
 
 
-def _match_rows(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+def _match_rows(source: torch.Tensor, reference: torch.Tensor, *, presorted: bool = False) -> torch.Tensor:
     """Quantile-map each row of ``source`` ``(R, N)`` onto the distribution of ``reference`` ``(R, M)``.
 
     Each value's mid-rank (ties share one rank, so equal inputs stay equal) gives its quantile
     ``q = rank / (N - 1)``; the output is the reference's ``q``-quantile, linearly interpolated between the
-    sorted reference values. Matching a row to itself is the identity.
+    sorted reference values. Matching a row to itself is the identity. ``presorted``: ``reference`` rows are
+    already sorted (see :class:`HistogramReference`).
     """
     n, m = source.shape[-1], reference.shape[-1]
     order, twice_rank = mid_ranks(source)
-    ref_sorted = reference.sort(dim=-1).values
+    ref_sorted = reference if presorted else reference.sort(dim=-1).values
     position = twice_rank.to(source.dtype) * ((m - 1) / (2.0 * max(n - 1, 1)))
     lower = position.floor().long().clamp(0, m - 1)
     upper = (lower + 1).clamp(max=m - 1)
@@ -116,9 +119,42 @@ def _hue_cut(hue_image: torch.Tensor, hue_reference: torch.Tensor) -> torch.Tens
     return ((empty + 0.5) * (2 * math.pi / _HUE_BINS)).view(-1, 1, 1)
 
 
+def _space(color_space: str) -> str:
+    # Also accept Deforum's setting strings ("Match Frame 0 LAB", ...): the space is the last word.
+    words = str(color_space).upper().split()
+    space = words[-1] if words else ""
+    if space not in ("LAB", "HSV", "RGB"):
+        raise CoherenceError(f"color_space must be 'LAB', 'HSV' or 'RGB', got {color_space!r}")
+    return space
+
+
+@dataclass(frozen=True)
+class HistogramReference:
+    """A colour reference prepared once for many :func:`match_histogram` calls (an animation's frame 0).
+
+    Holds the reference image and, for LAB and RGB, its channels converted and sorted (the reference's half of
+    the work; HSV's circular cut depends on both images, so it is prepared per call). Results are identical to
+    passing the image itself.
+    """
+
+    image: torch.Tensor
+    space: str
+    sorted_channels: torch.Tensor | None  # (B_ref, 3, M)
+
+    @classmethod
+    def prepare(cls, reference: torch.Tensor, color_space: ColorSpace = "LAB") -> HistogramReference:
+        _check_image(reference, "reference")
+        space = _space(color_space)
+        sorted_channels = None
+        if space != "HSV":
+            ref = rgb_to_lab(reference) if space == "LAB" else reference
+            sorted_channels = ref.reshape(reference.shape[0], 3, -1).sort(dim=-1).values
+        return cls(reference, space, sorted_channels)
+
+
 def match_histogram(
     image: torch.Tensor,
-    reference: torch.Tensor,
+    reference: torch.Tensor | HistogramReference,
     color_space: ColorSpace = "LAB",
 ) -> torch.Tensor:
     """Match each colour channel's histogram of ``image`` to ``reference`` (Deforum ``color_coherence``).
@@ -145,17 +181,24 @@ def match_histogram(
         ``(B, 3, H, W)`` in ``[0, 1]``; matching an image to itself returns it (up to colour conversion error).
     """
     _check_image(image)
+    space = _space(color_space)
+    prepared: HistogramReference | None = None
+    if isinstance(reference, HistogramReference):
+        if reference.space != space:
+            raise CoherenceError(f"the prepared reference is for {reference.space}, not {space}")
+        prepared, reference = reference, reference.image
     _check_image(reference, "reference")
     b = image.shape[0]
     if reference.shape[0] not in (1, b):
         raise CoherenceError(f"reference batch must be 1 or {b}, got {reference.shape[0]}")
-    # Also accept Deforum's setting strings ("Match Frame 0 LAB", ...): the space is the last word.
-    words = str(color_space).upper().split()
-    space = words[-1] if words else ""
-    if space not in ("LAB", "HSV", "RGB"):
-        raise CoherenceError(f"color_space must be 'LAB', 'HSV' or 'RGB', got {color_space!r}")
-    reference = reference.to(device=image.device, dtype=image.dtype)
     h, w = image.shape[-2:]
+    if prepared is not None and prepared.sorted_channels is not None:
+        src = (rgb_to_lab(image) if space == "LAB" else image).reshape(b * 3, -1)
+        ref_sorted = prepared.sorted_channels.to(device=image.device, dtype=image.dtype).expand(b, -1, -1)
+        matched = _match_rows(src, ref_sorted.reshape(b * 3, -1), presorted=True).reshape(b, 3, h, w)
+        out = lab_to_rgb(matched, clip=False) if space == "LAB" else matched
+        return out.clamp(0.0, 1.0)
+    reference = reference.to(device=image.device, dtype=image.dtype)
     if space == "LAB":
         src, ref = rgb_to_lab(image), rgb_to_lab(reference)
     elif space == "HSV":

@@ -132,6 +132,7 @@ class AnimationState:
 
     depth: Any = None  # a discolib.depth estimator, loaded once per run
     color_ref: torch.Tensor | None = None  # frame 0, (1, 3, H, W) in [0, 1], as written
+    color_hist: Any = None  # discolib.coherence.HistogramReference of color_ref, prepared on first use
     depth_dir: Path | None = None
 
 
@@ -204,7 +205,9 @@ def _coherence(
     anim = settings.animation
     x = warped
     if anim.color_coherence != "None" and state.color_ref is not None:
-        x = coherence.match_histogram(x, state.color_ref, anim.color_coherence)
+        if state.color_hist is None:  # frame 0's half of the matching, done once per run
+            state.color_hist = coherence.HistogramReference.prepare(state.color_ref, anim.color_coherence)
+        x = coherence.match_histogram(x, state.color_hist, anim.color_coherence)
     contrast = float(sv["contrast_schedule"][i])
     if contrast != 1.0:
         x = coherence.adjust_contrast(x, contrast)

@@ -236,3 +236,15 @@ def test_unsharp_mask_opencv_sigma_and_validation() -> None:
         unsharp_mask(image, 0.5, kernel_size=4)
     with pytest.raises(CoherenceError, match="amount"):
         unsharp_mask(image, torch.ones(3))
+
+
+@pytest.mark.parametrize("space", ["LAB", "RGB", "HSV"])
+def test_prepared_reference_gives_identical_results(space: str) -> None:
+    from discolib.coherence import HistogramReference
+
+    g = torch.Generator().manual_seed(3)
+    image, ref = torch.rand(2, 3, 24, 20, generator=g), torch.rand(1, 3, 16, 16, generator=g)
+    prepared = HistogramReference.prepare(ref, space)
+    assert torch.equal(match_histogram(image, prepared, space), match_histogram(image, ref, space))
+    with pytest.raises(ValueError, match="prepared reference is for"):
+        match_histogram(image, prepared, "RGB" if space != "RGB" else "LAB")
