@@ -36,6 +36,7 @@ from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from discolib import coherence, motion
+from discolib.archs import LATENT_ARCHS, LATENT_SCHEDULERS, SD_VAE, random_depth_anything_small
 from discolib.depth import DEFORUM_DEPTH_RANGE, TransformersDepth, normalize_depth
 from discolib.events import RenderEvent
 from discolib.latent_models import TINY_TOKENIZER_DIR, LatentComponents, enable_fast_paths
@@ -45,7 +46,6 @@ from discolib.samplers.latent import sample_latent
 from discolib.settings import Settings
 
 __all__ = [
-    "DEPTH_ANYTHING_V2_SMALL",
     "SD_TURBO_SCHEDULER_CONFIG",
     "SD_TURBO_UNET_CONFIG",
     "SD_VAE_CONFIG",
@@ -55,107 +55,12 @@ __all__ = [
     "run",
 ]
 
-# stabilityai/sd-turbo unet/config.json (the SD 2.1 UNet), from memory; defaults of UNet2DConditionModel omitted.
-SD_TURBO_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "center_input_sample": False,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "mid_block_type": "UNetMidBlock2DCrossAttn",
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "only_cross_attention": False,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "layers_per_block": 2,
-    "downsample_padding": 1,
-    "mid_block_scale_factor": 1,
-    "act_fn": "silu",
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "cross_attention_dim": 1024,
-    "attention_head_dim": (5, 10, 20, 20),  # diffusers' name for SD 2.x's head *counts* (64-wide heads)
-    "use_linear_projection": True,
-    "dual_cross_attention": False,
-    "upcast_attention": False,
-    "resnet_time_scale_shift": "default",
-    "time_embedding_type": "positional",
-    "conv_in_kernel": 3,
-    "conv_out_kernel": 3,
-}
-
-# stabilityai/sd-turbo scheduler/scheduler_config.json, from memory.
-SD_TURBO_SCHEDULER_CONFIG: dict[str, Any] = {
-    "_class_name": "EulerDiscreteScheduler",
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "prediction_type": "epsilon",
-    "interpolation_type": "linear",
-    "timestep_spacing": "trailing",
-    "steps_offset": 1,
-    "use_karras_sigmas": False,
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-}
-
-# The SD 2.x VAE (vae/config.json), from memory.
-SD_VAE_CONFIG: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
-    "act_fn": "silu",
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "sample_size": 768,
-    "scaling_factor": 0.18215,
-}
-
-# madebyollin/taesd config.json, from memory (AutoencoderTiny).
-TAESD_CONFIG: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "encoder_block_out_channels": (64, 64, 64, 64),
-    "decoder_block_out_channels": (64, 64, 64, 64),
-    "act_fn": "relu",
-    "latent_channels": 4,
-    "upsampling_scaling_factor": 2,
-    "num_encoder_blocks": (1, 3, 3, 3),
-    "num_decoder_blocks": (3, 3, 3, 1),
-    "latent_magnitude": 3,
-    "latent_shift": 0.5,
-    "force_upcast": False,
-    "scaling_factor": 1.0,
-}
-
-# depth-anything/Depth-Anything-V2-Small-hf config.json, from memory: a DINOv2 ViT-S/14 backbone + DPT head.
-DEPTH_ANYTHING_V2_SMALL: dict[str, Any] = {
-    "backbone": {
-        "hidden_size": 384,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 6,
-        "mlp_ratio": 4,
-        "patch_size": 14,
-        "image_size": 518,
-        "layerscale_value": 1.0,
-        "out_indices": [3, 6, 9, 12],
-        "reshape_hidden_states": False,
-    },
-    "patch_size": 14,
-    "reassemble_hidden_size": 384,
-    "reassemble_factors": [4, 2, 1, 0.5],
-    "neck_hidden_sizes": [48, 96, 192, 384],
-    "fusion_hidden_size": 64,
-    "head_hidden_size": 32,
-    "head_in_index": -1,
-    "depth_estimation_type": "relative",
-}
+# The architectures come from discolib.archs (the configs models.random_weights uses), so the benchmark measures
+# exactly what a random-weight GPU run would load. They are written from memory of the published config.json files.
+SD_TURBO_UNET_CONFIG: dict[str, Any] = LATENT_ARCHS["sd-turbo"][0]
+SD_TURBO_SCHEDULER_CONFIG: dict[str, Any] = LATENT_SCHEDULERS["sd-turbo"]
+SD_VAE_CONFIG: dict[str, Any] = SD_VAE
+TAESD_CONFIG: dict[str, Any] = {}  # AutoencoderTiny's defaults are TAESD's architecture
 
 PROMPT = "a lighthouse in a stormy sea, oil painting"
 
@@ -210,16 +115,7 @@ def build_latent_components(
 
 def build_depth(device: torch.device, dtype: torch.dtype, input_size: int | None) -> TransformersDepth:
     """Depth-Anything-V2-Small architecture with random weights, through discolib's TransformersDepth."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-
-    cfg = dict(DEPTH_ANYTHING_V2_SMALL)
-    backbone = Dinov2Config(**cfg.pop("backbone"))
-    config = DepthAnythingConfig(backbone_config=backbone, **cfg)
-    with torch.random.fork_rng(devices=[]), torch.device(device):
-        _seeded(3)
-        model = DepthAnythingForDepthEstimation(config)
-    # processor=None: Depth Anything's own preprocessing (518 px, multiple of 14, ImageNet mean/std, bicubic).
-    return TransformersDepth(model, None, device=device, dtype=dtype, input_size=input_size, name="depth-anything-v2-small-arch")
+    return random_depth_anything_small(device, dtype, input_size=input_size)
 
 
 @contextmanager

@@ -36,7 +36,7 @@ if str(HERE) not in sys.path:  # the helper modules sit beside this file
     sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
-from bench_common import BenchContext, BenchResult, format_table  # noqa: E402
+from bench_common import BenchContext, BenchResult, _fmt_value, format_table  # noqa: E402
 
 BENCHMARKS = ("latent3d", "disco_step", "cpu")
 
@@ -79,14 +79,13 @@ def _versions() -> dict[str, str]:
 
 
 def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if device.type == "cpu" and name == "float16":
-        raise BenchUsageError("--dtype float16 is not supported on the CPU; use float32 or bfloat16")
-    return table[name]
+    """discolib's own dtype choice (auto: bf16/fp16 on CUDA, float32 on the CPU), as a usage error when refused."""
+    from discolib.models import resolve_dtype
+
+    try:
+        return resolve_dtype(name, device)
+    except ValueError as exc:
+        raise BenchUsageError(str(exc).replace("models.dtype", "--dtype")) from None
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -181,18 +180,8 @@ def merge_results(paths: list[Path]) -> str:
         v = values[key]
         unit, note = units[key]
         cells = [statistics.median(v), min(v), max(v)]
-        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(_md_num(c) for c in cells) + f" | {unit} | {note} |")
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(_fmt_value(c) for c in cells) + f" | {unit} | {note} |")
     return "\n".join(lines)
-
-
-def _md_num(v: float) -> str:
-    if abs(v) >= 100:
-        return f"{v:,.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    if abs(v) >= 0.1:
-        return f"{v:.2f}"
-    return f"{v:.3g}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["LATENT_ARCHS", "RandomWeightsWarning", "random_adm_unet", "random_latent_components", "random_secondary", "warn_random"]
+__all__ = ["LATENT_ARCHS", "LATENT_SCHEDULERS", "SD_SCHEDULER", "SD_VAE", "RandomWeightsWarning", "random_depth_anything_small", "random_adm_unet", "random_latent_components", "random_secondary", "warn_random"]
 
 
 class RandomWeightsWarning(UserWarning):
@@ -44,7 +44,7 @@ def warn_random(what: str, reason: str) -> None:
     )
 
 
-_SD_SCHEDULER = {
+SD_SCHEDULER: dict[str, Any] = {
     "_class_name": "PNDMScheduler",
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
@@ -57,7 +57,7 @@ _SD_SCHEDULER = {
     "clip_sample": False,
 }
 
-_SD_VAE = {
+SD_VAE: dict[str, Any] = {
     "in_channels": 3,
     "out_channels": 3,
     "down_block_types": ["DownEncoderBlock2D"] * 4,
@@ -109,6 +109,18 @@ LATENT_ARCHS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
+#: Schedulers the presets ship with, where they differ from SD 1.x's PNDM (SD-Turbo: Euler, "trailing" spacing).
+LATENT_SCHEDULERS: dict[str, dict[str, Any]] = {
+    "sd-turbo": {
+        **SD_SCHEDULER,
+        "_class_name": "EulerDiscreteScheduler",
+        "timestep_spacing": "trailing",
+        "interpolation_type": "linear",
+        "use_karras_sigmas": False,
+    },
+}
+
+
 def random_adm_unet(name: str) -> torch.nn.Module:
     """A Disco catalogue UNet (``name``) with random weights."""
     from discolib.adm import AdmConfig, adm_unet_config
@@ -143,7 +155,7 @@ def random_latent_components(preset: str, *, device: torch.device, dtype: torch.
     tokenizer = CLIPTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
     with _seeded():
         unet = UNet2DConditionModel(**unet_cfg)
-        vae = AutoencoderKL(**_SD_VAE)
+        vae = AutoencoderKL(**SD_VAE)
         text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), **text_cfg))
         preview = AutoencoderTiny() if fast_vae else None  # diffusers' defaults are TAESD's architecture
     parts = [unet, vae, text] + ([preview] if preview is not None else [])
@@ -154,14 +166,15 @@ def random_latent_components(preset: str, *, device: torch.device, dtype: torch.
         vae=vae,
         text_encoder=text,
         tokenizer=tokenizer,
-        scheduler_config=dict(_SD_SCHEDULER),
+        scheduler_config=dict(LATENT_SCHEDULERS.get(preset, SD_SCHEDULER)),
         preview_vae=preview,
         name=f"{preset} (random weights)",
     )
 
 
-def random_depth_anything_small(device: torch.device, dtype: torch.dtype) -> Any:
-    """Depth Anything V2 Small's architecture (DINOv2-S backbone, DPT head) with random weights, input 518."""
+def random_depth_anything_small(device: torch.device, dtype: torch.dtype, *, input_size: int | None = None) -> Any:
+    """Depth Anything V2 Small's architecture (DINOv2-S backbone, DPT head) with random weights, input 518
+    (or ``input_size``)."""
     from transformers import (
         DepthAnythingConfig,
         DepthAnythingForDepthEstimation,
@@ -199,4 +212,6 @@ def random_depth_anything_small(device: torch.device, dtype: torch.dtype) -> Any
     )
     with _seeded():
         model = DepthAnythingForDepthEstimation(config).eval()
-    return TransformersDepth(model, processor, device=device, dtype=dtype, name="Depth-Anything-V2-Small (random weights)")
+    return TransformersDepth(
+        model, processor, device=device, dtype=dtype, input_size=input_size, name="Depth-Anything-V2-Small (random weights)"
+    )
