@@ -73,36 +73,26 @@ SD_VAE: dict[str, Any] = {
 _DOWN = ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
 _UP = ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
 
+# The UNet shape shared by SD 1.x and 2.x; they differ in text width, head layout and projection.
+_SD_UNET: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": _DOWN,
+    "up_block_types": _UP,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "layers_per_block": 2,
+}
+
 #: preset -> (UNet2DConditionModel config, CLIPTextConfig kwargs)
 LATENT_ARCHS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "sd-1.5": (
-        {
-            "sample_size": 64,
-            "in_channels": 4,
-            "out_channels": 4,
-            "down_block_types": _DOWN,
-            "up_block_types": _UP,
-            "block_out_channels": [320, 640, 1280, 1280],
-            "layers_per_block": 2,
-            "cross_attention_dim": 768,
-            "attention_head_dim": 8,
-        },
+        {**_SD_UNET, "cross_attention_dim": 768, "attention_head_dim": 8},
         {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
          "max_position_embeddings": 77, "hidden_act": "quick_gelu", "projection_dim": 768},
     ),
     "sd-turbo": (
-        {
-            "sample_size": 64,
-            "in_channels": 4,
-            "out_channels": 4,
-            "down_block_types": _DOWN,
-            "up_block_types": _UP,
-            "block_out_channels": [320, 640, 1280, 1280],
-            "layers_per_block": 2,
-            "cross_attention_dim": 1024,
-            "attention_head_dim": [5, 10, 20, 20],
-            "use_linear_projection": True,
-        },
+        {**_SD_UNET, "cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20], "use_linear_projection": True},
         {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 23, "num_attention_heads": 16,
          "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 512},
     ),
