@@ -273,10 +273,6 @@ def _check_inputs(settings: Settings) -> None:
         from discolib.video import check_soundtrack
 
         check_soundtrack(settings.output.soundtrack)  # a bad audio file must not surface after the last frame
-    if settings.image.mode == "latent":
-        from discolib.latent_models import make_scheduler
-
-        make_scheduler(settings.latent.scheduler, {})  # an unknown name lists the valid ones
     from discolib.models import resolve_device
 
     resolve_device(settings.models.device)
