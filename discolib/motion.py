@@ -180,6 +180,31 @@ def _pixel_to_normalized(h: int, w: int, device: torch.device, dtype: torch.dtyp
 # --------------------------------------------------------------------------------------------------- sampling
 
 
+def _grid_sample(image: torch.Tensor, grid: torch.Tensor, mode: str, padding_mode: str) -> torch.Tensor:
+    """``F.grid_sample(..., align_corners=False)``, split into row bands on a multi-threaded CPU.
+
+    PyTorch's CPU kernel parallelises over the batch only, so one frame (``B = 1``) runs on one core. Reading
+    the rows of the output grid as a batch of bands, over a zero-copy expanded input, uses every intra-op thread
+    and gives bit-identical results (each output pixel depends on its own grid entry only).
+    """
+    bands = torch.get_num_threads()
+    b, h, w, _ = grid.shape
+    if image.device.type != "cpu" or b != 1 or bands < 2 or h < 2 * bands:
+        return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+    rows = -(-h // bands)
+    if rows * bands != h:  # pad with copies of the last row, cropped again below
+        grid = torch.cat([grid, grid[:, -1:].expand(1, rows * bands - h, w, 2)], dim=1)
+    out = F.grid_sample(
+        image.expand(bands, -1, -1, -1),
+        grid.reshape(bands, rows, w, 2),
+        mode=mode,
+        padding_mode=padding_mode,
+        align_corners=False,
+    )  # (bands, C, rows, W)
+    out = out.transpose(0, 1).reshape(1, image.shape[1], rows * bands, w)
+    return out if rows * bands == h else out[:, :, :h].contiguous()
+
+
 def sample_grid(
     image: torch.Tensor,
     grid: torch.Tensor,
@@ -206,9 +231,7 @@ def sample_grid(
         raise MotionError(f"grid must have shape ({image.shape[0]}, H, W, 2), got {tuple(grid.shape)}")
     grid = grid.to(image.dtype)
     if padding_mode != "wrap":
-        return F.grid_sample(
-            image, grid, mode=sampling_mode, padding_mode=_GRID_SAMPLE_PADDING[padding_mode], align_corners=False
-        )
+        return _grid_sample(image, grid, sampling_mode, _GRID_SAMPLE_PADDING[padding_mode])
     h, w = image.shape[-2:]
     p = _WRAP_PAD
     # grid_sample has no wrap mode: wrap the coordinates into [-1, 1) (the image is periodic with period 2)
@@ -217,7 +240,7 @@ def sample_grid(
     padded = F.pad(image, (p, p, p, p), mode="circular")
     wrapped = torch.remainder(grid + 1.0, 2.0) - 1.0
     scale = torch.tensor([w / (w + 2 * p), h / (h + 2 * p)], device=grid.device, dtype=grid.dtype)
-    return F.grid_sample(padded, wrapped * scale, mode=sampling_mode, padding_mode="border", align_corners=False)
+    return _grid_sample(padded, wrapped * scale, sampling_mode, "border")
 
 
 # --------------------------------------------------------------------------------------------------- 2D
@@ -474,39 +497,49 @@ def reproject_3d_grid(
     rot, t = camera_motion(rotation_deg, translation, batch=b, device=device, dtype=dtype)
     ray_x, ray_y = _ray_axes(h, w, float(fov_deg), device, dtype)  # (W,), (H,)
 
-    # Work channel-last, (B, H, W, k), so the grid comes out in grid_sample's layout without a copy, and
-    # fold the pixel -> normalised scaling diag(2f / W, 2f / H, 1) into R so that grid = P'_xy / P_z.
+    # Planar (B, H, W) tensors, one per coordinate: every pass reads and writes contiguous memory (a channel-last
+    # (B, H, W, 3) layout made each slice a strided pass and cost 3-4x more on a CPU). The pixel -> normalised
+    # scaling diag(2f / W, 2f / H, 1) is folded into R so that grid = (S P)_xy / P_z.
     focal = (h / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
     to_normalized = torch.tensor([2.0 * focal / w, 2.0 * focal / h, 1.0], device=device, dtype=dtype)
     rot_s = rot * to_normalized.view(1, 3, 1)
-    # S R r = S R[:, 0] x + S R[:, 1] y + S R[:, 2], as (B, 1, W, 3) + (B, H, 1, 3) -> (B, H, W, 3).
-    cols = torch.addcmul(rot_s[:, :, 2].view(b, 1, 1, 3), ray_x.view(1, 1, w, 1), rot_s[:, :, 0].view(b, 1, 1, 3))
-    rows = ray_y.view(1, h, 1, 1) * rot_s[:, :, 1].view(b, 1, 1, 3)
-    r_rays = cols + rows
-    r_t = (rot_s @ t.unsqueeze(-1)).view(b, 1, 1, 3)  # S R t
-    t_z = t[:, 2].view(b, 1, 1, 1)
-    depth_hw = depth.reshape(b, h, w, 1)
-    # d_0 = D (R^T r)_z + t_z, with (R^T r)_z = R[0, 2] x + R[1, 2] y + R[2, 2] (separable again).
-    cols_z = torch.addcmul(rot[:, 2, 2].view(b, 1, 1, 1), ray_x.view(1, 1, w, 1), rot[:, 0, 2].view(b, 1, 1, 1))
-    rows_z = ray_y.view(1, h, 1, 1) * rot[:, 1, 2].view(b, 1, 1, 1)
-    target_depth = torch.addcmul(t_z, depth_hw, cols_z + rows_z)
+    r_t = (rot_s @ t.unsqueeze(-1)).squeeze(-1)  # S R t, (B, 3)
 
+    def separable(coef: torch.Tensor) -> torch.Tensor:
+        """``coef[:, 0] x[u] + coef[:, 1] y[v] + coef[:, 2]`` as ``(B, H, W)`` from ``(B, 3)``."""
+        cols = torch.addcmul(coef[:, 2].view(b, 1, 1), ray_x.view(1, 1, w), coef[:, 0].view(b, 1, 1))
+        return cols + ray_y.view(1, h, 1) * coef[:, 1].view(b, 1, 1)  # thin + thin: one cheap full pass
+
+    # (Plain mul/sub_ below rather than addcmul with a broadcast (B, 1, 1) term: on a CPU the latter misses the
+    # vectorised kernel and costs ~2x.)
+    rays = [separable(rot_s[:, k]) for k in range(3)]  # (S R r)_k, the rotated rays
+    r_t = [r_t[:, k].view(b, 1, 1) for k in range(3)]
+    t_z = t[:, 2].view(b, 1, 1)
+    # d_0 = D (R^T r)_z + t_z, with (R^T r)_z = R[0, 2] x + R[1, 2] y + R[2, 2].
+    target_depth = (depth.view(b, h, w) * separable(rot[:, :, 2])).add_(t_z)
+
+    grid = torch.empty(b, h, w, 2, device=device, dtype=dtype)
     for step in range(depth_refinement_steps + 1):
-        p = torch.addcmul(-r_t, target_depth, r_rays)  # S P, P = d R r - R t in the old camera
-        pz = p[..., 2:3]
+        pz = (target_depth * rays[2]).sub_(r_t[2])  # S P, P = d R r - R t in the old camera
         # Clamp before dividing so points behind the camera give finite (masked) coordinates.
         inv_z = pz.clamp(min=near).reciprocal_()
-        grid = p[..., :2] * inv_z
+        px = (target_depth * rays[0]).sub_(r_t[0])
+        py = (target_depth * rays[1]).sub_(r_t[1])
+        # Written straight into the interleaved grid: torch.stack of two planes costs ~5x one pass on a CPU.
+        torch.mul(px, inv_z, out=grid[..., 0])
+        torch.mul(py, inv_z, out=grid[..., 1])
         if step == depth_refinement_steps:
             break
-        source_depth = F.grid_sample(depth, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        target_depth = (target_depth - t_z).mul_(inv_z).mul_(source_depth.view(b, h, w, 1)).add_(t_z)
+        source_depth = _grid_sample(depth, grid, "bilinear", "border")
+        target_depth.sub_(t_z).mul_(inv_z).mul_(source_depth.view(b, h, w)).add_(t_z)
 
-    inside = grid.abs() <= 1.0  # (B, H, W, 2)
-    valid = (pz > near) & (target_depth > near) & inside[..., :1] & inside[..., 1:]
+    # Inside the old image: max(|x'|, |y'|) <= 1; in front of both cameras: min(P_z, d) > near. Few comparisons,
+    # because bool-producing ops are the slowest elementwise passes on a CPU.
+    extent = torch.maximum(px.abs_(), py.abs_()).mul_(inv_z)
+    valid = (extent <= 1.0) & (torch.minimum(pz, target_depth) > near)
     if far is not None:
         valid &= pz < far
-    return grid, ~valid.permute(0, 3, 1, 2)
+    return grid, ~valid.unsqueeze(1)
 
 
 def reproject_3d(

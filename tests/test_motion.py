@@ -405,3 +405,27 @@ def test_batch_and_depth_resize() -> None:
 def test_sample_grid_validates_grid_shape() -> None:
     with pytest.raises(MotionError, match="grid"):
         sample_grid(torch.rand(2, 3, 4, 4), torch.zeros(1, 4, 4, 2))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "nearest"])
+@pytest.mark.parametrize("padding", ["border", "reflect", "zeros", "wrap"])
+def test_banded_sampling_is_bit_identical_to_grid_sample(threads: int, mode: str, padding: str) -> None:
+    # sample_grid splits one frame's rows into bands over the CPU threads; 37 rows are not a multiple of 2 or 3.
+    gen = torch.Generator().manual_seed(3)
+    image = torch.rand(1, 3, 37, 29, generator=gen)
+    grid = torch.rand(1, 37, 29, 2, generator=gen) * 2.4 - 1.2
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        expected = sample_grid(image, grid, padding, mode)
+        torch.set_num_threads(threads)
+        banded = sample_grid(image, grid, padding, mode)
+    finally:
+        torch.set_num_threads(before)
+    assert banded.shape == expected.shape and banded.is_contiguous()
+    assert torch.equal(banded, expected)
+    if padding != "wrap":
+        pad = {"reflect": "reflection"}.get(padding, padding)
+        direct = F.grid_sample(image, grid, mode=mode, padding_mode=pad, align_corners=False)
+        assert torch.equal(banded, direct)
