@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from discolib.events import EventCallback, RenderEvent, RenderResult, RenderStopped
 from discolib.prompts import PromptSchedule
-from discolib.runs import FrameWriter, RunFolder, save_png_atomic
+from discolib.runs import FrameWriter, PendingFrame, RunFolder, save_png_atomic
 from discolib.samplers.base import FrameRequest, FrameSampler
 from discolib.schedule import Schedule
 from discolib.settings import Settings, SettingsError
@@ -134,6 +134,7 @@ class AnimationState:
     color_ref: torch.Tensor | None = None  # frame 0, (1, 3, H, W) in [0, 1], as written
     color_hist: Any = None  # discolib.coherence.HistogramReference of color_ref, prepared on first use
     depth_dir: Path | None = None
+    motion_3d: torch.Tensor | None = None  # (frames, 6) rotation_3d_xyz, translation_xyz on the render device
 
 
 def _quantize(image: torch.Tensor) -> torch.Tensor:
@@ -175,8 +176,11 @@ def _warp(prev: torch.Tensor, settings: Settings, sv: dict[str, np.ndarray], i: 
         depth = normalize_depth(state.depth(prev), *DEFORUM_DEPTH_RANGE)
         if state.depth_dir is not None:
             save_depth_png(depth, state.depth_dir / f"{i - 1:06d}.png")
-        rot = torch.tensor([[v("rotation_3d_x"), v("rotation_3d_y"), v("rotation_3d_z")]], dtype=prev.dtype, device=prev.device)
-        trans = torch.tensor([[v("translation_x"), v("translation_y"), v("translation_z")]], dtype=prev.dtype, device=prev.device)
+        if state.motion_3d is None:  # every frame's camera motion uploaded once: no per-frame host-to-device copy
+            keys = ("rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "translation_x", "translation_y", "translation_z")
+            table = np.stack([np.asarray(sv[k], dtype=np.float64) for k in keys], axis=1)
+            state.motion_3d = torch.as_tensor(table).to(device=prev.device, dtype=prev.dtype)
+        rot, trans = state.motion_3d[i : i + 1, :3], state.motion_3d[i : i + 1, 3:]
         warped, mask = motion.reproject_3d(
             prev,
             depth,
@@ -220,7 +224,11 @@ def _coherence(
         # which would pull noise-filled holes towards noise.)
         # Disocclusions have no source pixel: fresh noise lets the sampler invent content there instead of
         # smearing the border (a long-standing Deforum request).
-        fill = torch.rand(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+        fill = torch.rand(x.shape, generator=gen, dtype=x.dtype)
+        if x.device.type == "cuda":  # pinned + non_blocking: the copy does not make the host wait for the GPU
+            fill = fill.pin_memory().to(x.device, non_blocking=True)
+        else:
+            fill = fill.to(x.device)
         x = torch.where(mask.expand_as(x), fill, x)
     noise = float(sv["noise_schedule"][i])
     if settings.image.mode == "latent" and noise > 0:
@@ -407,9 +415,14 @@ def _step_callback(
     return cb
 
 
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8 on the host: the one device-to-host copy per frame."""
-    return image[0].detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+def _to_uint8(image: torch.Tensor) -> Any:
+    """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8 for the writer: the one device-to-host copy per frame.
+
+    On CUDA the copy goes to pinned memory without a host sync (:class:`discolib.runs.PendingFrame`); the
+    writer thread waits for it, so the loop can queue the next frame while the GPU finishes this one.
+    """
+    frame = image[0].detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
+    return PendingFrame.from_tensor(frame.contiguous())
 
 
 def _finish_frame(

@@ -305,6 +305,35 @@ def _new_run_id(batch_dir: Path) -> str:
     return rid
 
 
+class PendingFrame:
+    """A uint8 ``(H, W, 3)`` frame being copied from an accelerator into pinned host memory.
+
+    :meth:`from_tensor` starts the copy without waiting for it (no host sync: the frame loop goes on queueing
+    the next frame's work); :meth:`result` waits for the copy and is called by :class:`FrameWriter`'s thread.
+    On the CPU the frame is simply the array.
+    """
+
+    def __init__(self, host: Any, done: Any) -> None:
+        self._host, self._done = host, done
+
+    @staticmethod
+    def from_tensor(frame: Any) -> Any:
+        """``frame``: a uint8 ``(H, W, 3)`` tensor on any device."""
+        import torch
+
+        if frame.device.type != "cuda":
+            return frame.cpu().numpy()
+        host = torch.empty(frame.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(frame, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return PendingFrame(host, done)
+
+    def result(self) -> Any:
+        self._done.synchronize()
+        return self._host.numpy()
+
+
 class FrameWriter:
     """Writes frames and the run record on a background thread, so PNG encoding and disk I/O overlap the next frame.
 
@@ -343,6 +372,8 @@ class FrameWriter:
                 if self._error is not None:
                     continue  # after a failure, drain without writing (close() reports the error)
                 index, array, seed = item
+                if isinstance(array, PendingFrame):
+                    array = array.result()  # waits here, off the frame loop, for the device-to-host copy
                 path = self.folder.save_frame(index, array)
                 self.record.frames_done = index + 1
                 self.record.seeds = [*self.record.seeds[:index], seed]
@@ -359,7 +390,7 @@ class FrameWriter:
                 self._queue.task_done()
 
     def submit(self, index: int, array: Any, seed: int) -> Path:
-        """Queue frame ``index`` (uint8 (H, W, 3) numpy array); returns the path it will have."""
+        """Queue frame ``index`` (uint8 (H, W, 3) numpy array or a :class:`PendingFrame`); returns its path."""
         if self._error is not None:
             raise self._error
         self._queue.put((index, array, seed))

@@ -157,3 +157,21 @@ def test_latest_orders_same_second_runs_numerically(tmp_path: Path) -> None:
     for rid in ("20260101-000000", "20260101-000000-2", "20260101-000000-10"):
         RunFolder.create(tmp_path, "b", "{}", run_id=rid)
     assert RunFolder.latest(tmp_path, "b").path.name == "20260101-000000-10"
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))],
+)
+def test_pending_frame_reaches_the_writer_intact(tmp_path: Path, device: str) -> None:
+    from discolib.runs import FrameWriter, PendingFrame
+
+    frame = torch.randint(0, 256, (6, 5, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    pending = PendingFrame.from_tensor(frame.to(device))
+    assert isinstance(pending, PendingFrame) == (device == "cuda")
+    run = RunFolder.create(tmp_path, "b", "{}")
+    writer = FrameWriter(run, run.read_record())
+    writer.submit(0, pending, seed=1)
+    writer.close()
+    assert np.array_equal(np.asarray(Image.open(run.frame_path(0))), frame.numpy())
+    assert run.read_record().frames_done == 1
