@@ -194,6 +194,9 @@ def test_bad_settings_name_the_setting(comps: LatentComponents) -> None:
         run(comps, init_image=torch.rand(1, 3, H, W), strength=1.5)
     with pytest.raises(LatentSettingError, match="init_image values"):
         run(comps, init_image=torch.rand(1, 3, H, W) * 255, strength=0.5)
+    # A caller that guarantees the range (the render loop) skips the host read; the same init then runs.
+    init = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(run(comps, init_image=init, strength=0.5, check_init_range=False), run(comps, init_image=init, strength=0.5))
     with pytest.raises(LatentSettingError, match="noise must have shape"):
         run(comps, noise=torch.randn(1, 4, 4, 4))
 

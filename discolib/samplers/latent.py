@@ -271,16 +271,17 @@ def _check_settings(
         raise LatentSettingError(f"strength must be in [0, 1], got {strength!r}")
 
 
-def _prepare_init_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+def _prepare_init_image(image: torch.Tensor, width: int, height: int, *, check_range: bool = True) -> torch.Tensor:
     if not isinstance(image, torch.Tensor):
         raise LatentSettingError(f"init_image must be a tensor (B, 3, H, W) in [0, 1], got {type(image).__name__}")
     if image.ndim == 3:
         image = image.unsqueeze(0)
     if image.ndim != 4 or image.shape[1] != 3:
         raise LatentSettingError(f"init_image must have shape (B, 3, H, W), got {tuple(image.shape)}")
-    lo, hi = torch.aminmax(image.detach().float())
-    if lo < -1e-3 or hi > 1 + 1e-3:  # one host read per call, before the step loop
-        raise LatentSettingError(f"init_image values must be in [0, 1], got [{float(lo):.3g}, {float(hi):.3g}]")
+    if check_range:
+        lo, hi = torch.aminmax(image.detach().float())
+        if lo < -1e-3 or hi > 1 + 1e-3:  # one host read per call, before the step loop
+            raise LatentSettingError(f"init_image values must be in [0, 1], got [{float(lo):.3g}, {float(hi):.3g}]")
     if tuple(image.shape[-2:]) != (height, width):
         warnings.warn(
             f"init_image is {image.shape[-1]}x{image.shape[-2]}, resized to width x height = {width}x{height} "
@@ -357,6 +358,7 @@ def denoise_latents(
     preview_every: int = 0,
     model_fn_wrappers: Sequence[ModelFnWrapper] = (),
     batch_size: int = 1,
+    check_init_range: bool = True,
 ) -> torch.Tensor:
     """Run the sampler and return the final scaled latents (B, C, height/f, width/f), float32.
 
@@ -373,7 +375,7 @@ def denoise_latents(
     use_init = (init_image is not None or init_latents is not None) and strength < 1.0
     if use_init and init_latents is None:
         assert init_image is not None
-        init_image = _prepare_init_image(init_image, width, height)
+        init_image = _prepare_init_image(init_image, width, height, check_range=check_init_range)
 
     given = [t for t in (init_latents, noise) if t is not None]
     if use_init and init_latents is None and init_image is not None:
@@ -471,6 +473,7 @@ def sample_latent(
     model_fn_wrappers: Sequence[ModelFnWrapper] = (),
     batch_size: int = 1,
     decode_with_preview_vae: bool = False,
+    check_init_range: bool = True,
 ) -> torch.Tensor:
     """txt2img / img2img with a Stable-Diffusion-style model. Returns images (B, 3, height, width) in [0, 1].
 
@@ -494,6 +497,9 @@ def sample_latent(
         model_fn_wrappers: functions ``model_fn -> model_fn`` applied in order (first is innermost).
         batch_size: images per call when no batched tensor input sets it.
         decode_with_preview_vae: decode the result with the AutoencoderTiny (faster, softer) if present.
+        check_init_range: read ``init_image``'s value range back to the host and refuse values outside [0, 1].
+            ``False`` is for callers that guarantee the range (the render loop's own clamped frames): on an
+            accelerator that read would stall the frame loop once per frame.
 
     Raises:
         LatentSettingError: an invalid setting (the message names it).
@@ -517,6 +523,7 @@ def sample_latent(
         preview_every=preview_every,
         model_fn_wrappers=model_fn_wrappers,
         batch_size=batch_size,
+        check_init_range=check_init_range,
     )
     return decode_latents(comps, latents, use_preview_vae=decode_with_preview_vae)
 
@@ -678,7 +685,10 @@ class LatentSampler:
             cfg_scale=s.latent.cfg_scale if request.cfg_scale is None else request.cfg_scale,
             scheduler=s.latent.scheduler,
             seed=gen,
-            init_image=None if init is None else init.to(self.device),
+            # FrameRequest.init is in [0, 1] by contract (the render loop's frames are clamped); clamping here
+            # keeps that true for any caller without reading the range back from the device every frame.
+            init_image=None if init is None else init.to(self.device).clamp(0.0, 1.0),
+            check_init_range=False,
             strength=1.0 if init is None else 1.0 - keep,
             callback=step_cb,
             preview_every=0,  # the render loop asks for previews when it wants them (see preview)
