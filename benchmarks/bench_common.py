@@ -44,6 +44,8 @@ class BenchContext:
         warmup: untimed runs before timing.
         repeats: timed runs; figures are their median.
         compile: ``torch.compile`` the latent UNet (CUDA fast path; slow first call).
+        compile_mode: ``torch.compile`` mode: ``"default"``, ``"reduce-overhead"`` (CUDA graphs: the shapes of the
+            frame loop are static) or ``"max-autotune"``.
     """
 
     device: torch.device
@@ -53,6 +55,7 @@ class BenchContext:
     warmup: int = 1
     repeats: int = 5
     compile: bool = False
+    compile_mode: str = "default"
 
     @property
     def cuda(self) -> bool:

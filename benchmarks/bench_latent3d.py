@@ -290,6 +290,7 @@ def run(ctx: BenchContext) -> BenchResult:
             "sampling": "euler, steps=2, strength=0.5 -> 1 UNet call, cfg 0",
             "warp": "reproject_3d bicubic, border, depth_refinement_steps=1",
             "compile": ctx.compile,
+            "compile_mode": ctx.compile_mode if ctx.compile else None,
             "channels_last": ctx.cuda,
         },
     )
@@ -299,7 +300,8 @@ def run(ctx: BenchContext) -> BenchResult:
     for comps in (taesd, kl):
         enable_fast_paths(comps, channels_last=ctx.cuda)
     if ctx.compile:
-        enable_fast_paths(taesd, compile_unet=True)  # shared UNet: compiled once for both
+        mode = {} if ctx.compile_mode == "default" else {"mode": ctx.compile_mode}
+        enable_fast_paths(taesd, compile_unet=mode or True)  # shared UNet: compiled once for both
     depth = build_depth(ctx.device, ctx.dtype, depth_input)
     try:  # discolib's depth preprocessing (antialiased bicubic resize) has no bf16 kernel on some devices
         with torch.inference_mode():

@@ -101,6 +101,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per figure (median reported)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs before timing")
     p.add_argument("--compile", action="store_true", help="torch.compile the latent UNet (CUDA fast path)")
+    p.add_argument("--compile-mode", default="default",
+                   choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                   help="torch.compile mode with --compile (reduce-overhead = CUDA graphs; the loop's shapes are static)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                    help="do not run: print a Markdown table of the median (min, max) of each figure over these "
@@ -134,6 +137,7 @@ def _make_context(args: argparse.Namespace) -> BenchContext:
         warmup=warmup,
         repeats=repeats,
         compile=bool(args.compile),
+        compile_mode=args.compile_mode,
     )
 
 
@@ -222,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": ctx.warmup,
         "repeats": ctx.repeats,
         "compile": ctx.compile,
+        "compile_mode": ctx.compile_mode if ctx.compile else None,
         "platform": platform.platform(),
         "versions": _versions(),
         "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,

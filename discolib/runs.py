@@ -335,12 +335,15 @@ class PendingFrame:
 
 
 class FrameWriter:
-    """Writes frames and the run record on a background thread, so PNG encoding and disk I/O overlap the next frame.
+    """Writes frames and the run record in the background, so PNG encoding and disk I/O overlap the next frame.
 
-    ``submit`` hands over a frame already on the CPU as uint8 (H, W, 3) and blocks when ``max_pending`` frames are
-    waiting (bounded memory). Frames are written in order, each atomically, and the record is updated after each
-    one, so the record never claims a frame that is not on disk. ``close`` waits for everything and re-raises the
-    first write error; nothing submitted is lost on a normal exit, a stop or an exception in the render loop.
+    ``submit`` hands over a uint8 (H, W, 3) frame (or a :class:`PendingFrame` still on its way from the GPU) and
+    blocks when ``max_pending`` frames are waiting (bounded memory). ``encoders`` threads encode PNGs in parallel
+    (Pillow releases the GIL while compressing: one 512x512 frame takes ~30 ms, so a single encoder would cap a
+    real-time loop at ~30 frames/s); one writer thread then writes them in order, each atomically, and updates
+    the record after each one, so the record never claims a frame that is not on disk. ``close`` waits for
+    everything and re-raises the first error; nothing submitted is lost on a normal exit, a stop or an exception
+    in the render loop.
     """
 
     def __init__(
@@ -350,18 +353,31 @@ class FrameWriter:
         on_written: Any = None,
         *,
         max_pending: int = 4,
+        encoders: int | None = None,
     ) -> None:
         import queue
         import threading
+        from concurrent.futures import ThreadPoolExecutor
 
+        if encoders is None:  # half the cores, at most 4: the render loop keeps the others
+            encoders = min(4, max(1, (os.cpu_count() or 2) // 2))
+        if encoders < 1 or max_pending < 1:
+            raise ValueError(f"encoders and max_pending must be >= 1, got {encoders} and {max_pending}")
         self.folder = folder
         self.record = record
         self.on_written = on_written
+        self._pool = ThreadPoolExecutor(encoders, thread_name_prefix="discolib-png")
         self._queue: queue.Queue[tuple[int, Any, int] | None] = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None
         self._callback_error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="discolib-frame-writer", daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _encode(array: Any) -> tuple[Any, bytes]:
+        if isinstance(array, PendingFrame):
+            array = array.result()  # waits here, off the frame loop, for the device-to-host copy
+        return array, encode_png(array)
 
     def _run(self) -> None:
         while True:
@@ -371,10 +387,9 @@ class FrameWriter:
                     return
                 if self._error is not None:
                     continue  # after a failure, drain without writing (close() reports the error)
-                index, array, seed = item
-                if isinstance(array, PendingFrame):
-                    array = array.result()  # waits here, off the frame loop, for the device-to-host copy
-                path = self.folder.save_frame(index, array)
+                index, encoded, seed = item
+                array, data = encoded.result()
+                path = write_bytes_atomic(self.folder.frame_path(index), data)
                 self.record.frames_done = index + 1
                 self.record.seeds = [*self.record.seeds[:index], seed]
                 self.folder.write_record(self.record)
@@ -393,7 +408,8 @@ class FrameWriter:
         """Queue frame ``index`` (uint8 (H, W, 3) numpy array or a :class:`PendingFrame`); returns its path."""
         if self._error is not None:
             raise self._error
-        self._queue.put((index, array, seed))
+        # Encoding starts now on the pool; the bounded queue (not the pool) limits how many frames are in flight.
+        self._queue.put((index, self._pool.submit(self._encode, array), seed))
         return self.folder.frame_path(index)
 
     def flush(self) -> None:
@@ -408,6 +424,7 @@ class FrameWriter:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+        self._pool.shutdown(wait=True)
         if raise_errors and self._error is not None:
             raise self._error
         if raise_errors and self._callback_error is not None:

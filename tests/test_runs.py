@@ -110,20 +110,35 @@ def test_unwritable_output_root(tmp_path: Path) -> None:
             RunFolder.create(ro, "b", "{}")
 
 
-def test_frame_writer_writes_in_order_and_updates_record(tmp_path: Path) -> None:
+@pytest.mark.parametrize("encoders", [1, 3])
+def test_frame_writer_writes_in_order_and_updates_record(tmp_path: Path, encoders: int) -> None:
     from discolib.runs import FrameWriter
 
     run = RunFolder.create(tmp_path, "b", "{}")
     rec = run.read_record()
     written: list[int] = []
-    writer = FrameWriter(run, rec, lambda i, path, arr: written.append(i), max_pending=2)
-    for i in range(6):
-        writer.submit(i, np.full((4, 4, 3), i, np.uint8), seed=100 + i)
+    frames_done_seen: list[int] = []
+
+    def on_written(i: int, path: Path, arr: np.ndarray) -> None:
+        written.append(i)
+        frames_done_seen.append(run.read_record().frames_done)  # the record never runs ahead of the disk
+
+    writer = FrameWriter(run, rec, on_written, max_pending=2, encoders=encoders)
+    # Frames of different sizes encode in different times: parallel encoders must still write them in order.
+    sizes = [64, 4, 48, 4, 32, 4, 16, 4]
+    for i, n in enumerate(sizes):
+        writer.submit(i, np.random.default_rng(i).integers(0, 256, (n, n, 3), dtype=np.uint8), seed=100 + i)
     writer.close()
-    assert written == list(range(6))
-    assert run.complete_frames() == list(range(6))
+    assert written == list(range(len(sizes)))
+    assert frames_done_seen == [i + 1 for i in range(len(sizes))]
+    assert run.complete_frames() == list(range(len(sizes)))
+    for i, n in enumerate(sizes):
+        expected = np.random.default_rng(i).integers(0, 256, (n, n, 3), dtype=np.uint8)
+        assert np.array_equal(np.asarray(Image.open(run.frame_path(i))), expected)
     back = run.read_record()
-    assert back.frames_done == 6 and back.seeds == [100, 101, 102, 103, 104, 105]
+    assert back.frames_done == len(sizes) and back.seeds == [100 + i for i in range(len(sizes))]
+    with pytest.raises(ValueError, match="encoders"):
+        FrameWriter(run, rec, encoders=0)
 
 
 def test_frame_writer_reports_write_errors(tmp_path: Path) -> None:
