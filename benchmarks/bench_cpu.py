@@ -155,6 +155,34 @@ def _bench_render_overhead(ctx: BenchContext, result: BenchResult) -> None:
         host = prev.cpu()
         ms = time_call(lambda: save_png_atomic(Path(tmp) / "f.png", host), ctx, warmup=1, repeats=max(ctx.repeats, 3))
     result.add(f"save_png_{size}", median(ms), "ms", f"{size}x{size} PNG encode + atomic write", ms)
+    _bench_writer(ctx, result, size, prev)
+
+
+def _bench_writer(ctx: BenchContext, result: BenchResult, size: int, frame: torch.Tensor) -> None:
+    """Throughput of the background :class:`FrameWriter` (the ceiling it puts on a real-time loop's fps)."""
+    import os
+
+    from discolib.runs import FrameWriter, RunFolder
+
+    n = 8 if ctx.smoke else 32
+    array = frame[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
+    default = min(4, max(1, (os.cpu_count() or 2) // 2))
+    for encoders in sorted({1, default}):
+        rates = []
+        for _ in range(max(1, min(ctx.repeats, 3))):
+            with tempfile.TemporaryDirectory(prefix="discolib-bench-") as tmp:
+                run = RunFolder.create(Path(tmp), "bench", "{}")
+                writer = FrameWriter(run, run.read_record(), encoders=encoders)
+                t0 = time.perf_counter()
+                for i in range(n):
+                    writer.submit(i, array, seed=i)
+                writer.close()
+                rates.append(n / (time.perf_counter() - t0))
+        result.add(
+            f"frame_writer_{size}_encoders{encoders}", median(rates), "frames/s",
+            f"FrameWriter: {n} {size}x{size} uniform-noise PNGs (the slowest to encode) encoded and written atomically with the record, {encoders} encoder "
+            f"thread(s){' (the default here)' if encoders == default else ''}", rates,
+        )
 
 
 def run(ctx: BenchContext) -> BenchResult:
