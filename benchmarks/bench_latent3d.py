@@ -13,8 +13,8 @@ Per frame, built from discolib's public functions so each stage is timed on its 
 6. handoff: 8-bit quantisation on the device and the copy of the uint8 frame to the host (what a PNG writer or a
    live viewer needs); the next frame continues from the quantised frame, as :func:`render` does.
 
-Models have random weights built from their configs (written here from memory of the published config.json files:
-no network). Two decoders: AutoencoderTiny (TAESD) and the full AutoencoderKL (SD VAE). The text encoder is a small
+Models have random weights built from the published configs in :mod:`discolib.archs` (no network; checked
+against the config.json files of stabilityai/sd-turbo, madebyollin/taesd and Depth-Anything-V2-Small-hf). Two decoders: AutoencoderTiny (TAESD) and the full AutoencoderKL (SD VAE). The text encoder is a small
 stand-in with SD 2.x's 1024-wide output: prompt embeddings are cached per text, so it is not part of a frame.
 
 Also times one real :func:`discolib.render.render` of the ``tiny-latent`` preset in 3D for the end-to-end loop cost
@@ -40,8 +40,10 @@ from discolib.archs import LATENT_ARCHS, LATENT_SCHEDULERS, SD_VAE, random_depth
 from discolib.depth import DEFORUM_DEPTH_RANGE, TransformersDepth, normalize_depth
 from discolib.events import RenderEvent
 from discolib.latent_models import TINY_TOKENIZER_DIR, LatentComponents, enable_fast_paths
+from discolib.models import upload
 from discolib.presets import apply_preset
 from discolib.render import evaluate_schedules, render
+from discolib.runs import PendingFrame
 from discolib.samplers.latent import sample_latent
 from discolib.settings import Settings
 
@@ -147,9 +149,14 @@ class FrameLoop:
         settings.set("animation.strength_schedule", "0: (0.5)")  # 2 steps x 0.5 = one UNet call (sd-turbo img2img)
         settings.set("animation.rotation_3d_y", "0: (0.5)")
         self.sv = evaluate_schedules(settings, n_frames, 42)
+        # As render(): every frame's camera motion uploaded once, frame 0's colour histogram prepared once.
+        keys = ("rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "translation_x", "translation_y", "translation_z")
+        self.motion = upload(torch.tensor([[float(self.sv[k][i]) for k in keys] for i in range(n_frames)]), device)
         gen = torch.Generator("cpu").manual_seed(0)
-        self.color_ref = torch.rand(1, 3, size, size, generator=gen).to(device)
-        self.prev = self.color_ref.clone()
+        color_ref = upload(torch.rand(1, 3, size, size, generator=gen), device)
+        self.color_ref = coherence.HistogramReference.prepare(color_ref, "LAB")
+        self.prev = color_ref.clone()
+        self.pending: Any = None  # the previous frame's host copy, collected one frame later (as the writer does)
         self.i = 1
         self.timer = StageTimer(device)
         enc = getattr(comps.vae, "encoder", None)
@@ -159,44 +166,66 @@ class FrameLoop:
             {"vae_encode": enc, "unet": comps.unet, "vae_decode": dec} if split_sample else {}
         )
 
-    def frame(self) -> dict[str, float]:
-        """Run one frame; returns ``{stage: ms, "total": ms, "wall": ms}``."""
+    def frame(self, *, timed: bool = True) -> dict[str, float]:
+        """Run one frame; returns ``{stage: ms, "total": ms, "wall": ms}`` (``timed=False``: no stage marks, no
+        end-of-frame wait, returns ``{}``: the loop runs ahead of the GPU as :func:`render` does)."""
         i, sv, dev = self.i % len(self.sv["zoom"]), self.sv, self.device
+        timer = self.timer if timed else _NO_TIMER
         t_wall = time.perf_counter()
-        self.timer.start()
-        rot = torch.tensor([[sv["rotation_3d_x"][i], sv["rotation_3d_y"][i], sv["rotation_3d_z"][i]]], dtype=torch.float32)
-        trans = torch.tensor([[sv["translation_x"][i], sv["translation_y"][i], sv["translation_z"][i]]], dtype=torch.float32)
-        rot, trans = rot.to(dev), trans.to(dev)
+        timer.start()
+        rot, trans = self.motion[i : i + 1, :3], self.motion[i : i + 1, 3:]
         fov, keep, noise = float(sv["fov"][i]), float(sv["strength_schedule"][i]), float(sv["noise_schedule"][i])
-        self.timer.mark("schedules")
+        timer.mark("schedules")
         depth = normalize_depth(self.depth(self.prev), *DEFORUM_DEPTH_RANGE)
-        self.timer.mark("depth")
+        timer.mark("depth")
         warped, mask = motion.reproject_3d(
             self.prev, depth, rot, trans, fov_deg=fov, padding_mode="border", sampling_mode="bicubic"
         )
         warped = warped.clamp(0, 1)
-        self.timer.mark("warp3d")
+        timer.mark("warp3d")
         x = coherence.match_histogram(warped, self.color_ref, "LAB")
         gen = torch.Generator("cpu").manual_seed(42 + 7919 * (i + 1))  # host noise, as render's _coherence
-        fill = torch.rand(x.shape, generator=gen, dtype=x.dtype).to(dev)
+        fill = upload(torch.rand(x.shape, generator=gen, dtype=x.dtype), dev)
         x = torch.where(mask.expand_as(x), fill, x)
         x = coherence.add_noise(x, noise, "gaussian", gen).clamp(0, 1)
-        self.timer.mark("coherence")
-        with _module_stages(self.timer, self.modules):
+        timer.mark("coherence")
+        with _module_stages(timer, self.modules if timed else {}):
             image = sample_latent(
                 self.comps, prompts=PROMPT, width=self.size, height=self.size, steps=2, cfg_scale=0.0,
-                scheduler="euler", seed=42 + i, init_image=x, strength=1.0 - keep,
+                scheduler="euler", seed=42 + i, init_image=x, strength=1.0 - keep, check_init_range=False,
             )
-        self.timer.mark("sample_other" if self.split_sample else "sample")
-        frame_u8 = image.clamp(0, 1).mul(255).round().to(torch.uint8)
-        host = frame_u8.cpu()  # the hand-off: a PNG writer or viewer reads these bytes
-        self.prev = frame_u8.float().div(255)
-        self.timer.mark("handoff")
-        out = self.timer.stop()
+        timer.mark("sample_other" if self.split_sample else "sample")
+        frame_u8 = image[0].clamp(0, 1).mul(255).round().to(torch.uint8)
+        if self.pending is not None:
+            self.collect()
+        # The hand-off, as render(): uint8 to pinned host memory without a sync; collected a frame later.
+        self.pending = PendingFrame.from_tensor(frame_u8.permute(1, 2, 0).contiguous())
+        self.prev = frame_u8.unsqueeze(0).float().div(255)
+        timer.mark("handoff")
+        out = timer.stop()
         out["wall"] = (time.perf_counter() - t_wall) * 1000.0
-        assert host.shape == (1, 3, self.size, self.size)
         self.i += 1
         return out
+
+    def collect(self) -> None:
+        """Wait for the last frame's host copy (what the writer thread does) and check it."""
+        host = self.pending.result() if isinstance(self.pending, PendingFrame) else self.pending
+        self.pending = None
+        assert host.shape == (self.size, self.size, 3)
+
+
+class _NoTimer:
+    """StageTimer's interface doing nothing: frames run back to back without a wait."""
+
+    def start(self) -> None: ...
+
+    def mark(self, stage: str) -> None: ...
+
+    def stop(self) -> dict[str, float]:
+        return {}
+
+
+_NO_TIMER = _NoTimer()
 
 
 STAGES = (
@@ -242,6 +271,35 @@ def _run_loop(
     if ctx.cuda:
         peak = torch.cuda.max_memory_allocated(ctx.device) / 2**30
         result.add(f"{tag}_peak_gpu_mem", peak, "GiB", "torch.cuda.max_memory_allocated during the timed frames")
+
+    # Throughput with the loop running ahead of the device (no per-stage events, no end-of-frame wait): the
+    # real-time figure. The staged figures above wait for every frame.
+    with torch.inference_mode():
+        sync(ctx.device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            loop.frame(timed=False)
+        loop.collect()
+        sync(ctx.device)
+        wall = (time.perf_counter() - t0) * 1000.0
+    result.add(f"{tag}_fps_pipelined", repeats * 1000.0 / wall, "frames/s",
+               f"{label}; {repeats} frames back to back, one wait at the end")
+    if ctx.cuda:
+        # Host syncs left in one frame, as torch's sync debug mode sees them (.item(), .cpu(), pageable copies...).
+        import warnings
+
+        with torch.inference_mode(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                loop.frame(timed=False)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
+        result.add(f"{tag}_host_syncs_per_frame", float(len(syncs)), "count",
+                   "torch.cuda.set_sync_debug_mode('warn') warnings in one untimed frame (messages in config)")
+        result.config[f"{tag}_host_syncs"] = syncs
+        loop.collect()
 
 
 def _render_tiny(ctx: BenchContext, result: BenchResult) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "build_tiny_secondary",
     "resolve_device",
     "resolve_dtype",
+    "upload",
 ]
 
 TINY = "tiny"
@@ -66,6 +67,17 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and name == "float16":
         raise ValueError("models.dtype: float16 is not supported on the CPU; use float32 or bfloat16")
     return table[name]
+
+
+def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t.to(device)`` without a host sync: a host tensor goes to CUDA through pinned memory, ``non_blocking``.
+
+    A plain copy from pageable memory makes the host wait for every kernel queued before it, which stalls a frame
+    loop that should run ahead of the GPU. Any other combination is an ordinary ``.to``.
+    """
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def build_tiny_adm_unet(seed: int = 0) -> UNet2DModel:

@@ -151,6 +151,7 @@ def _load_frame(path: Path, device: torch.device) -> torch.Tensor:
 def _warp(prev: torch.Tensor, settings: Settings, sv: dict[str, np.ndarray], i: int, state: AnimationState) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Frame ``i``'s motion applied to the previous frame; returns (warped, disocclusion mask or None)."""
     from discolib import motion
+    from discolib.models import upload
 
     anim = settings.animation
 
@@ -179,7 +180,7 @@ def _warp(prev: torch.Tensor, settings: Settings, sv: dict[str, np.ndarray], i: 
         if state.motion_3d is None:  # every frame's camera motion uploaded once: no per-frame host-to-device copy
             keys = ("rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "translation_x", "translation_y", "translation_z")
             table = np.stack([np.asarray(sv[k], dtype=np.float64) for k in keys], axis=1)
-            state.motion_3d = torch.as_tensor(table).to(device=prev.device, dtype=prev.dtype)
+            state.motion_3d = upload(torch.as_tensor(table, dtype=prev.dtype), prev.device)
         rot, trans = state.motion_3d[i : i + 1, :3], state.motion_3d[i : i + 1, 3:]
         warped, mask = motion.reproject_3d(
             prev,
@@ -205,6 +206,7 @@ def _coherence(
 ) -> torch.Tensor:
     """Colour match to frame 0, contrast, anti-blur, noise (latent mode) and fresh noise in disoccluded pixels."""
     from discolib import coherence
+    from discolib.models import upload
 
     anim = settings.animation
     x = warped
@@ -224,11 +226,7 @@ def _coherence(
         # which would pull noise-filled holes towards noise.)
         # Disocclusions have no source pixel: fresh noise lets the sampler invent content there instead of
         # smearing the border (a long-standing Deforum request).
-        fill = torch.rand(x.shape, generator=gen, dtype=x.dtype)
-        if x.device.type == "cuda":  # pinned + non_blocking: the copy does not make the host wait for the GPU
-            fill = fill.pin_memory().to(x.device, non_blocking=True)
-        else:
-            fill = fill.to(x.device)
+        fill = upload(torch.rand(x.shape, generator=gen, dtype=x.dtype), x.device)
         x = torch.where(mask.expand_as(x), fill, x)
     noise = float(sv["noise_schedule"][i])
     if settings.image.mode == "latent" and noise > 0:

@@ -380,3 +380,23 @@ def test_tiny_tokenizer_files_are_reproducible(tmp_path: Path, comps: LatentComp
     assert tok.tokenize("the castle") == ["the</w>", "castle</w>"]  # merges apply
     ids = tok("the castle").input_ids
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+
+
+@pytest.mark.parametrize("name", scheduler_names())
+@pytest.mark.parametrize("begin_step", [0, 3])
+def test_host_noising_coefficients_equal_add_noise(comps: LatentComponents, name: str, begin_step: int) -> None:
+    # img2img noises the init with coefficients probed on the host; they must reproduce diffusers' add_noise.
+    from discolib.samplers.latent import _noising_coefficients
+
+    sched = make_scheduler(name, comps.scheduler_config)
+    sched.set_timesteps(8, device="cpu")
+    begin = begin_step * sched.order
+    if hasattr(sched, "set_begin_index"):
+        sched.set_begin_index(begin)
+    t0 = sched.timesteps[begin : begin + 1]
+    gen = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 4, 8, 8, generator=gen)
+    keep, add = _noising_coefficients(sched, t0)
+    expected = sched.add_noise(x0, noise, t0.repeat(2))
+    torch.testing.assert_close(x0 * keep + noise * add, expected, rtol=1e-6, atol=1e-6)
+    assert 0 < keep <= 1 and add > 0

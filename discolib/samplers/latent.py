@@ -50,6 +50,7 @@ from discolib.latent_models import (
     make_scheduler,
 )
 from discolib.losses import ClipGuidance, clamp_grad_rms, zero_nan_grad
+from discolib.models import upload
 from discolib.samplers.base import FrameRequest, make_step_callback
 from discolib.settings import Settings
 
@@ -338,6 +339,19 @@ def _alpha_bars(scheduler: object, timesteps: torch.Tensor, begin: int) -> torch
     return ac[idx]
 
 
+def _noising_coefficients(scheduler: object, t0: torch.Tensor) -> tuple[float, float]:
+    """``(a, b)`` with ``scheduler.add_noise(x0, noise, t0) == a * x0 + b * noise``, as host numbers.
+
+    ``add_noise`` is linear in ``x0`` and ``noise`` for every diffusers scheduler, so probing it with ones and zeros
+    on the host gives its exact coefficients for any solver (sigma- or alpha-parameterised) without copying the
+    scheduler's tables to the device for every frame.
+    """
+    one, zero = torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1)
+    a = scheduler.add_noise(one, zero, t0)  # type: ignore[attr-defined]
+    b = scheduler.add_noise(zero, one, t0)  # type: ignore[attr-defined]
+    return float(a.reshape(-1)[0]), float(b.reshape(-1)[0])
+
+
 @torch.no_grad()
 def denoise_latents(
     comps: LatentComponents,
@@ -392,8 +406,8 @@ def denoise_latents(
     # copies from the host inside the loop.
     gen = seed if isinstance(seed, torch.Generator) else torch.Generator("cpu").manual_seed(int(seed))
     if noise is None:
-        noise = randn_tensor(latent_shape, generator=gen, device=device, dtype=torch.float32)
-    noise = _expand_batch(noise.to(device=device, dtype=torch.float32), batch, "noise")
+        noise = randn_tensor(latent_shape, generator=gen, device=gen.device, dtype=torch.float32)
+    noise = _expand_batch(upload(noise.to(torch.float32), device), batch, "noise")
     step_seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
     step_gen = torch.Generator(device=device).manual_seed(step_seed)
 
@@ -405,35 +419,39 @@ def denoise_latents(
     uncond_b = uncond_emb.expand(batch, -1, -1) if uncond_emb is not None else None
 
     sched = make_scheduler(scheduler, comps.scheduler_config)
-    sched.set_timesteps(steps, device=device)
-    timesteps = sched.timesteps
+    # The scheduler lives on the host (its timesteps and sigmas are a few numbers it branches on); the UNet gets
+    # the timesteps uploaded once without a sync. diffusers' set_timesteps(device=cuda) would copy them from
+    # pageable memory (a sync) for every frame of an animation.
+    sched.set_timesteps(steps, device="cpu")
+    timesteps_host = sched.timesteps
     begin = 0
     if use_init:
         init_steps = min(int(steps * strength), steps)
         begin = max(steps - init_steps, 0) * sched.order
-        timesteps = timesteps[begin:]
+        timesteps_host = timesteps_host[begin:]
     if hasattr(sched, "set_begin_index"):
-        sched.set_begin_index(begin)  # also spares the schedulers a per-step timestep lookup (a host sync)
+        sched.set_begin_index(begin)  # also spares the schedulers a per-step timestep lookup
+    timesteps = upload(timesteps_host, device)
 
     if use_init:
         x0 = init_latents if init_latents is not None else encode_image(comps, init_image)  # type: ignore[arg-type]
         x0 = _expand_batch(x0.to(device=device, dtype=torch.float32), batch, "init_latents")
-        if len(timesteps) == 0:
+        if len(timesteps_host) == 0:
             return x0.clone()
-        latents = sched.add_noise(x0, noise, timesteps[:1].repeat(batch))
+        keep, add = _noising_coefficients(sched, timesteps_host[:1])
+        latents = x0 * keep + noise * add
     else:
         latents = noise * sched.init_noise_sigma
 
-    alpha_bars = _alpha_bars(sched, timesteps, begin).to(device)
+    alpha_bars = upload(_alpha_bars(sched, timesteps_host, begin), device)
     prediction_type = str(sched.config.get("prediction_type", "epsilon"))
     model_fn = _make_base_model_fn(comps)
     for wrap in model_fn_wrappers:
         model_fn = wrap(model_fn)
     step_kwargs = {"generator": step_gen} if "generator" in inspect.signature(sched.step).parameters else {}
     n = len(timesteps)
-    # The UNet gets the timestep on its device; the scheduler gets a host copy: DDIM, PNDM and LCM branch on its
+    # The UNet gets the timestep on its device; the scheduler the host copy: DDIM, PNDM and LCM branch on its
     # value (``prev_t >= 0``), which would read a device tensor back every step.
-    timesteps_host = timesteps.detach().cpu()
 
     for i in range(n):
         t, t_host = timesteps[i], timesteps_host[i]
@@ -648,7 +666,8 @@ class LatentSampler:
         keep = request.init_strength
         if init is None and (init := self._settings_init()) is not None:
             keep = s.latent.strength
-        gen = torch.Generator(self.device).manual_seed(request.seed)
+        # A host generator: the same noise on every device, and drawing it never reads a device value back.
+        gen = torch.Generator("cpu").manual_seed(request.seed)
         wrappers: list[ModelFnWrapper] = []
         if self.ensemble is not None:
             # Cut sizes and positions are drawn on the host: a CPU generator keeps them free of device syncs.
