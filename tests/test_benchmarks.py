@@ -93,3 +93,14 @@ def test_disco_step_on_cpu_without_quick_is_skipped_with_a_reason(tmp_path: Path
     res = json.loads(out.read_text())["results"]["disco_step"]
     assert res["figures"] == [] and "--quick" in res["skipped"] and "--device cuda" in res["skipped"]
     assert "(skipped)" in proc.stdout
+
+
+def test_gpu_session_scripts_parse_and_refuse_unknown_stages(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    for script in ("fetch_wheels.sh", "run_on_device.sh"):
+        subprocess.run(["bash", "-n", str(root / "benchmarks" / "gpu" / script)], check=True)
+    done = subprocess.run(
+        ["bash", str(root / "benchmarks" / "gpu" / "run_on_device.sh"), "nope"],
+        cwd=tmp_path, env={"PATH": os.environ["PATH"], "OUT": str(tmp_path)}, capture_output=True, text=True,
+    )
+    assert done.returncode == 2 and "one of: tests bench compile fp16 smoke" in done.stderr
