@@ -167,7 +167,7 @@ def _bench_writer(ctx: BenchContext, result: BenchResult, size: int, frame: torc
     n = 8 if ctx.smoke else 32
     array = frame[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
     default = min(4, max(1, (os.cpu_count() or 2) // 2))
-    for encoders in sorted({1, default}):
+    for encoders in sorted({1, 2, default}):
         rates = []
         for _ in range(max(1, min(ctx.repeats, 3))):
             with tempfile.TemporaryDirectory(prefix="discolib-bench-") as tmp:
