@@ -91,10 +91,10 @@ def _match_rows(source: torch.Tensor, reference: torch.Tensor, *, presorted: boo
     """Quantile-map each row of ``source`` ``(R, N)`` onto the distribution of ``reference`` ``(R, M)``.
 
     The source row is binned into a :data:`HISTOGRAM_BINS`-bin histogram over its range (its minimum and maximum,
-    where clipped pixels pile up, in bins of their own); every value in a bin
-    takes the bin's mid-rank (so ties, which always share a bin, share one rank and equal inputs stay equal),
-    i.e. the quantile ``q = rank / (N - 1)``, and is replaced by the reference's ``q``-quantile, linearly
-    interpolated between the sorted reference values. This is skimage's ``match_histograms`` on a 4096-level
+    where clipped pixels pile up, in bins of their own); every value in a bin takes the bin's mid-rank (so ties,
+    which always share a bin, share one rank and equal inputs stay equal), i.e. the quantile
+    ``q = rank / (N - 1)``, and is replaced by the reference's ``q``-quantile, linearly interpolated between the
+    sorted reference values. This is skimage's ``match_histograms`` on a 4096-level
     quantisation of each channel (Deforum's OpenCV 8-bit LAB matching amounts to 256 levels); the mapping is a
     lookup table per row, so it costs a few passes over the image and no sort or host sync.
     ``presorted``: ``reference`` rows are already sorted (see :class:`HistogramReference`).
