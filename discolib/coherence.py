@@ -102,26 +102,33 @@ def _match_rows(source: torch.Tensor, reference: torch.Tensor, *, presorted: boo
     rows, n = source.shape
     m = reference.shape[-1]
     k = HISTOGRAM_BINS
-    lo, hi = source.aminmax(dim=-1, keepdim=True)
+    # Bin and rank in at least float32: in half precision (k - 2) / width overflows for narrow rows and the
+    # counts overflow past 65504 pixels.
+    work = source if source.dtype in (torch.float32, torch.float64) else source.float()
+    lo, hi = work.aminmax(dim=-1, keepdim=True)
     width = hi - lo
     # The row's minimum and maximum get bins of their own (bin 0 and k - 1): clipped pixels (a frame clamped to
     # [0, 1]) are the largest runs of ties, and sharing a bin with their neighbours would move them off their
     # mid-rank. The rest of the range splits into k - 2 equal bins. A constant row lands in one bin (the exact
     # mid-rank); the division is guarded instead of branching on the host.
-    scale = torch.where(width > 0, (k - 2) / width.clamp(min=torch.finfo(source.dtype).tiny), 0.0)
-    index = ((source - lo) * scale).ceil_().long().clamp_(0, k - 2)
-    index += source == hi
+    scale = torch.where(width > 0, (k - 2) / width.clamp(min=torch.finfo(work.dtype).tiny), 0.0)
+    index = ((work - lo) * scale).ceil_().long().clamp_(0, k - 2)
+    index += work == hi
     index += torch.arange(rows, device=source.device).view(rows, 1) * k  # one histogram per row
     flat = index.view(-1)
-    counts = torch.bincount(flat, minlength=rows * k).view(rows, k).to(source.dtype)
+    # scatter_add rather than bincount, which reads its input's range back to the host on CUDA (a sync per frame).
+    # Counts are exact integers in float32 up to 2**24 pixels.
+    ones = torch.ones((), device=source.device, dtype=work.dtype).expand(flat.shape)
+    counts = torch.zeros(rows * k, device=source.device, dtype=work.dtype).scatter_add_(0, flat, ones).view(rows, k)
     mid_rank = counts.cumsum(-1) - (counts + 1) / 2  # (R, K): first rank + (count - 1) / 2
     ref_sorted = reference if presorted else reference.sort(dim=-1).values
     position = mid_rank.clamp_(min=0) * ((m - 1) / max(n - 1, 1))
     lower = position.floor().long().clamp_(0, m - 1)
     upper = (lower + 1).clamp_(max=m - 1)
-    table = torch.lerp(ref_sorted.gather(-1, lower), ref_sorted.gather(-1, upper), position - lower.to(source.dtype))
+    frac = (position - lower.to(work.dtype)).to(ref_sorted.dtype)
+    table = torch.lerp(ref_sorted.gather(-1, lower), ref_sorted.gather(-1, upper), frac)
     # (index_select: tensor[indices] indexing is several times slower on a CPU.)
-    return table.view(-1).index_select(0, flat).view(rows, n)
+    return table.view(-1).index_select(0, flat).view(rows, n).to(source.dtype)
 
 
 def _hue_cut(hue_image: torch.Tensor, hue_reference: torch.Tensor) -> torch.Tensor:

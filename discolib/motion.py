@@ -518,24 +518,33 @@ def reproject_3d_grid(
     # d_0 = D (R^T r)_z + t_z, with (R^T r)_z = R[0, 2] x + R[1, 2] y + R[2, 2].
     target_depth = (depth.view(b, h, w) * separable(rot[:, :, 2])).add_(t_z)
 
-    grid = torch.empty(b, h, w, 2, device=device, dtype=dtype)
+    # In-place updates and out= writes save passes but break autograd: only when no gradient is wanted.
+    fast = not (torch.is_grad_enabled() and (depth.requires_grad or rot.requires_grad or t.requires_grad))
     for step in range(depth_refinement_steps + 1):
         pz = (target_depth * rays[2]).sub_(r_t[2])  # S P, P = d R r - R t in the old camera
         # Clamp before dividing so points behind the camera give finite (masked) coordinates.
         inv_z = pz.clamp(min=near).reciprocal_()
         px = (target_depth * rays[0]).sub_(r_t[0])
         py = (target_depth * rays[1]).sub_(r_t[1])
-        # Written straight into the interleaved grid: torch.stack of two planes costs ~5x one pass on a CPU.
-        torch.mul(px, inv_z, out=grid[..., 0])
-        torch.mul(py, inv_z, out=grid[..., 1])
+        if fast:  # written straight into the interleaved grid: torch.stack costs ~5x one pass on a CPU
+            grid = torch.empty(b, h, w, 2, device=device, dtype=dtype)
+            torch.mul(px, inv_z, out=grid[..., 0])
+            torch.mul(py, inv_z, out=grid[..., 1])
+        else:
+            grid = torch.stack((px * inv_z, py * inv_z), dim=-1)
         if step == depth_refinement_steps:
             break
-        source_depth = _grid_sample(depth, grid, "bilinear", "border")
-        target_depth.sub_(t_z).mul_(inv_z).mul_(source_depth.view(b, h, w)).add_(t_z)
+        source_depth = _grid_sample(depth, grid, "bilinear", "border").view(b, h, w)
+        if fast:
+            target_depth.sub_(t_z).mul_(inv_z).mul_(source_depth).add_(t_z)
+        else:
+            target_depth = (target_depth - t_z) * inv_z * source_depth + t_z
 
     # Inside the old image: max(|x'|, |y'|) <= 1; in front of both cameras: min(P_z, d) > near. Few comparisons,
     # because bool-producing ops are the slowest elementwise passes on a CPU.
-    extent = torch.maximum(px.abs_(), py.abs_()).mul_(inv_z)
+    with torch.no_grad():
+        extent = torch.maximum(px.abs_(), py.abs_()) if fast else torch.maximum(px.abs(), py.abs())
+        extent.mul_(inv_z)
     valid = (extent <= 1.0) & (torch.minimum(pz, target_depth) > near)
     if far is not None:
         valid &= pz < far

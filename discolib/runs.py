@@ -325,8 +325,10 @@ class PendingFrame:
             return frame.cpu().numpy()
         host = torch.empty(frame.shape, dtype=torch.uint8, pin_memory=True)
         host.copy_(frame, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
+        # Recorded on the frame's own device's stream (the copy's), not the current device's: with cuda:1 the
+        # current stream would say "done" at once. Blocking: the waiting thread sleeps instead of spinning a core.
+        done = torch.cuda.Event(blocking=True)
+        done.record(torch.cuda.current_stream(frame.device))
         return PendingFrame(host, done)
 
     def result(self) -> Any:

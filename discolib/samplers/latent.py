@@ -431,7 +431,8 @@ def denoise_latents(
         timesteps_host = timesteps_host[begin:]
     if hasattr(sched, "set_begin_index"):
         sched.set_begin_index(begin)  # also spares the schedulers a per-step timestep lookup
-    timesteps = upload(timesteps_host, device)
+    # (MPS has no float64, and some schedulers make float64 timesteps on the host.)
+    timesteps = upload(timesteps_host.float() if device.type == "mps" else timesteps_host, device)
 
     if use_init:
         x0 = init_latents if init_latents is not None else encode_image(comps, init_image)  # type: ignore[arg-type]
@@ -694,6 +695,7 @@ class LatentSampler:
                 )
             )
         step_cb = make_step_callback(request)
+        host_check = self.device.type == "cpu"
         return sample_latent(
             self.comps,
             prompts=positive,
@@ -704,10 +706,11 @@ class LatentSampler:
             cfg_scale=s.latent.cfg_scale if request.cfg_scale is None else request.cfg_scale,
             scheduler=s.latent.scheduler,
             seed=gen,
-            # FrameRequest.init is in [0, 1] by contract (the render loop's frames are clamped); clamping here
-            # keeps that true for any caller without reading the range back from the device every frame.
-            init_image=None if init is None else init.to(self.device).clamp(0.0, 1.0),
-            check_init_range=False,
+            # FrameRequest.init is in [0, 1] by contract (the render loop's frames are clamped). On the CPU the
+            # range check is free and refuses a bad init; on an accelerator it would read the range back every
+            # frame, so the init is clamped instead.
+            init_image=None if init is None else (init.to(self.device) if host_check else init.to(self.device).clamp(0.0, 1.0)),
+            check_init_range=host_check,
             strength=1.0 if init is None else 1.0 - keep,
             callback=step_cb,
             preview_every=0,  # the render loop asks for previews when it wants them (see preview)
