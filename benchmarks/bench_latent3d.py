@@ -42,7 +42,7 @@ from discolib.events import RenderEvent
 from discolib.latent_models import TINY_TOKENIZER_DIR, LatentComponents, enable_fast_paths
 from discolib.models import upload
 from discolib.presets import apply_preset
-from discolib.render import evaluate_schedules, render
+from discolib.render import evaluate_schedules, motion_3d_table, render
 from discolib.runs import PendingFrame
 from discolib.samplers.latent import sample_latent
 from discolib.settings import Settings
@@ -150,8 +150,7 @@ class FrameLoop:
         settings.set("animation.rotation_3d_y", "0: (0.5)")
         self.sv = evaluate_schedules(settings, n_frames, 42)
         # As render(): every frame's camera motion uploaded once, frame 0's colour histogram prepared once.
-        keys = ("rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "translation_x", "translation_y", "translation_z")
-        self.motion = upload(torch.tensor([[float(self.sv[k][i]) for k in keys] for i in range(n_frames)]), device)
+        self.motion = motion_3d_table(self.sv, device, torch.float32)
         gen = torch.Generator("cpu").manual_seed(0)
         color_ref = upload(torch.rand(1, 3, size, size, generator=gen), device)
         self.color_ref = coherence.HistogramReference.prepare(color_ref, "LAB")

@@ -36,7 +36,7 @@ from discolib.samplers.base import FrameRequest, FrameSampler
 from discolib.schedule import Schedule
 from discolib.settings import Settings, SettingsError
 
-__all__ = ["render", "build_sampler", "frame_seeds", "evaluate_schedules", "AnimationState"]
+__all__ = ["render", "build_sampler", "frame_seeds", "evaluate_schedules", "motion_3d_table", "AnimationState"]
 
 # Settings whose keyframe strings are evaluated per frame.
 SCHEDULE_FIELDS = (
@@ -78,6 +78,18 @@ def build_sampler(settings: Settings, *, progress: bool = False) -> FrameSampler
 
 
 # ---------------------------------------------------------------------------------------------- schedules, seeds
+
+
+def motion_3d_table(sv: dict[str, np.ndarray], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Every frame's 3D camera motion, ``(frames, 6)``: ``rotation_3d_x/y/z`` then ``translation_x/y/z``.
+
+    Uploaded once per run (without a host sync), so a frame only indexes it: no per-frame host-to-device copy.
+    """
+    from discolib.models import upload
+
+    keys = ("rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "translation_x", "translation_y", "translation_z")
+    table = np.stack([np.asarray(sv[k], dtype=np.float64) for k in keys], axis=1)
+    return upload(torch.as_tensor(table, dtype=dtype), device)
 
 
 def evaluate_schedules(settings: Settings, n_frames: int, seed: int) -> dict[str, np.ndarray]:
@@ -151,7 +163,6 @@ def _load_frame(path: Path, device: torch.device) -> torch.Tensor:
 def _warp(prev: torch.Tensor, settings: Settings, sv: dict[str, np.ndarray], i: int, state: AnimationState) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Frame ``i``'s motion applied to the previous frame; returns (warped, disocclusion mask or None)."""
     from discolib import motion
-    from discolib.models import upload
 
     anim = settings.animation
 
@@ -177,10 +188,8 @@ def _warp(prev: torch.Tensor, settings: Settings, sv: dict[str, np.ndarray], i: 
         depth = normalize_depth(state.depth(prev), *DEFORUM_DEPTH_RANGE)
         if state.depth_dir is not None:
             save_depth_png(depth, state.depth_dir / f"{i - 1:06d}.png")
-        if state.motion_3d is None:  # every frame's camera motion uploaded once: no per-frame host-to-device copy
-            keys = ("rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "translation_x", "translation_y", "translation_z")
-            table = np.stack([np.asarray(sv[k], dtype=np.float64) for k in keys], axis=1)
-            state.motion_3d = upload(torch.as_tensor(table, dtype=prev.dtype), prev.device)
+        if state.motion_3d is None:
+            state.motion_3d = motion_3d_table(sv, prev.device, prev.dtype)
         rot, trans = state.motion_3d[i : i + 1, :3], state.motion_3d[i : i + 1, 3:]
         warped, mask = motion.reproject_3d(
             prev,
