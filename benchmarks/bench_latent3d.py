@@ -14,8 +14,13 @@ Per frame, built from discolib's public functions so each stage is timed on its 
    live viewer needs); the next frame continues from the quantised frame, as :func:`render` does.
 
 Models have random weights built from the published configs in :mod:`discolib.archs` (no network; checked
-against the config.json files of stabilityai/sd-turbo, madebyollin/taesd and Depth-Anything-V2-Small-hf). Two decoders: AutoencoderTiny (TAESD) and the full AutoencoderKL (SD VAE). The text encoder is a small
-stand-in with SD 2.x's 1024-wide output: prompt embeddings are cached per text, so it is not part of a frame.
+against the config.json files of stabilityai/sd-turbo, madebyollin/taesd and Depth-Anything-V2-Small-hf). Two
+decoders: AutoencoderTiny (TAESD) and the full AutoencoderKL (SD VAE). The text encoder is a small stand-in with
+SD 2.x's 1024-wide output: prompt embeddings are cached per text, so it is not part of a frame.
+
+Besides the per-stage figures (each frame waits for the device at its end), ``*_fps_pipelined`` runs frames back to
+back with one wait at the end, as :func:`render` does, and on CUDA ``*_host_syncs_per_frame`` counts what
+``torch.cuda.set_sync_debug_mode`` reports during one frame.
 
 Also times one real :func:`discolib.render.render` of the ``tiny-latent`` preset in 3D for the end-to-end loop cost
 around (tiny) models: run folder, PNG writes, run record.
