@@ -31,6 +31,8 @@ from urllib.request import urlopen
 
 import torch
 
+from discolib.errors import InputError
+
 if TYPE_CHECKING:
     from diffusers import UNet2DModel
 
@@ -57,7 +59,7 @@ SECONDARY_MODEL = "secondary_model_imagenet_2"
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint is missing, corrupt, or does not match the architecture it is loaded into."""
 
 

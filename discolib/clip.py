@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from discolib.errors import InputError
+
 __all__ = [
     "DISCO_ALIASES",
     "TINY_MODELS",
@@ -49,7 +51,7 @@ __all__ = [
 ]
 
 
-class ClipModelError(ValueError):
+class ClipModelError(InputError):
     """A CLIP model id that cannot be resolved to an architecture and weights."""
 
 

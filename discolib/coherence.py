@@ -18,6 +18,8 @@ import torch
 from kornia.color import hsv_to_rgb, lab_to_rgb, rgb_to_hsv, rgb_to_lab
 from kornia.filters import gaussian_blur2d
 
+from discolib.errors import InputError
+
 __all__ = [
     "HISTOGRAM_BINS",
     "CoherenceError",
@@ -38,7 +40,7 @@ Amount = float | int | Sequence[float] | torch.Tensor
 _HUE_BINS = 36
 
 
-class CoherenceError(ValueError):
+class CoherenceError(InputError):
     """A coherence setting or input tensor is not what the function expects."""
 
 

@@ -65,6 +65,8 @@ from kornia.geometry.transform import (
 )
 from torch import Tensor
 
+from discolib.errors import InputError
+
 __all__ = [
     "AUG_PRESETS",
     "DISCO_DEFAULT_SCHEDULES",
@@ -82,7 +84,7 @@ __all__ = [
 SCHEDULE_LENGTH = 1000
 
 
-class CutoutError(ValueError):
+class CutoutError(InputError):
     """Bad cutout or cut-schedule settings."""
 
 

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from discolib.coherence import mid_ranks
+from discolib.errors import InputError
 
 __all__ = [
     "DEFAULT_DEPTH_MODEL",
@@ -81,7 +82,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 _RESAMPLE_MODES = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 
 
-class DepthError(ValueError):
+class DepthError(InputError):
     """Bad input to a depth function (shape, range, weights)."""
 
 

@@ -11,10 +11,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from discolib.errors import InputError
+
 __all__ = ["ImageInputError", "load_image", "pil_to_tensor", "tensor_to_pil"]
 
 
-class ImageInputError(ValueError):
+class ImageInputError(InputError):
     """An init or prompt image that cannot be read; the message names the setting and the path."""
 
 

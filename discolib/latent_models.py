@@ -48,6 +48,8 @@ from diffusers import (
 from diffusers.utils import is_scipy_available, is_torchsde_available
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from discolib.errors import InputError
+
 __all__ = [
     "COMPONENT_SUBFOLDERS",
     "LATENT_PRESETS",
@@ -70,7 +72,7 @@ TINY_LATENT_VERSION = 1
 TAESD_ID = "madebyollin/taesd"
 
 
-class LatentModelError(ValueError):
+class LatentModelError(InputError):
     """A latent model cannot be loaded: bad folder layout, unknown preset, or weights unavailable offline."""
 
 

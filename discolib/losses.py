@@ -44,6 +44,7 @@ from discolib.cutouts import (
     cut_counts_at_step,
     make_cutouts,
 )
+from discolib.errors import InputError
 
 __all__ = [
     "ClipGuidance",
@@ -64,7 +65,7 @@ _MIN_WEIGHT_SUM = 1e-3  # Disco's threshold for "weights sum to zero"
 _NAN_MESSAGE = "non-finite values in the guidance gradient were zeroed (the step ran without guidance)"
 
 
-class PromptWeightError(ValueError):
+class PromptWeightError(InputError):
     """Prompt weights that cannot be normalised (they sum to zero)."""
 
 

@@ -88,6 +88,8 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import get_rotation_matrix2d
 
+from discolib.errors import InputError
+
 __all__ = [
     "TRANSLATION_SCALE",
     "MotionError",
@@ -124,7 +126,7 @@ _WRAP_PAD = 2
 ScalarOrTensor = float | int | Sequence[float] | torch.Tensor
 
 
-class MotionError(ValueError):
+class MotionError(InputError):
     """A motion parameter or input tensor is not what the warp expects."""
 
 

@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from discolib.errors import InputError
+
 __all__ = [
     "RunError",
     "RunFolder",
@@ -40,7 +42,7 @@ FRAME_PATTERN = re.compile(r"^(\d{6})\.png$")
 _RUN_ID = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?$")
 
 
-class RunError(ValueError):
+class RunError(InputError):
     """A run folder cannot be created, read or resumed. The message names the path."""
 
 

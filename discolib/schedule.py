@@ -83,6 +83,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import numpy as np
 
+from discolib.errors import InputError
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -116,7 +118,7 @@ INTERPOLATIONS = ("linear", "step", "cubic", "ease-in-out")
 
 
 # --------------------------------------------------------------------------------------------------- errors
-class ScheduleError(ValueError):
+class ScheduleError(InputError):
     """The one error for bad schedule text: ``setting`` and 1-based ``column`` may be None."""
 
     def __init__(self, reason: str, *, setting: str | None = None, column: int | None = None) -> None:

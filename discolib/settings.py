@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from discolib.errors import InputError
+
 __all__ = [
     "GROUPS",
     "SettingsError",
@@ -37,7 +39,7 @@ __all__ = [
 _UNSET = object()
 
 
-class SettingsError(ValueError):
+class SettingsError(InputError):
     """A settings value, key or file is invalid. The message names the field and what was expected."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:

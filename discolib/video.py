@@ -48,6 +48,8 @@ from typing import IO, Literal
 import numpy as np
 import torch
 
+from discolib.errors import InputError
+
 __all__ = [
     "VideoError",
     "VideoProbe",
@@ -65,7 +67,7 @@ FRAME_NAME = re.compile(r"^(\d{6})\.png$")
 _STDERR_TAIL_LINES = 15
 
 
-class VideoError(ValueError):
+class VideoError(InputError):
     """A video cannot be written or read; the message names the setting or path and, for ffmpeg failures, ends
     with the last lines ffmpeg wrote to stderr."""
 

@@ -42,6 +42,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from discolib.clip import ClipEnsemble, load_ensemble
 from discolib.cutouts import CutSchedules
+from discolib.errors import InputError
 from discolib.latent_models import (
     LatentComponents,
     LatentModelError,
@@ -72,7 +73,7 @@ __all__ = [
 PromptInput = str | Sequence[str | tuple[str, float]]
 
 
-class LatentSettingError(ValueError):
+class LatentSettingError(InputError):
     """A latent sampling setting is invalid; the message names the setting and what was expected."""
 
 
