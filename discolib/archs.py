@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from discolib.errors import InputError
+
 __all__ = ["LATENT_ARCHS", "LATENT_SCHEDULERS", "SD_SCHEDULER", "SD_VAE", "RandomWeightsWarning", "random_depth_anything_small", "random_adm_unet", "random_latent_components", "random_secondary", "warn_random"]
 
 
@@ -140,7 +142,7 @@ def random_latent_components(preset: str, *, device: torch.device, dtype: torch.
     from discolib.latent_models import TINY_TOKENIZER_DIR, LatentComponents
 
     if preset not in LATENT_ARCHS:
-        raise ValueError(f"models.latent_model: no random-weight architecture for {preset!r}; known: {', '.join(LATENT_ARCHS)}")
+        raise InputError(f"models.latent_model: no random-weight architecture for {preset!r}; known: {', '.join(LATENT_ARCHS)}")
     unet_cfg, text_cfg = LATENT_ARCHS[preset]
     tokenizer = CLIPTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
     with _seeded():

@@ -25,6 +25,7 @@ input size ``S``. Embeddings come back as float32 and unit-normalised.
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from discolib.errors import InputError
+from discolib.checkpoints import (
+    PICKLE_SUFFIXES,
+    one_line,
+    pickled_globals,
+    refused_by_weights_only,
+    refused_weights_message,
+)
+from discolib.errors import InputError, WeightsUnavailable
 
 __all__ = [
     "DISCO_ALIASES",
@@ -55,8 +63,11 @@ class ClipModelError(InputError):
     """A CLIP model id that cannot be resolved to an architecture and weights."""
 
 
-class ClipWeightsError(ClipModelError):
+class ClipWeightsError(ClipModelError, WeightsUnavailable):
     """The weights named by a CLIP model id are not available (e.g. offline and not cached)."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message, reason=reason or "weights not available")
 
 
 #: Disco Diffusion names (notebook model names and setting names) -> (open_clip name, pretrained tag).
@@ -265,6 +276,37 @@ def _weights_help(spec: ClipSpec, cache_dir: str | None) -> str:
     )
 
 
+_CREATE_TAKES_WEIGHTS_ONLY = "weights_only" in inspect.signature(open_clip.create_model).parameters
+
+
+def _check_local_weights(spec: ClipSpec) -> str:
+    """The local weights file of ``spec``, ``~`` expanded, checked to be a regular file of plain weights.
+
+    A pickle-format file is disassembled (never unpickled) before open_clip builds the model, so a file holding
+    pickled code is refused at once, with the objects it would have called named.
+    """
+    from discolib.inputs import expand_path
+
+    raw = spec.pretrained or ""
+    try:
+        path = expand_path(raw, setting=f"CLIP model {spec.model_id!r}")
+    except InputError as err:
+        raise ClipModelError(str(err)) from None
+    if not path.exists():
+        raise ClipWeightsError(
+            f"CLIP weights file {raw!r} (from {spec.model_id!r}) does not exist. " + _weights_help(spec, None),
+            reason="weights file not found",
+        )
+    if not path.is_file():
+        raise ClipModelError(
+            f"CLIP model {spec.model_id!r}: {path} is not a regular file (a folder, device or FIFO); "
+            "expected a weights file (.safetensors, .bin, .pt)"
+        )
+    if path.name.lower().endswith(PICKLE_SUFFIXES) and pickled_globals(path):
+        raise ClipModelError(f"CLIP model {spec.model_id!r}: " + refused_weights_message(path))
+    return str(path)
+
+
 def _build_tiny(name: str) -> nn.Module:
     base, overrides = TINY_MODELS[name]
     # fork_rng: the tiny weights are the same on every call without disturbing the caller's RNG.
@@ -400,24 +442,35 @@ def load_clip(
         tokenizer = open_clip.get_tokenizer(TINY_MODELS[spec.name][0])
     else:
         load = bool(pretrained)
-        if spec.kind == "open_clip" and load and spec.is_local_file and not os.path.isfile(spec.pretrained or ""):
-            raise ClipWeightsError(
-                f"CLIP weights file {spec.pretrained!r} (from {spec.model_id!r}) does not exist. "
-                + _weights_help(spec, cache_dir)
-            )
+        weights = spec.pretrained if load else None
+        if spec.kind == "open_clip" and load and spec.is_local_file:
+            weights = _check_local_weights(spec)
+        # Explicit, where open_clip takes it: its default is already True, but a weights file must never unpickle
+        # code whatever a future default (or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD) says.
+        safe = {"weights_only": True} if _CREATE_TAKES_WEIGHTS_ONLY else {}
         try:
             if spec.kind == "hf-hub":
-                model = open_clip.create_model(spec.name, cache_dir=cache_dir, load_weights=load)
+                model = open_clip.create_model(spec.name, cache_dir=cache_dir, load_weights=load, **safe)
             else:
                 model = open_clip.create_model(
                     spec.name,
-                    pretrained=spec.pretrained if load else None,
+                    pretrained=weights,
                     force_quick_gelu=spec.quick_gelu,
                     cache_dir=cache_dir,
+                    **safe,
                 )
             tokenizer = open_clip.get_tokenizer(spec.name, cache_dir=cache_dir)
-        except (RuntimeError, OSError, ValueError) as e:
-            raise ClipWeightsError(f"{_weights_help(spec, cache_dir)} (open_clip said: {e})") from e
+        except Exception as e:
+            if refused_by_weights_only(e):
+                where = weights if spec.is_local_file else spec.describe_weights()
+                raise ClipModelError(
+                    f"CLIP model {spec.model_id!r}: " + refused_weights_message(where or spec.model_id, e)
+                ) from None
+            if not isinstance(e, (RuntimeError, OSError, ValueError, EOFError)):
+                raise
+            raise ClipWeightsError(
+                f"{_weights_help(spec, cache_dir)} (open_clip said: {one_line(e, 300)})", reason=one_line(e, 200)
+            ) from e
     model = model.to(device=device, dtype=dtype)
     return ClipMember(spec, model, tokenizer)
 

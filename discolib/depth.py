@@ -41,8 +41,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from discolib.checkpoints import (
+    find_refused_weights,
+    one_line,
+    refused_by_weights_only,
+    refused_weights_message,
+    transformers_weights_only,
+    weights_folder_problem,
+)
 from discolib.coherence import mid_ranks
-from discolib.errors import InputError
+from discolib.errors import InputError, WeightsUnavailable
 
 __all__ = [
     "DEFAULT_DEPTH_MODEL",
@@ -86,8 +94,11 @@ class DepthError(InputError):
     """Bad input to a depth function (shape, range, weights)."""
 
 
-class DepthModelUnavailable(DepthError):
+class DepthModelUnavailable(DepthError, WeightsUnavailable):
     """A depth model could not be loaded (unknown id, offline without a local copy, broken folder)."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message, reason=reason or "depth model not available")
 
 
 @runtime_checkable
@@ -319,31 +330,54 @@ def build_tiny_depth_anything(seed: int = 0) -> tuple[torch.nn.Module, Any]:
 
 
 def _load_transformers_depth(source: str) -> tuple[torch.nn.Module, Any]:
-    """Load model + image processor from a local folder or the hub cache, with an actionable error."""
+    """Load model + image processor from a local folder or the hub cache, with an actionable one-line error.
+
+    A local folder is checked first (:func:`discolib.checkpoints.weights_folder_problem`: no FIFOs, sane config
+    JSON, no pickled code in ``.bin`` weights); the weights are read with ``weights_only=True`` in any case, and
+    a refusal from there is reported the same way, naming the file.
+    """
+    if source.startswith("~"):
+        from discolib.inputs import expand_path
+
+        try:
+            source = str(expand_path(source, setting="depth model"))
+        except InputError as err:
+            raise DepthError(str(err)) from None
     is_folder = os.path.isdir(source)
     # Hub ids are "name" or "org/name"; anything else that is not a folder is a mistyped path.
     looks_like_path = source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
     if not is_folder and looks_like_path:
         raise DepthModelUnavailable(
             f"depth model folder {source!r} does not exist (expected a folder with config.json, "
-            f"model.safetensors and preprocessor_config.json, or a Hugging Face hub id like {DEFAULT_DEPTH_MODEL!r})"
+            f"model.safetensors and preprocessor_config.json, or a Hugging Face hub id like {DEFAULT_DEPTH_MODEL!r})",
+            reason="folder not found",
         )
+    if is_folder:
+        problem = weights_folder_problem(source)
+        if problem is not None:
+            raise DepthError(f"depth model {source!r}: {problem}")
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
     try:
-        model = AutoModelForDepthEstimation.from_pretrained(source)
+        model = AutoModelForDepthEstimation.from_pretrained(source, **transformers_weights_only())
         try:
             processor = AutoImageProcessor.from_pretrained(source)
         except (OSError, ValueError):
             processor = None  # the model's defaults (Depth Anything preprocessing) are used
-    except (OSError, ValueError) as err:
+    except Exception as err:
+        if refused_by_weights_only(err):
+            bad = find_refused_weights(source) if is_folder else None
+            raise DepthError(f"depth model {source!r}: " + refused_weights_message(bad or source, err)) from None
+        if not isinstance(err, (OSError, ValueError, RuntimeError, EOFError, RecursionError)):
+            raise
         where = f"the folder {source!r}" if is_folder else f"the Hugging Face hub id {source!r}"
         raise DepthModelUnavailable(
-            f"could not load depth model from {where}: {err}\n"
+            f"could not load depth model from {where}: {one_line(err, 400)}. "
             f"To use it offline, download it once on a machine with internet "
             f"(`huggingface-cli download {source} --local-dir /path/to/folder`) and pass that folder as the "
             f"depth model (it must hold config.json, model.safetensors and preprocessor_config.json). "
-            f"Known models: {', '.join(KNOWN_DEPTH_MODELS)}; offline test preset: {TINY_DEPTH_PRESET!r}."
+            f"Known models: {', '.join(KNOWN_DEPTH_MODELS)}; offline test preset: {TINY_DEPTH_PRESET!r}.",
+            reason=one_line(err, 200),
         ) from err
     return model, processor
 

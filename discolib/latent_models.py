@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -48,7 +49,15 @@ from diffusers import (
 from diffusers.utils import is_scipy_available, is_torchsde_available
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from discolib.errors import InputError
+from discolib.checkpoints import (
+    find_refused_weights,
+    one_line,
+    refused_by_weights_only,
+    refused_weights_message,
+    transformers_weights_only,
+    weights_folder_problem,
+)
+from discolib.errors import InputError, WeightsUnavailable
 
 __all__ = [
     "COMPONENT_SUBFOLDERS",
@@ -56,6 +65,7 @@ __all__ = [
     "TINY_TOKENIZER_DIR",
     "LatentComponents",
     "LatentModelError",
+    "LatentModelUnavailable",
     "LatentPreset",
     "enable_fast_paths",
     "load_latent_components",
@@ -73,7 +83,14 @@ TAESD_ID = "madebyollin/taesd"
 
 
 class LatentModelError(InputError):
-    """A latent model cannot be loaded: bad folder layout, unknown preset, or weights unavailable offline."""
+    """A latent model cannot be loaded: bad folder layout, unknown preset, refused weights file, or offline."""
+
+
+class LatentModelUnavailable(LatentModelError, WeightsUnavailable):
+    """A latent model's weights are not on this machine and cannot be fetched (offline, not on the hub)."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message, reason=reason or "latent model not available")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -265,16 +282,53 @@ def _offline() -> bool:
 
 
 def _wrap_hub_error(model_id: str, what: str, err: Exception) -> LatentModelError:
+    """One line naming the model, the part and what to do; weights missing from the hub cache are "unavailable"."""
     how = (
         f"download it once with `hf download {model_id}` (or `huggingface-cli download`) on a machine with "
         f"internet, or pass the path of a local folder instead: {_expected_layout()}"
     )
+    if refused_by_weights_only(err):
+        cached = _hub_cache_folder(model_id)
+        sub = what.rstrip("/") if what.endswith("/") else ""
+        bad = find_refused_weights(cached / sub if sub else cached) if cached is not None else None
+        return LatentModelError(f"cannot load {what} of {model_id!r}: " + refused_weights_message(bad or model_id, err))
+    if not isinstance(err, OSError):  # a file that is there but broken: not a download problem
+        return LatentModelError(f"cannot load {what} of {model_id!r}: {one_line(err, 400)}")
     if _offline():
-        return LatentModelError(
+        return LatentModelUnavailable(
             f"cannot load {what} of {model_id!r}: it is not in the local Hugging Face cache and the hub is offline "
-            f"(HF_HUB_OFFLINE=1); {how}. ({type(err).__name__}: {err})"
+            f"(HF_HUB_OFFLINE=1); {how}. ({type(err).__name__}: {one_line(err, 300)})",
+            reason="offline",
         )
-    return LatentModelError(f"cannot load {what} of {model_id!r}: {err}; {how}")
+    return LatentModelUnavailable(f"cannot load {what} of {model_id!r}: {one_line(err, 400)}; {how}", reason=one_line(err, 200))
+
+
+def _hub_cache_folder(model_id: str) -> Path | None:
+    """The local snapshot folder of a hub model already in the cache (no network), to name a refused file."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:  # not cached, or not a valid id: the message names the model instead
+        return None
+
+
+# Errors diffusers/transformers raise for a model's own files (missing, truncated, not weights, bad JSON, wrong
+# shapes); anything else out of from_pretrained is a bug and keeps its traceback.
+_LOAD_ERRORS = (OSError, ValueError, RuntimeError, EOFError, RecursionError, pickle.UnpicklingError)
+
+
+def _local_error(folder: Path, what: str, err: BaseException) -> LatentModelError:
+    if refused_by_weights_only(err):
+        bad = find_refused_weights(folder)
+        return LatentModelError(f"cannot load {what}: " + refused_weights_message(bad or folder, err))
+    return LatentModelError(f"cannot load {what} from {str(folder)!r}: {one_line(err, 400)}")
+
+
+def _check_folder(folder: Path, what: str) -> None:
+    problem = weights_folder_problem(folder)
+    if problem is not None:
+        raise LatentModelError(f"cannot load {what} from {str(folder)!r}: {problem}")
 
 
 def _vae_class(source: str, subfolder: str, local: bool) -> type[AutoencoderKL] | type[AutoencoderTiny]:
@@ -290,12 +344,17 @@ def _vae_class(source: str, subfolder: str, local: bool) -> type[AutoencoderKL] 
 def _load_preview_vae(source: str, device: torch.device, dtype: torch.dtype) -> AutoencoderTiny:
     local = Path(source).expanduser().is_dir()
     src = str(Path(source).expanduser()) if local else source
-    if local and not (Path(src) / "config.json").is_file():
-        raise LatentModelError(f"preview VAE folder {source!r} has no config.json (expected an AutoencoderTiny)")
+    what = "the preview VAE (AutoencoderTiny)"
+    if local:
+        if not (Path(src) / "config.json").is_file():
+            raise LatentModelError(f"preview VAE folder {source!r} has no config.json (expected an AutoencoderTiny)")
+        _check_folder(Path(src), what)
     try:
         return AutoencoderTiny.from_pretrained(src, torch_dtype=dtype).to(device).eval()
-    except OSError as err:
-        raise _wrap_hub_error(source, "the preview VAE (AutoencoderTiny)", err) from err
+    except _LOAD_ERRORS as err:
+        if local:
+            raise _local_error(Path(src), what, err) from None
+        raise _wrap_hub_error(source, what, err) from err
 
 
 def load_latent_components(
@@ -350,6 +409,8 @@ def load_latent_components(
                 f"expected {_expected_layout()} (as written by diffusers' save_pretrained)"
             )
         source = str(path)
+        for part in ("", *COMPONENT_SUBFOLDERS):
+            _check_folder(path / part if part else path, f"{part}/" if part else "the model")
     elif path.exists() or not _HUB_ID.fullmatch(source):
         raise LatentModelError(
             f"{source!r} is neither a preset ({', '.join(LATENT_PRESETS)}), a hub id (owner/name) nor an existing "
@@ -359,16 +420,19 @@ def load_latent_components(
     def load(what: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except OSError as err:  # diffusers/transformers/huggingface_hub raise OSError subclasses when files lack
+        except _LOAD_ERRORS as err:  # OSError when files lack; a refused .bin arrives wrapped in OSError/ValueError
             if local:
-                raise LatentModelError(f"cannot load {what} from {str(path / what)!r}: {err}") from err
+                raise _local_error(path / what, f"{what}/", err) from None
             raise _wrap_hub_error(source, f"{what}/", err) from err
 
     unet = load("unet", lambda: UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype))
     vae_cls = load("vae", lambda: _vae_class(source, "vae", local))
     vae_model = load("vae", lambda: vae_cls.from_pretrained(source, subfolder="vae", torch_dtype=dtype))
     text_encoder = load(
-        "text_encoder", lambda: CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype)
+        "text_encoder",
+        lambda: CLIPTextModel.from_pretrained(
+            source, subfolder="text_encoder", dtype=dtype, **transformers_weights_only()
+        ),
     )
     tokenizer = load("tokenizer", lambda: CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"))
     scheduler_config = load("scheduler", lambda: dict(DDIMScheduler.load_config(source, subfolder="scheduler")))
@@ -402,9 +466,17 @@ def _load_lcm_lora(comps: LatentComponents, lora: str) -> None:
         ) from err
     from diffusers.loaders import StableDiffusionLoraLoaderMixin
 
+    local = Path(lora).expanduser()
+    if local.is_dir():
+        _check_folder(local, "the LCM-LoRA")
     try:
-        state_dict, alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(lora)
-    except OSError as err:
+        state_dict, alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(str(local) if local.exists() else lora)
+    except _LOAD_ERRORS as err:
+        if local.exists():
+            folder = local if local.is_dir() else local.parent
+            if refused_by_weights_only(err) and local.is_file():
+                raise LatentModelError("cannot load the LCM-LoRA: " + refused_weights_message(local, err)) from None
+            raise _local_error(folder, "the LCM-LoRA", err) from None
         raise _wrap_hub_error(lora, "the LCM-LoRA", err) from err
     unet_sd = {k.removeprefix("unet."): v for k, v in state_dict.items() if k.startswith("unet.")}
     if not unet_sd:

@@ -13,6 +13,7 @@ import torch
 from diffusers import UNet2DModel
 
 from discolib.adm import AdmConfig, adm_unet_config
+from discolib.errors import InputError
 from discolib.secondary import SecondaryDiffusionImageNet2
 
 __all__ = [
@@ -48,10 +49,14 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"models.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("models.device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"models.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r:.80}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("models.device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise InputError(f"models.device: {name!r} does not exist; this machine has cuda:0 to cuda:{count - 1}")
     return dev
 
 
@@ -63,9 +68,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     if name not in table:
-        raise ValueError(f"models.dtype: expected one of auto, {', '.join(table)}, got {name!r}")
+        raise InputError(f"models.dtype: expected one of auto, {', '.join(table)}, got {name!r:.80}")
     if device.type == "cpu" and name == "float16":
-        raise ValueError("models.dtype: float16 is not supported on the CPU; use float32 or bfloat16")
+        raise InputError("models.dtype: float16 is not supported on the CPU; use float32 or bfloat16")
     return table[name]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
@@ -118,6 +120,135 @@ def test_file_in_models_folder_is_verified_once(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(ck, "sha256_file", no_hashing)
     assert fetch_checkpoint("tiny", catalogue=_catalogue()) == tmp_path / "tiny.pt"
+    monkeypatch.setattr(ck, "_HASHED", {})  # a new process: only the marker remembers
+    assert fetch_checkpoint("tiny", catalogue=_catalogue()) == tmp_path / "tiny.pt"
+
+
+def _count_hashes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record every file sha256_file reads (and start with an empty in-process memory of verified files)."""
+    calls: list[Path] = []
+    real = ck.sha256_file
+
+    def counting(path: Any, **kw: Any) -> str:
+        calls.append(Path(path))
+        return real(path, **kw)
+
+    monkeypatch.setattr(ck, "sha256_file", counting)
+    monkeypatch.setattr(ck, "_HASHED", {})
+    return calls
+
+
+def _wait_for_new_ctime(path: Path) -> None:
+    """Let the clock tick past the file's ctime, so a rewrite now gets another one (coarse kernel timestamps)."""
+    before = path.stat().st_ctime_ns
+    for _ in range(200):
+        time.sleep(0.01)
+        probe = path.with_name(".probe")
+        probe.write_bytes(b"")
+        changed = probe.stat().st_ctime_ns != before
+        probe.unlink()
+        if changed:
+            return
+
+
+def test_forged_or_stale_marker_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_hashes(monkeypatch)
+    path = tmp_path / "tiny.pt"
+    path.write_bytes(PAYLOAD)
+    fetch_checkpoint("tiny", cache_dir=tmp_path, catalogue=_catalogue())
+    marker = json.loads((tmp_path / "tiny.pt.sha256.json").read_text())
+    assert marker["sha256"] == PAYLOAD_SHA and marker["size"] == len(PAYLOAD) and {"mtime_ns", "ctime_ns", "ino"} <= set(marker)
+    assert calls == [path]
+
+    # The file is swapped in place for another of the same size and its mtime set back: the marker still has
+    # the right hash text, size and mtime, but the ctime moved, so the file is hashed again and refused.
+    st = path.stat()
+    _wait_for_new_ctime(path)
+    bad = PAYLOAD[:-9] + b"tampered\n"
+    with open(path, "r+b") as fh:
+        fh.write(bad)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    found = hashlib.sha256(bad).hexdigest()
+    with pytest.raises(CheckpointError, match=f"expected {PAYLOAD_SHA}, found {found}") as info:
+        fetch_checkpoint("tiny", cache_dir=tmp_path, catalogue=_catalogue())
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+    assert calls == [path, path]
+
+    # A hand-written marker (the right hash, this file's size and mtime; no ctime or inode) is not trusted either.
+    forged = {"sha256": PAYLOAD_SHA, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    (tmp_path / "tiny.pt.sha256.json").write_text(json.dumps(forged))
+    with pytest.raises(CheckpointError, match="SHA-256 mismatch"):
+        fetch_checkpoint("tiny", cache_dir=tmp_path, catalogue=_catalogue())
+    assert calls == [path, path, path]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_hostile_marker_files_are_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO (would block), a deep or a huge marker only mean "not verified yet": the file is hashed."""
+    calls = _count_hashes(monkeypatch)
+    path = tmp_path / "tiny.pt"
+    path.write_bytes(PAYLOAD)
+    marker = tmp_path / "tiny.pt.sha256.json"
+    os.mkfifo(marker)
+    assert fetch_checkpoint("tiny", cache_dir=tmp_path, catalogue=_catalogue()) == path
+    assert marker.is_file() and json.loads(marker.read_text())["sha256"] == PAYLOAD_SHA  # replaced atomically
+    for hostile in ("[" * 100_000, " " * 10_000 + "{}"):
+        monkeypatch.setattr(ck, "_HASHED", {})
+        marker.write_text(hostile)
+        assert fetch_checkpoint("tiny", cache_dir=tmp_path, catalogue=_catalogue()) == path
+    assert calls == [path] * 3
+
+
+def _secondary_checkpoint(path: Path, seed: int = 0) -> str:
+    """A small secondary model (width 8) saved at ``path``; its SHA-256."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sd = SecondaryDiffusionImageNet2(c=8).state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(sd, path)
+    return sha256_file(path)
+
+
+def test_catalogue_named_local_file_is_verified_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file named like a catalogue checkpoint is that checkpoint: hashed once, then remembered."""
+    models = tmp_path / "models"
+    sha = _secondary_checkpoint(models / "sec.pth")
+    cat = {"models": {"sec": {"file": "sec.pth", "sha256": sha}}}
+    calls = _count_hashes(monkeypatch)
+    for _ in range(2):
+        assert load_secondary_model(models / "sec.pth", cache_dir=models, catalogue=cat).c == 8
+    assert calls == [models / "sec.pth"]
+    assert json.loads((models / "sec.pth.sha256.json").read_text())["sha256"] == sha
+    monkeypatch.setattr(ck, "_HASHED", {})  # a new process: the marker in the models folder remembers
+    load_secondary_model(models / "sec.pth", cache_dir=models, catalogue=cat)
+    assert calls == [models / "sec.pth"]
+
+    # Elsewhere: verified too, remembered in this process only; nothing is written beside the user's file.
+    other = tmp_path / "mine" / "sec.pth"
+    other.parent.mkdir()
+    other.write_bytes((models / "sec.pth").read_bytes())
+    for _ in range(2):
+        load_secondary_model(other, cache_dir=models, catalogue=cat)
+    assert calls == [models / "sec.pth", other]
+    assert sorted(p.name for p in other.parent.iterdir()) == ["sec.pth"]
+
+
+def test_catalogue_named_local_file_with_other_content_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = tmp_path / "models"
+    sha = _secondary_checkpoint(tmp_path / "real.pth", seed=0)
+    actual = _secondary_checkpoint(models / "sec.pth", seed=1)
+    cat = {"models": {"sec": {"file": "sec.pth", "sha256": sha}}}
+    for _ in range(2):  # refused every time: a mismatch is never remembered as verified
+        with pytest.raises(CheckpointError) as info:
+            load_secondary_model(models / "sec.pth", cache_dir=models, catalogue=cat)
+        message = str(info.value)
+        assert "\n" not in message and str(models / "sec.pth") in message
+        assert f"expected {sha}, found {actual}" in message
+    assert not (models / "sec.pth.sha256.json").exists()
+    assert load_secondary_model(models / "sec.pth", cache_dir=models, catalogue=cat, verify=False).c == 8
 
 
 def test_sha_mismatch_names_both_hashes_and_is_never_accepted(tmp_path: Path) -> None:
@@ -254,7 +385,10 @@ def test_load_disco_unet_argument_errors(tmp_path: Path) -> None:
 def test_load_secondary_model_from_pth(fixtures_dir: Path, tmp_path: Path) -> None:
     sd = load_file(str(fixtures_dir / "secondary_imagenet2_c8.safetensors"))
     torch.save(sd, tmp_path / "secondary_model_imagenet_2.pth")
-    model = load_secondary_model(tmp_path / "secondary_model_imagenet_2.pth")
+    # Named like the catalogue's secondary model, so it is checked against its SHA-256: the fixture is not it.
+    with pytest.raises(CheckpointError, match="SHA-256 mismatch for 'secondary_model_imagenet_2'"):
+        load_secondary_model(tmp_path / "secondary_model_imagenet_2.pth")
+    model = load_secondary_model(tmp_path / "secondary_model_imagenet_2.pth", verify=False)
     assert isinstance(model, SecondaryDiffusionImageNet2) and model.c == 8
     io_ = load_file(str(fixtures_dir / "secondary_imagenet2_c8.io.safetensors"))
     with torch.no_grad():

@@ -6,11 +6,14 @@ import ast
 import html
 import io
 import json
+import logging
+import math
+import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -456,6 +459,196 @@ def test_render_refused_while_a_field_is_invalid(tmp_path: Path) -> None:
     p.controls["animation.zoom"].input.value = "0: (1"
     assert p.render() is None
     assert "animation.zoom" in p.error_area.value and calls == []
+
+
+# ----------------------------------------------------------------------------------------------- hostile edits
+# What a user (or a browser that sends anything) may put in each kind of widget. ipywidgets itself only accepts
+# values of the widget's trait type (a Dropdown only its options, a Checkbox only bools), so those kinds get
+# every value they can hold; text boxes get the hostile table.
+DEEP = "[" * 10_000 + "]" * 10_000
+INT_VALUES: list[Any] = [-1, -(10**400), 10**400, 2**63, int(1e308), -int(1e308)]
+FLOAT_VALUES: list[Any] = [1e308, -1e308, float("nan"), float("inf"), float("-inf"), -1.0]
+TEXT_VALUES: list[str] = [
+    "",
+    "nan",
+    "1e400",
+    "-1e308",
+    "x" * 100_000,
+    "0:(" + "(" * 5000,
+    "0: (1e308*1e308)",
+    "0: (1), 1e308: (2)",
+    "\u202e🙂\x00ｚｏｏｍ\ud800",
+    "[NaN]",
+    "," * 1000,
+    '{"0": ["a:1e308"]}',
+]
+# JSON-reading fields (lists may be written as JSON, prompts are JSON) also get nesting 10 000 deep.
+LIST_VALUES: list[str] = [*TEXT_VALUES, DEEP]
+DICT_VALUES: list[str] = [
+    "[]",
+    "null",
+    "1e308",
+    DEEP,
+    '{"a":' * 10_000 + "1" + "}" * 10_000,
+    '{"0": NaN}',
+    '{"0": [1e400]}',
+    '{"0": ["a:1e308"]}',
+    '{"1e308": ["a"]}',
+    '{"-1": ["a"]}',
+    '{"0": ["' + "x" * 100_000 + '"]}',
+    '{"0": ["a:1", "b:-1"]}',
+]
+# Values that must be refused with a message, by widget kind (the rest may be valid for some fields).
+MUST_FAIL: dict[str, list[Any]] = {
+    "float": [float("nan")],
+    "float-unbounded": [float("inf"), float("-inf")],
+    "schedule": ["", "nan", "x" * 100_000, "0:(" + "(" * 5000, "0: (1e308*1e308)"],
+    "list[float]": ["nan", "1e400", "[NaN]", DEEP],
+    "list[str]": [DEEP],
+    "dict": ["[]", "null", "1e308", DEEP, '{"a":' * 10_000 + "1" + "}" * 10_000, '{"0": NaN}', '{"0": [1e400]}'],
+}
+
+
+class _Errors(logging.Handler):
+    """Collects ERROR records: ipywidgets and the panel log what an observer raised instead of raising it."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def logged_errors() -> Iterator[list[logging.LogRecord]]:
+    handler = _Errors()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        root.removeHandler(handler)
+
+
+def _values_for(control: Any) -> tuple[str, list[Any]]:
+    w = control.input
+    info = control.info
+    if isinstance(w, widgets.Checkbox):
+        return "bool", [not w.value, w.value]
+    if isinstance(w, widgets.Dropdown):
+        if control.name == "image.mode":  # its other value imports the whole latent stack (seconds), tested elsewhere
+            return "choice", [w.value]
+        return "choice", [o for o in w.options if o != w.value] + [w.value]
+    if isinstance(w, (widgets.IntText, widgets.BoundedIntText)):
+        return "int", INT_VALUES
+    if isinstance(w, widgets.BoundedFloatText):
+        return "float", FLOAT_VALUES
+    if isinstance(w, widgets.FloatText):
+        return "float-unbounded", FLOAT_VALUES
+    if info.type_name == "dict":
+        return "dict", DICT_VALUES
+    if info.type_name.startswith("list["):
+        return info.type_name, LIST_VALUES
+    return ("schedule" if info.kind == "schedule" else "str"), TEXT_VALUES
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)) or a == b
+
+
+def test_hostile_edits_of_every_field_show_a_message_and_never_raise(
+    panel: SettingsPanel, logged_errors: list[logging.LogRecord]
+) -> None:
+    """Every field, a table of hostile values: nothing escapes an observer, nothing is logged as an error, and
+    every edit ends either applied (the Settings holds the widget's value) or refused with a one-line message
+    beside the field (the Settings unchanged). Values that are never valid must be refused."""
+    p = panel
+    edits = 0
+    for name, control in p.controls.items():
+        kind, values = _values_for(control)
+        original = p.settings.get(name)
+        must_fail = MUST_FAIL.get(kind, []) + (MUST_FAIL["float"] if kind == "float-unbounded" else [])
+        for value in values:
+            before = p.settings.get(name)
+            control.input.value = value  # observers run synchronously; anything they raise fails the test here
+            edits += 1
+            shown = control.input.value  # a bounded box clamps; the Settings sees the clamped value
+            if control.error:
+                assert "\n" not in control.error and len(control.error) <= 600, (name, control.error[:200])
+                assert html.escape(control.error[:40]) in control.message.value
+                assert _same(p.settings.get(name), before), (name, repr(value)[:60])
+                assert name in p.errors and name in p.validity.value
+            else:
+                assert not any(v is value or _same(v, value) for v in must_fail), f"{name} accepted {value!r:.60}"
+                if kind in ("int", "float", "float-unbounded", "bool", "choice", "str", "schedule"):
+                    assert _same(p.settings.get(name), shown), (name, repr(value)[:60])
+        control.write(original)  # through the observer, as a user typing it back: applied, message cleared
+        assert p.errors == {} and _same(p.settings.get(name), original), name
+    assert edits > 700
+    assert [r.getMessage() for r in logged_errors] == []
+
+
+def test_observer_errors_are_shown_not_raised_into_ipywidgets(
+    panel: SettingsPanel, monkeypatch: pytest.MonkeyPatch, logged_errors: list[logging.LogRecord]
+) -> None:
+    """A bug deep in a check (here a fake one) still ends as a message beside the field, and is logged."""
+    import discolib_widgets.panel as panel_mod
+
+    def broken(*_a: Any, **_k: Any) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(panel_mod, "check_field", broken)
+    zoom = panel.controls["animation.zoom"]
+    zoom.input.value = "0: (1.5)"  # no exception here
+    assert "unexpected error" in zoom.error and "KeyError" in zoom.error
+    assert any("animation.zoom" in r.getMessage() for r in logged_errors)
+    monkeypatch.undo()
+    zoom.input.value = "0: (1.25)"
+    assert zoom.error == "" and panel.settings.animation.zoom == "0: (1.25)"
+
+
+def test_plot_of_huge_schedule_values_never_raises(panel: SettingsPanel) -> None:
+    """Values near the float limits are refused, plotted, or applied with a note that they cannot be drawn."""
+    angle = panel.controls["animation.angle"]
+    assert angle.plot is not None
+    outcomes = {}
+    for text in ("0: (1e-308)", "0: (1e308)", "0: (-1e308), 10: (1e308)", "0: (1e308*t)"):
+        angle.plot.value = b""
+        angle.input.value = text
+        if angle.error:
+            outcomes[text] = "refused"
+            assert angle.error.startswith("animation.angle") and panel.settings.animation.angle != text
+        elif "too large to draw" in angle.message.value:
+            outcomes[text] = "note"
+            assert panel.settings.animation.angle == text and angle.plot.layout.display == "none"
+        else:
+            outcomes[text] = "plotted"
+            assert angle.plot_shown and bytes(angle.plot.value).startswith(PNG_MAGIC)
+    assert outcomes["0: (1e-308)"] == "plotted" and outcomes["0: (1e308*t)"] == "refused"  # overflow at frame 2
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_load_of_hostile_files_shows_the_message(tmp_path: Path, logged_errors: list[logging.LogRecord]) -> None:
+    p = SettingsPanel()
+    before = p.settings.to_dict()
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"prompts": {"text_prompts": ' + "[" * 10_000 + "]" * 10_000 + "}}")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # nothing ever writes to it: opening it for reading would block the kernel for good
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as fh:
+        fh.truncate(64 * 1024 * 1024)  # sparse: 64 MB of NULs on disk costs nothing
+    folder = tmp_path / "folder.json"
+    folder.mkdir()
+    for path, words in [(deep, "deep"), (fifo, "not a regular file"), (huge, "bytes"), (folder, "folder")]:
+        p.path.value = str(path)
+        p.load_button.click()
+        message = p.file_message.value
+        assert "load failed" in message and words in message.lower(), message[:300]
+        assert "\n" not in html.unescape(message)
+        assert p.settings.to_dict() == before
+    assert [r.getMessage() for r in logged_errors] == []
 
 
 # ----------------------------------------------------------------------------------------------- display

@@ -12,20 +12,26 @@ import functools
 import html
 import io
 import json
+import math
 import warnings
 from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
 
-from discolib.schedule import Schedule, plot_schedule
+from discolib.inputs import MAX_JSON_DEPTH, json_depth_ok
+from discolib.schedule import Schedule, ScheduleError, plot_schedule
 from discolib.settings import FieldInfo, Settings, SettingsError, field_info
 
 __all__ = [
+    "INPUT_ERRORS",
+    "MESSAGE_CHARS",
     "PLOT_POINTS",
     "VALIDATE_FRAMES",
     "FieldControl",
+    "PlotError",
     "check_field",
+    "describe_error",
     "schedule_png",
 ]
 
@@ -33,6 +39,19 @@ __all__ = [
 PLOT_POINTS = 2000
 # As in Settings.validate: schedules are evaluated over at most this many frames, so typing stays instant.
 VALIDATE_FRAMES = 100_000
+
+# What a hostile value may make discolib or a library raise while it is checked: InputError is a ValueError;
+# a huge number can overflow (OverflowError), deep nesting can exhaust the stack (RecursionError), and a
+# library may reject a type (TypeError). Shown beside the field, never raised out of a widget observer.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    ArithmeticError,
+    RecursionError,
+    TypeError,
+    MemoryError,
+)
+# A message beside a field is cut to this many characters (an error may quote a 100 KB value).
+MESSAGE_CHARS = 600
 
 _DESCRIPTION_STYLE = {"description_width": "190px"}
 _ERROR_HTML = '<span style="color:#c62828;white-space:pre-wrap">{}</span>'
@@ -45,13 +64,18 @@ def check_field(info: FieldInfo, value: Any, settings: Settings) -> None:
         settings.check_field(info.name, value)
 
 
+class PlotError(Exception):
+    """A valid schedule that cannot be drawn (values near the float limits break matplotlib's axis ticks)."""
+
+
 @functools.lru_cache(maxsize=256)
 def schedule_png(text: str, setting: str, n_frames: int, interpolation: str = "linear") -> bytes:
     """PNG bytes (about 290x115 px) of a keyframe schedule over ``n_frames`` frames.
 
     Up to ``PLOT_POINTS`` frames go through :func:`discolib.schedule.plot_schedule`; longer animations are
     evaluated by the same Schedule and drawn at ``PLOT_POINTS`` evenly spaced frames. Cached: panels made
-    with the same schedules (or a user undoing an edit) do not re-plot. Raises ``ScheduleError`` on bad text.
+    with the same schedules (or a user undoing an edit) do not re-plot. Raises ``ScheduleError`` on bad text
+    and :class:`PlotError` when valid values cannot be drawn.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -59,28 +83,46 @@ def schedule_png(text: str, setting: str, n_frames: int, interpolation: str = "l
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # duplicate-key warnings are shown beside the field, not twice
         sched = Schedule.parse(text, setting=setting, interpolation=interpolation)
-        fig = Figure(figsize=(4.0, 1.6), dpi=72)
-        FigureCanvasAgg(fig)
-        # Fixed margins: constrained layout doubles the drawing time of such a small figure.
-        fig.subplots_adjust(left=0.17, right=0.97, bottom=0.3, top=0.86)
-        ax = fig.add_subplot()
-        if n_frames <= PLOT_POINTS:
-            plot_schedule(sched, n_frames, ax=ax)
-        else:
-            values = sched.values(n_frames)
-            idx = np.unique(np.linspace(0, n_frames - 1, PLOT_POINTS).round().astype(np.int64))
-            ax.plot(idx, values[idx], lw=1.5)
-            ax.set_xlabel("frame")
-            ax.set_title(f"{setting} ({len(idx)} of {n_frames} frames drawn)", fontsize=9)
-            ax.grid(alpha=0.3)
-    ax.locator_params(nbins=4)  # few ticks: tick creation is most of the drawing time
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+        values = sched.values(n_frames) if n_frames > PLOT_POINTS else None  # the schedule's own errors, here
+        try:
+            fig = Figure(figsize=(4.0, 1.6), dpi=72)
+            FigureCanvasAgg(fig)
+            # Fixed margins: constrained layout doubles the drawing time of such a small figure.
+            fig.subplots_adjust(left=0.17, right=0.97, bottom=0.3, top=0.86)
+            ax = fig.add_subplot()
+            if values is None:
+                plot_schedule(sched, n_frames, ax=ax)
+            else:
+                idx = np.unique(np.linspace(0, n_frames - 1, PLOT_POINTS).round().astype(np.int64))
+                ax.plot(idx, values[idx], lw=1.5)
+                ax.set_xlabel("frame")
+                ax.set_title(f"{setting} ({len(idx)} of {n_frames} frames drawn)", fontsize=9)
+                ax.grid(alpha=0.3)
+            ax.locator_params(nbins=4)  # few ticks: tick creation is most of the drawing time
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png")
+        except ScheduleError:
+            raise
+        except Exception as exc:  # matplotlib on values near 1e308: "arange: cannot compute length", overflow
+            detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            raise PlotError(f"{setting}: valid, but too large to draw ({detail})") from None
     return buf.getvalue()
 
 
 class FieldInputError(SettingsError):
     """Widget text that cannot become a value of the field's type (bad JSON, a word in a list of numbers)."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """The one-line message shown for ``exc``: discolib's own message, else the exception type and its text.
+
+    Whitespace runs (newlines too) become one space and the text is cut to :data:`MESSAGE_CHARS`.
+    """
+    text = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, RecursionError):
+        text = "the value is nested too deeply to check"
+    flat = " ".join(text.split()) or type(exc).__name__
+    return flat if len(flat) <= MESSAGE_CHARS else flat[: MESSAGE_CHARS - 1] + "…"
 
 
 def _format_number(x: float) -> str:
@@ -170,17 +212,35 @@ class FieldControl:
             out: list[float] = []
             for p in parts:
                 try:
-                    out.append(float(p))
+                    x = float(p)
                 except ValueError:
                     raise FieldInputError(
-                        f"expected comma-separated numbers such as 0.1, 0.5; {p!r} is not a number", field=self.name
+                        f"expected comma-separated numbers such as 0.1, 0.5; {p[:40]!r} is not a number",
+                        field=self.name,
                     ) from None
+                if not math.isfinite(x):
+                    raise FieldInputError(f"expected finite numbers; {p[:40]!r} is not", field=self.name)
+                out.append(x)
             return out
         return raw
 
     def _json(self, text: str) -> Any:
+        """JSON text as a value: at most MAX_JSON_DEPTH deep, finite numbers only, errors naming line and column."""
+        where = json_depth_ok(text)
+        if where is not None:
+            raise FieldInputError(
+                f"JSON nested deeper than {MAX_JSON_DEPTH} levels (at character {where})", field=self.name
+            )
+
+        def bad_number(token: str) -> Any:
+            raise FieldInputError(f"{token[:40]} is not a finite number; expected a finite number", field=self.name)
+
+        def parse_float(token: str) -> float:
+            x = float(token)
+            return x if math.isfinite(x) else bad_number(token)
+
         try:
-            return json.loads(text)
+            return json.loads(text, parse_constant=bad_number, parse_float=parse_float)
         except json.JSONDecodeError as exc:
             raise FieldInputError(
                 f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", field=self.name
@@ -209,6 +269,9 @@ class FieldControl:
         return self._error
 
     def show_error(self, message: str) -> None:
+        """Show ``message`` beside the widget (cut to :data:`MESSAGE_CHARS`: it may quote a huge value)."""
+        if len(message) > MESSAGE_CHARS:
+            message = message[: MESSAGE_CHARS - 1] + "…"
         self._error = message
         self.message.value = _ERROR_HTML.format(html.escape(message))
 
@@ -236,7 +299,12 @@ class FieldControl:
                 settings.animation.max_frames,
                 settings.animation.interpolation,
             )
-        except ValueError as exc:  # an error past VALIDATE_FRAMES: keep the last good plot
-            self.show_error(str(exc))
+        except PlotError as exc:  # the value is valid, only its drawing failed: a note, not an error
+            self.plot.layout.display = "none"  # not the previous value's plot, which would mislead
+            if not self._error:
+                self.message.value = _WARNING_HTML.format(html.escape(str(exc)[:MESSAGE_CHARS]))
+            return
+        except INPUT_ERRORS as exc:  # an error past VALIDATE_FRAMES: keep the last good plot
+            self.show_error(describe_error(exc))
             return
         self.plot.value = png

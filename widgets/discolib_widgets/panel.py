@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import html
+import logging
+import os
+import stat
 import threading
 import traceback
 import warnings
@@ -20,7 +23,7 @@ import ipywidgets as widgets
 
 from discolib.runs import encode_png
 from discolib.settings import GROUPS, Settings, SettingsError, iter_fields
-from discolib_widgets.fields import FieldControl, check_field
+from discolib_widgets.fields import INPUT_ERRORS, FieldControl, check_field, describe_error
 
 if TYPE_CHECKING:  # discolib.events imports torch; the panel needs it only once a render runs
     from discolib.events import RenderEvent, RenderResult
@@ -32,6 +35,25 @@ RenderFn = Callable[..., "RenderResult"]
 
 # Fields whose change alters how every keyframe string is checked and drawn.
 _SCHEDULE_CONTEXT = ("animation.max_frames", "animation.interpolation")
+
+_log = logging.getLogger("discolib_widgets")
+
+
+def _check_settings_path(path: str | Path) -> None:
+    """Refuse a settings path that is a FIFO, device or folder, or too big; a missing file is Settings.load's to say."""
+    from discolib.inputs import MAX_SETTINGS_BYTES, expand_path
+
+    p = expand_path(path, setting="settings file")
+    try:
+        st = os.stat(p)
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise SettingsError(f"settings file {p} is a folder; expected a JSON file")
+    if not stat.S_ISREG(st.st_mode):
+        raise SettingsError(f"settings file {p} is not a regular file (a device, FIFO or socket)")
+    if st.st_size > MAX_SETTINGS_BYTES:
+        raise SettingsError(f"settings file {p} is {st.st_size} bytes; expected at most {MAX_SETTINGS_BYTES}")
 
 
 def _default_render_fn() -> RenderFn:
@@ -112,9 +134,9 @@ class SettingsPanel:
         self.stop_button = widgets.Button(
             description="Stop", button_style="danger", icon="stop", disabled=True, tooltip="Stop after this step"
         )
-        self.render_button.on_click(lambda _b: self.render())
-        self.resume_button.on_click(lambda _b: self.render(resume=self.run_dir))
-        self.stop_button.on_click(lambda _b: self.stop())
+        self.render_button.on_click(lambda _b: self._clicked(self.render))
+        self.resume_button.on_click(lambda _b: self._clicked(lambda: self.render(resume=self.run_dir)))
+        self.stop_button.on_click(lambda _b: self._clicked(self.stop))
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="steps")
         self.frame_label = widgets.Label("")
         self.status = widgets.HTML("")
@@ -157,28 +179,52 @@ class SettingsPanel:
 
     def _push_all(self) -> None:
         """Write every Settings value into its widget, clear the messages and re-check the whole Settings."""
+        unshown: dict[str, str] = {}
         self._pushing = True
         try:
             for name, control in self.controls.items():
-                control.write(self._settings.get(name))
+                try:
+                    control.write(self._settings.get(name))
+                except Exception as exc:  # e.g. a value a Dropdown does not offer: say so beside the field
+                    unshown[name] = f"cannot show this value: {describe_error(exc)}"
         finally:
             self._pushing = False
-        for control in self.controls.values():
-            if control.info.kind == "schedule":
-                self._apply(control, refresh=False)  # shows warnings and domain errors of loaded text
+        for name, control in self.controls.items():
+            if name in unshown:
+                control.show_error(unshown[name])
+            elif control.info.kind == "schedule":
+                self._guarded(control, lambda c=control: self._apply(c, refresh=False))  # warnings, domain errors
             else:
                 control.show_ok()
         self._update_validity()
 
+    def _guarded(self, control: FieldControl, action: Callable[[], Any]) -> Any:
+        """Run an observer's work; whatever it raises is shown beside ``control``, never raised into ipywidgets.
+
+        ipywidgets calls observers for values the browser sends and only logs what they raise, so an exception
+        there would leave the user with no message at all. Expected input errors come back as messages from
+        :meth:`_set_from_widget`; anything reaching here is a discolib bug, shown and logged with its traceback.
+        """
+        try:
+            return action()
+        except Exception as exc:
+            _log.exception("discolib_widgets: unexpected error while checking %s", control.name)
+            control.show_error(f"unexpected error (please report it): {describe_error(exc)}")
+            try:
+                self._update_validity()
+            except Exception:  # the message beside the field is what matters; validity stays as it was
+                _log.exception("discolib_widgets: validity check failed")
+            return None
+
     def _on_edit(self, control: FieldControl, _change: dict[str, Any]) -> None:
         if self._pushing:
             return
-        ok = self._apply(control)
+        ok = self._guarded(control, lambda: self._apply(control))
         if ok and control.plot_toggle is not None and not control.plot_toggle.value:
             control.plot_toggle.value = True  # editing a keyframe string opens its plot (the toggle draws it)
 
     def _on_plot_toggle(self, control: FieldControl, _change: dict[str, Any]) -> None:
-        control.update_plot(self._settings)
+        self._guarded(control, lambda: control.update_plot(self._settings))
 
     def _apply(self, control: FieldControl, *, refresh: bool = True) -> bool:
         """Check the widget's value with discolib and set it; on error show it and leave the Settings alone."""
@@ -198,8 +244,8 @@ class SettingsPanel:
                 warnings.simplefilter("always")
                 check_field(control.info, value, self._settings)
                 self._settings.set(control.name, value)
-        except ValueError as exc:
-            control.show_error(str(exc))
+        except INPUT_ERRORS as exc:  # InputError, and what a library raises on a hostile value (overflow, depth)
+            control.show_error(describe_error(exc))
             return False
         control.show_ok([str(w.message) for w in caught])
         control.update_plot(self._settings)
@@ -215,14 +261,19 @@ class SettingsPanel:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # duplicate-key warnings are already shown beside their field
                 self._settings.validate()
-        except ValueError as exc:
-            self.validity.value = _html(f"⚠ {exc}", "#a15c00")
+        except INPUT_ERRORS as exc:
+            self.validity.value = _html(f"⚠ {describe_error(exc)}", "#a15c00")
             return
         self.validity.value = _html("✓ settings valid", "#2e7d32")
 
     # ------------------------------------------------------------------------------------- load / save
     def load(self, path: str | Path) -> Settings:
-        """Load a settings file (``Settings.load``) into the panel; raises ``SettingsError`` on a bad file."""
+        """Load a settings file (``Settings.load``) into the panel; raises ``SettingsError`` on a bad file.
+
+        A path that is not a regular file of at most ``MAX_SETTINGS_BYTES`` is refused before it is opened: a
+        FIFO would block the kernel (and so the whole notebook) until something writes to it.
+        """
+        _check_settings_path(path)
         loaded = Settings.load(path)
         self.settings = loaded
         self.path.value = str(path)
@@ -249,8 +300,10 @@ class SettingsPanel:
             return
         try:
             self.load(path)
-        except (ValueError, OSError) as exc:
-            self.file_message.value = _html(f"load failed: {exc}", "#c62828")
+        except Exception as exc:  # a button callback: nothing may escape into ipywidgets (it would only log it)
+            if not isinstance(exc, (*INPUT_ERRORS, OSError)):
+                _log.exception("discolib_widgets: unexpected error while loading %s", path)
+            self.file_message.value = _html(f"load failed: {describe_error(exc)}", "#c62828")
             return
         self.file_message.value = _html(f"loaded {path}", "#2e7d32")
 
@@ -260,8 +313,10 @@ class SettingsPanel:
             return
         try:
             written = self.save(path)
-        except (ValueError, OSError) as exc:
-            self.file_message.value = _html(f"save failed: {exc}", "#c62828")
+        except Exception as exc:  # as for Load: shown beside the buttons, never raised into ipywidgets
+            if not isinstance(exc, (*INPUT_ERRORS, OSError)):
+                _log.exception("discolib_widgets: unexpected error while saving %s", path)
+            self.file_message.value = _html(f"save failed: {describe_error(exc)}", "#c62828")
             return
         self.file_message.value = _html(f"saved {written}", "#2e7d32")
 
@@ -300,6 +355,15 @@ class SettingsPanel:
         )
         self._thread.start()
         return self._thread
+
+    def _clicked(self, action: Callable[[], Any]) -> None:
+        """A button's action; what it raises is shown in the error area (ipywidgets would only log it)."""
+        try:
+            action()
+        except Exception as exc:
+            if not isinstance(exc, INPUT_ERRORS):
+                _log.exception("discolib_widgets: button action failed")
+            self.error_area.value = _html(describe_error(exc), "#c62828")
 
     def stop(self) -> None:
         """Ask the running render to stop after its current step."""
