@@ -14,7 +14,15 @@ from typing import Any
 
 from discolib.errors import InputError
 
-__all__ = ["MAX_SETTINGS_BYTES", "MAX_JSON_DEPTH", "expand_path", "read_user_bytes", "read_user_text", "loads_json"]
+__all__ = [
+    "MAX_SETTINGS_BYTES",
+    "MAX_JSON_DEPTH",
+    "expand_path",
+    "read_user_bytes",
+    "read_user_text",
+    "json_depth_ok",
+    "loads_json",
+]
 
 #: Settings files and run records are small (a complete Disco file is ~10 KB; six 54 KB keyframe strings fit).
 MAX_SETTINGS_BYTES = 4 * 1024 * 1024

@@ -34,3 +34,22 @@ def test_random_weights_setting_round_trips() -> None:
     s = apply_preset(Settings.defaults("latent"), "sd-turbo")
     s.set("random_weights", True)
     assert Settings.from_dict(s.to_dict()).models.random_weights is True
+
+
+def test_refused_or_mismatched_checkpoint_never_falls_back_to_random(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
+    """Only weights that cannot be had fall back (WeightsUnavailable); a file that is there but wrong stays an error."""
+    from discolib.checkpoints import CheckpointError
+    from discolib.errors import WeightsUnavailable
+    from discolib.samplers.guided import _load_unet
+
+    monkeypatch.setenv("DISCOLIB_MODELS", str(tmp_path))
+    # A file named like the catalogue entry but with other content: a SHA mismatch, not "unavailable".
+    (tmp_path / "secondary_model_imagenet_2.pth").write_bytes(b"not the real checkpoint")
+    with pytest.raises(CheckpointError) as info:
+        _load_secondary("secondary_model_imagenet_2", torch.device("cpu"), torch.float32, random_ok=True)
+    assert not isinstance(info.value, WeightsUnavailable)
+    garbage = tmp_path / "mine.pt"
+    garbage.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError) as info:
+        _load_unet(str(garbage), torch.device("cpu"), torch.float32, random_ok=True)
+    assert not isinstance(info.value, WeightsUnavailable)

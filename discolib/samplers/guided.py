@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from discolib.clip import load_ensemble
 from discolib.coherence import perlin_noise
 from discolib.cutouts import CutSchedules
+from discolib.errors import WeightsUnavailable
 from discolib.losses import ClipGuidance, clamp_grad_rms, warn_if_nonfinite, zero_nan_grad
 from discolib.samplers.base import FrameRequest, ModelFn, StepCallback, make_step_callback, scheduler_step
 from discolib.secondary import SecondaryDiffusionImageNet2, alpha_sigma_to_t
@@ -402,13 +403,14 @@ class GuidedSampler:
 
 
 def _load_unet(name: str, device: torch.device, dtype: torch.dtype, *, random_ok: bool = False) -> torch.nn.Module:
-    from discolib.checkpoints import CheckpointError, load_disco_unet
+    from discolib.checkpoints import load_disco_unet
     from discolib.models import TINY, build_tiny_adm_unet
 
     try:
         unet = build_tiny_adm_unet() if name == TINY else load_disco_unet(name)
-    except CheckpointError as exc:
-        if not random_ok or "not in the catalogue" in str(exc) or "unknown" in str(exc).lower():
+    except WeightsUnavailable as exc:
+        # Only weights that cannot be had fall back; an unknown name, a SHA mismatch or a refused file stays an error.
+        if not random_ok:
             raise
         from discolib.archs import random_adm_unet, warn_random
 
@@ -424,12 +426,12 @@ def _load_unet(name: str, device: torch.device, dtype: torch.dtype, *, random_ok
 def _load_secondary(
     name: str, device: torch.device, dtype: torch.dtype, *, random_ok: bool = False
 ) -> SecondaryDiffusionImageNet2:
-    from discolib.checkpoints import CheckpointError, load_secondary_model
+    from discolib.checkpoints import load_secondary_model
     from discolib.models import TINY, build_tiny_secondary
 
     try:
         model = build_tiny_secondary() if name == TINY else load_secondary_model(name)
-    except CheckpointError as exc:
+    except WeightsUnavailable as exc:
         if not random_ok:
             raise
         from discolib.archs import random_secondary, warn_random

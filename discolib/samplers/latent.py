@@ -42,10 +42,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from discolib.clip import ClipEnsemble, load_ensemble
 from discolib.cutouts import CutSchedules
-from discolib.errors import InputError
+from discolib.errors import InputError, WeightsUnavailable
 from discolib.latent_models import (
     LatentComponents,
-    LatentModelError,
     enable_fast_paths,
     load_latent_components,
     make_scheduler,
@@ -632,7 +631,7 @@ class LatentSampler:
                 channels_last=self.device.type == "cuda",
                 compile_unet=m.compile,
             )
-        except LatentModelError as exc:
+        except WeightsUnavailable as exc:  # not a refused or broken file: those stay errors
             from discolib.archs import LATENT_ARCHS, random_latent_components, warn_random
 
             if not (m.random_weights and m.latent_model in LATENT_ARCHS):
