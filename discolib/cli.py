@@ -1,18 +1,23 @@
 """The ``discolib`` command.
 
 Start with ``discolib init -o settings.json``, edit the file, check it with ``discolib validate settings.json``.
-Errors print one line (``discolib: error: ...``) and exit with status 2; ``--debug`` shows the traceback.
+Errors about what the user gave (:class:`~discolib.errors.DiscolibError`, ``OSError``) print one line
+(``discolib: error: ...``) and exit with status 2; ``--debug`` shows the traceback. Any other exception is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from discolib import __version__
+from discolib.errors import DiscolibError, InputError
+from discolib.inputs import expand_path
 
 __all__ = ["main"]
 
@@ -64,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     ren.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help=set_help)
     ren.add_argument("--resume", default=None, metavar="RUN", help="continue a run folder from its last complete frame with its own settings.json ('latest': the newest run of the settings file's batch)")
     ren.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ren.add_argument("--force", action="store_true", help="start even when the run looks too large for this machine's memory")
 
     sch = sub.add_parser("schedule", help="evaluate a keyframe string: prints 'frame value' per line")
     sch.add_argument("text", help='keyframe string, e.g. "0:(0), 30:(sin(t/5))"')
@@ -74,12 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-class CliError(Exception):
-    """A user-facing error with a one-line message."""
+class CliError(InputError):
+    """A bad command line (options that do not go together, a missing file argument); one-line message."""
 
 
 def _write_settings(settings: object, output: str, force: bool) -> Path:
-    out = Path(output)
+    out = expand_path(output, setting="--output")
     if out.exists() and not force:
         raise CliError(f"{out} exists; pass --force to overwrite it")
     settings.save(out)  # type: ignore[attr-defined]
@@ -129,17 +135,26 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
     if args.resume and args.set:
         raise CliError("--set cannot change a run being resumed (its frames must match its settings.json); start a new run instead")
-    if args.resume and args.resume != "latest":
+    # Expanded here so that "~nouser/x" is one line naming the option, not a RuntimeError deep in pathlib.
+    out = str(expand_path(args.out, setting="--out")) if args.out is not None else None
+    resume = args.resume
+    if resume and resume != "latest":
         if args.file:
             raise CliError("--resume RUN_FOLDER uses the run's own settings.json: give no settings file")
-        settings = Settings.load(Path(args.resume) / "settings.json")
+        resume = str(expand_path(resume, setting="--resume"))
+        settings = Settings.load(Path(resume) / "settings.json")
     else:
         if not args.file:
             raise CliError("render needs a settings file (make one with `discolib init -o settings.json`)")
         settings = Settings.load(args.file)
         for assignment in args.set:
             settings.set_from_string(assignment)
-    result = render(settings, out=args.out, resume=args.resume, progress=not args.no_progress)
+    extra = {}
+    if "force" in inspect.signature(render).parameters:
+        extra["force"] = args.force
+    elif args.force:
+        raise CliError("--force: this version of discolib.render() has no force option")
+    result = render(settings, out=out, resume=resume, progress=not args.no_progress, **extra)
     print(f"{result.status}: {len(result.frames)} frame(s) in {result.run_dir}")
     if result.video:
         print(f"video: {result.video}")
@@ -151,6 +166,14 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise CliError(f"--frames: expected a positive number of frames, got {args.frames}")
+    if abs(args.seed) >= 2**63:
+        raise CliError("--seed: expected an integer of at most 18 digits")
+    if args.plot:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        suffix = Path(args.plot).suffix.lower().lstrip(".")
+        if suffix and suffix not in FigureCanvasBase.get_supported_filetypes():
+            raise CliError(f"--plot: expected a file name ending in .png, .svg or .pdf, got {args.plot!r}")
     sched = Schedule.parse(args.text, setting="schedule", interpolation=args.interpolation)
     values = sched.values(args.frames, seed=args.seed)
     lines = [f"{i} {v:.6g}" for i, v in enumerate(values.tolist())]
@@ -194,11 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (CliError, ValueError, OSError) as exc:
+    except (DiscolibError, OSError) as exc:  # anything else is a bug: its traceback is the useful report
         if args.debug:
             raise
-        msg = str(exc).replace("\n", " ") or type(exc).__name__
-        print(f"discolib: error: {msg}", file=sys.stderr)
+        print(f"discolib: error: {_one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("discolib: interrupted", file=sys.stderr)
@@ -215,8 +237,13 @@ class _NeverRaised(Exception):
     pass
 
 
+def _one_line(text: str) -> str:
+    """``text`` on one line: every line break (``\\n``, ``\\r``, ``\\x0b``, U+2028...) becomes a space."""
+    return " ".join(text.splitlines())
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    print(f"discolib: warning: {message}", file=sys.stderr)
+    print(f"discolib: warning: {_one_line(str(message))}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

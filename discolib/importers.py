@@ -2,18 +2,20 @@
 
 Known keys map onto ours (some with a conversion, e.g. Disco's ``width_height`` or its ``ViTB32`` flags);
 every other key is reported as ignored with a reason. Nothing is dropped silently: :class:`ImportReport`
-lists what was mapped and what was not.
+lists what was mapped and what was not. A value of the wrong type is a :class:`SettingsError` that names the
+file and the source key (``TimeToDisco_settings.txt: seed (-> run.seed): expected an integer, got [1]``).
 """
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from discolib.settings import Settings, SettingsError, field_info
+from discolib.errors import InputError
+from discolib.settings import Settings, SettingsError, field_info, read_settings_json, short_repr
 
 __all__ = ["ImportReport", "import_settings", "import_disco", "import_deforum", "detect_format"]
 
@@ -171,12 +173,55 @@ _DISCO_IGNORED = {
 }
 
 
+# Converters: each takes the source value and returns ours, or raises SettingsError (no field: _apply names the
+# source key) for a value of the wrong type; none of them calls int()/str() on a value it has not type-checked.
+
+
+def _expect_str(v: Any, what: str = "a string") -> str:
+    if not isinstance(v, str):
+        raise SettingsError(f"expected {what}, got {short_repr(v)}")
+    return v
+
+
+def _conv_int(v: Any) -> int:
+    """An integer given as a JSON integer, a whole float (``512.0``) or a string of digits (``"3"``)."""
+    if isinstance(v, bool):
+        raise SettingsError(f"expected an integer, got {short_repr(v)}")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return int(v)
+    if isinstance(v, str) and len(v) <= 100:
+        try:
+            return int(v.strip())
+        except ValueError:
+            pass
+    raise SettingsError(f"expected an integer, got {short_repr(v)}")
+
+
+def _conv_seed(v: Any) -> int:
+    """Disco writes ``"random_seed"`` or null for a random seed, Deforum ``-1``; ours is ``-1``."""
+    if v is None or v == "random_seed":
+        return -1
+    return _conv_int(v)
+
+
+def _conv_size(v: Any) -> int:
+    """Deforum rounds W and H down to a multiple of 64; we keep the multiple of 8 the latent model needs."""
+    n = _conv_int(v)
+    return n - n % 8
+
+
 def _conv_interp(v: Any) -> str:
-    return {"linear": "linear", "quadratic": "cubic", "cubic": "cubic"}.get(str(v).lower(), "linear")
+    names = {"linear": "linear", "quadratic": "cubic", "cubic": "cubic"}
+    s = _expect_str(v, "one of 'Linear', 'Quadratic', 'Cubic'")
+    if s.strip().lower() not in names:
+        raise SettingsError(f"expected one of 'Linear', 'Quadratic', 'Cubic', got {short_repr(v)}")
+    return names[s.strip().lower()]
 
 
 def _conv_color_coherence(v: Any) -> str:
-    s = str(v)
+    s = _expect_str(v, "a colour coherence name such as 'Match Frame 0 LAB'")
     for space in ("LAB", "HSV", "RGB"):
         if s.endswith(space):
             return space
@@ -184,12 +229,38 @@ def _conv_color_coherence(v: Any) -> str:
 
 
 def _conv_animation_mode(v: Any) -> str:
-    s = str(v).strip()
+    s = _expect_str(v, "an animation mode ('None', '2D', '3D', 'Video Input')").strip()
     return {"none": "None", "2d": "2D", "3d": "3D", "video input": "Video Input", "interpolation": "None"}.get(s.lower(), s)
 
 
 def _schedule_of(v: Any) -> str:
-    return f"0: ({v})" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return f"0: ({v})"
+    return _expect_str(v, "a number or a keyframe string")
+
+
+def _conv_prompts(v: Any) -> Any:
+    """Deforum's prompts: a {frame: prompt} dict, or one prompt (a string or a list) for frame 0."""
+    if isinstance(v, dict):
+        return v
+    if isinstance(v, (str, list)):
+        return {"0": v}
+    raise SettingsError(f"expected a {{frame: prompt}} object, a string or a list of strings, got {short_repr(v)}")
+
+
+def _conv_negative(v: Any) -> str:
+    """Deforum's negative prompts: one string, a list of strings or a {frame: text} dict, joined with '; '."""
+    items = list(v.values()) if isinstance(v, dict) else v if isinstance(v, list) else [v]
+    if not all(isinstance(x, str) for x in items):
+        raise SettingsError(f"expected a string, a list of strings or a {{frame: text}} object, got {short_repr(v)}")
+    return "; ".join(items)
+
+
+def _expect_bool(data: dict[str, Any], key: str, target: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise SettingsError(f"{key} (-> {target}): expected true or false, got {short_repr(value)}")
+    return value
 
 
 def detect_format(data: dict[str, Any]) -> str:
@@ -208,7 +279,7 @@ def _apply(s: Settings, report: ImportReport, key: str, target: str, value: Any,
         if conv:
             value = conv(value)
         kind = field_info(target).type_name
-        if kind in ("int", "float") and isinstance(value, str):
+        if kind in ("int", "float") and isinstance(value, str) and len(value) <= 100:
             # Both tools store some numbers as strings (Deforum's diffusion_cadence "1", Disco's turbo_steps "3").
             try:
                 value = int(value) if kind == "int" else float(value)
@@ -217,7 +288,21 @@ def _apply(s: Settings, report: ImportReport, key: str, target: str, value: Any,
         s.set(target, value)
     except SettingsError as exc:
         raise SettingsError(f"{key} (-> {target}): {exc.reason}") from None
-    report.mapped[key] = target
+    mapped = report.mapped.get(key)
+    report.mapped[key] = f"{mapped}, {target}" if mapped and target not in mapped.split(", ") else target
+
+
+def _validate(s: Settings, report: ImportReport) -> None:
+    """``s.validate()``; a problem with a mapped field names the source key it came from."""
+    try:
+        s.validate()
+    except InputError as exc:
+        target = getattr(exc, "field", None) or getattr(exc, "setting", None)
+        sources = [k for k, t in report.mapped.items() if target and target in t.split(", ")]
+        if not sources:
+            raise
+        reason = str(exc).removeprefix(f"{target}: ")
+        raise SettingsError(f"{sources[0]} (-> {target}): {reason}") from None
 
 
 def import_disco(data: dict[str, Any]) -> ImportReport:
@@ -232,14 +317,13 @@ def import_disco(data: dict[str, Any]) -> ImportReport:
         elif key in ("width_height", "width", "height"):
             if key == "width_height":
                 if not (isinstance(value, list) and len(value) == 2):
-                    raise SettingsError(f"width_height: expected [width, height], got {value!r}")
+                    raise SettingsError(f"width_height (-> image.width, image.height): expected [width, height], got {short_repr(value)}")
                 _apply(s, r, key, "image.width", value[0])
-                s.set("image.height", value[1])
-                r.mapped[key] = "image.width, image.height"
+                _apply(s, r, key, "image.height", value[1])
             else:
                 _apply(s, r, key, f"image.{key}", value)
         elif key == "seed":
-            _apply(s, r, key, "run.seed", -1 if value in (None, "random_seed") else int(value))
+            _apply(s, r, key, "run.seed", value, _conv_seed)
         elif key == "diffusion_sampling_mode":
             _apply(s, r, key, "guidance.sampler", value)
         elif key == "init_image":
@@ -261,15 +345,16 @@ def import_disco(data: dict[str, Any]) -> ImportReport:
             reason = _DISCO_IGNORED.get(key) or "not a discolib setting"
             r.ignored[key] = reason
     if clip_flags:
-        s.set("models.clip_models", [_DISCO_CLIP_FLAGS[k] for k in _DISCO_CLIP_FLAGS if data.get(k)])
-    if data.get("turbo_mode"):
+        chosen = [_DISCO_CLIP_FLAGS[k] for k in clip_flags if _expect_bool(data, k, "models.clip_models")]
+        s.set("models.clip_models", [name for k, name in _DISCO_CLIP_FLAGS.items() if name in chosen])
+    if _expect_bool(data, "turbo_mode", "animation.cadence"):
         _apply(s, r, "turbo_steps", "animation.cadence", data.get("turbo_steps", 3))
         r.mapped["turbo_mode"] = "animation.cadence"
     else:
         for k in ("turbo_mode", "turbo_steps"):
             if k in data:
                 r.ignored[k] = "turbo mode was off (cadence 1)"
-    s.validate()
+    _validate(s, r)
     return r
 
 
@@ -282,17 +367,15 @@ def import_deforum(data: dict[str, Any]) -> ImportReport:
             target = _DEFORUM_SAME[key]
             _apply(s, r, key, target, value)
         elif key in ("W", "H"):
-            # Deforum rounds W and H down to a multiple of 64; we keep the multiple of 8 the latent model needs.
-            _apply(s, r, key, "image.width" if key == "W" else "image.height", int(value) - int(value) % 8)
+            _apply(s, r, key, "image.width" if key == "W" else "image.height", value, _conv_size)
         elif key == "seed":
-            _apply(s, r, key, "run.seed", -1 if value in (None, -1) else int(value))
+            _apply(s, r, key, "run.seed", value, _conv_seed)
         elif key == "sampler":
             _apply(s, r, key, "latent.scheduler", value, _deforum_sampler)
         elif key in ("prompts", "animation_prompts"):
-            _apply(s, r, key, "prompts.text_prompts", value if isinstance(value, dict) else {"0": value})
+            _apply(s, r, key, "prompts.text_prompts", value, _conv_prompts)
         elif key == "negative_prompts" or key == "negative_prompt":
-            neg = value if isinstance(value, str) else "; ".join(str(v) for v in (value.values() if isinstance(value, dict) else value))
-            _apply(s, r, key, "latent.negative_prompt", neg)
+            _apply(s, r, key, "latent.negative_prompt", value, _conv_negative)
         elif key == "animation_mode":
             _apply(s, r, key, "animation.animation_mode", value, _conv_animation_mode)
         elif key == "color_coherence":
@@ -301,7 +384,7 @@ def import_deforum(data: dict[str, Any]) -> ImportReport:
             target = {"near_plane": "animation.near", "far_plane": "animation.far", "fov": "animation.fov"}[key]
             _apply(s, r, key, target, value, _schedule_of)
         elif key == "init_image":
-            if data.get("use_init"):
+            if _expect_bool(data, "use_init", "guidance.init_image"):
                 _apply(s, r, key, "guidance.init_image", value or "")
             else:
                 r.ignored[key] = "use_init was false"
@@ -309,7 +392,7 @@ def import_deforum(data: dict[str, Any]) -> ImportReport:
             _apply(s, r, key, "run.output_root", value)
         else:
             r.ignored[key] = "not a discolib setting"
-    s.validate()
+    _validate(s, r)
     return r
 
 
@@ -326,25 +409,22 @@ _DEFORUM_SAMPLERS = {
 
 
 def _deforum_sampler(v: Any) -> str:
-    s = str(v)
-    if s not in _DEFORUM_SAMPLERS:
-        raise SettingsError(f"expected one of {', '.join(sorted(_DEFORUM_SAMPLERS))}, got {s!r}")
-    return _DEFORUM_SAMPLERS[s]
+    if not isinstance(v, str) or v not in _DEFORUM_SAMPLERS:
+        raise SettingsError(f"expected one of {', '.join(sorted(_DEFORUM_SAMPLERS))}, got {short_repr(v)}")
+    return _DEFORUM_SAMPLERS[v]
 
 
 def import_settings(path: str | Path) -> ImportReport:
-    """Read a Disco or Deforum settings file, detect which it is, and map it."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SettingsError(f"settings file not found: {p}") from None
-    except json.JSONDecodeError as exc:
-        raise SettingsError(f"{p}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
+    """Read a Disco or Deforum settings file, detect which it is, and map it.
+
+    The file is read like a discolib settings file (a regular file of at most 4 MiB, JSON nested at most 64
+    levels, finite numbers); every problem is a one-line :class:`SettingsError` naming the file and the key.
+    """
+    data, p = read_settings_json(path)
     if not isinstance(data, dict):
-        raise SettingsError(f"{p}: expected a JSON object")
-    fmt = detect_format(data)
+        raise SettingsError(f"{p}: expected a JSON object, got {type(data).__name__}")
     try:
+        fmt = detect_format(data)
         return import_disco(data) if fmt == "disco" else import_deforum(data)
-    except SettingsError as exc:
+    except InputError as exc:
         raise SettingsError(f"{p}: {exc}") from None

@@ -133,8 +133,14 @@ def loads_json(text: str, *, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
             raise InputError(f"{what}: the number {s} is too large; expected a finite number")
         return v
 
+    def parse_int(s: str) -> int:
+        # Python refuses to convert integers of more than 4300 digits (a plain ValueError); no setting needs 20.
+        if len(s.lstrip("-")) > 100:
+            raise InputError(f"{what}: an integer of {len(s)} digits is too large; expected a number")
+        return int(s)
+
     try:
-        return json.loads(text, parse_constant=bad_constant, parse_float=parse_float)
+        return json.loads(text, parse_constant=bad_constant, parse_float=parse_float, parse_int=parse_int)
     except json.JSONDecodeError as exc:
         raise InputError(f"{what}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
     except RecursionError:  # belt and braces: the depth check above should make this unreachable

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from discolib.inputs import MAX_JSON_DEPTH, json_depth_ok
 from discolib.schedule import FrameKey, ScheduleError, parse_frame_key, resolve_keys, warn_duplicate_keys
 
 __all__ = [
@@ -40,11 +41,15 @@ __all__ = [
     "split_weight",
 ]
 
-_NUMBER = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-_WEIGHT_RE = re.compile(rf"^(?P<text>.*):\s*(?P<weight>{_NUMBER})\s*$", re.DOTALL)
+# Written so that no two branches can match the same digits: "[0-9]+\.?[0-9]*" backtracks quadratically on a
+# long run of digits that is not followed by the end, and prompt texts have no length limit of their own.
+_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_WEIGHT_RE = re.compile(rf"\s*(?P<weight>{_NUMBER})\s*")
 # "http://host:8080" is a URL with a port, not a prompt with weight 8080
 _URL_HOST_RE = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://[^/\s]*$")
-_NEG_RE = re.compile(r"\s*--neg\b\s*")
+# No "\s*" around it: a search would retry a long run of spaces from every position (quadratic); the texts on
+# either side are stripped anyway.
+_NEG_RE = re.compile(r"--neg\b")
 
 
 class PromptError(ScheduleError):
@@ -57,10 +62,12 @@ def split_weight(text: str) -> tuple[str, float]:
     The weight may be any float literal (``-0.5``, ``1e-1``); one too large for a float gives ``inf``, which the
     prompt schedules reject as non-finite.
     """
-    m = _WEIGHT_RE.match(text)
-    if m is None or _URL_HOST_RE.match(m.group("text")):
+    # The weight can only follow the last ':' (a number contains none); fullmatch keeps this linear in the text.
+    colon = text.rfind(":")
+    m = _WEIGHT_RE.fullmatch(text, colon + 1) if colon >= 0 else None
+    if m is None or _URL_HOST_RE.match(text[:colon]):
         return text.strip(), 1.0
-    return m.group("text").strip(), float(m.group("weight"))
+    return text[:colon].strip(), float(m.group("weight"))
 
 
 def _format_weight(weight: float) -> str:
@@ -115,6 +122,50 @@ class FramePrompts:
         return [w / total for w in self.weights]
 
 
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """``repr`` of ``text``, shortened for a one-line message."""
+    return repr(_shorten(text, limit))
+
+
+def _fsum(values: list[float]) -> float:
+    """``math.fsum`` that gives ``inf`` instead of raising when the sum overflows."""
+    try:
+        return math.fsum(values)
+    except OverflowError:
+        return math.inf
+
+
+def _check_weights(positive: list[WeightedPrompt], label: str, setting: str | None) -> None:
+    """The positive weights must sum to a finite, non-zero number (Disco divides by that sum)."""
+    weights = [p.weight for p in positive]
+    total = _fsum(weights)
+    if not math.isfinite(total):
+        # Name the first prompt at which a running sum leaves the floats (fsum raised, or the sum is inf).
+        running = 0.0
+        culprit = len(weights)
+        for n, w in enumerate(weights, 1):
+            running += w
+            if not math.isfinite(running):
+                culprit = n
+                break
+        w = weights[culprit - 1]
+        raise PromptError(
+            f"{label}, prompt {culprit}: weight {w:g} makes the sum of the weights overflow "
+            f"({_clip(positive[culprit - 1].to_str())}); expected weights whose sum is a finite number",
+            setting=setting,
+        )
+    scale = _fsum([abs(w) for w in weights])
+    if not math.isfinite(scale):
+        scale = max(abs(w) for w in weights)
+    if abs(total) <= 1e-9 * max(1.0, scale):
+        listed = ", ".join(p.to_str() if p.weight != 1.0 else f"{p.text}:1" for p in positive)
+        raise PromptError(f"{label}: weights sum to zero ({_shorten(listed, 200)})", setting=setting)
+
+
 def _prompt_label(key: FrameKey) -> str:
     return f"prompts at frame {key.frame}" if key.frame is not None else f"prompts at key '{key.text}'"
 
@@ -162,15 +213,11 @@ def _parse_items(raw: object, key: FrameKey, split_neg: bool, setting: str | Non
         if not prompt.text:
             raise PromptError(f"{label}, {side} {n}: empty prompt text", setting=setting)
         if not math.isfinite(prompt.weight):
-            raise PromptError(f"{label}, {side} {n}: weight is not a finite number ({text.strip()!r})", setting=setting)
+            raise PromptError(f"{label}, {side} {n}: weight is not a finite number ({_clip(text.strip())})", setting=setting)
         (negative if is_neg else positive).append(prompt)
     if not positive:
         raise PromptError(f"{label}: no positive prompt (expected at least one)", setting=setting)
-    weights = [p.weight for p in positive]
-    total = math.fsum(weights)
-    if abs(total) <= 1e-9 * max(1.0, math.fsum(abs(w) for w in weights)):
-        listed = ", ".join(p.to_str() if p.weight != 1.0 else f"{p.text}:1" for p in positive)
-        raise PromptError(f"{label}: weights sum to zero ({listed})", setting=setting)
+    _check_weights(positive, label, setting)
     return FramePrompts(positive, negative)
 
 
@@ -227,9 +274,12 @@ class PromptSchedule:
         if isinstance(obj, str):
             stripped = obj.strip()
             if stripped.startswith("{") and stripped.endswith("}"):
+                # json.loads recurses per level: deeper text would raise RecursionError instead of a message.
+                if json_depth_ok(stripped) is not None:
+                    raise PromptError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", setting=setting)
                 try:
                     decoded = json.loads(stripped)
-                except ValueError:
+                except ValueError:  # not JSON (or a number with too many digits): the text is one prompt
                     decoded = None
                 if isinstance(decoded, dict):
                     return cls.from_any(decoded, setting=setting)

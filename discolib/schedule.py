@@ -75,10 +75,12 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import reduce
+from functools import lru_cache, reduce
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import numpy as np
@@ -700,6 +702,18 @@ class _Keyframe:
         return "t" in self.program.names
 
 
+#: Parsed keyframe lists kept per (text, setting): validation, the CLI, the panel and the render loop all parse
+#: the same strings, and a 54 KB string takes about a second to parse. The entries are immutable (frozen
+#: keyframes in a tuple; FrameKey and _Program are never mutated after construction), so sharing them is safe.
+PARSE_CACHE_SIZE = 64
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _parse_keyframes_cached(text: str, setting: str | None) -> tuple[_Keyframe, ...]:
+    """:func:`_parse_keyframes`, memoised (errors are not cached: a bad string raises again on each parse)."""
+    return tuple(_parse_keyframes(text, setting))
+
+
 def _parse_keyframes(text: str, setting: str | None) -> list[_Keyframe]:
     tokens = _tokenize(text, setting)
     if tokens[0].kind == "end":
@@ -733,6 +747,12 @@ def _parse_keyframes(text: str, setting: str | None) -> list[_Keyframe]:
         program = _Parser(value_tokens, text, setting, frozenset(_VARIABLES), "a keyframe value").parse_all()
         keyframes.append(_Keyframe(key, _fold(program, setting)))
     return keyframes
+
+
+def _static_value(kf: _Keyframe, env: dict[str, Any], setting: str | None) -> float:
+    """A key's value without ``t``: a folded number as it is (checked finite by _fold), else evaluated."""
+    value = kf.program.constant()
+    return float(kf.program.evaluate(env, setting)) if value is None else value
 
 
 def _pchip_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -795,19 +815,23 @@ def _normalise_interpolation(interpolation: str, setting: str | None) -> str:
 class Schedule:
     """A parsed keyframe schedule; ``values(n_frames)`` gives one float64 per frame (see the module docstring)."""
 
-    def __init__(self, text: str, keyframes: list[_Keyframe], setting: str | None, interpolation: str) -> None:
+    def __init__(self, text: str, keyframes: Sequence[_Keyframe], setting: str | None, interpolation: str) -> None:
         self._text = text
-        self._keyframes = keyframes
+        self._keyframes = tuple(keyframes)
         self.setting = setting
         self.interpolation = interpolation
         self._cache: dict[tuple[int, int], np.ndarray] = {}
 
     @classmethod
     def parse(cls, text: str, *, setting: str | None = None, interpolation: str = "linear") -> Schedule:
-        """Parse and check the syntax now (keys with ``max_f`` are resolved per frame count, later)."""
+        """Parse and check the syntax now (keys with ``max_f`` are resolved per frame count, later).
+
+        The parsed keyframes of the most recent strings are cached (see ``PARSE_CACHE_SIZE``), so parsing the same
+        text again (validation, then the render loop) is free; duplicate-key warnings are still given every time.
+        """
         mode = _normalise_interpolation(interpolation, setting)
         text = _check_length(text, setting)
-        keyframes = _parse_keyframes(text, setting)
+        keyframes = _parse_keyframes_cached(text, setting)
         warn_duplicate_keys([kf.key for kf in keyframes], setting, stacklevel=2)
         return cls(text, keyframes, setting, mode)
 
@@ -869,7 +893,7 @@ class Schedule:
         order = resolve_keys([kf.key for kf in self._keyframes], n, setting, stacklevel=4)
         frames_of = [f for f, _ in order]
         kfs = [self._keyframes[i] for _, i in order]
-        static = [None if kf.uses_t else float(kf.program.evaluate(env, setting)) for kf in kfs]
+        static = [None if kf.uses_t else _static_value(kf, env, setting) for kf in kfs]
         out = np.empty(n, dtype=np.float64)
         all_frames = np.arange(n, dtype=np.float64)
 
@@ -915,11 +939,31 @@ class Schedule:
         return hash((self._text, self.interpolation))
 
 
+# (text, setting, n_frames, interpolation, seed) of schedules that evaluated cleanly: the CLI, the panel and render
+# validate the same settings several times, and evaluating six 54 KB strings over 100 000 frames takes a second.
+_validated: OrderedDict[tuple[str, str | None, int, str, int], None] = OrderedDict()
+_validated_lock = threading.Lock()
+
+
 def validate_schedule(
     text: str, setting: str | None = None, n_frames: int = 1000, *, interpolation: str = "linear", seed: int = 0
 ) -> None:
-    """Parse ``text`` and evaluate it over ``n_frames`` so that domain errors surface now; raises ScheduleError."""
-    Schedule.parse(text, setting=setting, interpolation=interpolation).values(n_frames, seed=seed)
+    """Parse ``text`` and evaluate it over ``n_frames`` so that domain errors surface now; raises ScheduleError.
+
+    A schedule that already evaluated cleanly with the same arguments is not evaluated again (its parse is
+    cached too, see :meth:`Schedule.parse`), so validating the same settings twice costs almost nothing.
+    """
+    sched = Schedule.parse(text, setting=setting, interpolation=interpolation)
+    key = (sched.text, setting, _check_frames(n_frames, setting), sched.interpolation, int(seed))
+    with _validated_lock:
+        if key in _validated:
+            _validated.move_to_end(key)
+            return
+    sched.values(n_frames, seed=seed)
+    with _validated_lock:
+        _validated[key] = None
+        if len(_validated) > PARSE_CACHE_SIZE * 4:
+            _validated.popitem(last=False)
 
 
 # ------------------------------------------------------------------------------------- string schedules

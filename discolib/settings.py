@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import json
 import math
+import os
+import reprlib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from discolib.errors import InputError
+from discolib.inputs import MAX_JSON_DEPTH, expand_path, json_depth_ok, loads_json, read_user_text
 
 __all__ = [
     "GROUPS",
@@ -34,6 +39,8 @@ __all__ = [
     "Settings",
     "field_info",
     "iter_fields",
+    "read_settings_json",
+    "short_repr",
 ]
 
 _UNSET = object()
@@ -46,6 +53,27 @@ class SettingsError(InputError):
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.reason = message
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlevel = 3  # reprlib recurses at most this deep, so a value nested 100 000 levels still shows in one line
+
+
+def short_repr(value: Any) -> str:
+    """A short ``repr`` of a user's value for a one-line error message (never huge, never recursing deeply)."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int with more digits than Python converts to text
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+_show = short_repr
+
+
+def _short_name(name: str, limit: int = 60) -> str:
+    return name if len(name) <= limit else name[: limit - 3] + "..."
 
 
 def _f(default: Any = _UNSET, *, help: str, factory: Any = None, **meta: Any) -> Any:
@@ -236,6 +264,22 @@ LATENT_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: Latent scheduler names (the keys of :func:`discolib.latent_models.scheduler_names`), known here without importing
+#: diffusers: validating a settings file stays torch-free and instant. tests/test_latent.py checks they agree.
+LATENT_SCHEDULERS = (
+    "default", "euler_a", "euler", "heun", "dpmpp_2m", "dpmpp_2m_karras", "dpmpp_2m_sde", "ddim", "pndm", "plms",
+    "lcm", "unipc",
+)
+#: Schedulers that need an extra package (name -> module), offered only where it is installed.
+OPTIONAL_LATENT_SCHEDULERS = {"lms": "scipy", "dpmpp_sde": "torchsde"}
+
+
+def latent_scheduler_names() -> list[str]:
+    """The scheduler names valid in this environment, without importing diffusers or the optional packages."""
+    extra = [n for n, module in OPTIONAL_LATENT_SCHEDULERS.items() if importlib.util.find_spec(module) is not None]
+    return [*LATENT_SCHEDULERS, *extra]
+
+
 # ---------------------------------------------------------------------------------------------- schema
 
 
@@ -278,7 +322,7 @@ class Settings:
         flat = _flatten_input(data)
         mode = flat.get("image.mode", "guided")
         if mode not in ("guided", "latent"):
-            raise SettingsError(f"expected one of 'guided', 'latent', got {mode!r}", field="image.mode")
+            raise SettingsError(f"expected one of 'guided', 'latent', got {_show(mode)}", field="image.mode")
         s = cls.defaults(mode)
         for name, value in flat.items():
             s.set(name, value, validate_field=validate)
@@ -288,26 +332,18 @@ class Settings:
 
     @classmethod
     def load(cls, path: str | Path) -> Settings:
-        """Load and validate a settings JSON file."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise SettingsError(f"settings file not found: {p}") from None
-        except OSError as exc:
-            raise SettingsError(f"cannot read settings file {p}: {exc.strerror or exc}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SettingsError(f"{p}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
+        """Load and validate a settings JSON file (a regular file of at most 4 MiB; see :func:`read_settings_json`)."""
+        data, p = read_settings_json(path)
         try:
             return cls.from_dict(data)
-        except SettingsError as exc:
+        except InputError as exc:  # SettingsError, ScheduleError, PromptError: all name the field; add the file
             raise SettingsError(f"{p}: {exc}") from None
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict[str, Any]:
         """A grouped, JSON-ready dict holding every field."""
+        for name in _NESTED_FIELDS:  # set without validation (validate_field=False): asdict would recurse into it
+            _check_depth(name, self.get(name))
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def to_json(self) -> str:
@@ -344,9 +380,11 @@ class Settings:
         info = field_info(f"{group}.{fname}")
         value: Any = raw
         if info.type_name != "str" or raw.strip()[:1] in ('"',):
+            if json_depth_ok(raw) is not None:  # json.loads recurses per level
+                raise SettingsError(f"value nested deeper than {MAX_JSON_DEPTH} levels", field=info.name)
             try:
                 value = json.loads(raw)
-            except json.JSONDecodeError:
+            except ValueError:  # not JSON (or an integer with too many digits): the text itself
                 if info.type_name == "bool" and raw.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
                     value = raw.strip().lower() in ("true", "yes", "on")
                 else:
@@ -381,11 +419,10 @@ class Settings:
             )
         if anim.animation_mode == "Video Input" and not anim.video_init_path:
             raise SettingsError("Video Input mode needs a video path", field="animation.video_init_path")
+        self._validate_paths()
         self._validate_schedules()
         if mode == "latent":
-            from discolib.latent_models import scheduler_names
-
-            names = scheduler_names()
+            names = latent_scheduler_names()
             if self.latent.scheduler not in names:
                 close = difflib.get_close_matches(self.latent.scheduler, names, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -399,7 +436,14 @@ class Settings:
         """Frames to render: max_frames for animations, 1 for stills."""
         return self.animation.max_frames if self.animation.animation_mode != "None" else 1
 
+    def _validate_paths(self) -> None:
+        """Paths (and model ids that may be paths) must expand: ``~nouser/x`` or a NUL byte fails here, by name."""
+        for name in iter_fields():
+            if _FIELDS[name].kind in ("path", "model"):
+                _check_path(name, self.get(name))
+
     def _validate_schedules(self) -> None:
+        """Each keyframe string, cut schedule and prompt dict is parsed and evaluated once (parses are cached)."""
         for name in iter_fields():
             if field_info(name).kind in ("schedule", "cut_schedule", "prompts"):
                 self.check_field(name, self.get(name))
@@ -426,9 +470,13 @@ class Settings:
         elif info.kind == "prompts" and (value or info.name == "prompts.text_prompts"):
             # An empty dict means "no image prompts"; text prompts need at least one.
             try:
-                PromptSchedule.from_any(value, setting=info.name)
+                schedule = PromptSchedule.from_any(value, setting=info.name)
             except ValueError as exc:
                 raise SettingsError(str(exc).removeprefix(f"{info.name}: "), field=info.name) from None
+            if info.name == "prompts.image_prompts":
+                for _, frame_prompts in schedule.items(max(1, min(self.animation.max_frames, 100_000))):
+                    for prompt in frame_prompts.positive:
+                        _check_path(info.name, prompt.text)
 
 
 # ---------------------------------------------------------------------------------------------- field info
@@ -527,9 +575,9 @@ def resolve_name(name: str) -> tuple[str, str]:
     if "." not in name and len(_PLAIN.get(name, [])) > 1:
         raise SettingsError(f"ambiguous setting name; use one of {', '.join(_PLAIN[name])}", field=name)
     candidates = list(_FIELDS) + list(_PLAIN)
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6) if len(name) <= 100 else []
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise SettingsError(f"unknown setting{hint}", field=name)
+    raise SettingsError(f"unknown setting{hint}", field=_short_name(name))
 
 
 def _flatten_input(data: dict[str, Any]) -> dict[str, Any]:
@@ -542,7 +590,8 @@ def _flatten_input(data: dict[str, Any]) -> dict[str, Any]:
             for sub, v in value.items():
                 dotted = f"{key}.{sub}"
                 if dotted not in _FIELDS:
-                    close = difflib.get_close_matches(sub, [n.split(".", 1)[1] for n in iter_fields(key)], n=3, cutoff=0.6)
+                    names = [n.split(".", 1)[1] for n in iter_fields(key)]
+                    close = difflib.get_close_matches(sub, names, n=3, cutoff=0.6) if len(sub) <= 100 else []
                     other = _PLAIN.get(sub)
                     if other:
                         hint = f"; it belongs in {other[0]!r}"
@@ -550,7 +599,7 @@ def _flatten_input(data: dict[str, Any]) -> dict[str, Any]:
                         hint = f"; did you mean {' or '.join(repr(f'{key}.{c}') for c in close)}?"
                     else:
                         hint = ""
-                    raise SettingsError(f"unknown setting{hint}", field=dotted)
+                    raise SettingsError(f"unknown setting{hint}", field=_short_name(dotted))
                 flat[dotted] = v
         elif key.startswith("_"):
             continue  # comments such as "_about" are allowed
@@ -564,31 +613,78 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_finite(v: Any) -> bool:
+    """A finite int or float; an int too large for a float (``10**400``) is not."""
+    try:
+        return _is_number(v) and math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+_SCALARS = (str, int, float, bool, type(None))
+# Fields whose values are containers: the only ones a user can nest (see _check_depth and Settings.to_dict).
+_NESTED_FIELDS = tuple(n for n, i in _FIELDS.items() if i.type_name == "dict" or i.type_name.startswith("list"))
+
+
+def _check_depth(name: str, value: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse containers nested deeper than ``limit`` (walked with a stack: no recursion, no RecursionError)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (list, tuple, dict)):
+            if depth > limit:
+                raise SettingsError(f"value nested deeper than {limit} levels", field=name)
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+
+
+def _coerce_prompts(name: str, value: Any) -> dict[str, Any]:
+    """A prompt dict: frame keys -> a prompt string or a flat list of prompts (the parser checks the items)."""
+    if not isinstance(value, dict):
+        raise SettingsError(f"expected an object {{frame: prompts}}, got {_show(value)}", field=name)
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(key, bool) or not isinstance(key, (str, int, float)):
+            raise SettingsError(f"key {_show(key)}: expected a frame number or a max_f expression", field=name)
+        if isinstance(item, (list, tuple)) and all(isinstance(x, _SCALARS) for x in item):
+            item = list(item)
+        elif not isinstance(item, _SCALARS):
+            raise SettingsError(
+                f"frame {_show(str(key))}: expected a prompt string or a list of prompt strings, got {_show(item)}",
+                field=name,
+            )
+        out[str(key)] = item
+    return out
+
+
 def coerce_value(name: str, value: Any) -> Any:
-    """Check ``value`` against the field's type and bounds and return it in canonical form."""
+    """Check ``value`` against the field's type and bounds and return it in canonical form.
+
+    Values of the wrong shape (a list where a number belongs, a prompt dict nesting lists in lists) are refused
+    without walking them, so arbitrarily deep or large values fail with one short :class:`SettingsError`.
+    """
     info = _FIELDS[name]
     t = info.type_name
     if t == "bool":
         if not isinstance(value, bool):
-            raise SettingsError(f"expected true or false, got {value!r}", field=name)
+            raise SettingsError(f"expected true or false, got {_show(value)}", field=name)
         out: Any = value
     elif t == "int":
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise SettingsError(f"expected an integer, got {value!r}", field=name)
+            raise SettingsError(f"expected an integer, got {_show(value)}", field=name)
         out = value
     elif t == "float":
-        if not _is_number(value) or not math.isfinite(float(value)):
-            raise SettingsError(f"expected a finite number, got {value!r}", field=name)
+        if not _is_finite(value):
+            raise SettingsError(f"expected a finite number, got {_show(value)}", field=name)
         out = float(value)
     elif t == "str":
-        if _is_number(value) and info.kind in ("schedule", "steps_or_percent"):
+        if _is_finite(value) and info.kind in ("schedule", "steps_or_percent"):
             value = f"0: ({value})" if info.kind == "schedule" else str(value)
         if value is None and info.kind in ("path", "model"):
             value = ""
         if not isinstance(value, str):
-            raise SettingsError(f"expected a string, got {value!r}", field=name)
+            raise SettingsError(f"expected a string, got {_show(value)}", field=name)
         out = value
     elif t == "choice":
         if value not in info.choices:
@@ -596,35 +692,129 @@ def coerce_value(name: str, value: Any) -> Any:
             if isinstance(value, str) and value.lower() in lowered:
                 value = lowered[value.lower()]
             else:
-                raise SettingsError(f"expected one of {', '.join(repr(c) for c in info.choices)}, got {value!r}", field=name)
+                raise SettingsError(f"expected one of {', '.join(repr(c) for c in info.choices)}, got {_show(value)}", field=name)
         out = value
     elif t == "list[str]":
         if isinstance(value, str):
             value = [value]
-        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-            raise SettingsError(f"expected a list of strings, got {value!r}", field=name)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(x, str) for x in value):
+            raise SettingsError(f"expected a list of strings, got {_show(value)}", field=name)
         out = list(value)
     elif t == "list[float]":
         if _is_number(value):
             value = [value]
-        if not isinstance(value, list) or not all(_is_number(x) and math.isfinite(x) for x in value):
-            raise SettingsError(f"expected a list of numbers, got {value!r}", field=name)
+        if not isinstance(value, (list, tuple)) or not all(_is_finite(x) for x in value):
+            raise SettingsError(f"expected a list of finite numbers, got {_show(value)}", field=name)
         out = [float(x) for x in value]
     elif t == "dict":
-        if not isinstance(value, dict):
-            raise SettingsError(f"expected an object {{frame: ...}}, got {value!r}", field=name)
-        out = {str(k): v for k, v in value.items()}
+        out = _coerce_prompts(name, value)
     else:  # pragma: no cover - the table only has the types above
         raise AssertionError(t)
     if info.min is not None and _is_number(out) and out < info.min:
-        raise SettingsError(f"expected a value >= {info.min}, got {out!r}", field=name)
+        raise SettingsError(f"expected a value >= {info.min}, got {_show(out)}", field=name)
     if info.max is not None and _is_number(out) and out > info.max:
-        raise SettingsError(f"expected a value <= {info.max}, got {out!r}", field=name)
+        raise SettingsError(f"expected a value <= {info.max}, got {_show(out)}", field=name)
     if info.kind == "steps_or_percent":
         _check_steps_or_percent(name, out)
-    if info.kind == "name" and (not out or any(c in out for c in '/\\:*?"<>|') or out in (".", "..")):
-        raise SettingsError(f"expected a folder name without / \\ : * ? \" < > |, got {out!r}", field=name)
+    if info.kind == "name" and (
+        not out or any(c in out for c in '/\\:*?"<>|') or out in (".", "..") or any(ord(c) < 32 for c in out)
+    ):
+        raise SettingsError(
+            f"expected a folder name without / \\ : * ? \" < > | or control characters, got {_show(out)}", field=name
+        )
     return out
+
+
+def _check_path(name: str, value: str) -> None:
+    """``value`` (a path, URL or model id) must expand: refuses ``~unknownuser/...`` and NUL bytes by name."""
+    if not value or value.startswith(("http://", "https://")):
+        return
+    try:
+        expand_path(value, setting=name)
+    except InputError as exc:
+        raise SettingsError(str(exc).removeprefix(f"{name}: "), field=name) from None
+
+
+def read_settings_json(path: str | os.PathLike[str], *, what: str = "settings file") -> tuple[Any, Path]:
+    """The decoded JSON of a user's settings file and its expanded path; every problem is a :class:`SettingsError`.
+
+    The file must be a regular file of at most 4 MiB (FIFOs, devices and folders are refused before they are
+    opened); JSON nested deeper than 64 levels, ``NaN``/``Infinity`` and numbers too large for a float are refused,
+    naming the key that holds them.
+    """
+    try:
+        p = expand_path(path, setting=what)
+        if not os.path.lexists(p):
+            raise SettingsError(f"{what} not found: {p}")
+        text = read_user_text(p, setting=what)
+    except SettingsError:
+        raise
+    except InputError as exc:
+        raise SettingsError(str(exc)) from None
+    return _loads_settings_json(text, str(p)), p
+
+
+class _BadNumber:
+    """A number JSON allows but no setting takes (NaN, Infinity, 1e400, 5000 digits), kept to name its key."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _locate_bad_number(text: str) -> tuple[str, str] | None:
+    """(key path, number) of the first non-finite or oversized number in ``text``; None if there is none.
+
+    Only called after :func:`~discolib.inputs.loads_json` refused the text, to say *which* key was bad.
+    """
+    if json_depth_ok(text) is not None:
+        return None
+    # Python >= 3.11 (and patched 3.10) refuse to convert integers longer than this many digits.
+    digits = getattr(sys, "get_int_max_str_digits", lambda: 0)() or 4300
+
+    def parse_float(s: str) -> Any:
+        return _BadNumber(s) if math.isinf(float(s)) else float(s)
+
+    try:
+        data = json.loads(
+            text,
+            parse_constant=_BadNumber,
+            parse_float=parse_float,
+            parse_int=lambda s: int(s) if len(s.lstrip("-")) <= digits else _BadNumber(s),
+        )
+    except ValueError:
+        return None
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, _BadNumber):
+            return where or "(top level)", v.text
+        if isinstance(v, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), x) for k, x in reversed(v.items()))
+        elif isinstance(v, list):
+            stack.extend((f"{where}[{i}]", x) for i, x in reversed(list(enumerate(v))))
+    return None
+
+
+def _loads_settings_json(text: str, what: str) -> Any:
+    try:
+        return loads_json(text, what=what)
+    except InputError as exc:
+        found = _locate_bad_number(text)
+        if found is None:
+            raise SettingsError(str(exc)) from None
+        where, number = found
+        if number in ("NaN", "Infinity", "-Infinity"):
+            reason = f"{number} is not allowed; expected a finite number"
+        else:
+            shown = number if len(number) <= 24 else f"{number[:10]}... ({len(number)} characters)"
+            reason = f"the number {shown} is too large; expected a finite number"
+        raise SettingsError(f"{what}: {_short_name(where)}: {reason}") from None
+    except ValueError:  # an integer with more digits than Python converts (loads_json lets it through)
+        found = _locate_bad_number(text)
+        where = f" at {_short_name(found[0])}" if found else ""
+        raise SettingsError(f"{what}: an integer{where} has too many digits; expected a number that fits a setting") from None
 
 
 def _check_steps_or_percent(name: str, value: str) -> None:

@@ -92,3 +92,56 @@ def test_resume_refuses_overrides_and_a_second_settings_file(tmp_path: Path, cap
     assert code == 2 and "--set cannot change a run being resumed" in err
     code, _, err = run(["render", "s.json", "--resume", str(tmp_path)], capsys)
     assert code == 2 and "give no settings file" in err
+
+
+def test_a_bug_keeps_its_traceback_but_input_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(path: object) -> None:
+        raise KeyError("a bug, not bad input")
+
+    monkeypatch.setattr(Settings, "load", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["validate", str(tmp_path / "s.json")])
+    monkeypatch.undo()
+    (tmp_path / "s.json").write_text('{"image": {"steps": 10}}\n\u2028')  # a line separator in the JSON error
+    code, _, err = run(["validate", str(tmp_path / "s.json")], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("discolib: error: ")
+
+
+def test_cli_error_is_an_input_error() -> None:
+    from discolib.cli import CliError
+    from discolib.errors import InputError
+
+    assert issubclass(CliError, InputError)
+
+
+def test_render_force_is_passed_only_to_a_render_that_takes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import discolib.render
+    from discolib.presets import apply_preset
+
+    path = apply_preset(Settings.defaults("guided"), "tiny").save(tmp_path / "s.json")
+    calls: list[dict[str, object]] = []
+
+    class Result:
+        status, frames, run_dir, video = "done", [], tmp_path / "run", None
+
+    def with_force(settings: Settings, *, out: object = None, resume: object = None, progress: bool = True, force: bool = False) -> Result:
+        calls.append({"out": out, "force": force})
+        return Result()
+
+    def without_force(settings: Settings, *, out: object = None, resume: object = None, progress: bool = True) -> Result:
+        calls.append({"out": out})
+        return Result()
+
+    monkeypatch.setattr(discolib.render, "render", with_force)
+    home = Path("~").expanduser()
+    assert run(["render", str(path), "--force", "--out", "~/runs"], capsys)[0] == 0
+    assert calls.pop() == {"out": str(home / "runs"), "force": True}
+    assert run(["render", str(path)], capsys)[0] == 0 and calls.pop()["force"] is False
+    monkeypatch.setattr(discolib.render, "render", without_force)
+    assert run(["render", str(path)], capsys)[0] == 0 and calls.pop() == {"out": None}
+    code, _, err = run(["render", str(path), "--force"], capsys)
+    assert code == 2 and "--force" in err and calls == []

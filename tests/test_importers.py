@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,36 @@ def test_import_missing_and_broken_files(tmp_path: Path) -> None:
     p.write_text("{not json")
     with pytest.raises(SettingsError, match="invalid JSON"):
         import_settings(p)
+
+
+@pytest.mark.parametrize(
+    ("source", "key", "value", "message"),
+    [
+        ("disco_v57_settings.txt", "seed", [1], r"seed \(-> run.seed\): expected an integer, got \[1\]"),
+        ("disco_v57_settings.txt", "seed", "random_seed", None),
+        ("disco_v57_settings.txt", "width_height", [512, None], r"width_height \(-> image.height\): expected an integer, got None"),
+        ("disco_v57_settings.txt", "interp_spline", "Bezier", r"interp_spline \(-> animation.interpolation\): expected one of 'Linear'"),
+        ("disco_v57_settings.txt", "fov", [40], r"fov \(-> animation.fov\): expected a number or a keyframe string, got \[40\]"),
+        ("disco_v57_settings.txt", "turbo_mode", "on", r"turbo_mode \(-> animation.cadence\): expected true or false"),
+        ("disco_v57_settings.txt", "text_prompts", {"0": [["nested"]]}, r"text_prompts \(-> prompts.text_prompts\): frame '0'"),
+        ("deforum_settings.txt", "W", "wide", r"W \(-> image.width\): expected an integer, got 'wide'"),
+        ("deforum_settings.txt", "W", 100, None),  # rounded down to 96
+        ("deforum_settings.txt", "H", 4, r"H \(-> image.height\): expected a value >= 8, got 0"),
+        ("deforum_settings.txt", "negative_prompts", {"0": "blurry", "5": 3}, r"negative_prompts \(-> latent.negative_prompt\): expected a string"),
+        ("deforum_settings.txt", "sampler", ["euler"], r"sampler \(-> latent.scheduler\): expected one of .*got \['euler'\]"),
+        ("deforum_settings.txt", "color_coherence", 1, r"color_coherence \(-> animation.color_coherence\): expected a colour"),
+        ("deforum_settings.txt", "use_init", "true", r"use_init \(-> guidance.init_image\): expected true or false"),
+    ],
+)
+def test_wrong_types_name_the_source_key(tmp_path: Path, source: str, key: str, value: object, message: str | None) -> None:
+    data = json.loads((DATA / source).read_text())
+    data[key] = value
+    p = tmp_path / "TimeToDisco_settings.txt"
+    p.write_text(json.dumps(data))
+    if message is None:
+        s = import_settings(p).settings
+        assert s.run.seed == -1 if key == "seed" else s.image.width == 96
+        return
+    with pytest.raises(SettingsError, match=rf"^{re.escape(str(tmp_path))}/TimeToDisco_settings\.txt: {message}") as info:
+        import_settings(p)
+    assert "\n" not in str(info.value)

@@ -400,3 +400,11 @@ def test_host_noising_coefficients_equal_add_noise(comps: LatentComponents, name
     expected = sched.add_noise(x0, noise, t0.repeat(2))
     torch.testing.assert_close(x0 * keep + noise * add, expected, rtol=1e-6, atol=1e-6)
     assert 0 < keep <= 1 and add > 0
+
+
+def test_settings_know_the_scheduler_names_without_diffusers() -> None:
+    """Settings validate scheduler names from a torch-free table; it must list exactly what latent_models builds."""
+    from discolib.latent_models import scheduler_names
+    from discolib.settings import latent_scheduler_names
+
+    assert latent_scheduler_names() == scheduler_names()

@@ -196,3 +196,32 @@ def test_any_mapping_gives_schedule_or_prompt_error(mapping: dict[object, object
             fp = ps.at(f, n_frames=n)
             assert fp.positive and all(p.text for p in fp.positive)
         assert PromptSchedule.from_any(ps.to_json()) == ps
+
+
+def test_weights_whose_sum_overflows_name_the_prompt_and_frame() -> None:
+    with pytest.raises(PromptError) as info:
+        PromptSchedule.from_any({"0": ["a"], "12": ["a castle:1e308", "fog:1e308"]}, setting="prompts.text_prompts")
+    assert str(info.value) == (
+        "prompts.text_prompts: prompts at frame 12, prompt 2: weight 1e+308 makes the sum of the weights overflow "
+        "('fog:1e+308'); expected weights whose sum is a finite number"
+    )
+    # Huge weights that cancel exactly are numerically a zero sum, not an OverflowError.
+    with pytest.raises(PromptError, match="weights sum to zero"):
+        PromptSchedule.from_any({0: ["a:1e308", "b:-1e308", "c:1"]})
+
+
+def test_long_texts_parse_in_linear_time() -> None:
+    """The weight and --neg patterns used to backtrack quadratically (a 50 000-digit run took minutes)."""
+    import time
+
+    start = time.perf_counter()
+    assert split_weight("a:" + "1" * 200_000 + "x") == ("a:" + "1" * 200_000 + "x", 1.0)
+    assert split_weight("a: " + "2" * 200 + " ")[1] == float("2" * 200)
+    ps = PromptSchedule.from_any({0: " " * 200_000 + "castle --neg fog"})
+    assert ps.at(0).texts == ["castle"] and ps.at(0).negative_texts == ["fog"]
+    assert time.perf_counter() - start < 2.0
+
+
+def test_json_text_nested_too_deeply_is_a_prompt_error() -> None:
+    with pytest.raises(PromptError, match=r"^text_prompts: JSON nested deeper than 64 levels$"):
+        PromptSchedule.from_any("{" + '"0": ' + "[" * 5000 + "]" * 5000 + "}", setting="text_prompts")

@@ -521,3 +521,23 @@ def test_plot_schedule(tmp_path: pytest.TempPathFactory) -> None:
     assert np.allclose(line.get_ydata(), sched.values(41))
     fig2 = plot_schedule(StringSchedule.parse("0: euler, 5: ddim"), 10)
     assert [t.get_text() for t in fig2.axes[0].get_yticklabels()] == ["euler", "ddim"]
+
+
+def test_parse_is_cached_but_warns_and_fails_every_time() -> None:
+    """Validation, the CLI and the render loop parse the same strings: the second parse reuses the first."""
+    from discolib.schedule import _parse_keyframes_cached
+
+    text = ", ".join(f"{k}: ({k % 7}*sin(t/{k + 3}))" for k in range(0, 3000, 3))
+    _parse_keyframes_cached.cache_clear()
+    a = Schedule.parse(text, setting="animation.zoom")
+    b = Schedule.parse(text, setting="animation.zoom", interpolation="cubic")
+    assert _parse_keyframes_cached.cache_info().hits == 1
+    assert a is not b and a._keyframes is b._keyframes and b.interpolation == "cubic"
+    assert a.values(50).tolist() == b.values(50).tolist()  # t-keys are not tweened: same values
+    other = Schedule.parse(text, setting="animation.angle")  # errors name the setting: not shared across names
+    assert other._keyframes is not a._keyframes and other.setting == "animation.angle"
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="duplicate key '1'"):
+            Schedule.parse("0:(1), 1:(2), 1:(3)", setting="zoom")
+        with pytest.raises(ScheduleError, match=r"^zoom: column 7: expected a value"):
+            Schedule.parse("0: (1+", setting="zoom")

@@ -173,3 +173,87 @@ def test_preset_mode_mismatch() -> None:
 def test_unknown_latent_scheduler_refused_at_validation() -> None:
     with pytest.raises(SettingsError, match=r"latent.scheduler: unknown scheduler 'euler_aa' \(did you mean 'euler_a'\?\); expected one of"):
         Settings.from_dict({"image": {"mode": "latent"}, "latent": {"scheduler": "euler_aa"}})
+
+
+def test_validation_of_a_huge_animation_file_is_fast(tmp_path: Path) -> None:
+    """Six ~54 KB keyframe strings over 1 000 000 frames: each string is parsed once per process, not per check."""
+    import time
+
+    from discolib.cli import main
+    from discolib.schedule import _parse_keyframes_cached
+
+    def big(offset: int) -> str:
+        parts, size, frame = [], 0, 0
+        while size < 54_000:
+            part = f"{frame}: ({1 + 0.001 * ((frame + offset) % 7)}*sin(t/{frame + 3}))" if frame % 2 else f"{frame}: ({offset + frame % 5})"
+            parts.append(part)
+            size += len(part) + 2
+            frame += 97
+        return ", ".join(parts)
+
+    s = Settings.defaults("guided", "3D")
+    s.set("max_frames", 1_000_000)
+    names = ["zoom", "angle", "translation_x", "translation_y", "translation_z", "rotation_3d_y"]
+    for i, name in enumerate(names):
+        s.set(name, big(i))
+    assert all(50_000 < len(s.get(n)) < 56_000 for n in names)
+    path = s.save(tmp_path / "huge.json")
+    _parse_keyframes_cached.cache_clear()
+    start = time.perf_counter()
+    assert main(["validate", str(path), "--set", "steps=200"]) == 0  # load + validate, then validate again
+    Settings.load(path).validate()
+    assert time.perf_counter() - start < 10.0
+    assert _parse_keyframes_cached.cache_info().misses <= len(iter_fields())  # each string parsed once
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("guidance.eta", 10**400, "guidance.eta: expected a finite number, got 1000"),
+        ("guidance.transformation_percent", [10**400], "guidance.transformation_percent: expected a list of finite numbers"),
+        ("run.seed", 10**50, "run.seed: expected a value <= 4294967295, got 1000"),
+        ("prompts.text_prompts", {"0": {"a": "b"}}, "prompts.text_prompts: frame '0': expected a prompt string or a list of"),
+        ("prompts.text_prompts", {("a",): "b"}, "prompts.text_prompts: key ('a',): expected a frame number"),
+        ("prompts.text_prompts", [[["x"]]], "prompts.text_prompts: expected an object {frame: prompts}, got [[['x']]]"),
+        ("image.mode", ["guided"], "image.mode: expected one of 'guided', 'latent', got ['guided']"),
+        ("run.batch_name", "a\x00b", "run.batch_name: expected a folder name"),
+        ("animation.zoom", "x" * 100_000, "animation.zoom: expected a string"),
+    ],
+)
+def test_wrong_types_are_short_one_line_errors(name: str, value: object, message: str) -> None:
+    s = Settings.defaults("guided")
+    if name == "animation.zoom":  # a long string is a string: the schedule check refuses it at validation
+        s.set(name, value)
+        with pytest.raises(ValueError, match=r"animation.zoom: schedule is too long \(100000 characters"):
+            s.validate()
+        return
+    with pytest.raises(SettingsError) as info:
+        s.set(name, value)
+    text = str(info.value)
+    assert text.startswith(message) and "\n" not in text and len(text) < 300
+
+
+def test_set_from_string_refuses_deep_json_and_paths_that_cannot_expand() -> None:
+    s = Settings.defaults("guided")
+    with pytest.raises(SettingsError, match=r"^prompts.text_prompts: value nested deeper than 64 levels$"):
+        s.set_from_string("text_prompts=" + "[" * 10_000 + "]" * 10_000)
+    s.set_from_string("init_image=~no_such_user_discolib_t/x.png")
+    with pytest.raises(SettingsError, match=r"^guidance.init_image: cannot expand '~no_such_user_discolib_t/x.png'"):
+        s.validate()
+
+
+def test_validating_a_latent_file_imports_neither_torch_nor_diffusers(tmp_path: Path) -> None:
+    """`discolib validate` of a latent settings file stays instant: no torch, diffusers or transformers import."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "latent.json"
+    Settings.defaults("latent", "3D").save(path)
+    code = (
+        "import sys\nfrom discolib.cli import main\nassert main(['validate', sys.argv[1]]) == 0\n"
+        "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers', 'open_clip') if m in sys.modules)\n"
+        "print('heavy:', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "heavy: []" in out.stdout, out.stdout
