@@ -10,7 +10,9 @@ frame of the first ``turbo_preroll`` frames, in guided mode as Disco); the frame
 frame warped by their motion, with no diffusion. Each frame depends only on the previous frame and frame 0, both
 read back exactly as written (the loop continues from the 8-bit frame it saved), so ``--resume`` produces frames
 byte-identical to an uninterrupted run on the CPU (on CUDA, nondeterministic kernels such as the atomic adds in
-``grid_sample``'s backward pass can change the last bits of guided frames).
+``grid_sample``'s backward pass can change the last bits of guided frames). A resume renders with the torch thread
+count recorded when the run started, refuses a ``settings.json`` changed since, and continues from the first
+recorded frame that is missing or whose bytes changed (docs/REPRODUCIBILITY.md).
 
 Seeds are fixed for every frame before the loop from ``seed_behavior`` (iter, fixed, random, ladder, alternate,
 schedule); a random run seed is drawn once and written into the run's ``settings.json``.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ from tqdm.auto import tqdm
 
 from discolib.events import EventCallback, RenderEvent, RenderResult, RenderStopped
 from discolib.prompts import PromptSchedule
-from discolib.runs import FrameWriter, PendingFrame, RunFolder, save_png_atomic
+from discolib.runs import FrameWriter, PendingFrame, RunError, RunFolder, RunRecord, save_png_atomic
 from discolib.samplers.base import FrameRequest, FrameSampler
 from discolib.schedule import Schedule
 from discolib.settings import Settings, SettingsError
@@ -270,19 +273,28 @@ def _frames_skip_fraction(settings: Settings) -> float:
 
 
 def _check_inputs(settings: Settings) -> None:
-    """Files the run will read must exist and be readable before a run folder is made."""
+    """Files the run will read must exist and be readable before a run folder is made.
+
+    Images (init image, image prompts) are opened and decoded now, URLs fetched once (the bytes are cached for
+    the run): a missing, unreadable, corrupt or oversized image, or a dead link, fails here with one line.
+    """
+    from discolib.images import check_image
+
     if settings.animation.animation_mode == "Video Input":
         from discolib.video import video_info
 
         video_info(settings.animation.video_init_path)
-    if settings.guidance.init_image and not settings.guidance.init_image.startswith(("http://", "https://")):
-        if not Path(settings.guidance.init_image).expanduser().is_file():
-            raise SettingsError(f"file not found: {settings.guidance.init_image}", field="guidance.init_image")
+    init = settings.guidance.init_image
+    if init and Path(init).suffix.lower() in VIDEO_SUFFIXES:  # an animation may start from a video's first frame
+        from discolib.video import video_info
+
+        video_info(init, setting="guidance.init_image")
+    elif init:
+        check_image(init, setting="guidance.init_image")
     schedule = _image_prompt_schedule(settings)
-    for key in schedule.keys if schedule else ():
-        for p in schedule.at(key.resolve(settings.n_frames())).positive:
-            if not p.text.startswith(("http://", "https://")) and not Path(p.text).expanduser().is_file():
-                raise SettingsError(f"file not found: {p.text}", field="prompts.image_prompts")
+    items = schedule.items(settings.n_frames()) if schedule else []
+    for source in dict.fromkeys(p.text for _, fp in items for p in fp.positive):  # each distinct image once
+        check_image(source, setting="prompts.image_prompts")
     anim = settings.animation.animation_mode != "None"
     if anim and settings.output.make_video and settings.output.soundtrack and settings.output.video_format == "mp4":
         from discolib.video import check_soundtrack
@@ -293,17 +305,37 @@ def _check_inputs(settings: Settings) -> None:
     resolve_device(settings.models.device)
 
 
-def _prepare(settings: Settings, out: str | Path | None, resume: str | Path | None) -> tuple[Settings, RunFolder, int]:
-    """Validate, then open (resume) or create the run folder. Returns (settings as used, folder, first frame)."""
+def _n_frames(settings: Settings) -> int:
+    return settings.n_frames() if settings.animation.animation_mode != "None" else settings.run.n_batches
+
+
+def _prepare(
+    settings: Settings, out: str | Path | None, resume: str | Path | None
+) -> tuple[Settings, RunFolder, RunRecord, int]:
+    """Validate, then open (resume) or create the run folder. Returns (settings as used, folder, record, first frame).
+
+    A resume trusts nothing it has not checked: settings.json must hash as when the run started, and it continues
+    from the first recorded frame that is missing or whose bytes changed; an unusable run.json is rebuilt from
+    settings.json and the frames that decode.
+    """
     if resume is not None:
         if str(resume) == "latest":
             folder = RunFolder.latest(Path(out) if out else Path(settings.run.output_root), settings.run.batch_name)
         else:
             folder = RunFolder.open(resume)
-        used = Settings.load(folder.settings_path)
         folder.clean_temporaries()
-        start = folder.resume_point()
-        return used, folder, start
+        record, problem = folder.try_read_record()
+        if record is not None:
+            folder.check_settings(record)  # before loading: "changed" says more than an error from the new file
+        used = Settings.load(folder.settings_path)
+        size = (used.image.width, used.image.height)
+        n_frames = _n_frames(used)
+        if record is None:
+            record = folder.rebuild_record(size=size, n_frames=n_frames, reason=problem)
+            start = record.frames_done
+        else:
+            start = folder.verify_frames(record, size=size, n_frames=n_frames)
+        return used, folder, record, start
     settings = settings.copy()
     if out is not None:
         settings.run.output_root = str(out)
@@ -312,7 +344,40 @@ def _prepare(settings: Settings, out: str | Path | None, resume: str | Path | No
     if settings.run.seed == -1:
         settings.run.seed = secrets.randbelow(2**32)
     folder = RunFolder.create(settings.run.output_root, settings.run.batch_name, settings.to_json())
-    return settings, folder, 0
+    return settings, folder, folder.read_record(), 0
+
+
+@contextmanager
+def _recorded_threads(record: RunRecord, folder: RunFolder) -> Iterator[None]:
+    """Render with the torch intra-op thread count the run was started with, restoring this process's afterwards.
+
+    CPU kernels split their reductions by thread count, so the last bits of a frame depend on it; a resume with
+    another count would continue the animation from frames it could not have made (docs/REPRODUCIBILITY.md). A
+    record without a count (older versions, rebuilt records) takes this process's count from now on.
+    """
+    before = torch.get_num_threads()
+    want = record.torch_threads
+    if want <= 0:
+        record.torch_threads, record.torch_interop_threads = before, torch.get_num_interop_threads()
+        want = before
+    if want != before:
+        try:
+            torch.set_num_threads(want)
+        except (RuntimeError, ValueError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RunError(f"{folder.record_path}: cannot render with the {want} torch threads the run started with: {reason}") from None
+        if torch.get_num_threads() != want:
+            got = torch.get_num_threads()
+            torch.set_num_threads(before)
+            raise RunError(
+                f"{folder.record_path}: the run started with {want} torch threads, but this process can only use {got}; "
+                "frames rendered with another count differ in their last bits: resume where that count is available"
+            )
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def render(
@@ -337,59 +402,67 @@ def render(
         progress: show tqdm progress bars.
         sampler: an already built sampler to reuse (its settings must match).
     """
-    settings, folder, start = _prepare(settings, out, resume)
+    settings, folder, record, start = _prepare(settings, out, resume)
     emit = callback or (lambda _e: None)
-    n_frames = settings.n_frames() if settings.animation.animation_mode != "None" else settings.run.n_batches
-    record = folder.read_record()
+    n_frames = _n_frames(settings)
     seeds = frame_seeds(settings, n_frames, settings.run.seed)
-    record.frames_total = n_frames
-    record.seeds = seeds[: max(start, record.frames_done)]
-    record.status = "running"
-    record.frames_done = start
-    folder.write_record(record)
-    emit(RenderEvent("start", frame=start, total_frames=n_frames, path=folder.path))
-    frames = [folder.frame_path(i) for i in range(start)]
-    writer = FrameWriter(folder, record, _frame_emitter(emit, n_frames))
-    video = None
-    try:
+    with _recorded_threads(record, folder):
+        record.frames_total = n_frames
+        record.frames_done = start
+        record.seeds = seeds[:start]
+        record.frame_sha256 = record.frame_sha256[:start]
+        record.status = "running"
+        record.error = ""  # a failure of an earlier attempt is history once the run goes on
+        folder.write_record(record)
+        emit(RenderEvent("start", frame=start, total_frames=n_frames, path=folder.path))
+        frames = [folder.frame_path(i) for i in range(start)]
+        writer = FrameWriter(folder, record, _frame_emitter(emit, n_frames))
+        video = None
         try:
-            if start < n_frames:
-                if sampler is None:
-                    sampler = build_sampler(settings, progress=progress)
-                if settings.animation.animation_mode == "None":
-                    _render_stills(settings, folder, sampler, seeds, start, writer, frames, emit, stop, progress)
-                else:
-                    _render_animation(settings, folder, sampler, seeds, start, writer, frames, emit, stop, progress)
-        except BaseException:
-            writer.close(raise_errors=False)  # keep the frames handed over; the first error is the one reported
+            try:
+                if start < n_frames:
+                    if sampler is None:
+                        sampler = build_sampler(settings, progress=progress)
+                    if settings.animation.animation_mode == "None":
+                        _render_stills(settings, folder, sampler, seeds, start, writer, frames, emit, stop, progress)
+                    else:
+                        _render_animation(settings, folder, sampler, seeds, start, writer, frames, emit, stop, progress)
+            except BaseException:
+                writer.close(raise_errors=False)  # keep the frames handed over; the first error is the one reported
+                raise
+            writer.close()  # every frame handed over is on disk before the run's status changes
+            if settings.animation.animation_mode != "None" and settings.output.make_video:
+                video = _write_video(settings, folder, n_frames, final=True)
+        except RenderStopped:
+            record.status = "interrupted"
+            folder.write_record(record)
+            emit(RenderEvent("stopped", frame=record.frames_done, total_frames=n_frames, path=folder.path))
+            return RenderResult(folder.path, "stopped", frames, None, seeds[: record.frames_done])
+        except BaseException as exc:
+            record.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            record.error = f"{type(exc).__name__}: {exc}"
+            try:
+                folder.write_record(record)
+            except OSError:
+                pass  # a full disk that stopped the frames stops this too: the error being raised says where
+            emit(RenderEvent("error", frame=record.frames_done, total_frames=n_frames, path=folder.path, message=str(exc)))
             raise
-        writer.close()  # every frame handed over is on disk before the run's status changes
-        if settings.animation.animation_mode != "None" and settings.output.make_video:
-            video = _write_video(settings, folder, final=True)
-    except RenderStopped:
-        record.status = "interrupted"
+        record.status = "done"
         folder.write_record(record)
-        emit(RenderEvent("stopped", frame=record.frames_done, total_frames=n_frames, path=folder.path))
-        return RenderResult(folder.path, "stopped", frames, None, seeds[: record.frames_done])
-    except BaseException as exc:
-        record.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        record.error = f"{type(exc).__name__}: {exc}"
-        folder.write_record(record)
-        emit(RenderEvent("error", frame=record.frames_done, total_frames=n_frames, path=folder.path, message=str(exc)))
-        raise
-    record.status = "done"
-    folder.write_record(record)
     emit(RenderEvent("done", frame=n_frames, total_frames=n_frames, path=folder.path))
     return RenderResult(folder.path, "done", frames, video, seeds)
 
 
-def _write_video(settings: Settings, folder: RunFolder, *, final: bool) -> Path:
+def _write_video(settings: Settings, folder: RunFolder, n_frames: int, *, final: bool) -> Path:
+    """The run's frames ``0 .. n_frames - 1`` as a video: an explicit list, never the folder, so a stray or
+    leftover PNG in ``frames/`` never ends up in it."""
     from discolib.video import frames_to_video
 
     fmt = settings.output.video_format
     name = f"video.{fmt}" if final else f"preview.{fmt}"
     soundtrack = Path(settings.output.soundtrack) if settings.output.soundtrack and final else None
-    return frames_to_video(folder.frames_dir, folder.path / name, fps=settings.output.fps, fmt=fmt, soundtrack=soundtrack)
+    paths = [folder.frame_path(i) for i in range(n_frames)]
+    return frames_to_video(paths, folder.path / name, fps=settings.output.fps, fmt=fmt, soundtrack=soundtrack)
 
 
 def _step_callback(
@@ -565,7 +638,7 @@ def _render_animation(
         every = settings.output.preview_video_every
         if every and (i + 1) % every == 0 and i + 1 < n:
             writer.flush()  # the preview video shows every frame so far
-            _write_video(settings, folder, final=False)
+            _write_video(settings, folder, i + 1, final=False)
 
 
 def _load_depth(name: str, device: torch.device, *, random_ok: bool) -> Any:
@@ -596,7 +669,7 @@ def _first_init(settings: Settings, video: Iterator[torch.Tensor] | None, device
             return first_frame(path, size, setting="guidance.init_image").to(device)  # animate a video's first frame
         from discolib.images import load_image
 
-        return load_image(path, size).to(device)
+        return load_image(path, size, setting="guidance.init_image").to(device)
     return None
 
 

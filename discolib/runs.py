@@ -5,30 +5,46 @@ Layout::
     <output_root>/<batch_name>/<run_id>/
         settings.json      written before any frame
         frames/000000.png  each written atomically (temporary file in the same folder + os.replace)
-        run.json           status, frames done, seed of each frame, package versions: the resume point
+        run.json           status, frames done, seed and SHA-256 of each frame, the settings' hash, torch's thread
+                           count, package versions: the resume point
 
 A frame is *complete* when its PNG exists under its final name; a killed process leaves at most a ``.tmp``
-file, which is ignored and removed on resume. ``run.json`` is rewritten atomically after each frame.
+file, which is ignored and removed on resume. ``run.json`` is rewritten atomically after each frame, always after
+the frame's PNG, so it never claims a frame that is not on disk.
+
+A run folder cannot lie to a resume: :meth:`RunFolder.check_settings` refuses a ``settings.json`` that changed since
+the run started (its canonical hash is in ``run.json``), :meth:`RunFolder.verify_frames` continues from the first
+recorded frame that is missing or whose bytes no longer match their hash, and a ``run.json`` that cannot be read
+or holds fields of the wrong type is rebuilt from ``settings.json`` and the frames that decode
+(:meth:`RunFolder.rebuild_record`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import hashlib
 import io
 import json
 import os
 import platform
 import re
+import shutil
 import tempfile
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from discolib.errors import InputError
+from discolib.errors import DiscolibError, InputError
+from discolib.inputs import expand_path, loads_json, read_user_bytes, read_user_text
 
 __all__ = [
     "RunError",
+    "WriteError",
+    "settings_digest",
     "RunFolder",
     "RunRecord",
     "write_bytes_atomic",
@@ -42,8 +58,29 @@ FRAME_PATTERN = re.compile(r"^(\d{6})\.png$")
 _RUN_ID = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?$")
 
 
+#: run.json holds a 64-character hash and a seed per frame: 64 MiB is room for ~700 000 frames.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+#: A frame PNG larger than this is not one discolib wrote (an 8192x8192 noise frame at compress level 1 is ~200 MB).
+MAX_FRAME_BYTES = 1024 * 1024 * 1024
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+STATUSES = ("created", "running", "interrupted", "failed", "done")
+
+
 class RunError(InputError):
     """A run folder cannot be created, read or resumed. The message names the path."""
+
+
+class WriteError(DiscolibError, OSError):
+    """A file could not be written (disk full, no permission, read-only filesystem): ``cannot write <path>: <reason>``.
+
+    An ``OSError`` (``errno`` is the OS's) so callers that catch ``OSError`` keep working; a ``DiscolibError`` so the
+    CLI prints it as one line.
+    """
+
+    def __init__(self, path: str | Path, exc: OSError) -> None:
+        super().__init__(f"cannot write {path}: {exc.strerror or exc}")
+        self.errno = exc.errno  # strerror/filename stay unset: OSError.__str__ would then replace the message
+        self.path = Path(path)
 
 
 # ---------------------------------------------------------------------------------------------- atomic writes
@@ -63,10 +100,16 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
 
     The temporary file lives in the same folder (``os.replace`` is atomic only within one filesystem) and is
     flushed and fsynced before the rename, so a crash never leaves a truncated file under the final name.
+    Any ``OSError`` (``[Errno 28]`` on a full disk) comes out as a :class:`WriteError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise WriteError(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -74,11 +117,13 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
             os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; outputs should follow the umask like any other
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise WriteError(path, exc) from None
         raise
     return path
 
@@ -145,6 +190,70 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def torch_threads() -> tuple[int, int]:
+    """torch's intra-op and inter-op thread counts in this process; ``(0, 0)`` without torch.
+
+    The intra-op count decides how CPU reductions are split, so it changes the last bits of CPU frames.
+    """
+    try:
+        import torch
+    except ImportError:
+        return 0, 0
+    return torch.get_num_threads(), torch.get_num_interop_threads()
+
+
+def settings_digest(text: str) -> str:
+    """SHA-256 of a settings JSON text in canonical form (keys sorted, no whitespace).
+
+    Canonical, so that re-indenting ``settings.json`` is not a change while any changed value is. Text that is not
+    JSON is hashed as it is (it will not load as settings anyway).
+    """
+    try:
+        data = loads_json(text, what="settings.json")
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except InputError:
+        pass
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_seed(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32
+
+
+def _is_sha256(v: Any) -> bool:
+    return isinstance(v, str) and _SHA256.match(v) is not None
+
+
+#: (field, check, what is expected): every field read from run.json is checked before it is used, so a hand-edited
+#: or damaged record is "corrupt" (and rebuilt on resume), never a TypeError deep in the render loop.
+_FIELD_CHECKS: tuple[tuple[str, Any, str], ...] = (
+    ("status", lambda v: v in STATUSES, "one of " + ", ".join(STATUSES)),
+    ("frames_total", _is_count, "an integer >= 0"),
+    ("frames_done", _is_count, "an integer >= 0"),
+    ("seeds", lambda v: isinstance(v, list) and all(map(_is_seed, v)), "a list of integers in 0..2**32-1"),
+    ("frame_sha256", lambda v: isinstance(v, list) and all(map(_is_sha256, v)), "a list of SHA-256 hex digests"),
+    ("settings_sha256", lambda v: v == "" or _is_sha256(v), "a SHA-256 hex digest"),
+    ("torch_threads", _is_count, "an integer >= 0"),
+    ("torch_interop_threads", _is_count, "an integer >= 0"),
+    ("started", lambda v: isinstance(v, str), "a string"),
+    ("updated", lambda v: isinstance(v, str), "a string"),
+    ("error", lambda v: isinstance(v, str), "a string"),
+    ("versions", lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()), "an object of strings"),
+    ("extra", lambda v: isinstance(v, dict), "an object"),
+)
+#: Fields every record has had since the first version; the newer ones default when absent (older records).
+_REQUIRED = ("status", "frames_total", "frames_done", "seeds")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 @dataclass
 class RunRecord:
     """The contents of ``run.json``."""
@@ -153,6 +262,13 @@ class RunRecord:
     frames_total: int = 0
     frames_done: int = 0
     seeds: list[int] = field(default_factory=list)
+    #: SHA-256 of each frame's PNG bytes as written (index = frame); resume checks the frames against it.
+    frame_sha256: list[str] = field(default_factory=list)
+    #: :func:`settings_digest` of settings.json when the run was created ("" in records of older versions).
+    settings_sha256: str = ""
+    #: ``torch.get_num_threads()`` when the run was created; a resume renders with it (0: not known).
+    torch_threads: int = 0
+    torch_interop_threads: int = 0  # recorded for the record: it does not change results
     started: str = ""
     updated: str = ""
     versions: dict[str, str] = field(default_factory=package_versions)
@@ -160,7 +276,16 @@ class RunRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+    def from_dict(cls, data: Any, *, where: str = "run.json") -> RunRecord:
+        """A record from parsed JSON; raises :class:`RunError` naming the first field that is missing or wrong."""
+        if not isinstance(data, dict):
+            raise RunError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        for key in _REQUIRED:
+            if key not in data:
+                raise RunError(f"{where}: field {key!r} is missing")
+        for key, check, expected in _FIELD_CHECKS:
+            if key in data and not check(data[key]):
+                raise RunError(f"{where}: field {key!r} is {_short(data[key])}, expected {expected}")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 
@@ -170,6 +295,46 @@ class RunRecord:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunks_intact(data: bytes) -> bool:
+    """Every chunk's CRC matches and the file ends with IEND. Pillow checks neither the IDAT CRCs nor the end, so a
+    PNG cut a few bytes short (or with a flipped byte in a CRC) would still decode."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return False
+    pos = len(_PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        end = pos + 12 + length
+        if end > len(data) or zlib.crc32(data[pos + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
+            return False
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return end == len(data)
+        pos = end
+    return False
+
+
+def _png_decodes(data: bytes, size: tuple[int, int]) -> bool:
+    """True when ``data`` is a whole RGB PNG of ``size`` = (width, height): every chunk's CRC checked, fully decoded."""
+    from PIL import Image
+
+    if not _png_chunks_intact(data):
+        return False
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != "PNG" or img.mode != "RGB" or img.size != tuple(size):
+                return False  # checked before decoding: a wrong header never costs a decode
+            img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False  # truncated (OSError), bad CRC (SyntaxError), not an image at all
+    return True
 
 
 class RunFolder:
@@ -197,34 +362,54 @@ class RunFolder:
     # ------------------------------------------------------------------ create / open
     @classmethod
     def create(cls, output_root: str | Path, batch_name: str, settings_json: str, *, run_id: str | None = None) -> RunFolder:
-        """Make a new run folder and write ``settings.json`` into it before anything else."""
-        root = Path(output_root).expanduser()
+        """Make a new run folder: ``settings.json`` first, then ``run.json`` (with the settings' hash and torch's
+        thread counts).
+
+        Run ids are unique even when many runs start at once in one batch (the ``mkdir`` is the lock). A folder that
+        cannot be fully set up (a full disk) is removed again, with the folders made for it: a bare folder would
+        look like a run to ``--resume latest``.
+        """
+        root = expand_path(output_root, setting="run.output_root")
         batch_dir = root / batch_name
+        made = [d for d in (batch_dir, *batch_dir.parents) if not d.exists()]  # deepest first, for the clean-up
         try:
             batch_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RunError(f"run.output_root: cannot create {batch_dir}: {exc.strerror or exc}") from None
         if not os.access(batch_dir, os.W_OK | os.X_OK):
             raise RunError(f"run.output_root: {batch_dir} is not writable")
-        if run_id is None:
-            run_id = _new_run_id(batch_dir)
-        folder = cls(batch_dir / run_id)
         try:
-            folder.path.mkdir(parents=False, exist_ok=False)
+            folder = cls(_make_run_dir(batch_dir, run_id))
+        except FileExistsError:
+            raise RunError(f"run folder already exists: {batch_dir / str(run_id)}") from None
+        except OSError as exc:
+            _remove_empty(made)
+            raise RunError(f"run.output_root: cannot create a run folder in {batch_dir}: {exc.strerror or exc}") from None
+        try:
             folder.frames_dir.mkdir()
             write_text_atomic(folder.settings_path, settings_json)
-        except FileExistsError:
-            raise RunError(f"run folder already exists: {folder.path}") from None
-        except OSError as exc:
-            raise RunError(f"run.output_root: cannot write in {folder.path}: {exc.strerror or exc}") from None
-        rec = RunRecord(status="created", started=_now(), updated=_now())
-        folder.write_record(rec)
+            intra, interop = torch_threads()
+            rec = RunRecord(
+                status="created",
+                started=_now(),
+                settings_sha256=settings_digest(settings_json),
+                torch_threads=intra,
+                torch_interop_threads=interop,
+            )
+            folder.write_record(rec)
+        except BaseException as exc:
+            shutil.rmtree(folder.path, ignore_errors=True)  # made above by this call (mkdir without exist_ok)
+            _remove_empty(made)
+            if isinstance(exc, OSError):
+                reason = str(exc) if isinstance(exc, WriteError) else exc.strerror or str(exc)
+                raise RunError(f"run.output_root: cannot set up the run folder {folder.path}: {reason}") from None
+            raise
         return folder
 
     @classmethod
     def open(cls, path: str | Path) -> RunFolder:
         """Open an existing run folder (for resume); checks that it holds settings and a record."""
-        folder = cls(Path(path).expanduser())
+        folder = cls(expand_path(path, setting="--resume"))
         if not folder.path.is_dir():
             raise RunError(f"no run folder at {folder.path}")
         if not folder.settings_path.is_file():
@@ -234,7 +419,7 @@ class RunFolder:
     @classmethod
     def latest(cls, output_root: str | Path, batch_name: str) -> RunFolder:
         """The most recently created run folder of a batch (for ``--resume latest``)."""
-        batch_dir = Path(output_root).expanduser() / batch_name
+        batch_dir = expand_path(output_root, setting="run.output_root") / batch_name
         runs = sorted(
             (p for p in batch_dir.glob("*") if (p / "settings.json").is_file()), key=_run_sort_key
         ) if batch_dir.is_dir() else []
@@ -244,19 +429,120 @@ class RunFolder:
 
     # ------------------------------------------------------------------ record
     def read_record(self) -> RunRecord:
-        try:
-            data = json.loads(self.record_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        """The run record (a new one when ``run.json`` does not exist).
+
+        Raises:
+            RunError: ``run.json`` cannot be read, is not a JSON object, or a field has the wrong type (the message
+                names the field).
+        """
+        if not os.path.lexists(self.record_path):
             return RunRecord()
-        except (OSError, json.JSONDecodeError) as exc:
-            raise RunError(f"cannot read {self.record_path}: {exc}") from None
-        if not isinstance(data, dict):
-            raise RunError(f"{self.record_path}: expected a JSON object")
-        return RunRecord.from_dict(data)
+        where = str(self.record_path)
+        try:
+            text = read_user_text(self.record_path, setting="run.json", max_bytes=MAX_RECORD_BYTES)
+            data = loads_json(text, what=where)
+        except RunError:
+            raise
+        except InputError as exc:
+            raise RunError(str(exc)) from None
+        return RunRecord.from_dict(data, where=where)
+
+    def try_read_record(self) -> tuple[RunRecord | None, str]:
+        """``(record, "")``, or ``(None, why)`` when ``run.json`` is missing or corrupt (see :meth:`read_record`)."""
+        if not os.path.lexists(self.record_path):
+            return None, f"{self.record_path} is missing"
+        try:
+            return self.read_record(), ""
+        except RunError as exc:
+            return None, str(exc)
 
     def write_record(self, record: RunRecord) -> None:
         record.updated = _now()
         write_json_atomic(self.record_path, record.to_dict())
+
+    # ------------------------------------------------------------------ resume checks
+    def settings_hash(self) -> str:
+        """:func:`settings_digest` of the folder's ``settings.json`` as it is now."""
+        return settings_digest(read_user_text(self.settings_path, setting="settings.json"))
+
+    def check_settings(self, record: RunRecord) -> None:
+        """Refuse to continue a run whose ``settings.json`` changed since the run started.
+
+        Its frames so far follow the old settings and the rest would follow the new ones. A record of an older
+        version has no hash: the current one is stored in ``record`` (with a warning that it was not checked).
+        """
+        digest = self.settings_hash()
+        if not record.settings_sha256:
+            warnings.warn(
+                f"{self.record_path} holds no hash of settings.json (an older discolib made it): cannot check that "
+                "settings.json is unchanged since the run started",
+                stacklevel=2,
+            )
+            record.settings_sha256 = digest
+        elif record.settings_sha256 != digest:
+            raise RunError(
+                f"{self.settings_path} changed since this run started (its hash differs from the one in run.json); "
+                "its frames follow the old settings: start a new run or restore it"
+            )
+
+    def _read_frame(self, index: int) -> bytes | None:
+        """The bytes of frame ``index``; None when it is missing or not a regular file (a FIFO must not block)."""
+        try:
+            return read_user_bytes(self.frame_path(index), setting="frame", max_bytes=MAX_FRAME_BYTES)
+        except InputError:
+            return None
+
+    def verify_frames(self, record: RunRecord, *, size: tuple[int, int], n_frames: int) -> int:
+        """The first frame a resume must render: the first of the recorded frames that is missing or fails.
+
+        Frames ``0 .. frames_done - 1`` (at most ``n_frames``) are checked in order against their SHA-256 in the
+        record, or, where the record has none (older versions), by decoding them fully as RGB PNGs of ``size`` =
+        (width, height). The record is cut to the frames that verified (their hashes filled in); later frames are
+        rendered again: in an animation they depend on the first bad one (and come out byte-identical anyway).
+        Frames on disk past the record are never trusted.
+        """
+        hashes = record.frame_sha256
+        good: list[str] = []
+        for i in range(min(record.frames_done, n_frames)):
+            data = self._read_frame(i)
+            if data is None:
+                break
+            digest = _sha256(data)
+            if (digest != hashes[i]) if i < len(hashes) else not _png_decodes(data, size):
+                break
+            good.append(digest)
+        k = len(good)
+        record.frames_done = k
+        record.frame_sha256 = good
+        record.seeds = record.seeds[:k]
+        return k
+
+    def rebuild_record(self, *, size: tuple[int, int], n_frames: int, reason: str) -> RunRecord:
+        """A new record for a run whose ``run.json`` cannot be used (``reason`` says why), warning once.
+
+        Its frames are those that decode as RGB PNGs of ``size`` in order from frame 0, up to the first that does
+        not; ``settings.json`` is taken as it is (the record that could have said otherwise is gone).
+        """
+        good: list[str] = []
+        for i in range(n_frames):
+            data = self._read_frame(i)
+            if data is None or not _png_decodes(data, size):
+                break
+            good.append(_sha256(data))
+        record = RunRecord(
+            status="interrupted",
+            frames_done=len(good),
+            frame_sha256=good,
+            settings_sha256=self.settings_hash(),
+            started=_now(),
+            extra={"rebuilt": f"{_now()}: {reason}"},
+        )
+        warnings.warn(
+            f"run.json of {self.path} could not be used ({reason}); rebuilt it from settings.json and the "
+            f"{len(good)} frame(s) that decode",
+            stacklevel=2,
+        )
+        return record
 
     # ------------------------------------------------------------------ frames
     def complete_frames(self) -> list[int]:
@@ -271,7 +557,8 @@ class RunFolder:
         return sorted(out)
 
     def resume_point(self) -> int:
-        """The first frame to render: one past the last frame of the unbroken run 0..k of complete frames."""
+        """One past the last frame of the unbroken run 0..k of frames on disk (not verified: a resume of a render
+        uses :meth:`verify_frames`, which trusts only what the record vouches for)."""
         done = set(self.complete_frames())
         i = 0
         while i in done:
@@ -296,15 +583,39 @@ def _run_sort_key(path: Path) -> tuple[str, int]:
     return (m.group(1), int(m.group(2) or 0)) if m else (path.name, 0)
 
 
-def _new_run_id(batch_dir: Path) -> str:
-    """A sortable, unique run id: ``YYYYmmdd-HHMMSS`` plus a counter when two start in the same second."""
+#: Runs started within one second of each other in one batch get ``-1``, ``-2``, ... up to this many.
+_MAX_SAME_SECOND = 100_000
+
+
+def _make_run_dir(batch_dir: Path, run_id: str | None) -> Path:
+    """Create the run's folder and return it; ``run_id`` None makes a sortable, unique one.
+
+    ``YYYYmmdd-HHMMSS``, plus a counter when others started in the same second. ``mkdir`` without ``exist_ok`` is
+    atomic, so it is the lock: a process that loses the race for one id takes the next (an exists-then-mkdir check
+    would let two processes pick the same id and fail one with "already exists").
+    """
+    if run_id is not None:
+        path = batch_dir / run_id
+        path.mkdir()
+        return path
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    rid = stamp
-    n = 1
-    while (batch_dir / rid).exists():
-        rid = f"{stamp}-{n}"
-        n += 1
-    return rid
+    for n in range(_MAX_SAME_SECOND):
+        path = batch_dir / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise OSError(errno.EEXIST, f"{_MAX_SAME_SECOND} runs started in {batch_dir} within one second")
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed :meth:`RunFolder.create` made, deepest first, while they are empty."""
+    for d in folders:
+        try:
+            d.rmdir()
+        except OSError:
+            return  # not empty (another run uses it) or already gone: leave it and its parents
 
 
 class PendingFrame:
@@ -345,7 +656,8 @@ class FrameWriter:
     blocks when ``max_pending`` frames are waiting (bounded memory). ``encoders`` threads encode PNGs in parallel
     (Pillow releases the GIL while compressing: one 512x512 frame takes ~30 ms, so a single encoder would cap a
     real-time loop at ~30 frames/s); one writer thread then writes them in order, each atomically, and updates
-    the record after each one, so the record never claims a frame that is not on disk. ``close`` waits for
+    the record after each one (with the SHA-256 of the bytes written), so the record never claims a frame that is
+    not on disk. ``close`` waits for
     everything and re-raises the first error; nothing submitted is lost on a normal exit, a stop or an exception
     in the render loop.
     """
@@ -394,8 +706,12 @@ class FrameWriter:
                 index, encoded, seed = item
                 array, data = encoded.result()
                 path = write_bytes_atomic(self.folder.frame_path(index), data)
+                # The record follows the PNG (never the other way round) and vouches for its exact bytes.
                 self.record.frames_done = index + 1
                 self.record.seeds = [*self.record.seeds[:index], seed]
+                hashes = self.record.frame_sha256
+                if len(hashes) >= index:  # else an earlier frame has no hash: leave the list short (decode-checked)
+                    self.record.frame_sha256 = [*hashes[:index], _sha256(data)]
                 self.folder.write_record(self.record)
                 if self.on_written is not None:
                     try:

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from discolib.errors import InputError
+from discolib.inputs import expand_path
 
 __all__ = [
     "VideoError",
@@ -131,7 +132,7 @@ def _fps_arg(fps: float) -> str:
 def _collect_frames(frames: Sequence[str | Path] | str | Path) -> list[Path]:
     """The frame files in order: a folder's numbered PNGs by index, or the given list."""
     if isinstance(frames, (str, Path)):
-        folder = Path(frames).expanduser()
+        folder = expand_path(frames, setting="frames")
         if not folder.exists():
             raise VideoError(f"frames folder not found: {folder}")
         if not folder.is_dir():
@@ -145,7 +146,7 @@ def _collect_frames(frames: Sequence[str | Path] | str | Path) -> list[Path]:
             shown = ", ".join(f"{i:06d}.png" for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
             warnings.warn(f"{folder}: frames are missing ({shown}); the video skips them", stacklevel=3)
         return [p for _, p in numbered]
-    paths = [Path(p).expanduser() for p in frames]
+    paths = [expand_path(p, setting="frames") for p in frames]
     if not paths:
         raise VideoError("no frames to encode: the frame list is empty")
     return paths
@@ -232,7 +233,7 @@ def frames_to_video(
         VideoError: no frames, unreadable or differently sized frames, a missing soundtrack, or ffmpeg failing
             (the message carries the end of ffmpeg's stderr).
     """
-    out = Path(out).expanduser()
+    out = expand_path(out, setting="video output")
     if fmt is None:
         fmt_s = out.suffix.lower().lstrip(".")
         if fmt_s not in ("mp4", "gif"):
@@ -282,18 +283,27 @@ def frames_to_video(
     else:
         args += ["-vf", "split[a][b];[a]palettegen=stats_mode=single[p];[b][p]paletteuse=new=1", "-loop", "0", "-f", "gif"]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise VideoError(f"cannot write {out}: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
     args.append(_ff_path(tmp))
     try:
         _encode(args, paths if start is None else None, n, (width, height), out)
-        # mkstemp makes the file private (0600); give the video the mode a plain open() would have.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, out)
+        try:
+            # mkstemp makes the file private (0600); give the video the mode a plain open() would have.
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, out)
+        except OSError as exc:  # a bare [Errno 28] would not say which file
+            raise VideoError(f"cannot write {out}: {exc.strerror or exc}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         raise
     return out
 
@@ -440,7 +450,7 @@ def _ffmpeg_report(path: Path) -> str:
 
 
 def _existing(path: str | Path, setting: str) -> Path:
-    p = Path(path).expanduser()
+    p = expand_path(path, setting=setting)
     if not p.is_file():
         raise VideoError(f"{setting}: file not found: {p}")
     return p
@@ -448,7 +458,7 @@ def _existing(path: str | Path, setting: str) -> Path:
 
 def check_soundtrack(soundtrack: str | Path) -> Path:
     """The soundtrack's path if ffmpeg finds an audio stream in it; else a VideoError naming output.soundtrack."""
-    audio = Path(soundtrack).expanduser()
+    audio = expand_path(soundtrack, setting="output.soundtrack")
     if not audio.is_file():
         raise VideoError(f"output.soundtrack: file not found: {audio}")
     if not re.search(r"^\s*Stream #0:\d+\S*: Audio: ", _ffmpeg_report(audio), flags=re.MULTILINE):

@@ -190,3 +190,130 @@ def test_pending_frame_reaches_the_writer_intact(tmp_path: Path, device: str) ->
     writer.close()
     assert np.array_equal(np.asarray(Image.open(run.frame_path(0))), frame.numpy())
     assert run.read_record().frames_done == 1
+
+
+# ---------------------------------------------------------------------------------------------- issue 11: records that cannot lie
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("status", "finished"),
+        ("frames_total", "8"),
+        ("frames_done", "abc"),
+        ("frames_done", True),
+        ("frames_done", -1),
+        ("seeds", 5),
+        ("seeds", [1, "2"]),
+        ("seeds", [2**32]),
+        ("frame_sha256", ["abc"]),
+        ("settings_sha256", 7),
+        ("torch_threads", 1.5),
+        ("versions", ["torch"]),
+        ("versions", {"torch": 2}),
+        ("extra", []),
+        ("error", None),
+    ],
+)
+def test_record_field_of_the_wrong_type_is_a_run_error(tmp_path: Path, key: str, value: object) -> None:
+    run = RunFolder.create(tmp_path, "b", "{}")
+    data = json.loads(run.record_path.read_text())
+    data[key] = value
+    run.record_path.write_text(json.dumps(data))
+    with pytest.raises(RunError, match=rf"run.json: field '{key}' is .*, expected ") as info:
+        run.read_record()
+    assert "\n" not in str(info.value)
+    record, why = run.try_read_record()
+    assert record is None and why == str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[]", "expected a JSON object, got list"),
+        ('{"status": "done"', "invalid JSON"),
+        ('{"status": "done", "frames_done": NaN}', "NaN is not a valid number"),
+        ('{"frames_done": 1, "frames_total": 1, "seeds": []}', "field 'status' is missing"),
+    ],
+)
+def test_unreadable_record_is_a_run_error(tmp_path: Path, text: str, message: str) -> None:
+    run = RunFolder.create(tmp_path, "b", "{}")
+    run.record_path.write_text(text)
+    with pytest.raises(RunError, match=message):
+        run.read_record()
+
+
+def test_create_records_settings_hash_and_threads(tmp_path: Path) -> None:
+    from discolib.runs import settings_digest
+
+    run = RunFolder.create(tmp_path, "b", '{"b": 1, "a": [1, 2]}')
+    rec = run.read_record()
+    assert rec.settings_sha256 == settings_digest('{"a":[1,2],"b":1}') == run.settings_hash()
+    assert settings_digest('{"a": [1, 2], "b": 2}') != rec.settings_sha256
+    assert (rec.torch_threads, rec.torch_interop_threads) == (torch.get_num_threads(), torch.get_num_interop_threads())
+    assert rec.frame_sha256 == []
+
+
+def test_frame_writer_records_each_frames_hash(tmp_path: Path) -> None:
+    import hashlib
+
+    from discolib.runs import FrameWriter
+
+    run = RunFolder.create(tmp_path, "b", "{}")
+    writer = FrameWriter(run, run.read_record())
+    for i in range(3):
+        writer.submit(i, np.full((4, 4, 3), i, np.uint8), seed=i)
+    writer.close()
+    rec = run.read_record()
+    assert rec.frame_sha256 == [hashlib.sha256(run.frame_path(i).read_bytes()).hexdigest() for i in range(3)]
+
+
+def test_verify_frames_stops_at_the_first_changed_frame(tmp_path: Path) -> None:
+    from discolib.runs import FrameWriter
+
+    run = RunFolder.create(tmp_path, "b", "{}")
+    writer = FrameWriter(run, run.read_record())
+    for i in range(5):
+        writer.submit(i, np.full((4, 4, 3), i, np.uint8), seed=i)
+    writer.close()
+    rec = run.read_record()
+    assert run.verify_frames(rec, size=(4, 4), n_frames=5) == 5
+    save_png_atomic(run.frame_path(2), np.full((4, 4, 3), 99, np.uint8))  # a valid PNG, but not the one written
+    rec = run.read_record()
+    assert run.verify_frames(rec, size=(4, 4), n_frames=5) == 2
+    assert rec.frames_done == 2 and len(rec.frame_sha256) == 2 and rec.seeds == [0, 1]
+    rec = run.read_record()
+    assert run.verify_frames(rec, size=(4, 4), n_frames=1) == 1  # never past the frames the settings ask for
+
+
+def test_write_errors_name_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from discolib.errors import DiscolibError
+    from discolib.runs import WriteError
+
+    def full(*_a: object, **_k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    target = tmp_path / "frames" / "000003.png"
+    with pytest.raises(WriteError, match=rf"^cannot write {target}: No space left on device$") as info:
+        write_bytes_atomic(target, b"png")
+    assert isinstance(info.value, OSError) and isinstance(info.value, DiscolibError)
+    assert info.value.errno == errno.ENOSPC
+    assert list((tmp_path / "frames").iterdir()) == []  # the temporary file is gone too
+
+
+def test_run_ids_of_one_second_count_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from discolib import runs
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> Frozen:  # type: ignore[override]
+            return cls(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(runs._dt, "datetime", Frozen)
+    names = [RunFolder.create(tmp_path, "b", "{}").path.name for _ in range(3)]
+    assert names == ["20260102-030405", "20260102-030405-1", "20260102-030405-2"]

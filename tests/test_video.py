@@ -304,6 +304,33 @@ def test_ffmpeg_failure_reports_stderr_and_cleans_up(tmp_path: Path, monkeypatch
     assert leftovers(tmp_path) == [] and not (tmp_path / "v.mp4").exists()
 
 
+def test_full_disk_when_the_video_is_put_in_place_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    write_frames(tmp_path / "f", n=2)
+
+    def full(*_a: object, **_k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(video.os, "replace", full)
+    out = tmp_path / "v.mp4"
+    with pytest.raises(VideoError, match=rf"^cannot write {out}: No space left on device$"):
+        frames_to_video(tmp_path / "f", out, fps=12)
+    assert leftovers(tmp_path) == [] and not out.exists()
+
+
+def test_unknown_user_in_a_path_is_one_line(tmp_path: Path) -> None:
+    write_frames(tmp_path / "f", n=1)
+    with pytest.raises(ValueError, match=r"^video output: cannot expand '~nosuchuser_discolib/v.mp4'"):
+        frames_to_video(tmp_path / "f", "~nosuchuser_discolib/v.mp4", fps=12)
+    with pytest.raises(ValueError, match=r"^frames: cannot expand"):
+        frames_to_video("~nosuchuser_discolib/f", tmp_path / "v.mp4", fps=12)
+    with pytest.raises(ValueError, match=r"^animation.video_init_path: cannot expand"):
+        video_info("~nosuchuser_discolib/in.mp4")
+    with pytest.raises(ValueError, match=r"^output.soundtrack: cannot expand"):
+        video.check_soundtrack("~nosuchuser_discolib/a.wav")
+
+
 # ---------------------------------------------------------------------------------------------- reading
 
 
