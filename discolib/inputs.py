@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -133,9 +134,11 @@ def loads_json(text: str, *, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
             raise InputError(f"{what}: the number {s} is too large; expected a finite number")
         return v
 
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)() or 4300
+
     def parse_int(s: str) -> int:
-        # Python refuses to convert integers of more than 4300 digits (a plain ValueError); no setting needs 20.
-        if len(s.lstrip("-")) > 100:
+        # Past Python's digit limit int() raises a plain ValueError; refuse such a number as an input error instead.
+        if len(s.lstrip("-")) > limit:
             raise InputError(f"{what}: an integer of {len(s)} digits is too large; expected a number")
         return int(s)
 

@@ -202,11 +202,13 @@ def _tokenize(text: str, setting: str | None, start: int = 0, end: int | None = 
             ch = m.group()
             raise ScheduleError(_BAD_CHAR_HINTS.get(ch, f"unexpected character {ch!r}"), setting=setting, column=pos + 1)
         else:  # "num" (lastgroup is "tail" when letters/dots follow the digits)
+            text = m.group()
+            shown = text if len(text) <= 24 else f"{text[:10]}... ({len(text)} characters)"  # one readable line
             if m.group("tail") is not None:
-                raise ScheduleError(f"malformed number {m.group()!r}", setting=setting, column=pos + 1)
-            value = float(m.group())
+                raise ScheduleError(f"malformed number {shown!r}", setting=setting, column=pos + 1)
+            value = float(text)
             if not math.isfinite(value):
-                raise ScheduleError(f"number {m.group()} is too large", setting=setting, column=pos + 1)
+                raise ScheduleError(f"number {shown} is too large", setting=setting, column=pos + 1)
             append(_Token("num", m.group(), pos, value))
     append(_Token("end", "", end))
     return tokens

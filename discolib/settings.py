@@ -811,10 +811,6 @@ def _loads_settings_json(text: str, what: str) -> Any:
             shown = number if len(number) <= 24 else f"{number[:10]}... ({len(number)} characters)"
             reason = f"the number {shown} is too large; expected a finite number"
         raise SettingsError(f"{what}: {_short_name(where)}: {reason}") from None
-    except ValueError:  # an integer with more digits than Python converts (loads_json lets it through)
-        found = _locate_bad_number(text)
-        where = f" at {_short_name(found[0])}" if found else ""
-        raise SettingsError(f"{what}: an integer{where} has too many digits; expected a number that fits a setting") from None
 
 
 def _check_steps_or_percent(name: str, value: str) -> None:
