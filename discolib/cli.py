@@ -9,7 +9,6 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import warnings
 from collections.abc import Sequence
@@ -142,19 +141,16 @@ def _cmd_render(args: argparse.Namespace) -> int:
         if args.file:
             raise CliError("--resume RUN_FOLDER uses the run's own settings.json: give no settings file")
         resume = str(expand_path(resume, setting="--resume"))
-        settings = Settings.load(Path(resume) / "settings.json")
+        # render() resumes with the run folder's own settings.json after checking it against run.json; reading it
+        # here first would report a changed or broken file as a settings error instead of saying it changed.
+        settings = Settings()
     else:
         if not args.file:
             raise CliError("render needs a settings file (make one with `discolib init -o settings.json`)")
         settings = Settings.load(args.file)
         for assignment in args.set:
             settings.set_from_string(assignment)
-    extra = {}
-    if "force" in inspect.signature(render).parameters:
-        extra["force"] = args.force
-    elif args.force:
-        raise CliError("--force: this version of discolib.render() has no force option")
-    result = render(settings, out=out, resume=resume, progress=not args.no_progress, **extra)
+    result = render(settings, out=out, resume=resume, progress=not args.no_progress, force=args.force)
     print(f"{result.status}: {len(result.frames)} frame(s) in {result.run_dir}")
     if result.video:
         print(f"video: {result.video}")

@@ -310,7 +310,7 @@ def _n_frames(settings: Settings) -> int:
 
 
 def _prepare(
-    settings: Settings, out: str | Path | None, resume: str | Path | None
+    settings: Settings, out: str | Path | None, resume: str | Path | None, *, force: bool = False
 ) -> tuple[Settings, RunFolder, RunRecord, int]:
     """Validate, then open (resume) or create the run folder. Returns (settings as used, folder, record, first frame).
 
@@ -341,6 +341,11 @@ def _prepare(
         settings.run.output_root = str(out)
     settings.validate()
     _check_inputs(settings)
+    from discolib.budget import check_budget
+    from discolib.models import resolve_device
+
+    # Before the run folder: a CPU run that cannot fit in memory or would take hours is refused with its figures.
+    check_budget(settings, resolve_device(settings.models.device), force=force)
     if settings.run.seed == -1:
         settings.run.seed = secrets.randbelow(2**32)
     folder = RunFolder.create(settings.run.output_root, settings.run.batch_name, settings.to_json())
@@ -389,6 +394,7 @@ def render(
     stop: threading.Event | None = None,
     progress: bool = True,
     sampler: FrameSampler | None = None,
+    force: bool = False,
 ) -> RenderResult:
     """Render the stills or the animation that ``settings`` describes into a run folder.
 
@@ -401,8 +407,10 @@ def render(
         stop: set it to stop after the current step; the run stays resumable.
         progress: show tqdm progress bars.
         sampler: an already built sampler to reuse (its settings must match).
+        force: start a new CPU run even when its estimated memory or time is over the limits
+            (:func:`discolib.budget.check_budget`); otherwise such a run is refused before anything is written.
     """
-    settings, folder, record, start = _prepare(settings, out, resume)
+    settings, folder, record, start = _prepare(settings, out, resume, force=force)
     emit = callback or (lambda _e: None)
     n_frames = _n_frames(settings)
     seeds = frame_seeds(settings, n_frames, settings.run.seed)

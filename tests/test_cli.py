@@ -116,7 +116,7 @@ def test_cli_error_is_an_input_error() -> None:
     assert issubclass(CliError, InputError)
 
 
-def test_render_force_is_passed_only_to_a_render_that_takes_it(
+def test_render_force_is_passed_to_render(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import discolib.render
@@ -128,20 +128,12 @@ def test_render_force_is_passed_only_to_a_render_that_takes_it(
     class Result:
         status, frames, run_dir, video = "done", [], tmp_path / "run", None
 
-    def with_force(settings: Settings, *, out: object = None, resume: object = None, progress: bool = True, force: bool = False) -> Result:
+    def fake_render(settings: Settings, *, out: object = None, resume: object = None, progress: bool = True, force: bool = False) -> Result:
         calls.append({"out": out, "force": force})
         return Result()
 
-    def without_force(settings: Settings, *, out: object = None, resume: object = None, progress: bool = True) -> Result:
-        calls.append({"out": out})
-        return Result()
-
-    monkeypatch.setattr(discolib.render, "render", with_force)
+    monkeypatch.setattr(discolib.render, "render", fake_render)
     home = Path("~").expanduser()
     assert run(["render", str(path), "--force", "--out", "~/runs"], capsys)[0] == 0
     assert calls.pop() == {"out": str(home / "runs"), "force": True}
     assert run(["render", str(path)], capsys)[0] == 0 and calls.pop()["force"] is False
-    monkeypatch.setattr(discolib.render, "render", without_force)
-    assert run(["render", str(path)], capsys)[0] == 0 and calls.pop() == {"out": None}
-    code, _, err = run(["render", str(path), "--force"], capsys)
-    assert code == 2 and "--force" in err and calls == []
