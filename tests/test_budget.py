@@ -247,3 +247,43 @@ def test_garbled_meminfo_falls_back(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(budget, "CGROUP_MEMORY", tmp_path / "absent")
     monkeypatch.setattr(budget.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 7, "SC_PAGE_SIZE": 4096}[name])
     assert available_memory() == 7 * 4096
+
+
+def test_cli_render_refuses_before_a_run_folder_exists(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    """The tester's 8192x8192 CPU render: one line with the figures, exit 2, and nothing written under --out."""
+    from discolib.cli import main
+
+    path = huge("tiny").save(tmp_path / "s.json")
+    out = tmp_path / "runs"
+    assert main(["render", str(path), "--out", str(out), "--no-progress", "--set", "models.device=cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("discolib: error: 8192x8192 guided stills (tiny)")
+    assert "--force" in err[0]
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_render_force_skips_the_refusal(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
+    """force=True gets past the budget check (the render itself is stubbed at the run-folder step)."""
+    import discolib.render as render_mod
+    from discolib.runs import RunFolder
+
+    seen: list[bool] = []
+    real = budget.check_budget
+
+    def spy(settings: Settings, device: object, *, force: bool) -> Estimate | None:
+        seen.append(force)
+        return real(settings, device, force=force)
+
+    class Stop(Exception):
+        pass
+
+    def no_folder(*args: object, **kwargs: object) -> RunFolder:
+        raise Stop
+
+    monkeypatch.setattr(budget, "check_budget", spy)
+    monkeypatch.setattr(RunFolder, "create", no_folder)
+    s = huge("tiny")
+    s.models.device = "cpu"
+    with pytest.raises(Stop):
+        render_mod.render(s, out=tmp_path, force=True, progress=False)
+    assert seen == [True]
