@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 import html
 import logging
-import os
-import stat
 import threading
 import traceback
 import warnings
@@ -37,23 +35,6 @@ RenderFn = Callable[..., "RenderResult"]
 _SCHEDULE_CONTEXT = ("animation.max_frames", "animation.interpolation")
 
 _log = logging.getLogger("discolib_widgets")
-
-
-def _check_settings_path(path: str | Path) -> None:
-    """Refuse a settings path that is a FIFO, device or folder, or too big; a missing file is Settings.load's to say."""
-    from discolib.inputs import MAX_SETTINGS_BYTES, expand_path
-
-    p = expand_path(path, setting="settings file")
-    try:
-        st = os.stat(p)
-    except OSError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        raise SettingsError(f"settings file {p} is a folder; expected a JSON file")
-    if not stat.S_ISREG(st.st_mode):
-        raise SettingsError(f"settings file {p} is not a regular file (a device, FIFO or socket)")
-    if st.st_size > MAX_SETTINGS_BYTES:
-        raise SettingsError(f"settings file {p} is {st.st_size} bytes; expected at most {MAX_SETTINGS_BYTES}")
 
 
 def _default_render_fn() -> RenderFn:
@@ -270,10 +251,9 @@ class SettingsPanel:
     def load(self, path: str | Path) -> Settings:
         """Load a settings file (``Settings.load``) into the panel; raises ``SettingsError`` on a bad file.
 
-        A path that is not a regular file of at most ``MAX_SETTINGS_BYTES`` is refused before it is opened: a
-        FIFO would block the kernel (and so the whole notebook) until something writes to it.
+        ``Settings.load`` refuses a path that is not a regular file of at most 4 MiB before opening it: a FIFO would
+        block the kernel (and so the whole notebook) until something writes to it.
         """
-        _check_settings_path(path)
         loaded = Settings.load(path)
         self.settings = loaded
         self.path.value = str(path)
