@@ -213,6 +213,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    except (MemoryError, RuntimeError) as exc:
+        # Out of host memory: Python's MemoryError, or torch's CPU allocator failing as a RuntimeError. Any other
+        # RuntimeError is a bug and keeps its traceback.
+        if args.debug or not (isinstance(exc, MemoryError) or "DefaultCPUAllocator" in str(exc)):
+            raise
+        print(
+            "discolib: error: out of memory; lower image.width/height, the steps or the number of CLIP models, or run "
+            f"on a GPU ({_one_line(str(exc))[:300] or type(exc).__name__})",
+            file=sys.stderr,
+        )
+        return 2
     except (DiscolibError, OSError) as exc:  # anything else is a bug: its traceback is the useful report
         if args.debug:
             raise

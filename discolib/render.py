@@ -20,8 +20,10 @@ schedule); a random run seed is drawn once and written into the run's ``settings
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ from tqdm.auto import tqdm
 
 from discolib.events import EventCallback, RenderEvent, RenderResult, RenderStopped
 from discolib.prompts import PromptSchedule
-from discolib.runs import FrameWriter, PendingFrame, RunError, RunFolder, RunRecord, save_png_atomic
+from discolib.runs import FrameWriter, PendingFrame, RunError, RunFolder, RunLock, RunRecord, save_png_atomic
 from discolib.samplers.base import FrameRequest, FrameSampler
 from discolib.schedule import Schedule
 from discolib.settings import Settings, SettingsError
@@ -311,7 +313,7 @@ def _n_frames(settings: Settings) -> int:
 
 def _prepare(
     settings: Settings, out: str | Path | None, resume: str | Path | None, *, force: bool = False
-) -> tuple[Settings, RunFolder, RunRecord, int]:
+) -> tuple[Settings, RunFolder, RunRecord, int, RunLock]:
     """Validate, then open (resume) or create the run folder. Returns (settings as used, folder, record, first frame).
 
     A resume trusts nothing it has not checked: settings.json must hash as when the run started, and it continues
@@ -323,19 +325,24 @@ def _prepare(
             folder = RunFolder.latest(Path(out) if out else Path(settings.run.output_root), settings.run.batch_name)
         else:
             folder = RunFolder.open(resume)
-        folder.clean_temporaries()
-        record, problem = folder.try_read_record()
-        if record is not None:
-            folder.check_settings(record)  # before loading: "changed" says more than an error from the new file
-        used = Settings.load(folder.settings_path)
-        size = (used.image.width, used.image.height)
-        n_frames = _n_frames(used)
-        if record is None:
-            record = folder.rebuild_record(size=size, n_frames=n_frames, reason=problem)
-            start = record.frames_done
-        else:
-            start = folder.verify_frames(record, size=size, n_frames=n_frames)
-        return used, folder, record, start
+        lock = folder.lock()  # before anything is cleaned or read: no second process may be at work in it
+        try:
+            folder.clean_temporaries()
+            record, problem = folder.try_read_record()
+            if record is not None:
+                folder.check_settings(record)  # before loading: "changed" says more than an error from the new file
+            used = Settings.load(folder.settings_path)
+            size = (used.image.width, used.image.height)
+            n_frames = _n_frames(used)
+            if record is None:
+                record = folder.rebuild_record(size=size, n_frames=n_frames, reason=problem)
+                start = record.frames_done
+            else:
+                start = folder.verify_frames(record, size=size, n_frames=n_frames)
+        except BaseException:
+            lock.release()
+            raise
+        return used, folder, record, start, lock
     settings = settings.copy()
     if out is not None:
         settings.run.output_root = str(out)
@@ -349,7 +356,7 @@ def _prepare(
     if settings.run.seed == -1:
         settings.run.seed = secrets.randbelow(2**32)
     folder = RunFolder.create(settings.run.output_root, settings.run.batch_name, settings.to_json())
-    return settings, folder, folder.read_record(), 0
+    return settings, folder, folder.read_record(), 0, folder.lock()
 
 
 @contextmanager
@@ -365,6 +372,12 @@ def _recorded_threads(record: RunRecord, folder: RunFolder) -> Iterator[None]:
     if want <= 0:
         record.torch_threads, record.torch_interop_threads = before, torch.get_num_interop_threads()
         want = before
+    if want > (os.cpu_count() or 1):
+        warnings.warn(
+            f"{folder.record_path}: the run started with {want} torch threads and this machine has {os.cpu_count()} "
+            "cores; resuming with that count (needed for identical frames) will be slow",
+            stacklevel=3,
+        )
     if want != before:
         try:
             torch.set_num_threads(want)
@@ -410,55 +423,56 @@ def render(
         force: start a new CPU run even when its estimated memory or time is over the limits
             (:func:`discolib.budget.check_budget`); otherwise such a run is refused before anything is written.
     """
-    settings, folder, record, start = _prepare(settings, out, resume, force=force)
-    emit = callback or (lambda _e: None)
-    n_frames = _n_frames(settings)
-    seeds = frame_seeds(settings, n_frames, settings.run.seed)
-    with _recorded_threads(record, folder):
-        record.frames_total = n_frames
-        record.frames_done = start
-        record.seeds = seeds[:start]
-        record.frame_sha256 = record.frame_sha256[:start]
-        record.status = "running"
-        record.error = ""  # a failure of an earlier attempt is history once the run goes on
-        folder.write_record(record)
-        emit(RenderEvent("start", frame=start, total_frames=n_frames, path=folder.path))
-        frames = [folder.frame_path(i) for i in range(start)]
-        writer = FrameWriter(folder, record, _frame_emitter(emit, n_frames))
-        video = None
-        try:
-            try:
-                if start < n_frames:
-                    if sampler is None:
-                        sampler = build_sampler(settings, progress=progress)
-                    if settings.animation.animation_mode == "None":
-                        _render_stills(settings, folder, sampler, seeds, start, writer, frames, emit, stop, progress)
-                    else:
-                        _render_animation(settings, folder, sampler, seeds, start, writer, frames, emit, stop, progress)
-            except BaseException:
-                writer.close(raise_errors=False)  # keep the frames handed over; the first error is the one reported
-                raise
-            writer.close()  # every frame handed over is on disk before the run's status changes
-            if settings.animation.animation_mode != "None" and settings.output.make_video:
-                video = _write_video(settings, folder, n_frames, final=True)
-        except RenderStopped:
-            record.status = "interrupted"
+    settings, folder, record, start, lock = _prepare(settings, out, resume, force=force)
+    with lock:  # released on every way out, so a later resume of this folder can take it
+        emit = callback or (lambda _e: None)
+        n_frames = _n_frames(settings)
+        seeds = frame_seeds(settings, n_frames, settings.run.seed)
+        with _recorded_threads(record, folder):
+            record.frames_total = n_frames
+            record.frames_done = start
+            record.seeds = seeds[:start]
+            record.frame_sha256 = record.frame_sha256[:start]
+            record.status = "running"
+            record.error = ""  # a failure of an earlier attempt is history once the run goes on
             folder.write_record(record)
-            emit(RenderEvent("stopped", frame=record.frames_done, total_frames=n_frames, path=folder.path))
-            return RenderResult(folder.path, "stopped", frames, None, seeds[: record.frames_done])
-        except BaseException as exc:
-            record.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            record.error = f"{type(exc).__name__}: {exc}"
+            emit(RenderEvent("start", frame=start, total_frames=n_frames, path=folder.path))
+            frames = [folder.frame_path(i) for i in range(start)]
+            writer = FrameWriter(folder, record, _frame_emitter(emit, n_frames))
+            video = None
             try:
+                try:
+                    if start < n_frames:
+                        if sampler is None:
+                            sampler = build_sampler(settings, progress=progress)
+                        if settings.animation.animation_mode == "None":
+                            _render_stills(settings, folder, sampler, seeds, start, writer, frames, emit, stop, progress)
+                        else:
+                            _render_animation(settings, folder, sampler, seeds, start, writer, frames, emit, stop, progress)
+                except BaseException:
+                    writer.close(raise_errors=False)  # keep the frames handed over; the first error is the one reported
+                    raise
+                writer.close()  # every frame handed over is on disk before the run's status changes
+                if settings.animation.animation_mode != "None" and settings.output.make_video:
+                    video = _write_video(settings, folder, n_frames, final=True)
+            except RenderStopped:
+                record.status = "interrupted"
                 folder.write_record(record)
-            except OSError:
-                pass  # a full disk that stopped the frames stops this too: the error being raised says where
-            emit(RenderEvent("error", frame=record.frames_done, total_frames=n_frames, path=folder.path, message=str(exc)))
-            raise
-        record.status = "done"
-        folder.write_record(record)
-    emit(RenderEvent("done", frame=n_frames, total_frames=n_frames, path=folder.path))
-    return RenderResult(folder.path, "done", frames, video, seeds)
+                emit(RenderEvent("stopped", frame=record.frames_done, total_frames=n_frames, path=folder.path))
+                return RenderResult(folder.path, "stopped", frames, None, seeds[: record.frames_done])
+            except BaseException as exc:
+                record.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                record.error = f"{type(exc).__name__}: {exc}"
+                try:
+                    folder.write_record(record)
+                except OSError:
+                    pass  # a full disk that stopped the frames stops this too: the error being raised says where
+                emit(RenderEvent("error", frame=record.frames_done, total_frames=n_frames, path=folder.path, message=str(exc)))
+                raise
+            record.status = "done"
+            folder.write_record(record)
+        emit(RenderEvent("done", frame=n_frames, total_frames=n_frames, path=folder.path))
+        return RenderResult(folder.path, "done", frames, video, seeds)
 
 
 def _write_video(settings: Settings, folder: RunFolder, n_frames: int, *, final: bool) -> Path:

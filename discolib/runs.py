@@ -220,6 +220,12 @@ def _is_count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
+def _is_thread_count(v: Any) -> bool:
+    # 0 = not recorded (older records). 1024 is far above any machine's cores; more is a damaged or forged record,
+    # and handing it to torch.set_num_threads would make OpenMP try to start that many threads.
+    return _is_count(v) and v <= 1024
+
+
 def _is_seed(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32
 
@@ -237,8 +243,8 @@ _FIELD_CHECKS: tuple[tuple[str, Any, str], ...] = (
     ("seeds", lambda v: isinstance(v, list) and all(map(_is_seed, v)), "a list of integers in 0..2**32-1"),
     ("frame_sha256", lambda v: isinstance(v, list) and all(map(_is_sha256, v)), "a list of SHA-256 hex digests"),
     ("settings_sha256", lambda v: v == "" or _is_sha256(v), "a SHA-256 hex digest"),
-    ("torch_threads", _is_count, "an integer >= 0"),
-    ("torch_interop_threads", _is_count, "an integer >= 0"),
+    ("torch_threads", _is_thread_count, "an integer from 0 to 1024"),
+    ("torch_interop_threads", _is_thread_count, "an integer from 0 to 1024"),
     ("started", lambda v: isinstance(v, str), "a string"),
     ("updated", lambda v: isinstance(v, str), "a string"),
     ("error", lambda v: isinstance(v, str), "a string"),
@@ -575,6 +581,47 @@ class RunFolder:
 
     def save_frame(self, index: int, image: Any) -> Path:
         return save_png_atomic(self.frame_path(index), image)
+
+    def lock(self) -> RunLock:
+        """Take this run folder for one render (an advisory lock on ``run.lock``, released when the process ends).
+
+        A second render or resume of the same folder while one is running is refused with a one-line RunError:
+        it would delete the running process's temporary files and both would rewrite run.json.
+        """
+        return RunLock(self.path / "run.lock")
+
+
+class RunLock:
+    """An exclusive ``flock`` on a file in a run folder; a context manager. No-op where ``fcntl`` is missing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; one render per folder is then the user's to keep
+            return
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        except OSError as exc:
+            raise RunError(f"cannot lock {path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunError(f"{path.parent} is being rendered by another process; wait for it or stop it first") from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def _run_sort_key(path: Path) -> tuple[str, int]:

@@ -943,7 +943,7 @@ class Schedule:
 
 # (text, setting, n_frames, interpolation, seed) of schedules that evaluated cleanly: the CLI, the panel and render
 # validate the same settings several times, and evaluating six 54 KB strings over 100 000 frames takes a second.
-_validated: OrderedDict[tuple[str, str | None, int, str, int], None] = OrderedDict()
+_validated: OrderedDict[tuple[str, str | None, int, str, int], tuple[tuple[type[Warning], str], ...]] = OrderedDict()
 _validated_lock = threading.Lock()
 
 
@@ -958,12 +958,22 @@ def validate_schedule(
     sched = Schedule.parse(text, setting=setting, interpolation=interpolation)
     key = (sched.text, setting, _check_frames(n_frames, setting), sched.interpolation, int(seed))
     with _validated_lock:
-        if key in _validated:
+        seen = _validated.get(key)
+        if seen is not None:
             _validated.move_to_end(key)
-            return
-    sched.values(n_frames, seed=seed)
+    if seen is not None:
+        # The warnings of the first evaluation (e.g. a max_f key landing on another key) are given again: the
+        # panel shows them beside the field on every validation, not only the first.
+        for category, message in seen:
+            warnings.warn(message, category, stacklevel=2)
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sched.values(n_frames, seed=seed)
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=2)
     with _validated_lock:
-        _validated[key] = None
+        _validated[key] = tuple((w.category, str(w.message)) for w in caught)
         if len(_validated) > PARSE_CACHE_SIZE * 4:
             _validated.popitem(last=False)
 

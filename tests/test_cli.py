@@ -137,3 +137,23 @@ def test_render_force_is_passed_to_render(
     assert run(["render", str(path), "--force", "--out", "~/runs"], capsys)[0] == 0
     assert calls.pop() == {"out": str(home / "runs"), "force": True}
     assert run(["render", str(path)], capsys)[0] == 0 and calls.pop()["force"] is False
+
+
+def test_out_of_host_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """torch's CPU allocator failing (a RuntimeError) or MemoryError: one line; other RuntimeErrors stay bugs."""
+    import discolib.cli as cli
+
+    def oom(args: object) -> int:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+
+    monkeypatch.setitem(cli.COMMANDS, "validate", oom)
+    assert cli.main(["validate", "x.json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("discolib: error: out of memory")
+
+    def bug(args: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "validate", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["validate", "x.json"])

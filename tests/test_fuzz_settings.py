@@ -15,7 +15,7 @@ import os
 import tempfile
 from typing import Any
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from discolib.cli import main
@@ -81,7 +81,7 @@ def typed_values(name: str) -> st.SearchStrategy[Any]:
         "bool": st.booleans(),
         "int": numbers,
         "float": numbers,
-        "choice": st.sampled_from([c for c in info.choices if c != "latent"] or [None]),
+        "choice": st.sampled_from(list(info.choices) or [None]),
         "list[str]": st.lists(strings, max_size=3),
         "list[float]": st.lists(numbers, max_size=3),
         "dict": prompt_dicts,
@@ -140,15 +140,9 @@ set_strings = st.one_of(
 )
 
 
-def _mode_is_latent(text: str, sets: list[str]) -> bool:
-    # Latent-mode validation imports diffusers for the scheduler names (tens of seconds cold): kept out to stay fast.
-    return "latent" in text or any("latent" in s for s in sets)
-
-
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(text=documents(), sets=st.lists(set_strings, max_size=2))
 def test_validate_gives_ok_or_one_error_line(text: str, sets: list[str]) -> None:
-    assume(not _mode_is_latent(text, sets))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "s.json")
         with open(path, "w", encoding="utf-8") as f:

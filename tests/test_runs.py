@@ -317,3 +317,21 @@ def test_run_ids_of_one_second_count_up(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(runs._dt, "datetime", Frozen)
     names = [RunFolder.create(tmp_path, "b", "{}").path.name for _ in range(3)]
     assert names == ["20260102-030405", "20260102-030405-1", "20260102-030405-2"]
+
+
+def test_a_run_folder_is_locked_while_rendered(tmp_path: Path) -> None:
+    """A second render/resume of a folder being rendered is refused in one line; the lock goes with the first."""
+    folder = RunFolder.create(tmp_path, "b", "{}\n")
+    with folder.lock():
+        with pytest.raises(RunError, match="being rendered by another process"):
+            folder.lock()
+    folder.lock().release()  # free again once the first is done
+
+
+def test_thread_counts_beyond_any_machine_are_refused(tmp_path: Path) -> None:
+    folder = RunFolder.create(tmp_path, "b", "{}\n")
+    data = json.loads(folder.record_path.read_text())
+    data["torch_threads"] = 100_000
+    folder.record_path.write_text(json.dumps(data))
+    with pytest.raises(RunError, match="torch_threads"):
+        folder.read_record()

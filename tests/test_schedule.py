@@ -541,3 +541,13 @@ def test_parse_is_cached_but_warns_and_fails_every_time() -> None:
             Schedule.parse("0:(1), 1:(2), 1:(3)", setting="zoom")
         with pytest.raises(ScheduleError, match=r"^zoom: column 7: expected a value"):
             Schedule.parse("0: (1+", setting="zoom")
+
+
+def test_validation_warns_again_when_cached() -> None:
+    """A schedule validated twice gives its warnings both times (the panel shows them on every check)."""
+    from discolib.schedule import validate_schedule
+
+    text = "0:(1), max_f:(2), 9:(3)"
+    for _ in range(2):
+        with pytest.warns(UserWarning):
+            validate_schedule(text, "animation.zoom", n_frames=10)
