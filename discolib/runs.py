@@ -58,8 +58,8 @@ FRAME_PATTERN = re.compile(r"^(\d{6})\.png$")
 _RUN_ID = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?$")
 
 
-#: run.json holds a 64-character hash and a seed per frame: 64 MiB is room for ~700 000 frames.
-MAX_RECORD_BYTES = 64 * 1024 * 1024
+#: run.json holds a 64-character hash and a seed per frame (~80 bytes, compact): room for max_frames (10^6) frames.
+MAX_RECORD_BYTES = 128 * 1024 * 1024
 #: A frame PNG larger than this is not one discolib wrote (an 8192x8192 noise frame at compress level 1 is ~200 MB).
 MAX_FRAME_BYTES = 1024 * 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -464,7 +464,10 @@ class RunFolder:
 
     def write_record(self, record: RunRecord) -> None:
         record.updated = _now()
-        write_json_atomic(self.record_path, record.to_dict())
+        # Compact: the record holds a hash and a seed per frame and is rewritten after every frame, so its size
+        # (~80 bytes a frame this way, twice that indented) decides what a long run writes in total.
+        data = json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n"
+        write_text_atomic(self.record_path, data)
 
     # ------------------------------------------------------------------ resume checks
     def settings_hash(self) -> str:
