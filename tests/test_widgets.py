@@ -698,3 +698,25 @@ def test_importing_discolib_loads_no_ipywidgets() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert int(proc.stdout.split()[0]) >= 7
+
+
+def test_start_anyway_passes_force_and_a_refusal_says_how(tmp_path: Path) -> None:
+    """A run refused by the CPU budget check can be started from the panel: 'start anyway' passes force=True."""
+    from discolib.errors import ResourceLimitError
+
+    seen: list[dict[str, Any]] = []
+
+    def budgeted(settings: Settings, **kw: Any) -> RenderResult:
+        seen.append(kw)
+        if not kw.get("force"):
+            raise ResourceLimitError("8192x8192 guided stills (tiny): needs ~250 GiB of memory; pass --force")
+        return RenderResult(run_dir=tmp_path / "run", status="done", frames=[])
+
+    p = panel_in(tmp_path, render_fn=budgeted)
+    p.render_button.click()
+    assert p.wait(10)
+    assert "force" not in seen[-1] and "start anyway" in p.error_area.value
+    p.force.value = True
+    p.render_button.click()
+    assert p.wait(10)
+    assert seen[-1]["force"] is True and p.last_result is not None and p.last_result.status == "done"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from discolib.errors import ResourceLimitError
 from discolib.runs import encode_png
 from discolib.settings import GROUPS, Settings, SettingsError, iter_fields
 from discolib_widgets.fields import INPUT_ERRORS, FieldControl, check_field, describe_error
@@ -115,6 +116,13 @@ class SettingsPanel:
         self.stop_button = widgets.Button(
             description="Stop", button_style="danger", icon="stop", disabled=True, tooltip="Stop after this step"
         )
+        self.force = widgets.Checkbox(
+            value=False,
+            description="start anyway",
+            indent=False,
+            layout=widgets.Layout(width="auto"),
+            tooltip="Render even when the run is estimated to need more memory or time than this CPU has (--force)",
+        )
         self.render_button.on_click(lambda _b: self._clicked(self.render))
         self.resume_button.on_click(lambda _b: self._clicked(lambda: self.render(resume=self.run_dir)))
         self.stop_button.on_click(lambda _b: self._clicked(self.stop))
@@ -132,7 +140,9 @@ class SettingsPanel:
                 self.validity,
                 widgets.HBox([self.path, self.load_button, self.save_button]),
                 self.file_message,
-                widgets.HBox([self.render_button, self.resume_button, self.stop_button, self.progress, self.frame_label]),
+                widgets.HBox(
+                    [self.render_button, self.resume_button, self.stop_button, self.force, self.progress, self.frame_label]
+                ),
                 self.status,
                 self.error_area,
                 self.preview,
@@ -365,6 +375,8 @@ class SettingsPanel:
             kwargs: dict[str, Any] = {"callback": self._on_event, "stop": stop, "progress": False}
             if resume is not None:
                 kwargs["resume"] = resume
+            if self.force.value:
+                kwargs["force"] = True
             result = render_fn(settings, **kwargs)
             self.last_result = result
             self.run_dir = Path(result.run_dir)
@@ -386,8 +398,9 @@ class SettingsPanel:
 
     def _show_error(self, exc: BaseException) -> None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        hint = " (tick 'start anyway' to render it all the same)" if isinstance(exc, ResourceLimitError) else ""
         self.error_area.value = (
-            _html(f"{type(exc).__name__}: {exc}", "#c62828")
+            _html(f"{type(exc).__name__}: {exc}{hint}", "#c62828")
             + f"<details><summary>traceback</summary><pre>{html.escape(tb)}</pre></details>"
         )
 
