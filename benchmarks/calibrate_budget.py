@@ -508,7 +508,7 @@ def run_render(preset: str, side: int, kind: str, steps: int = RENDER_STEPS) -> 
         if k == "step":
             by_frame.setdefault(frame, []).append(t)
     intervals = [b - a for ts in by_frame.values() for a, b in zip(ts, ts[1:], strict=False)]
-    res["step_s"] = statistics.median(intervals)
+    res["step_s"] = statistics.median(intervals) if intervals else float("nan")
     res["steps_run"] = sum(len(ts) for ts in by_frame.values())
     res["frames"] = sum(1 for e in res["events"] if e[1] == "frame")
     res.update(preset=preset, side=side, kind=kind, steps=steps)
@@ -648,6 +648,26 @@ def check(result: dict[str, Any]) -> None:
         print(f"  {preset} at 8192 px: {b.estimate(s).describe()}")
 
 
+#: Renders beyond the fitted sizes (4-16x the pixels of the largest), to see how the estimate extrapolates.
+VALIDATION = (("tiny-latent", 1024, "still", 6), ("tiny-latent", 768, "3d", 6), ("tiny", 384, "still", 2))
+
+
+def validate(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Render :data:`VALIDATION` and compare with the estimate from ``result`` (printed; not fitted)."""
+    b = install(result["shapes"], result["throughput"], {k: tuple(v) for k, v in result["overhead"].items()}, result["base_rss"])
+    out = []
+    for preset, side, kind, steps in VALIDATION:
+        r = run_render(preset, side, kind, steps)
+        e = b.estimate(render_settings(preset, side, kind, steps))
+        row = {"preset": preset, "side": side, "kind": kind, "steps": steps, "seconds": r["total_s"],
+               "seconds_estimate": e.seconds, "peak_rss": r["peak_rss"], "peak_estimate": e.peak_bytes,
+               "loadavg": os.getloadavg()[0]}
+        out.append(row)
+        print(f"  {preset:12s} {kind:5s} {side:4d}px {steps} steps: {e.seconds:7.1f} s estimated / {r['total_s']:7.1f} s "
+              f"measured; {e.peak_bytes / 2**20:6.0f} / {r['peak_rss'] / 2**20:6.0f} MiB (load {row['loadavg']:.1f})")
+    return out
+
+
 def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One result from several runs on the same machine: the best of each measurement, then fitted again.
 
@@ -692,6 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--emit", metavar="JSON", help="print the constants block of discolib/budget.py from a result file")
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="refit from the best measurements of several result "
                     "files (per network the highest FLOP/s, per render the fastest run) and write --json")
+    ap.add_argument("--validate", action="store_true", help="then render beyond the fitted sizes and compare")
     ap.add_argument("--shapes-from", metavar="JSON", help="reuse part 1 from an earlier result (it is exact and "
                     "machine-independent; it takes minutes on 2 cores)")
     args = ap.parse_args(argv)
@@ -702,8 +723,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.merge:
         result = merge([json.loads(Path(f).read_text()) for f in args.merge])
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         check(result)
+        if args.validate:
+            print("5. beyond the fitted sizes")
+            result["validation"] = validate(result)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.json} from {len(args.merge)} runs")
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -745,10 +769,13 @@ def main(argv: list[str] | None = None) -> int:
         "overhead": overhead,
         "base_rss": base,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     print("4. the fitted estimate")
     check(result)
+    if args.validate:
+        print("5. beyond the fitted sizes")
+        result["validation"] = validate(result)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.json} ({result['wall_s']:.0f} s); constants block: {sys.argv[0]} --emit {args.json}")
     return 0
 

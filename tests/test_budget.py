@@ -219,6 +219,23 @@ def test_available_memory_reads_meminfo_and_a_cgroup_limit(tmp_path, monkeypatch
     (cgroup / "memory.max").write_text(f"{8 * GiB}\n")
     (cgroup / "memory.current").write_text(f"{2 * GiB}\n")
     assert available_memory() == 6 * GiB  # the container's limit is the tighter one
+    # Page cache (inactive_file) counts in memory.current but is reclaimed before an allocation fails.
+    (cgroup / "memory.current").write_text(f"{8 * GiB}\n")
+    (cgroup / "memory.stat").write_text(f"anon {2 * GiB}\ninactive_file {6 * GiB}\nactive_file 0\n")
+    assert available_memory() == 6 * GiB
+
+
+def test_memory_this_process_holds_is_not_counted_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = preset("tiny")
+    est = estimate(s)
+    # Available memory just under the estimate's whole-process peak: only what this process holds already makes
+    # the difference, as when discolib and torch are imported before the check.
+    monkeypatch.setattr(budget, "available_memory", lambda: est.peak_bytes - 100 * 2**20)
+    monkeypatch.setattr(budget, "_own_rss", lambda: 0)
+    with pytest.raises(ResourceLimitError):
+        check_budget(s, CPU, force=False)
+    monkeypatch.setattr(budget, "_own_rss", lambda: 500 * 2**20)
+    assert check_budget(s, CPU, force=False) == est
 
 
 def test_available_memory_without_proc_meminfo(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -287,3 +304,7 @@ def test_render_force_skips_the_refusal(monkeypatch: pytest.MonkeyPatch, tmp_pat
     with pytest.raises(Stop):
         render_mod.render(s, out=tmp_path, force=True, progress=False)
     assert seen == [True]
+
+
+def test_own_rss_reads_this_process() -> None:
+    assert budget._own_rss() > 10 * 2**20  # torch is imported here: far more than 10 MiB resident
