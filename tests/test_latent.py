@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,12 +37,8 @@ W = H = 64  # 8x8 latents
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread; on a shared 2-core machine OpenMP spin-waits make 2 threads ~5x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread: None) -> None:
+    """Every test of this module on one torch thread (the conftest fixture)."""
 
 
 @pytest.fixture(scope="module")
