@@ -1,10 +1,10 @@
 """``cpu``: the parts of the frame loop that are not models.
 
-* the 3D warp (:func:`discolib.motion.reproject_3d`) of one frame at 512² and 1024² with random depth in Deforum's
+* the 3D warp (:func:`discolib.animation.motion.reproject_3d`) of one frame at 512² and 1024² with random depth in Deforum's
   ``[1, 2]`` range, ``depth_refinement_steps`` 0 and 1, bicubic (the settings' default) and bilinear sampling;
-* :func:`discolib.render.evaluate_schedules` of every animation schedule of the Deforum (latent) defaults for
+* :func:`discolib.run.loop.evaluate_schedules` of every animation schedule of the Deforum (latent) defaults for
   10 000 frames;
-* the per-frame overhead of :func:`discolib.render.render` outside the models: a 2D animation whose sampler returns
+* the per-frame overhead of :func:`discolib.run.loop.render` outside the models: a 2D animation whose sampler returns
   its init image unchanged, so what is timed is the loop itself (schedules lookup, 2D warp, colour match, noise,
   8-bit hand-off, PNG write, run record); plus those steps one by one.
 
@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 from bench_common import BenchContext, BenchResult, median, time_call
 
-from discolib import coherence, motion
-from discolib.events import RenderEvent
-from discolib.presets import apply_preset
-from discolib.render import evaluate_schedules, render
-from discolib.runs import save_png_atomic
+from discolib.animation import coherence, motion
+from discolib.config.presets import apply_preset
+from discolib.config.settings import Settings
+from discolib.run.events import RenderEvent
+from discolib.run.loop import evaluate_schedules, render
+from discolib.run.runs import save_png_atomic
 from discolib.samplers.base import FrameRequest
-from discolib.settings import Settings
 
 __all__ = ["EchoSampler", "run"]
 
@@ -162,7 +162,7 @@ def _bench_writer(ctx: BenchContext, result: BenchResult, size: int, frame: torc
     """Throughput of the background :class:`FrameWriter` (the ceiling it puts on a real-time loop's fps)."""
     import os
 
-    from discolib.runs import FrameWriter, RunFolder
+    from discolib.run.runs import FrameWriter, RunFolder
 
     n = 8 if ctx.smoke else 32
     array = frame[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()

@@ -5,7 +5,7 @@ The pieces are discolib's own (:func:`discolib.samplers.guided.clip_guided` arou
 eta 0.8, 250 steps), with random weights of the real architectures:
 
 * the 512 ADM UNet: the catalogue hyper-parameters of ``512x512_diffusion_uncond_finetune_008100`` through
-  :class:`~discolib.adm.AdmConfig` -> :func:`~discolib.adm.adm_unet_config`, built on the meta device and
+  :class:`~discolib.models.adm.AdmConfig` -> :func:`~discolib.models.adm.adm_unet_config`, built on the meta device and
   materialised with ``to_empty`` + each module's ``reset_parameters``;
 * Disco's secondary model (``SecondaryDiffusionImageNet2(c=64)``), which gives the predicted image whose gradient
   is taken (Disco's default ``use_secondary_model``);
@@ -26,13 +26,13 @@ from typing import Any
 import torch
 from bench_common import BenchContext, BenchResult, median, sync, time_call
 
-from discolib.adm import AdmConfig, adm_unet_config
-from discolib.checkpoints import catalogue_entry
-from discolib.clip import ClipEnsemble
-from discolib.cutouts import DISCO_DEFAULT_SCHEDULES, CutSchedules, CutSettings
-from discolib.losses import ClipGuidance
+from discolib.guidance.cutouts import DISCO_DEFAULT_SCHEDULES, CutSchedules, CutSettings
+from discolib.guidance.losses import ClipGuidance
+from discolib.models.adm import AdmConfig, adm_unet_config
+from discolib.models.clip import ClipEnsemble
+from discolib.models.hub import catalogue_entry
+from discolib.models.secondary import SecondaryDiffusionImageNet2
 from discolib.samplers.guided import clip_guided, make_pixel_scheduler, sample_pixels, unet_eps_fn
-from discolib.secondary import SecondaryDiffusionImageNet2
 
 __all__ = ["DISCO_MODEL", "build_adm_unet", "run"]
 

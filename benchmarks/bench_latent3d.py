@@ -4,8 +4,8 @@ Per frame, built from discolib's public functions so each stage is timed on its 
 
 1. schedules: this frame's keyframe values (evaluated for the whole run beforehand, as :func:`render` does) turned
    into the motion tensors on the device;
-2. depth: Depth-Anything-V2-Small architecture (:class:`discolib.depth.TransformersDepth`) + ``normalize_depth``;
-3. warp3d: :func:`discolib.motion.reproject_3d` (bicubic, border padding: the settings' defaults);
+2. depth: Depth-Anything-V2-Small architecture (:class:`discolib.models.depth.TransformersDepth`) + ``normalize_depth``;
+3. warp3d: :func:`discolib.animation.motion.reproject_3d` (bicubic, border padding: the settings' defaults);
 4. coherence: LAB histogram match to frame 0, fresh noise in disoccluded pixels, Deforum's 0.02 noise;
 5. sample: :func:`discolib.samplers.latent.sample_latent`, 2 Euler steps at strength 0.5 = one UNet call (sd-turbo's
    img2img recipe), cfg 0, split by module hooks into ``vae_encode``, ``unet``, ``vae_decode`` and ``sample_other``
@@ -13,7 +13,7 @@ Per frame, built from discolib's public functions so each stage is timed on its 
 6. handoff: 8-bit quantisation on the device and the copy of the uint8 frame to the host (what a PNG writer or a
    live viewer needs); the next frame continues from the quantised frame, as :func:`render` does.
 
-Models have random weights built from the published configs in :mod:`discolib.archs` (no network; checked
+Models have random weights built from the published configs in :mod:`discolib.models.archs` (no network; checked
 against the config.json files of stabilityai/sd-turbo, madebyollin/taesd and Depth-Anything-V2-Small-hf). Two
 decoders: AutoencoderTiny (TAESD) and the full AutoencoderKL (SD VAE). The text encoder is a small stand-in with
 SD 2.x's 1024-wide output: prompt embeddings are cached per text, so it is not part of a frame.
@@ -22,7 +22,7 @@ Besides the per-stage figures (each frame waits for the device at its end), ``*_
 back with one wait at the end, as :func:`render` does, and on CUDA ``*_host_syncs_per_frame`` counts what
 ``torch.cuda.set_sync_debug_mode`` reports during one frame.
 
-Also times one real :func:`discolib.render.render` of the ``tiny-latent`` preset in 3D for the end-to-end loop cost
+Also times one real :func:`discolib.run.loop.render` of the ``tiny-latent`` preset in 3D for the end-to-end loop cost
 around (tiny) models: run folder, PNG writes, run record.
 """
 
@@ -40,17 +40,17 @@ from bench_common import BenchContext, BenchResult, StageTimer, median, sync
 from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from discolib import coherence, motion
-from discolib.archs import LATENT_ARCHS, LATENT_SCHEDULERS, SD_VAE, random_depth_anything_small
-from discolib.depth import DEFORUM_DEPTH_RANGE, TransformersDepth, normalize_depth
-from discolib.events import RenderEvent
-from discolib.latent_models import TINY_TOKENIZER_DIR, LatentComponents, enable_fast_paths
-from discolib.models import upload
-from discolib.presets import apply_preset
-from discolib.render import evaluate_schedules, motion_3d_table, render
-from discolib.runs import PendingFrame
+from discolib.animation import coherence, motion
+from discolib.config.presets import apply_preset
+from discolib.config.settings import Settings
+from discolib.models.archs import LATENT_ARCHS, LATENT_SCHEDULERS, SD_VAE, random_depth_anything_small
+from discolib.models.depth import DEFORUM_DEPTH_RANGE, TransformersDepth, normalize_depth
+from discolib.models.device import upload
+from discolib.models.latent import TINY_TOKENIZER_DIR, LatentComponents, enable_fast_paths
+from discolib.run.events import RenderEvent
+from discolib.run.loop import evaluate_schedules, motion_3d_table, render
+from discolib.run.runs import PendingFrame
 from discolib.samplers.latent import sample_latent
-from discolib.settings import Settings
 
 __all__ = [
     "SD_TURBO_SCHEDULER_CONFIG",
@@ -62,7 +62,7 @@ __all__ = [
     "run",
 ]
 
-# The architectures come from discolib.archs (the configs models.random_weights uses), so the benchmark measures
+# The architectures come from discolib.models.archs (the configs models.random_weights uses), so the benchmark measures
 # exactly what a random-weight GPU run would load. They are written from memory of the published config.json files.
 SD_TURBO_UNET_CONFIG: dict[str, Any] = LATENT_ARCHS["sd-turbo"][0]
 SD_TURBO_SCHEDULER_CONFIG: dict[str, Any] = LATENT_SCHEDULERS["sd-turbo"]

@@ -1,4 +1,4 @@
-"""Measure the coefficients of :mod:`discolib.budget` (the CPU memory and time estimate made before a run starts).
+"""Measure the coefficients of :mod:`discolib.run.budget` (the CPU memory and time estimate made before a run starts).
 
 Three parts, printed as tables and written as JSON (``--json``, default ``benchmarks/results/budget-calibration.json``):
 
@@ -18,7 +18,7 @@ Three parts, printed as tables and written as JSON (``--json``, default ``benchm
 
 ``python benchmarks/calibrate_budget.py [--skip-real] [--quick] [--json out.json]``. ``--skip-real`` leaves out
 the real architectures' timings (they build ~3 GB models; a few minutes on 2 cores). The constants block printed
-at the end is what ``discolib/budget.py`` holds.
+at the end is what ``discolib/run/budget.py`` holds.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class Net:
 
 def _adm(cfg: dict[str, Any]) -> Callable[[], torch.nn.Module]:
     def build() -> torch.nn.Module:
-        from discolib.adm import AdmConfig, adm_unet_config
+        from discolib.models.adm import AdmConfig, adm_unet_config
 
         cls, kwargs = adm_unet_config(AdmConfig.from_dict(cfg))
         return cls(**kwargs).eval().requires_grad_(False)
@@ -133,7 +133,7 @@ def _run_adm(m: torch.nn.Module, s: int, grad: bool) -> Any:
 
 def _secondary(width: int) -> Callable[[], torch.nn.Module]:
     def build() -> torch.nn.Module:
-        from discolib.secondary import SecondaryDiffusionImageNet2
+        from discolib.models.secondary import SecondaryDiffusionImageNet2
 
         return SecondaryDiffusionImageNet2(width).eval().requires_grad_(False)
 
@@ -154,7 +154,7 @@ def _maybe_backward(x: torch.Tensor, out: torch.Tensor, grad: bool) -> Any:
 
 
 def _tiny_unet_cfg() -> dict[str, Any]:
-    # The tiny-latent UNet of discolib.latent_models._build_tiny_latent.
+    # The tiny-latent UNet of discolib.models.latent._build_tiny_latent.
     return {
         "sample_size": 8, "in_channels": 4, "out_channels": 4, "block_out_channels": (32, 64), "layers_per_block": 1,
         "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -214,9 +214,9 @@ def _clip(name: str) -> Callable[[], torch.nn.Module]:
     def build(device: str = "cpu") -> torch.nn.Module:
         import open_clip
 
-        from discolib.clip import TINY_MODELS
+        from discolib.models.clip import TINY_MODELS
 
-        base, overrides = TINY_MODELS.get(name, (name, {}))  # the tiny ones as discolib.clip builds them
+        base, overrides = TINY_MODELS.get(name, (name, {}))  # the tiny ones as discolib.models.clip builds them
         model = open_clip.create_model(base, pretrained=None, device=device, **overrides)
         visual = model.visual.eval().requires_grad_(False)
         visual.total_params = sum(p.numel() for p in model.parameters())  # the text tower is loaded too
@@ -235,12 +235,12 @@ def _run_clip(m: torch.nn.Module, s: int, grad: bool) -> Any:
 def _depth(kind: str) -> Callable[[], torch.nn.Module]:
     def build(device: str = "cpu") -> torch.nn.Module:
         if kind == "tiny":
-            from discolib.depth import build_tiny_depth_anything
+            from discolib.models.depth import build_tiny_depth_anything
 
             with torch.device(device):
                 model = build_tiny_depth_anything()[0]
         else:
-            from discolib.archs import random_depth_anything_small
+            from discolib.models.archs import random_depth_anything_small
 
             model = random_depth_anything_small(torch.device(device), torch.float32).model
         return model.eval().requires_grad_(False)
@@ -257,7 +257,7 @@ def _text(kind: str) -> Callable[[], torch.nn.Module]:
     def build() -> torch.nn.Module:
         from transformers import CLIPTextConfig, CLIPTextModel
 
-        from discolib.archs import LATENT_ARCHS
+        from discolib.models.archs import LATENT_ARCHS
 
         if kind == "tiny":
             cfg = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -271,10 +271,10 @@ def _text(kind: str) -> Callable[[], torch.nn.Module]:
 
 
 def networks() -> list[Net]:
-    """Every network whose cost discolib.budget models, under the names budget.py uses."""
-    from discolib.archs import LATENT_ARCHS, SD_VAE
-    from discolib.checkpoints import catalogue_entry
-    from discolib.models import TINY_ADM
+    """Every network whose cost discolib.run.budget models, under the names budget.py uses."""
+    from discolib.models.archs import LATENT_ARCHS, SD_VAE
+    from discolib.models.device import TINY_ADM
+    from discolib.models.hub import catalogue_entry
 
     def adm(name: str) -> dict[str, Any]:
         return dict(catalogue_entry(name)["adm"])
@@ -443,8 +443,8 @@ ANIMATION_FRAMES = 3
 
 def render_settings(preset: str, side: int, kind: str, steps: int = RENDER_STEPS) -> Any:
     """The settings of one calibration render: a preset at ``side`` px, a still or a short 3D animation."""
-    from discolib.presets import apply_preset, preset_mode
-    from discolib.settings import Settings
+    from discolib.config.presets import apply_preset, preset_mode
+    from discolib.config.settings import Settings
 
     s = apply_preset(Settings.defaults(preset_mode(preset)), preset)
     for key, value in (("image.width", side), ("image.height", side), ("image.steps", steps), ("run.display_rate", 0),
@@ -463,7 +463,7 @@ _CHILD = r"""
 import json, sys, tempfile, time
 sys.path.insert(0, sys.argv[5])
 from calibrate_budget import render_settings
-from discolib.render import build_sampler, render
+from discolib.run.loop import build_sampler, render
 
 def rss():
     with open("/proc/self/status") as f:
@@ -533,8 +533,8 @@ def _fit_line(ps: list[float], ys: list[float]) -> tuple[float, float]:
 
 
 def install(shapes: dict[str, Any], thr: dict[str, float], overhead: dict[str, tuple[float, float]], base: dict[str, float]) -> Any:
-    """Put measured constants into :mod:`discolib.budget` (this process only) and return the module."""
-    from discolib import budget
+    """Put measured constants into :mod:`discolib.run.budget` (this process only) and return the module."""
+    from discolib.run import budget
 
     budget.CAL_THREADS = torch.get_num_threads()
     budget.NETS = {k: (int(v["params"]), tuple(v.get("flops", (0.0, 0.0, 0.0))), tuple(v.get("peak_bytes", (0.0, 0.0, 0.0)))) for k, v in shapes.items()}
@@ -589,7 +589,7 @@ def _num(x: float, digits: int = 4) -> str:
 
 
 def emit(result: dict[str, Any]) -> str:
-    """The constants block of discolib/budget.py."""
+    """The constants block of discolib/run/budget.py."""
     m = result["machine"]
     lines = [
         f"# Measured on {result['date']}: {m['cpu_count']} CPUs, {m['threads']} torch threads, torch {m['torch']}; "
@@ -624,7 +624,7 @@ def check(result: dict[str, Any]) -> None:
         e = b.estimate(render_settings(r["preset"], r["side"], r["kind"], r["steps"]))
         print(f"  {r['preset']:12s} {r['kind']:5s} {r['side']:4d}px  {e.seconds:8.2f} / {r['total_s']:8.2f} s"
               f"        {e.peak_bytes / 2**20:7.0f} / {r['peak_rss'] / 2**20:7.0f} MiB")
-    from discolib.settings import Settings
+    from discolib.config.settings import Settings
 
     probes = []
     g = Settings.defaults("guided")
@@ -709,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="64 and 128 px renders only, one timing repeat")
     ap.add_argument("--render-repeats", type=int, default=2, help="renders of each configuration; the fastest is "
                     "kept (a burst of load from elsewhere only ever slows one down)")
-    ap.add_argument("--emit", metavar="JSON", help="print the constants block of discolib/budget.py from a result file")
+    ap.add_argument("--emit", metavar="JSON", help="print the constants block of discolib/run/budget.py from a result file")
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="refit from the best measurements of several result "
                     "files (per network the highest FLOP/s, per render the fastest run) and write --json")
     ap.add_argument("--validate", action="store_true", help="then render beyond the fitted sizes and compare")

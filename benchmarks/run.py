@@ -80,7 +80,7 @@ def _versions() -> dict[str, str]:
 
 def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """discolib's own dtype choice (auto: bf16/fp16 on CUDA, float32 on the CPU), as a usage error when refused."""
-    from discolib.models import resolve_dtype
+    from discolib.models.device import resolve_dtype
 
     try:
         return resolve_dtype(name, device)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from discolib import __version__
 from discolib.errors import DiscolibError, InputError
-from discolib.inputs import expand_path
+from discolib.io.inputs import expand_path
 
 __all__ = ["main"]
 
@@ -92,8 +92,8 @@ def _write_settings(settings: object, output: str, force: bool) -> Path:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from discolib.presets import apply_preset, preset_mode
-    from discolib.settings import Settings
+    from discolib.config.presets import apply_preset, preset_mode
+    from discolib.config.settings import Settings
 
     mode = args.mode or (preset_mode(args.preset) if args.preset else "guided")
     s = Settings.defaults(mode, args.animation)
@@ -108,7 +108,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from discolib.settings import Settings
+    from discolib.config.settings import Settings
 
     s = Settings.load(args.file)
     for assignment in args.set:
@@ -119,7 +119,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from discolib.importers import import_settings
+    from discolib.config.importers import import_settings
 
     report = import_settings(args.file)
     out = _write_settings(report.settings, args.output, args.force)
@@ -129,8 +129,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from discolib.render import render
-    from discolib.settings import Settings
+    from discolib.config.settings import Settings
+    from discolib.run.loop import render
 
     if args.resume and args.set:
         raise CliError("--set cannot change a run being resumed (its frames must match its settings.json); start a new run instead")
@@ -158,7 +158,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
-    from discolib.schedule import Schedule, plot_schedule
+    from discolib.schedules.keyframes import Schedule, plot_schedule
 
     if args.frames < 1:
         raise CliError(f"--frames: expected a positive number of frames, got {args.frames}")

@@ -6,10 +6,10 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from discolib.archs import LATENT_ARCHS, RandomWeightsWarning
-from discolib.presets import apply_preset
+from discolib.config.presets import apply_preset
+from discolib.config.settings import Settings
+from discolib.models.archs import LATENT_ARCHS, RandomWeightsWarning
 from discolib.samplers.guided import _load_secondary
-from discolib.settings import Settings
 
 
 @pytest.mark.parametrize("preset", list(LATENT_ARCHS))
@@ -38,8 +38,8 @@ def test_random_weights_setting_round_trips() -> None:
 
 def test_refused_or_mismatched_checkpoint_never_falls_back_to_random(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
     """Only weights that cannot be had fall back (WeightsUnavailable); a file that is there but wrong stays an error."""
-    from discolib.checkpoints import CheckpointError
     from discolib.errors import WeightsUnavailable
+    from discolib.models.hub import CheckpointError
     from discolib.samplers.guided import _load_unet
 
     monkeypatch.setenv("DISCOLIB_MODELS", str(tmp_path))

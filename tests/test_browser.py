@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from discolib.settings import GROUPS, iter_fields
+from discolib.config.settings import GROUPS, iter_fields
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"

@@ -1,4 +1,4 @@
-"""discolib.budget: the CPU memory/time estimate made before a run starts, and the refusal with --force.
+"""discolib.run.budget: the CPU memory/time estimate made before a run starts, and the refusal with --force.
 
 No rendering here: the estimate is arithmetic over the settings and the calibration constants.
 """
@@ -10,12 +10,12 @@ import math
 import pytest
 import torch
 
-from discolib import budget
-from discolib.budget import MAX_CPU_SECONDS, Estimate, available_memory, check_budget, estimate
+from discolib.config.presets import PRESETS, apply_preset, preset_mode
+from discolib.config.settings import Settings
 from discolib.errors import InputError, ResourceLimitError
-from discolib.presets import PRESETS, apply_preset, preset_mode
-from discolib.schedule import Schedule
-from discolib.settings import Settings
+from discolib.run import budget
+from discolib.run.budget import MAX_CPU_SECONDS, Estimate, available_memory, check_budget, estimate
+from discolib.schedules.keyframes import Schedule
 
 CPU = torch.device("cpu")
 GiB = 2**30
@@ -281,8 +281,8 @@ def test_cli_render_refuses_before_a_run_folder_exists(tmp_path, capsys: pytest.
 
 def test_render_force_skips_the_refusal(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
     """force=True gets past the budget check (the render itself is stubbed at the run-folder step)."""
-    import discolib.render as render_mod
-    from discolib.runs import RunFolder
+    import discolib.run.loop as render_mod
+    from discolib.run.runs import RunFolder
 
     seen: list[bool] = []
     real = budget.check_budget

@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import discolib.checkpoints as ck
-from discolib.checkpoints import (
+import discolib.models.hub as ck
+from discolib.models.hub import (
     CheckpointError,
     UnknownModelError,
     catalogue_entry,
@@ -26,7 +26,7 @@ from discolib.checkpoints import (
     load_state_dict,
     sha256_file,
 )
-from discolib.secondary import SecondaryDiffusionImageNet2
+from discolib.models.secondary import SecondaryDiffusionImageNet2
 
 PAYLOAD = b"not really a checkpoint, but bytes with a known hash\n" * 50
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from discolib.cli import main
-from discolib.settings import Settings
+from discolib.config.settings import Settings
 
 DATA = Path(__file__).parent / "data"
 
@@ -119,8 +119,8 @@ def test_cli_error_is_an_input_error() -> None:
 def test_render_force_is_passed_to_render(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import discolib.render
-    from discolib.presets import apply_preset
+    import discolib.run.loop
+    from discolib.config.presets import apply_preset
 
     path = apply_preset(Settings.defaults("guided"), "tiny").save(tmp_path / "s.json")
     calls: list[dict[str, object]] = []
@@ -132,7 +132,7 @@ def test_render_force_is_passed_to_render(
         calls.append({"out": out, "force": force})
         return Result()
 
-    monkeypatch.setattr(discolib.render, "render", fake_render)
+    monkeypatch.setattr(discolib.run.loop, "render", fake_render)
     home = Path("~").expanduser()
     assert run(["render", str(path), "--force", "--out", "~/runs"], capsys)[0] == 0
     assert calls.pop() == {"out": str(home / "runs"), "force": True}

@@ -1,4 +1,4 @@
-"""CLIP model ids, offline tiny models and the ensemble (discolib.clip)."""
+"""CLIP model ids, offline tiny models and the ensemble (discolib.models.clip)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import huggingface_hub.constants
 import pytest
 import torch
 
-from discolib.clip import (
+from discolib.models.clip import (
     DISCO_ALIASES,
     ClipEnsemble,
     ClipMember,

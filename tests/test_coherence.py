@@ -1,4 +1,4 @@
-"""Colour matching, contrast, noise and anti-blur (discolib.coherence)."""
+"""Colour matching, contrast, noise and anti-blur (discolib.animation.coherence)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from kornia.color import hsv_to_rgb, rgb_to_hsv, rgb_to_lab
 from kornia.filters import gaussian_blur2d
 
-from discolib.coherence import (
+from discolib.animation.coherence import (
     HISTOGRAM_BINS,
     CoherenceError,
     add_noise,
@@ -244,7 +244,7 @@ def test_unsharp_mask_opencv_sigma_and_validation() -> None:
 
 @pytest.mark.parametrize("space", ["LAB", "RGB", "HSV"])
 def test_prepared_reference_gives_identical_results(space: str) -> None:
-    from discolib.coherence import HistogramReference
+    from discolib.animation.coherence import HistogramReference
 
     g = torch.Generator().manual_seed(3)
     image, ref = torch.rand(2, 3, 24, 20, generator=g), torch.rand(1, 3, 16, 16, generator=g)

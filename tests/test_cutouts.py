@@ -1,4 +1,4 @@
-"""Disco v5.7 Dango cutouts and cut schedules (discolib.cutouts)."""
+"""Disco v5.7 Dango cutouts and cut schedules (discolib.guidance.cutouts)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from discolib.cutouts import (
+from discolib.guidance.cutouts import (
     DISCO_DEFAULT_SCHEDULES,
     AugmentConfig,
     CutoutError,

@@ -1,4 +1,4 @@
-"""Depth estimators and depth utilities (discolib.depth), offline: tiny random models only."""
+"""Depth estimators and depth utilities (discolib.models.depth), offline: tiny random models only."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from discolib.depth import (
+from discolib.models.depth import (
     DEFORUM_DEPTH_RANGE,
     TINY_DEPTH_PRESET,
     ConstantDepth,
@@ -229,7 +229,7 @@ def test_transformers_depth_rejects_bad_input() -> None:
 
 def test_tiny_depth_runs_in_bfloat16_on_cpu() -> None:
     # Antialiased resizing has no bf16 CPU kernel; the estimator resizes in float32 and casts afterwards.
-    from discolib.depth import load_depth
+    from discolib.models.depth import load_depth
 
     est = load_depth("tiny-depth-anything", "cpu", torch.bfloat16)
     out = est(torch.rand(1, 3, 48, 80))

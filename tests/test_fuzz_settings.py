@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from discolib.cli import main
-from discolib.settings import GROUPS, SettingsError, field_info, iter_fields, resolve_name
+from discolib.config.settings import GROUPS, SettingsError, field_info, iter_fields, resolve_name
 
 FIELDS = iter_fields()
 NAMES = FIELDS + sorted({n.split(".", 1)[1] for n in FIELDS}) + ["stesp", "image.widht", "_about", "", "a.b.c"]

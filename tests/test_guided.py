@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from discolib.presets import apply_preset
-from discolib.prompts import PromptSchedule
+from discolib.config.presets import apply_preset
+from discolib.config.settings import Settings
 from discolib.samplers.base import FrameRequest
 from discolib.samplers.guided import GuidedSampler, clip_guided, make_pixel_scheduler, mirror, symmetry_steps
-from discolib.settings import Settings
+from discolib.schedules.prompts import PromptSchedule
 
 
 def tiny(**overrides: object) -> Settings:

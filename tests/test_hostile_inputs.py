@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from discolib import images
 from discolib.cli import main
-from discolib.images import ImageInputError, check_image, load_image
-from discolib.presets import apply_preset
-from discolib.settings import Settings, SettingsError
+from discolib.config.presets import apply_preset
+from discolib.config.settings import Settings, SettingsError
+from discolib.io import images
+from discolib.io.images import ImageInputError, check_image, load_image
 
 DATA = Path(__file__).parent / "data"
 MISSING_USER = "discolib_no_such_user_x9"

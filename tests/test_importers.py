@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from discolib.importers import detect_format, import_settings
-from discolib.settings import SettingsError
+from discolib.config.importers import detect_format, import_settings
+from discolib.config.settings import SettingsError
 
 DATA = Path(__file__).parent / "data"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from discolib.latent_models import (
+from discolib.models.latent import (
     TINY_TOKENIZER_DIR,
     LatentComponents,
     LatentModelError,
@@ -399,7 +399,7 @@ def test_host_noising_coefficients_equal_add_noise(comps: LatentComponents, name
 
 def test_settings_know_the_scheduler_names_without_diffusers() -> None:
     """Settings validate scheduler names from a torch-free table; it must list exactly what latent_models builds."""
-    from discolib.latent_models import scheduler_names
-    from discolib.settings import latent_scheduler_names
+    from discolib.config.settings import latent_scheduler_names
+    from discolib.models.latent import scheduler_names
 
     assert latent_scheduler_names() == scheduler_names()

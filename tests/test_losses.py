@@ -1,4 +1,4 @@
-"""Guidance losses, gradient post-processing and ClipGuidance (discolib.losses)."""
+"""Guidance losses, gradient post-processing and ClipGuidance (discolib.guidance.losses)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import warnings
 import pytest
 import torch
 
-from discolib.clip import ClipEnsemble
-from discolib.cutouts import CutSettings, make_cutouts
-from discolib.losses import (
+from discolib.guidance.cutouts import CutSettings, make_cutouts
+from discolib.guidance.losses import (
     ClipGuidance,
     PromptWeightError,
     clamp_grad_rms,
@@ -24,6 +23,7 @@ from discolib.losses import (
     weighted_prompt_loss,
     zero_nan_grad,
 )
+from discolib.models.clip import ClipEnsemble
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import discolib.depth as depth_mod
-import discolib.latent_models as latent_mod
-from discolib.checkpoints import (
+import discolib.models.depth as depth_mod
+import discolib.models.latent as latent_mod
+from discolib.errors import InputError, WeightsUnavailable
+from discolib.models.clip import ClipModelError, ClipWeightsError, load_clip
+from discolib.models.depth import DepthError, DepthModelUnavailable, build_tiny_depth_anything, load_depth
+from discolib.models.device import TINY_ADM
+from discolib.models.hub import (
     CheckpointError,
     CheckpointUnavailable,
     fetch_checkpoint,
@@ -26,16 +30,12 @@ from discolib.checkpoints import (
     load_state_dict,
     pickled_globals,
 )
-from discolib.clip import ClipModelError, ClipWeightsError, load_clip
-from discolib.depth import DepthError, DepthModelUnavailable, build_tiny_depth_anything, load_depth
-from discolib.errors import InputError, WeightsUnavailable
-from discolib.latent_models import (
+from discolib.models.latent import (
     LatentModelError,
     LatentModelUnavailable,
     load_latent_components,
     tiny_latent_folder,
 )
-from discolib.models import TINY_ADM
 
 # What unpickling the payload would call: os.mkdir is harmless and leaves a trace the tests look for.
 CALLED = f"{os.mkdir.__module__}.mkdir"
@@ -230,7 +230,7 @@ def test_clip_asks_open_clip_for_weights_only(tmp_path: Path, monkeypatch: pytes
 
 
 def test_device_and_dtype_errors_are_input_errors() -> None:
-    from discolib.models import resolve_device, resolve_dtype
+    from discolib.models.device import resolve_device, resolve_dtype
 
     for bad in ("gpu", "cuda:x", "\x00"):
         with pytest.raises(InputError, match="models.device: expected") as info:

@@ -1,4 +1,4 @@
-"""Analytic checks of the 2D affine and 3D reprojection warps (discolib.motion).
+"""Analytic checks of the 2D affine and 3D reprojection warps (discolib.animation.motion).
 
 Most checks warp *coordinate ramps* (channel 0 = pixel x, channel 1 = pixel y): bilinear interpolation of a
 linear function is exact, so the warped ramps read back the exact source coordinate of every target pixel.
@@ -16,7 +16,7 @@ from kornia.geometry.conversions import axis_angle_to_rotation_matrix
 from kornia.geometry.depth import depth_to_3d_v2
 from kornia.geometry.transform import rotate, warp_affine, warp_perspective
 
-from discolib.motion import (
+from discolib.animation.motion import (
     TRANSLATION_SCALE,
     MotionError,
     affine_2d_grid,

@@ -33,9 +33,9 @@ from typing import Any
 import nbformat
 import pytest
 
-from discolib.presets import PRESETS, preset_mode
-from discolib.runs import RunFolder
-from discolib.settings import Settings, iter_fields
+from discolib.config.presets import PRESETS, preset_mode
+from discolib.config.settings import Settings, iter_fields
+from discolib.run.runs import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discolib.prompts import FramePrompts, PromptError, PromptSchedule, WeightedPrompt, split_weight
-from discolib.schedule import ScheduleError
+from discolib.schedules.keyframes import ScheduleError
+from discolib.schedules.prompts import FramePrompts, PromptError, PromptSchedule, WeightedPrompt, split_weight
 
 
 @pytest.mark.parametrize(

@@ -16,12 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from discolib.events import RenderEvent
-from discolib.presets import apply_preset
-from discolib.render import frame_seeds, render
-from discolib.runs import RunFolder
-from discolib.settings import Settings, SettingsError
-from discolib.video import count_video_frames, probe_video
+from discolib.config.presets import apply_preset
+from discolib.config.settings import Settings, SettingsError
+from discolib.io.video import count_video_frames, probe_video
+from discolib.run.events import RenderEvent
+from discolib.run.loop import frame_seeds, render
+from discolib.run.runs import RunFolder
 
 pytestmark = pytest.mark.slow
 
@@ -211,8 +211,8 @@ def test_video_input_missing_and_not_a_video(tmp_path: Path) -> None:
 
 
 def test_video_input_mode(tmp_path: Path) -> None:
-    from discolib.runs import save_png_atomic
-    from discolib.video import frames_to_video
+    from discolib.io.video import frames_to_video
+    from discolib.run.runs import save_png_atomic
 
     src = tmp_path / "src"
     for i in range(10):
@@ -278,8 +278,8 @@ def test_guided_image_prompts_change_the_image(tmp_path: Path) -> None:
 
 
 def test_animation_from_a_video_first_frame(tmp_path: Path) -> None:
-    from discolib.runs import save_png_atomic
-    from discolib.video import first_frame, frames_to_video
+    from discolib.io.video import first_frame, frames_to_video
+    from discolib.run.runs import save_png_atomic
 
     src = tmp_path / "src"
     for i in range(3):

@@ -22,14 +22,14 @@ import pytest
 import torch
 from PIL import Image
 
-from discolib import runs
-from discolib.events import RenderEvent
-from discolib.presets import apply_preset
-from discolib.render import build_sampler, render
-from discolib.runs import RunError, RunFolder, WriteError
+from discolib.config.presets import apply_preset
+from discolib.config.settings import Settings
+from discolib.io.video import count_video_frames
+from discolib.run import runs
+from discolib.run.events import RenderEvent
+from discolib.run.loop import build_sampler, render
+from discolib.run.runs import RunError, RunFolder, WriteError
 from discolib.samplers.base import FrameSampler
-from discolib.settings import Settings
-from discolib.video import count_video_frames
 
 pytestmark = pytest.mark.slow
 

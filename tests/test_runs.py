@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from discolib.runs import RunError, RunFolder, RunRecord, save_png_atomic, write_bytes_atomic
+from discolib.run.runs import RunError, RunFolder, RunRecord, save_png_atomic, write_bytes_atomic
 
 
 def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
@@ -112,7 +112,7 @@ def test_unwritable_output_root(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("encoders", [1, 3])
 def test_frame_writer_writes_in_order_and_updates_record(tmp_path: Path, encoders: int) -> None:
-    from discolib.runs import FrameWriter
+    from discolib.run.runs import FrameWriter
 
     run = RunFolder.create(tmp_path, "b", "{}")
     rec = run.read_record()
@@ -142,7 +142,7 @@ def test_frame_writer_writes_in_order_and_updates_record(tmp_path: Path, encoder
 
 
 def test_frame_writer_reports_write_errors(tmp_path: Path) -> None:
-    from discolib.runs import FrameWriter
+    from discolib.run.runs import FrameWriter
 
     run = RunFolder.create(tmp_path, "b", "{}")
     writer = FrameWriter(run, run.read_record())
@@ -153,7 +153,7 @@ def test_frame_writer_reports_write_errors(tmp_path: Path) -> None:
 
 
 def test_frame_writer_keeps_writing_when_the_callback_fails(tmp_path: Path) -> None:
-    from discolib.runs import FrameWriter
+    from discolib.run.runs import FrameWriter
 
     run = RunFolder.create(tmp_path, "b", "{}")
 
@@ -179,7 +179,7 @@ def test_latest_orders_same_second_runs_numerically(tmp_path: Path) -> None:
     ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))],
 )
 def test_pending_frame_reaches_the_writer_intact(tmp_path: Path, device: str) -> None:
-    from discolib.runs import FrameWriter, PendingFrame
+    from discolib.run.runs import FrameWriter, PendingFrame
 
     frame = torch.randint(0, 256, (6, 5, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     pending = PendingFrame.from_tensor(frame.to(device))
@@ -244,7 +244,7 @@ def test_unreadable_record_is_a_run_error(tmp_path: Path, text: str, message: st
 
 
 def test_create_records_settings_hash_and_threads(tmp_path: Path) -> None:
-    from discolib.runs import settings_digest
+    from discolib.run.runs import settings_digest
 
     run = RunFolder.create(tmp_path, "b", '{"b": 1, "a": [1, 2]}')
     rec = run.read_record()
@@ -257,7 +257,7 @@ def test_create_records_settings_hash_and_threads(tmp_path: Path) -> None:
 def test_frame_writer_records_each_frames_hash(tmp_path: Path) -> None:
     import hashlib
 
-    from discolib.runs import FrameWriter
+    from discolib.run.runs import FrameWriter
 
     run = RunFolder.create(tmp_path, "b", "{}")
     writer = FrameWriter(run, run.read_record())
@@ -269,7 +269,7 @@ def test_frame_writer_records_each_frames_hash(tmp_path: Path) -> None:
 
 
 def test_verify_frames_stops_at_the_first_changed_frame(tmp_path: Path) -> None:
-    from discolib.runs import FrameWriter
+    from discolib.run.runs import FrameWriter
 
     run = RunFolder.create(tmp_path, "b", "{}")
     writer = FrameWriter(run, run.read_record())
@@ -290,7 +290,7 @@ def test_write_errors_name_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     import errno
 
     from discolib.errors import DiscolibError
-    from discolib.runs import WriteError
+    from discolib.run.runs import WriteError
 
     def full(*_a: object, **_k: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -307,7 +307,7 @@ def test_write_errors_name_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_run_ids_of_one_second_count_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import datetime as dt
 
-    from discolib import runs
+    from discolib.run import runs
 
     class Frozen(dt.datetime):
         @classmethod

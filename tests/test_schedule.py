@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discolib.schedule import (
+from discolib.schedules.keyframes import (
     MAX_DEPTH,
     Schedule,
     ScheduleError,
@@ -525,7 +525,7 @@ def test_plot_schedule(tmp_path: pytest.TempPathFactory) -> None:
 
 def test_parse_is_cached_but_warns_and_fails_every_time() -> None:
     """Validation, the CLI and the render loop parse the same strings: the second parse reuses the first."""
-    from discolib.schedule import _parse_keyframes_cached
+    from discolib.schedules.keyframes import _parse_keyframes_cached
 
     text = ", ".join(f"{k}: ({k % 7}*sin(t/{k + 3}))" for k in range(0, 3000, 3))
     _parse_keyframes_cached.cache_clear()
@@ -545,7 +545,7 @@ def test_parse_is_cached_but_warns_and_fails_every_time() -> None:
 
 def test_validation_warns_again_when_cached() -> None:
     """A schedule validated twice gives its warnings both times (the panel shows them on every check)."""
-    from discolib.schedule import validate_schedule
+    from discolib.schedules.keyframes import validate_schedule
 
     text = "0:(1), max_f:(2), 9:(3)"
     for _ in range(2):

@@ -10,8 +10,8 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
-from discolib.checkpoints import CheckpointError
-from discolib.secondary import (
+from discolib.models.hub import CheckpointError
+from discolib.models.secondary import (
     SecondaryDiffusionImageNet2,
     alpha_sigma_to_t,
     t_from_alphas_cumprod,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from discolib.presets import PRESETS, apply_preset
-from discolib.settings import Settings, SettingsError, field_info, iter_fields
+from discolib.config.presets import PRESETS, apply_preset
+from discolib.config.settings import Settings, SettingsError, field_info, iter_fields
 
 
 def test_guided_defaults_follow_disco_v57() -> None:
@@ -180,7 +180,7 @@ def test_validation_of_a_huge_animation_file_is_fast(tmp_path: Path) -> None:
     import time
 
     from discolib.cli import main
-    from discolib.schedule import _parse_keyframes_cached
+    from discolib.schedules.keyframes import _parse_keyframes_cached
 
     def big(offset: int) -> str:
         parts, size, frame = [], 0, 0

@@ -15,9 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from discolib import video
-from discolib.runs import encode_png, save_png_atomic
-from discolib.video import (
+from discolib.io import video
+from discolib.io.video import (
     VideoError,
     count_video_frames,
     first_frame,
@@ -26,6 +25,7 @@ from discolib.video import (
     read_video_frames,
     video_info,
 )
+from discolib.run.runs import encode_png, save_png_atomic
 
 N = 10
 W, H = 32, 24

@@ -23,9 +23,9 @@ import torch
 from PIL import Image
 
 import discolib
-from discolib.events import RenderEvent, RenderResult
-from discolib.runs import RunFolder
-from discolib.settings import GROUPS, Settings, field_info, iter_fields
+from discolib.config.settings import GROUPS, Settings, field_info, iter_fields
+from discolib.run.events import RenderEvent, RenderResult
+from discolib.run.runs import RunFolder
 from discolib_widgets import SettingsPanel, show_panel
 from discolib_widgets.fields import PLOT_POINTS, schedule_png
 
@@ -687,9 +687,9 @@ def test_importing_discolib_loads_no_ipywidgets() -> None:
     """Runtime, in a fresh interpreter: the modules a script or the CLI imports (and what they pull in)."""
     code = (
         "import importlib, importlib.util, sys\n"
-        "mods = ['discolib', 'discolib.settings', 'discolib.schedule', 'discolib.prompts', 'discolib.runs',\n"
-        "        'discolib.events', 'discolib.cli']\n"
-        "mods += [m for m in ('discolib.render',) if importlib.util.find_spec(m) is not None]\n"
+        "mods = ['discolib', 'discolib.config.settings', 'discolib.schedules.keyframes', 'discolib.schedules.prompts', 'discolib.run.runs',\n"
+        "        'discolib.run.events', 'discolib.cli']\n"
+        "mods += [m for m in ('discolib.run.loop',) if importlib.util.find_spec(m) is not None]\n"
         "for m in mods: importlib.import_module(m)\n"
         "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('ipywidgets', 'discolib_widgets'))\n"
         "print(len(mods), bad)\n"

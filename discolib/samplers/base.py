@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import torch
 
-from discolib.events import check_stop
-from discolib.prompts import FramePrompts
+from discolib.run.events import check_stop
+from discolib.schedules.prompts import FramePrompts
 
 __all__ = ["FrameRequest", "FrameSampler", "ModelFn", "StepCallback", "scheduler_step", "make_step_callback"]
 
@@ -41,7 +41,7 @@ class FrameRequest:
         cfg_scale: latent mode's classifier-free guidance scale (None: the settings' value).
         init_scale: guided mode's init-image loss scale (None: the settings' value).
         callback: step callback (see :data:`StepCallback`).
-        stop: checked after every step; when set the sampler raises :class:`discolib.events.RenderStopped`.
+        stop: checked after every step; when set the sampler raises :class:`discolib.run.events.RenderStopped`.
     """
 
     seed: int

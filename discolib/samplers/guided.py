@@ -11,13 +11,13 @@ The pieces, k-diffusion style:
   ``-sqrt(1 - abar) * grad`` (guided-diffusion's ``condition_score``).
 * :func:`sample_pixels` runs any diffusers scheduler (DDIM with ``eta``, PNDM/PLMS, DPM-Solver++) from noise or
   from a noised init image, with Disco's symmetry transformations and a callback per step.
-* :class:`GuidedSampler` builds all of it from :class:`~discolib.settings.Settings` and makes one image per
+* :class:`GuidedSampler` builds all of it from :class:`~discolib.config.settings.Settings` and makes one image per
   :class:`~discolib.samplers.base.FrameRequest`.
 
 Disco bugs not copied: the step count does not change the noise schedule (Disco's
 ``diffusion_steps = (1000 // steps) * steps``): the model's 1000-step schedule is respaced to ``steps``; prompts
 are tokenised without their ``:weight`` suffix; the first inner cut is not always grey (see
-:mod:`discolib.cutouts`).
+:mod:`discolib.guidance.cutouts`).
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
 from tqdm.auto import tqdm
 
-from discolib.clip import load_ensemble
-from discolib.coherence import perlin_noise
-from discolib.cutouts import CutSchedules
+from discolib.animation.coherence import perlin_noise
+from discolib.config.settings import Settings
 from discolib.errors import WeightsUnavailable
-from discolib.losses import ClipGuidance, clamp_grad_rms, warn_if_nonfinite, zero_nan_grad
+from discolib.guidance.cutouts import CutSchedules
+from discolib.guidance.losses import ClipGuidance, clamp_grad_rms, warn_if_nonfinite, zero_nan_grad
+from discolib.models.clip import load_ensemble
+from discolib.models.secondary import SecondaryDiffusionImageNet2, alpha_sigma_to_t
 from discolib.samplers.base import FrameRequest, ModelFn, StepCallback, make_step_callback, scheduler_step
-from discolib.secondary import SecondaryDiffusionImageNet2, alpha_sigma_to_t
-from discolib.settings import Settings
 
 __all__ = [
     "PIXEL_SCHEDULERS",
@@ -52,7 +52,7 @@ __all__ = [
 
 PIXEL_SCHEDULERS = ("ddim", "plms", "dpmpp")
 
-# Disco augments cuts of animation frames differently from stills (see discolib.cutouts.AUG_PRESETS).
+# Disco augments cuts of animation frames differently from stills (see discolib.guidance.cutouts.AUG_PRESETS).
 _AUG_BY_MODE = {"None": "still", "2D": "animation", "3D": "animation", "Video Input": "video"}
 
 # guided-diffusion's "linear" schedule for 1000 steps, which all of Disco's checkpoints were trained with.
@@ -102,7 +102,7 @@ def clip_guided(
 
     Args:
         model_fn: the unguided eps model.
-        guidance: the loss (cuts, prompts, tv/range/sat/init terms) from :mod:`discolib.losses`.
+        guidance: the loss (cuts, prompts, tv/range/sat/init terms) from :mod:`discolib.guidance.losses`.
         alphas_cumprod: (1000,) the training schedule's cumulative alphas (on the CPU).
         generator: source of the cutouts' randomness (seeded per image for reproducibility).
         secondary: Disco's secondary model to predict x0 cheaply; ``None`` differentiates through ``model_fn``.
@@ -259,7 +259,7 @@ class GuidedSampler:
     """
 
     def __init__(self, settings: Settings, *, device: torch.device | None = None, progress: bool = False) -> None:
-        from discolib.models import resolve_device, resolve_dtype
+        from discolib.models.device import resolve_device, resolve_dtype
 
         self.settings = settings
         m, g = settings.models, settings.guidance
@@ -323,7 +323,7 @@ class GuidedSampler:
 
     def _image_prompt(self, source: str) -> torch.Tensor:
         if source not in self._init_cache:
-            from discolib.images import load_image
+            from discolib.io.images import load_image
 
             self._init_cache[source] = load_image(source, setting="prompts.image_prompts")
         return self._init_cache[source]
@@ -337,7 +337,7 @@ class GuidedSampler:
         if not path:
             return None
         if path not in self._init_cache:
-            from discolib.images import load_image
+            from discolib.io.images import load_image
 
             self._init_cache[path] = load_image(path, (self.width, self.height), setting="guidance.init_image")
         return self._init_cache[path]
@@ -403,8 +403,8 @@ class GuidedSampler:
 
 
 def _load_unet(name: str, device: torch.device, dtype: torch.dtype, *, random_ok: bool = False) -> torch.nn.Module:
-    from discolib.checkpoints import load_disco_unet
-    from discolib.models import TINY, build_tiny_adm_unet
+    from discolib.models.device import TINY, build_tiny_adm_unet
+    from discolib.models.hub import load_disco_unet
 
     try:
         unet = build_tiny_adm_unet() if name == TINY else load_disco_unet(name)
@@ -412,7 +412,7 @@ def _load_unet(name: str, device: torch.device, dtype: torch.dtype, *, random_ok
         # Only weights that cannot be had fall back; an unknown name, a SHA mismatch or a refused file stays an error.
         if not random_ok:
             raise
-        from discolib.archs import random_adm_unet, warn_random
+        from discolib.models.archs import random_adm_unet, warn_random
 
         warn_random(f"models.diffusion_model {name!r}", str(exc).split(". ")[0])
         unet = random_adm_unet(name)
@@ -426,15 +426,15 @@ def _load_unet(name: str, device: torch.device, dtype: torch.dtype, *, random_ok
 def _load_secondary(
     name: str, device: torch.device, dtype: torch.dtype, *, random_ok: bool = False
 ) -> SecondaryDiffusionImageNet2:
-    from discolib.checkpoints import load_secondary_model
-    from discolib.models import TINY, build_tiny_secondary
+    from discolib.models.device import TINY, build_tiny_secondary
+    from discolib.models.hub import load_secondary_model
 
     try:
         model = build_tiny_secondary() if name == TINY else load_secondary_model(name)
     except WeightsUnavailable as exc:
         if not random_ok:
             raise
-        from discolib.archs import random_secondary, warn_random
+        from discolib.models.archs import random_secondary, warn_random
 
         warn_random(f"models.secondary_model {name!r}", str(exc).split(". ")[0])
         model = random_secondary()

@@ -40,19 +40,19 @@ import torch.nn.functional as F
 from diffusers import AutoencoderTiny
 from diffusers.utils.torch_utils import randn_tensor
 
-from discolib.clip import ClipEnsemble, load_ensemble
-from discolib.cutouts import CutSchedules
+from discolib.config.settings import Settings
 from discolib.errors import InputError, WeightsUnavailable
-from discolib.latent_models import (
+from discolib.guidance.cutouts import CutSchedules
+from discolib.guidance.losses import ClipGuidance, clamp_grad_rms, zero_nan_grad
+from discolib.models.clip import ClipEnsemble, load_ensemble
+from discolib.models.device import upload
+from discolib.models.latent import (
     LatentComponents,
     enable_fast_paths,
     load_latent_components,
     make_scheduler,
 )
-from discolib.losses import ClipGuidance, clamp_grad_rms, zero_nan_grad
-from discolib.models import upload
 from discolib.samplers.base import FrameRequest, make_step_callback
-from discolib.settings import Settings
 
 __all__ = [
     "LatentCond",
@@ -497,13 +497,13 @@ def sample_latent(
     """txt2img / img2img with a Stable-Diffusion-style model. Returns images (B, 3, height, width) in [0, 1].
 
     Args:
-        comps: from :func:`discolib.latent_models.load_latent_components`.
+        comps: from :func:`discolib.models.latent.load_latent_components`.
         prompts: weighted prompts (module docstring): ``"text"``, ``["text:w", ...]`` or ``[(text, w), ...]``.
         negative: negative prompt(s), same forms; replaces the unconditional embedding of CFG.
         width, height: output size in pixels, multiples of the VAE factor (8).
         steps: scheduler steps for the full schedule (img2img runs ``int(steps * strength)`` of them).
         cfg_scale: classifier-free guidance scale; ``<= 1`` skips the unconditional pass (sd-turbo uses 0).
-        scheduler: name for :func:`discolib.latent_models.make_scheduler`.
+        scheduler: name for :func:`discolib.models.latent.make_scheduler`.
         seed: int or a ``torch.Generator``: same seed and settings give the same image.
         init_image: (B, 3, H, W) in [0, 1] for img2img; another size is resized (bicubic) with a
             :class:`LatentSizeWarning`.
@@ -564,7 +564,7 @@ def latent_clip_guidance(
     """A model-function wrapper that steers the latents with Disco's CLIP loss (k-diffusion-style composition).
 
     At each step the predicted clean latents are decoded (with the AutoencoderTiny when there is one: cheap and
-    differentiable, else the full VAE), the loss from :class:`~discolib.losses.ClipGuidance` (the same cutouts and
+    differentiable, else the full VAE), the loss from :class:`~discolib.guidance.losses.ClipGuidance` (the same cutouts and
     losses as guided mode) is differentiated back to the latents, and the model output is shifted as
     guided-diffusion's ``condition_score`` does: ``eps' = eps + sqrt(1 - abar) * dL/dx``. The UNet itself is not
     differentiated (the gradient flows through the x0 formula and the decoder only).
@@ -614,7 +614,7 @@ class LatentSampler:
     """
 
     def __init__(self, settings: Settings, *, device: torch.device | None = None, progress: bool = False) -> None:
-        from discolib.models import resolve_device, resolve_dtype
+        from discolib.models.device import resolve_device, resolve_dtype
 
         self.settings = settings
         m = settings.models
@@ -632,7 +632,7 @@ class LatentSampler:
                 compile_unet=m.compile,
             )
         except WeightsUnavailable as exc:  # not a refused or broken file: those stay errors
-            from discolib.archs import LATENT_ARCHS, random_latent_components, warn_random
+            from discolib.models.archs import LATENT_ARCHS, random_latent_components, warn_random
 
             if not (m.random_weights and m.latent_model in LATENT_ARCHS):
                 raise
@@ -654,7 +654,7 @@ class LatentSampler:
     def _settings_init(self) -> torch.Tensor | None:
         path = self.settings.guidance.init_image
         if path and self._init is None:
-            from discolib.images import load_image
+            from discolib.io.images import load_image
 
             self._init = load_image(path, (self.width, self.height), setting="guidance.init_image")
         return self._init if path else None

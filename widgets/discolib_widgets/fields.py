@@ -1,4 +1,4 @@
-"""One input widget per Settings field, generated from the schema's :class:`~discolib.settings.FieldInfo`.
+"""One input widget per Settings field, generated from the schema's :class:`~discolib.config.settings.FieldInfo`.
 
 The field's ``type_name`` and metadata pick the widget: bounded or plain int/float boxes, a checkbox, a dropdown
 for choices, a text box for strings and keyframe strings, comma-separated text (or JSON) for lists and a JSON
@@ -19,9 +19,9 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 
-from discolib.inputs import MAX_JSON_DEPTH, json_depth_ok
-from discolib.schedule import Schedule, ScheduleError, plot_schedule
-from discolib.settings import FieldInfo, Settings, SettingsError, field_info
+from discolib.config.settings import FieldInfo, Settings, SettingsError, field_info
+from discolib.io.inputs import MAX_JSON_DEPTH, json_depth_ok
+from discolib.schedules.keyframes import Schedule, ScheduleError, plot_schedule
 
 __all__ = [
     "INPUT_ERRORS",
@@ -72,7 +72,7 @@ class PlotError(Exception):
 def schedule_png(text: str, setting: str, n_frames: int, interpolation: str = "linear") -> bytes:
     """PNG bytes (about 290x115 px) of a keyframe schedule over ``n_frames`` frames.
 
-    Up to ``PLOT_POINTS`` frames go through :func:`discolib.schedule.plot_schedule`; longer animations are
+    Up to ``PLOT_POINTS`` frames go through :func:`discolib.schedules.keyframes.plot_schedule`; longer animations are
     evaluated by the same Schedule and drawn at ``PLOT_POINTS`` evenly spaced frames. Cached: panels made
     with the same schedules (or a user undoing an edit) do not re-plot. Raises ``ScheduleError`` on bad text
     and :class:`PlotError` when valid values cannot be drawn.
@@ -166,7 +166,7 @@ class FieldControl:
     """The widgets of one Settings field: ``input``, a ``message`` beside it and, for keyframe strings, a plot.
 
     ``read()`` turns the widget's value into a Settings value (raising :class:`FieldInputError` when it cannot),
-    ``write(value)`` shows a Settings value. The panel binds them to a :class:`~discolib.settings.Settings`.
+    ``write(value)`` shows a Settings value. The panel binds them to a :class:`~discolib.config.settings.Settings`.
     """
 
     def __init__(self, name: str) -> None:

@@ -2,7 +2,7 @@
 
 Everything the panel shows is generated from discolib's Settings schema, and every action is a call into
 discolib (``Settings.set/load/save/validate``, the schedule and prompt parsers, ``render``). The panel itself
-only binds widgets to a :class:`~discolib.settings.Settings` and runs ``render`` on a background thread.
+only binds widgets to a :class:`~discolib.config.settings.Settings` and runs ``render`` on a background thread.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from discolib.config.settings import GROUPS, Settings, SettingsError, iter_fields
 from discolib.errors import ResourceLimitError
-from discolib.runs import encode_png
-from discolib.settings import GROUPS, Settings, SettingsError, iter_fields
+from discolib.run.runs import encode_png
 from discolib_widgets.fields import INPUT_ERRORS, FieldControl, check_field, describe_error
 
-if TYPE_CHECKING:  # discolib.events imports torch; the panel needs it only once a render runs
-    from discolib.events import RenderEvent, RenderResult
+if TYPE_CHECKING:  # discolib.run.events imports torch; the panel needs it only once a render runs
+    from discolib.run.events import RenderEvent, RenderResult
 
 __all__ = ["RenderFn", "SettingsPanel", "show_panel"]
 
@@ -39,7 +39,7 @@ _log = logging.getLogger("discolib_widgets")
 
 
 def _default_render_fn() -> RenderFn:
-    from discolib.render import render
+    from discolib.run.loop import render
 
     return render
 
@@ -50,7 +50,7 @@ def _html(text: str, color: str | None = None) -> str:
 
 
 class SettingsPanel:
-    """A widget panel bound to one :class:`~discolib.settings.Settings`.
+    """A widget panel bound to one :class:`~discolib.config.settings.Settings`.
 
     Editing a widget sets the field through ``Settings.set`` (and discolib's schedule/prompt parsers), so an
     invalid value shows its message beside the widget and leaves the Settings unchanged. Assigning
@@ -61,7 +61,7 @@ class SettingsPanel:
     Args:
         settings: the Settings to edit in place (default: ``Settings.defaults()``).
         render_fn: called as ``render_fn(settings, callback=..., stop=..., progress=False[, resume=...])``;
-            default :func:`discolib.render.render` (imported when the first render starts).
+            default :func:`discolib.run.loop.render` (imported when the first render starts).
     """
 
     def __init__(self, settings: Settings | None = None, *, render_fn: RenderFn | None = None) -> None:

@@ -41,7 +41,7 @@ right-handed axis rotations; PyTorch3D ``euler_angles_to_matrix(..., "XYZ")`` us
 * ``rotation_3d_z > 0``: content rotates counter-clockwise on screen (same as 2D ``angle > 0``).
 
 Depth units: depth maps are in the same world units as ``translation / 200``. Deforum normalises each frame's
-depth into ``[1, 2]`` (see :data:`discolib.depth.DEFORUM_DEPTH_RANGE`); with that range a given setting gives
+depth into ``[1, 2]`` (see :data:`discolib.models.depth.DEFORUM_DEPTH_RANGE`); with that range a given setting gives
 motion of the same size as in Deforum. ``near``/``far`` here are clip distances in those world units (Deforum's
 ``near_plane=200, far_plane=10000`` only feed its unused NDC ``z`` and must not be passed here).
 

@@ -21,7 +21,7 @@ unknown scale and shift, larger = nearer). :class:`TransformersDepth` turns it i
 
 Metric models (``config.depth_estimation_type == "metric"``, ZoeDepth) are passed through in metres.
 
-Depth units for :func:`discolib.motion.reproject_3d`: Deforum (sd-webui) min/max-normalises every frame's
+Depth units for :func:`discolib.animation.motion.reproject_3d`: Deforum (sd-webui) min/max-normalises every frame's
 depth into ``[1, 2]`` world units (:data:`DEFORUM_DEPTH_RANGE`, optionally after histogram equalisation) and its
 ``near_plane``/``far_plane`` settings never reach the warp; ``normalize_depth(depth, *DEFORUM_DEPTH_RANGE)``
 therefore gives motion of the same size as Deforum for the same translation settings.
@@ -41,7 +41,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from discolib.checkpoints import (
+from discolib.animation.coherence import mid_ranks
+from discolib.errors import InputError, WeightsUnavailable
+from discolib.models.hub import (
     find_refused_weights,
     one_line,
     refused_by_weights_only,
@@ -49,8 +51,6 @@ from discolib.checkpoints import (
     transformers_weights_only,
     weights_folder_problem,
 )
-from discolib.coherence import mid_ranks
-from discolib.errors import InputError, WeightsUnavailable
 
 __all__ = [
     "DEFAULT_DEPTH_MODEL",
@@ -332,12 +332,12 @@ def build_tiny_depth_anything(seed: int = 0) -> tuple[torch.nn.Module, Any]:
 def _load_transformers_depth(source: str) -> tuple[torch.nn.Module, Any]:
     """Load model + image processor from a local folder or the hub cache, with an actionable one-line error.
 
-    A local folder is checked first (:func:`discolib.checkpoints.weights_folder_problem`: no FIFOs, sane config
+    A local folder is checked first (:func:`discolib.models.hub.weights_folder_problem`: no FIFOs, sane config
     JSON, no pickled code in ``.bin`` weights); the weights are read with ``weights_only=True`` in any case, and
     a refusal from there is reported the same way, naming the file.
     """
     if source.startswith("~"):
-        from discolib.inputs import expand_path
+        from discolib.io.inputs import expand_path
 
         try:
             source = str(expand_path(source, setting="depth model"))

@@ -115,8 +115,8 @@ LATENT_SCHEDULERS: dict[str, dict[str, Any]] = {
 
 def random_adm_unet(name: str) -> torch.nn.Module:
     """A Disco catalogue UNet (``name``) with random weights."""
-    from discolib.adm import AdmConfig, adm_unet_config
-    from discolib.checkpoints import catalogue_entry
+    from discolib.models.adm import AdmConfig, adm_unet_config
+    from discolib.models.hub import catalogue_entry
 
     cls, kwargs = adm_unet_config(AdmConfig.from_dict(catalogue_entry(name)["adm"]))
     with _seeded():
@@ -125,7 +125,7 @@ def random_adm_unet(name: str) -> torch.nn.Module:
 
 def random_secondary() -> torch.nn.Module:
     """Disco's secondary model at its released width (64) with random weights."""
-    from discolib.secondary import SecondaryDiffusionImageNet2
+    from discolib.models.secondary import SecondaryDiffusionImageNet2
 
     with _seeded():
         return SecondaryDiffusionImageNet2(64).eval().requires_grad_(False)
@@ -139,7 +139,7 @@ def random_latent_components(preset: str, *, device: torch.device, dtype: torch.
     from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from discolib.latent_models import TINY_TOKENIZER_DIR, LatentComponents
+    from discolib.models.latent import TINY_TOKENIZER_DIR, LatentComponents
 
     if preset not in LATENT_ARCHS:
         raise InputError(f"models.latent_model: no random-weight architecture for {preset!r}; known: {', '.join(LATENT_ARCHS)}")
@@ -174,7 +174,7 @@ def random_depth_anything_small(device: torch.device, dtype: torch.dtype, *, inp
         DPTImageProcessor,
     )
 
-    from discolib.depth import TransformersDepth
+    from discolib.models.depth import TransformersDepth
 
     backbone = Dinov2Config(
         hidden_size=384,

@@ -5,7 +5,7 @@ Settings are grouped (``run``, ``image``, ``models``, ``prompts``, ``guidance``,
 validator, the CLI and the widget panel all read, so there is one source of truth.
 
 Defaults follow Disco Diffusion v5.7 for guided runs and Deforum for latent runs (``Settings.defaults(mode)``).
-Keyframe strings keep the exact syntax of those tools (see :mod:`discolib.schedule`).
+Keyframe strings keep the exact syntax of those tools (see :mod:`discolib.schedules.keyframes`).
 
 Units (compatible with Disco and Deforum): ``angle`` and ``rotation_3d_*`` in degrees per frame, 2D
 ``translation_x/y`` in pixels per frame, ``zoom`` a factor per frame, 3D ``translation_*`` in Disco/Deforum units.
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from discolib.errors import InputError
-from discolib.inputs import MAX_JSON_DEPTH, expand_path, json_depth_ok, loads_json, read_user_text
+from discolib.io.inputs import MAX_JSON_DEPTH, expand_path, json_depth_ok, loads_json, read_user_text
 
 __all__ = [
     "GROUPS",
@@ -264,7 +264,7 @@ LATENT_DEFAULTS: dict[str, Any] = {
 }
 
 
-#: Latent scheduler names (the keys of :func:`discolib.latent_models.scheduler_names`), known here without importing
+#: Latent scheduler names (the keys of :func:`discolib.models.latent.scheduler_names`), known here without importing
 #: diffusers: validating a settings file stays torch-free and instant. tests/test_latent.py checks they agree.
 LATENT_SCHEDULERS = (
     "default", "euler_a", "euler", "heun", "dpmpp_2m", "dpmpp_2m_karras", "dpmpp_2m_sde", "ddim", "pndm", "plms",
@@ -351,7 +351,7 @@ class Settings:
 
     def save(self, path: str | Path) -> Path:
         """Write the settings as JSON atomically (temporary file + rename)."""
-        from discolib.runs import write_text_atomic
+        from discolib.run.runs import write_text_atomic
 
         return write_text_atomic(Path(path), self.to_json())
 
@@ -456,8 +456,8 @@ class Settings:
         huge animation stays instant) with the current interpolation; cut schedules and prompt dicts are parsed.
         Raises a ValueError subclass whose message names the field (and the column, for keyframe strings).
         """
-        from discolib.prompts import PromptSchedule
-        from discolib.schedule import parse_cut_schedule, validate_schedule
+        from discolib.schedules.keyframes import parse_cut_schedule, validate_schedule
+        from discolib.schedules.prompts import PromptSchedule
 
         info = field_info(name)
         if info.kind == "schedule":
@@ -766,7 +766,7 @@ class _BadNumber:
 def _locate_bad_number(text: str) -> tuple[str, str] | None:
     """(key path, number) of the first non-finite or oversized number in ``text``; None if there is none.
 
-    Only called after :func:`~discolib.inputs.loads_json` refused the text, to say *which* key was bad.
+    Only called after :func:`~discolib.io.inputs.loads_json` refused the text, to say *which* key was bad.
     """
     if json_depth_ok(text) is not None:
         return None

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from discolib.errors import DiscolibError, InputError
-from discolib.inputs import expand_path, loads_json, read_user_bytes, read_user_text
+from discolib.io.inputs import expand_path, loads_json, read_user_bytes, read_user_text
 
 __all__ = [
     "RunError",

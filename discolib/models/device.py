@@ -1,9 +1,9 @@
 """Model presets and shared loading helpers: device and dtype choice, tiny offline guided-mode models.
 
-Real weights come from :mod:`discolib.checkpoints` (Disco's catalogue, hub ids, local files, SHA-256 checks),
-:mod:`discolib.clip`, :mod:`discolib.latent_models` and :mod:`discolib.depth`. The ``tiny`` guided models here
+Real weights come from :mod:`discolib.models.hub` (Disco's catalogue, hub ids, local files, SHA-256 checks),
+:mod:`discolib.models.clip`, :mod:`discolib.models.latent` and :mod:`discolib.models.depth`. The ``tiny`` guided models here
 are built from the same configuration code as the real ones (an ADM hyper-parameter set turned into a diffusers
-``UNet2DModel`` by :func:`discolib.adm.adm_unet_config`; the real ``SecondaryDiffusionImageNet2`` class at width 8)
+``UNet2DModel`` by :func:`discolib.models.adm.adm_unet_config`; the real ``SecondaryDiffusionImageNet2`` class at width 8)
 with random weights under a fixed seed, so the whole guided pipeline runs offline on a CPU.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from diffusers import UNet2DModel
 
-from discolib.adm import AdmConfig, adm_unet_config
 from discolib.errors import InputError
-from discolib.secondary import SecondaryDiffusionImageNet2
+from discolib.models.adm import AdmConfig, adm_unet_config
+from discolib.models.secondary import SecondaryDiffusionImageNet2
 
 __all__ = [
     "TINY",

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from discolib.errors import InputError
-from discolib.inputs import expand_path
+from discolib.io.inputs import expand_path
 
 __all__ = [
     "VideoError",

@@ -18,7 +18,7 @@ so a replaced or edited file (even one whose mtime was set back) is hashed again
 Checkpoints are read with ``safetensors`` or ``torch.load(weights_only=True)`` only: no pickled code runs. A file
 that holds pickled code or objects is refused with a one-line error naming the file and the objects it would have
 called (:func:`pickled_globals` reads them statically, without unpickling); the other model loaders
-(:mod:`discolib.clip`, :mod:`discolib.depth`, :mod:`discolib.latent_models`) use the same helpers.
+(:mod:`discolib.models.clip`, :mod:`discolib.models.depth`, :mod:`discolib.models.latent`) use the same helpers.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from discolib.errors import InputError, WeightsUnavailable
 if TYPE_CHECKING:
     from diffusers import UNet2DModel
 
-    from discolib.adm import AdmConfig
-    from discolib.secondary import SecondaryDiffusionImageNet2
+    from discolib.models.adm import AdmConfig
+    from discolib.models.secondary import SecondaryDiffusionImageNet2
 
 __all__ = [
     "PICKLE_SUFFIXES",
@@ -337,7 +337,7 @@ def weights_folder_problem(folder: str | os.PathLike[str]) -> str | None:
     no ``.safetensors`` weights (so the loaders fall back to ``torch.load``), no pickle-format weights file holds
     pickled code. Returns a one-line message naming the file.
     """
-    from discolib.inputs import json_depth_ok, read_user_text
+    from discolib.io.inputs import json_depth_ok, read_user_text
 
     root = Path(folder)
     try:
@@ -495,7 +495,7 @@ def _verified_by_marker(path: Path, expected: str, stamp: Mapping[str, Any]) -> 
     The marker is read as user input (regular file, at most 4 KB, plain JSON): a FIFO, a huge or a hostile file
     in its place just means "not verified", and the checkpoint is hashed.
     """
-    from discolib.inputs import loads_json, read_user_text
+    from discolib.io.inputs import loads_json, read_user_text
 
     try:
         data = loads_json(read_user_text(_marker(path), setting="checkpoint marker", max_bytes=4096), what="marker")
@@ -505,7 +505,7 @@ def _verified_by_marker(path: Path, expected: str, stamp: Mapping[str, Any]) -> 
 
 
 def _mark_verified(path: Path, sha: str, stamp: Mapping[str, Any]) -> None:
-    from discolib.runs import write_json_atomic
+    from discolib.run.runs import write_json_atomic
 
     try:
         write_json_atomic(_marker(path), {"sha256": sha, **stamp})
@@ -679,7 +679,7 @@ def fetch_checkpoint(
 
 
 def _expand(text: str) -> Path:
-    from discolib.inputs import expand_path
+    from discolib.io.inputs import expand_path
 
     try:
         return expand_path(text, setting="checkpoint")
@@ -732,7 +732,7 @@ def load_disco_unet(
         name_or_path: a catalogue name (hyper-parameters from the catalogue) or a checkpoint file. A file whose name
             is a catalogue file name uses the catalogue's hyper-parameters and is verified against its SHA-256
             (unless ``verify=False``); any other file has them inferred from its weights
-            (:func:`discolib.adm.infer_adm_config`), which needs ``image_size``.
+            (:func:`discolib.models.adm.infer_adm_config`), which needs ``image_size``.
         image_size: training resolution of an unknown file (256 or 512 for Disco's models).
         config: hyper-parameters to use instead (an ``AdmConfig`` or a guided-diffusion dict).
         cache_dir, verify, catalogue: as :func:`fetch_checkpoint`.
@@ -741,7 +741,7 @@ def load_disco_unet(
     Returns:
         The model in eval mode; ``model(x, t).sample`` is (B, 6, H, W): eps then the variance interpolation.
     """
-    from discolib.adm import AdmConfig, adm_to_diffusers, infer_adm_config
+    from discolib.models.adm import AdmConfig, adm_to_diffusers, infer_adm_config
 
     text = os.fspath(name_or_path)
     path = _expand(text)
@@ -783,7 +783,7 @@ def load_secondary_model(
     catalogue: Mapping[str, Any] | None = None,
 ) -> SecondaryDiffusionImageNet2:
     """Disco's secondary model from its catalogue name or a file; the base width is read from the weights."""
-    from discolib.secondary import SecondaryDiffusionImageNet2
+    from discolib.models.secondary import SecondaryDiffusionImageNet2
 
     text = os.fspath(path_or_name)
     path = _expand(text)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from discolib.config.settings import Settings, SettingsError, field_info, read_settings_json, short_repr
 from discolib.errors import InputError
-from discolib.settings import Settings, SettingsError, field_info, read_settings_json, short_repr
 
 __all__ = ["ImportReport", "import_settings", "import_disco", "import_deforum", "detect_format"]
 

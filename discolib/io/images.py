@@ -23,7 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from discolib.errors import InputError
-from discolib.inputs import read_user_bytes
+from discolib.io.inputs import read_user_bytes
 
 __all__ = ["ImageInputError", "check_image", "load_image", "pil_to_tensor", "tensor_to_pil"]
 

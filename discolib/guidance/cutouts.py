@@ -395,14 +395,14 @@ def parse_cut_schedule(
     """A Disco cut schedule as ``length`` numbers.
 
     Strings (``"[12]*400+[4]*600"``, a single number) go through the safe parser of
-    :func:`discolib.schedule.parse_cut_schedule` (no code is evaluated, repetition counts are bounded);
+    :func:`discolib.schedules.keyframes.parse_cut_schedule` (no code is evaluated, repetition counts are bounded);
     a number is repeated ``length`` times; a sequence must have ``length`` entries.
 
     Raises:
         CutoutError: a malformed schedule or one without exactly ``length`` entries (the message names ``name``).
     """
-    from discolib.schedule import ScheduleError
-    from discolib.schedule import parse_cut_schedule as parse_safe
+    from discolib.schedules.keyframes import ScheduleError
+    from discolib.schedules.keyframes import parse_cut_schedule as parse_safe
 
     if isinstance(value, bool):
         raise CutoutError(f"{name} must be a number, a list or a Disco list expression, got {value!r}")

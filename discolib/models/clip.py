@@ -37,14 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from discolib.checkpoints import (
+from discolib.errors import InputError, WeightsUnavailable
+from discolib.models.hub import (
     PICKLE_SUFFIXES,
     one_line,
     pickled_globals,
     refused_by_weights_only,
     refused_weights_message,
 )
-from discolib.errors import InputError, WeightsUnavailable
 
 __all__ = [
     "DISCO_ALIASES",
@@ -285,7 +285,7 @@ def _check_local_weights(spec: ClipSpec) -> str:
     A pickle-format file is disassembled (never unpickled) before open_clip builds the model, so a file holding
     pickled code is refused at once, with the objects it would have called named.
     """
-    from discolib.inputs import expand_path
+    from discolib.io.inputs import expand_path
 
     raw = spec.pretrained or ""
     try:
@@ -543,7 +543,7 @@ def load_ensemble(models: list[str], device: torch.device, dtype: torch.dtype, *
         except ClipWeightsError as exc:
             if not random_ok:
                 raise
-            from discolib.archs import warn_random
+            from discolib.models.archs import warn_random
 
             warn_random(f"CLIP model {spec!r}", str(exc).split(". ")[0])
             members.append(load_clip(spec, device, dtype, None))

@@ -34,12 +34,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from discolib.events import EventCallback, RenderEvent, RenderResult, RenderStopped
-from discolib.prompts import PromptSchedule
-from discolib.runs import FrameWriter, PendingFrame, RunError, RunFolder, RunLock, RunRecord, save_png_atomic
+from discolib.config.settings import Settings, SettingsError
+from discolib.run.events import EventCallback, RenderEvent, RenderResult, RenderStopped
+from discolib.run.runs import (
+    FrameWriter,
+    PendingFrame,
+    RunError,
+    RunFolder,
+    RunLock,
+    RunRecord,
+    save_png_atomic,
+)
 from discolib.samplers.base import FrameRequest, FrameSampler
-from discolib.schedule import Schedule
-from discolib.settings import Settings, SettingsError
+from discolib.schedules.keyframes import Schedule
+from discolib.schedules.prompts import PromptSchedule
 
 __all__ = ["render", "build_sampler", "frame_seeds", "evaluate_schedules", "motion_3d_table", "AnimationState"]
 
@@ -90,7 +98,7 @@ def motion_3d_table(sv: dict[str, np.ndarray], device: torch.device, dtype: torc
 
     Uploaded once per run (without a host sync), so a frame only indexes it: no per-frame host-to-device copy.
     """
-    from discolib.models import upload
+    from discolib.models.device import upload
 
     keys = ("rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "translation_x", "translation_y", "translation_z")
     table = np.stack([np.asarray(sv[k], dtype=np.float64) for k in keys], axis=1)
@@ -147,9 +155,9 @@ def frame_seeds(settings: Settings, n_frames: int, seed: int) -> list[int]:
 class AnimationState:
     """Everything the motion step needs that lives across frames (models and frame 0 for colour)."""
 
-    depth: Any = None  # a discolib.depth estimator, loaded once per run
+    depth: Any = None  # a discolib.models.depth estimator, loaded once per run
     color_ref: torch.Tensor | None = None  # frame 0, (1, 3, H, W) in [0, 1], as written
-    color_hist: Any = None  # discolib.coherence.HistogramReference of color_ref, prepared on first use
+    color_hist: Any = None  # discolib.animation.coherence.HistogramReference of color_ref, prepared on first use
     depth_dir: Path | None = None
     motion_3d: torch.Tensor | None = None  # (frames, 6) rotation_3d_xyz, translation_xyz on the render device
 
@@ -160,14 +168,14 @@ def _quantize(image: torch.Tensor) -> torch.Tensor:
 
 
 def _load_frame(path: Path, device: torch.device) -> torch.Tensor:
-    from discolib.images import load_image
+    from discolib.io.images import load_image
 
     return load_image(path).to(device)
 
 
 def _warp(prev: torch.Tensor, settings: Settings, sv: dict[str, np.ndarray], i: int, state: AnimationState) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Frame ``i``'s motion applied to the previous frame; returns (warped, disocclusion mask or None)."""
-    from discolib import motion
+    from discolib.animation import motion
 
     anim = settings.animation
 
@@ -188,7 +196,7 @@ def _warp(prev: torch.Tensor, settings: Settings, sv: dict[str, np.ndarray], i: 
         )
         return warped.clamp(0, 1), None
     if anim.animation_mode == "3D":
-        from discolib.depth import DEFORUM_DEPTH_RANGE, normalize_depth, save_depth_png
+        from discolib.models.depth import DEFORUM_DEPTH_RANGE, normalize_depth, save_depth_png
 
         depth = normalize_depth(state.depth(prev), *DEFORUM_DEPTH_RANGE)
         if state.depth_dir is not None:
@@ -219,8 +227,8 @@ def _coherence(
     seed: int,
 ) -> torch.Tensor:
     """Colour match to frame 0, contrast, anti-blur, noise (latent mode) and fresh noise in disoccluded pixels."""
-    from discolib import coherence
-    from discolib.models import upload
+    from discolib.animation import coherence
+    from discolib.models.device import upload
 
     anim = settings.animation
     x = warped
@@ -252,7 +260,7 @@ def _coherence(
 
 
 def _video_frames(settings: Settings, n_frames: int) -> Iterator[torch.Tensor]:
-    from discolib.video import read_video_frames
+    from discolib.io.video import read_video_frames
 
     anim = settings.animation
     return read_video_frames(
@@ -280,15 +288,15 @@ def _check_inputs(settings: Settings) -> None:
     Images (init image, image prompts) are opened and decoded now, URLs fetched once (the bytes are cached for
     the run): a missing, unreadable, corrupt or oversized image, or a dead link, fails here with one line.
     """
-    from discolib.images import check_image
+    from discolib.io.images import check_image
 
     if settings.animation.animation_mode == "Video Input":
-        from discolib.video import video_info
+        from discolib.io.video import video_info
 
         video_info(settings.animation.video_init_path)
     init = settings.guidance.init_image
     if init and Path(init).suffix.lower() in VIDEO_SUFFIXES:  # an animation may start from a video's first frame
-        from discolib.video import video_info
+        from discolib.io.video import video_info
 
         video_info(init, setting="guidance.init_image")
     elif init:
@@ -299,10 +307,10 @@ def _check_inputs(settings: Settings) -> None:
         check_image(source, setting="prompts.image_prompts")
     anim = settings.animation.animation_mode != "None"
     if anim and settings.output.make_video and settings.output.soundtrack and settings.output.video_format == "mp4":
-        from discolib.video import check_soundtrack
+        from discolib.io.video import check_soundtrack
 
         check_soundtrack(settings.output.soundtrack)  # a bad audio file must not surface after the last frame
-    from discolib.models import resolve_device
+    from discolib.models.device import resolve_device
 
     resolve_device(settings.models.device)
 
@@ -348,8 +356,8 @@ def _prepare(
         settings.run.output_root = str(out)
     settings.validate()
     _check_inputs(settings)
-    from discolib.budget import check_budget
-    from discolib.models import resolve_device
+    from discolib.models.device import resolve_device
+    from discolib.run.budget import check_budget
 
     # Before the run folder: a CPU run that cannot fit in memory or would take hours is refused with its figures.
     check_budget(settings, resolve_device(settings.models.device), force=force)
@@ -416,12 +424,12 @@ def render(
         out: output root (overrides ``run.output_root``).
         resume: a run folder (or ``"latest"``) to continue from its last complete frame; its own settings.json
             is used and ``settings`` only names the batch for ``"latest"``.
-        callback: receives :class:`~discolib.events.RenderEvent` s (previews every ``run.display_rate`` steps).
+        callback: receives :class:`~discolib.run.events.RenderEvent` s (previews every ``run.display_rate`` steps).
         stop: set it to stop after the current step; the run stays resumable.
         progress: show tqdm progress bars.
         sampler: an already built sampler to reuse (its settings must match).
         force: start a new CPU run even when its estimated memory or time is over the limits
-            (:func:`discolib.budget.check_budget`); otherwise such a run is refused before anything is written.
+            (:func:`discolib.run.budget.check_budget`); otherwise such a run is refused before anything is written.
     """
     settings, folder, record, start, lock = _prepare(settings, out, resume, force=force)
     with lock:  # released on every way out, so a later resume of this folder can take it
@@ -478,7 +486,7 @@ def render(
 def _write_video(settings: Settings, folder: RunFolder, n_frames: int, *, final: bool) -> Path:
     """The run's frames ``0 .. n_frames - 1`` as a video: an explicit list, never the folder, so a stray or
     leftover PNG in ``frames/`` never ends up in it."""
-    from discolib.video import frames_to_video
+    from discolib.io.video import frames_to_video
 
     fmt = settings.output.video_format
     name = f"video.{fmt}" if final else f"preview.{fmt}"
@@ -520,7 +528,7 @@ def _step_callback(
 def _to_uint8(image: torch.Tensor) -> Any:
     """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8 for the writer: the one device-to-host copy per frame.
 
-    On CUDA the copy goes to pinned memory without a host sync (:class:`discolib.runs.PendingFrame`); the
+    On CUDA the copy goes to pinned memory without a host sync (:class:`discolib.run.runs.PendingFrame`); the
     writer thread waits for it, so the loop can queue the next frame while the GPU finishes this one.
     """
     frame = image[0].detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
@@ -601,7 +609,7 @@ def _render_animation(
     image_schedule = _image_prompt_schedule(settings)
     state = AnimationState()
     if anim.animation_mode == "3D":
-        from discolib.depth import ConstantDepth, blend_depth
+        from discolib.models.depth import ConstantDepth, blend_depth
 
         m = settings.models
         if anim.use_depth_warping:
@@ -665,14 +673,14 @@ def _render_animation(
 
 def _load_depth(name: str, device: torch.device, *, random_ok: bool) -> Any:
     """A depth estimator, loaded once per process; Depth Anything V2 Small with random weights when allowed."""
-    from discolib.depth import DEFAULT_DEPTH_MODEL, DepthModelUnavailable, load_depth
+    from discolib.models.depth import DEFAULT_DEPTH_MODEL, DepthModelUnavailable, load_depth
 
     try:
         return load_depth(name, device)
     except DepthModelUnavailable as exc:
         if not (random_ok and name == DEFAULT_DEPTH_MODEL):
             raise
-        from discolib.archs import random_depth_anything_small, warn_random
+        from discolib.models.archs import random_depth_anything_small, warn_random
 
         warn_random(f"models.depth_model {name!r}", str(exc).split(". ")[0])
         return random_depth_anything_small(device, torch.float32)
@@ -686,10 +694,10 @@ def _first_init(settings: Settings, video: Iterator[torch.Tensor] | None, device
     if path:
         size = (settings.image.width, settings.image.height)
         if Path(path).suffix.lower() in VIDEO_SUFFIXES:
-            from discolib.video import first_frame
+            from discolib.io.video import first_frame
 
             return first_frame(path, size, setting="guidance.init_image").to(device)  # animate a video's first frame
-        from discolib.images import load_image
+        from discolib.io.images import load_image
 
         return load_image(path, size, setting="guidance.init_image").to(device)
     return None

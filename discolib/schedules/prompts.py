@@ -9,7 +9,7 @@ Accepted shapes (pasted unchanged from those tools):
 * :meth:`PromptSchedule.from_any` takes either, a list of prompts (``{0: list}``), a plain string
   (``{0: [string]}``) or a JSON text of a dict.
 
-Keys are whole frame numbers or ``max_f`` expressions (``"max_f/2"``), parsed by :mod:`discolib.schedule`. A frame
+Keys are whole frame numbers or ``max_f`` expressions (``"max_f/2"``), parsed by :mod:`discolib.schedules.keyframes`. A frame
 uses the prompts of the last key ``<=`` it; before the first key the first key holds.
 
 Weights: a trailing ``:number`` is a weight (default 1.0) only when it is a number, so ``"https://x.org/a.png"``
@@ -30,8 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from discolib.inputs import MAX_JSON_DEPTH, json_depth_ok
-from discolib.schedule import FrameKey, ScheduleError, parse_frame_key, resolve_keys, warn_duplicate_keys
+from discolib.io.inputs import MAX_JSON_DEPTH, json_depth_ok
+from discolib.schedules.keyframes import (
+    FrameKey,
+    ScheduleError,
+    parse_frame_key,
+    resolve_keys,
+    warn_duplicate_keys,
+)
 
 __all__ = [
     "FramePrompts",

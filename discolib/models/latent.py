@@ -49,7 +49,8 @@ from diffusers import (
 from diffusers.utils import is_scipy_available, is_torchsde_available
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from discolib.checkpoints import (
+from discolib.errors import InputError, WeightsUnavailable
+from discolib.models.hub import (
     find_refused_weights,
     one_line,
     refused_by_weights_only,
@@ -57,7 +58,6 @@ from discolib.checkpoints import (
     transformers_weights_only,
     weights_folder_problem,
 )
-from discolib.errors import InputError, WeightsUnavailable
 
 __all__ = [
     "COMPONENT_SUBFOLDERS",
@@ -76,7 +76,7 @@ __all__ = [
 ]
 
 COMPONENT_SUBFOLDERS: tuple[str, ...] = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-TINY_TOKENIZER_DIR = Path(__file__).resolve().parent / "data" / "tiny_tokenizer"
+TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "data" / "tiny_tokenizer"
 # Bump when the tiny architecture or its seed changes, so stale cache folders are never reused.
 TINY_LATENT_VERSION = 1
 TAESD_ID = "madebyollin/taesd"

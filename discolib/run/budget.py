@@ -1,6 +1,6 @@
 """Memory and time a run will need on the CPU, estimated before anything is written.
 
-:func:`estimate` turns :class:`~discolib.settings.Settings` into an :class:`Estimate` (peak memory, seconds, frames,
+:func:`estimate` turns :class:`~discolib.config.settings.Settings` into an :class:`Estimate` (peak memory, seconds, frames,
 sampler steps); :func:`check_budget` refuses a CPU run that needs more memory than the machine has available, or
 longer than :data:`MAX_CPU_SECONDS`, with a one-line :class:`~discolib.errors.ResourceLimitError` holding the figures,
 unless ``force`` (``--force``) is given. Accelerators are not checked: their memory is the accelerator's, and the
@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from discolib.config.settings import Settings
 from discolib.errors import InputError, ResourceLimitError
-from discolib.settings import Settings
 
 __all__ = ["MAX_CPU_SECONDS", "Estimate", "available_memory", "check_budget", "estimate"]
 
@@ -287,7 +287,7 @@ def _adm_shape(name: str) -> tuple[str, str]:
     """(ADM shape key, label) for ``models.diffusion_model``."""
     if name in _ADM_SHAPES:
         return _ADM_SHAPES[name], name
-    from discolib.checkpoints import catalogue_entry
+    from discolib.models.hub import catalogue_entry
 
     try:
         entry = catalogue_entry(name)
@@ -370,7 +370,7 @@ def _group(run: Any, passes: Any, skip: Any) -> list[tuple[int, int, float, int]
 
 
 def _schedule(settings: Settings, name: str, n: int) -> Any:
-    from discolib.schedule import Schedule
+    from discolib.schedules.keyframes import Schedule
 
     anim = settings.animation
     sched = Schedule.parse(getattr(anim, name), setting=f"animation.{name}", interpolation=anim.interpolation)
@@ -438,7 +438,7 @@ def _previews(run: int, rate: int) -> int:
 
 
 def _cut_schedules(settings: Settings) -> tuple[list[int], list[int]]:
-    from discolib.schedule import parse_cut_schedule
+    from discolib.schedules.keyframes import parse_cut_schedule
 
     g = settings.guidance
     return (
@@ -468,7 +468,7 @@ def _max_cuts(settings: Settings) -> int:
 def estimate(settings: Settings) -> Estimate:
     """Peak memory and wall time of ``settings`` on this CPU (see the module docstring for the model)."""
     if not NETS:  # pragma: no cover - the constants block is always filled in a release
-        raise RuntimeError("discolib.budget has no calibration constants")
+        raise RuntimeError("discolib.run.budget has no calibration constants")
     w, h = settings.image.width, settings.image.height
     p = float(w * h)
     bf16 = settings.models.dtype == "bfloat16"

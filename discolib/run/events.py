@@ -1,4 +1,4 @@
-"""What :func:`discolib.render.render` reports while it works, and how a caller stops it.
+"""What :func:`discolib.run.loop.render` reports while it works, and how a caller stops it.
 
 A callback receives :class:`RenderEvent` objects. A caller stops a render by setting a
 :class:`threading.Event` passed as ``stop=``; the sampler checks it after every step and the render then

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from discolib.clip import ClipEnsemble
-from discolib.cutouts import (
+from discolib.errors import InputError
+from discolib.guidance.cutouts import (
     DISCO_DEFAULT_SCHEDULES,
     SCHEDULE_LENGTH,
     AugmentConfig,
@@ -44,7 +44,7 @@ from discolib.cutouts import (
     cut_counts_at_step,
     make_cutouts,
 )
-from discolib.errors import InputError
+from discolib.models.clip import ClipEnsemble
 
 __all__ = [
     "ClipGuidance",
@@ -274,7 +274,7 @@ class ClipGuidance:
             5000, 0, 150, 0, 1000; ``init_scale`` only applies with an ``init_image``).
         init_image: ``(1, 3, H, W)`` in [-1, 1] for the init loss (MSE, see module notes).
         cutn_batches: how many independent cut batches per model per step (results are averaged).
-        augment, aug: cutout augmentation switch and preset (see :mod:`discolib.cutouts`).
+        augment, aug: cutout augmentation switch and preset (see :mod:`discolib.guidance.cutouts`).
         total_steps: number of diffusion (training) timesteps that ``step`` values refer to.
     """
 
@@ -387,7 +387,7 @@ class ClipGuidance:
 
         Args:
             x_in: ``(B, 3, H, W)`` in [-1, 1], the image CLIP looks at (Disco: ``pred_x0 * fac + x * (1 - fac)``).
-            step: model timestep indexing the cut schedules (see :func:`~discolib.cutouts.cut_counts_at_step`).
+            step: model timestep indexing the cut schedules (see :func:`~discolib.guidance.cutouts.cut_counts_at_step`).
             generator: source of all cutout randomness.
             pred_x0: ``(B, 3, H, W)`` for the range loss; ``x_in`` when omitted.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from discolib.settings import Settings, SettingsError
+from discolib.config.settings import Settings, SettingsError
 
 __all__ = ["PRESETS", "apply_preset", "preset_mode"]
 

@@ -1,0 +1,1 @@
+"""Motion, coherence, noise, the per-run plan and the per-frame animation step."""

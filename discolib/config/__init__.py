@@ -1,0 +1,1 @@
+"""Settings schema, presets and Disco/Deforum importers (torch-free)."""

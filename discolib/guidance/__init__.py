@@ -1,0 +1,1 @@
+"""CLIP guidance: cutouts and losses."""

@@ -1,0 +1,1 @@
+"""Reading users' files (size-capped, never executed), images and videos; atomic writes."""

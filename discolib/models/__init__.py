@@ -1,0 +1,1 @@
+"""Devices, checkpoints and every model family discolib loads."""

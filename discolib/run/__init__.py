@@ -1,0 +1,1 @@
+"""The render loop, run folders, events and the resource budget."""

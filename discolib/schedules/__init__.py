@@ -1,0 +1,1 @@
+"""Keyframe expressions, schedules, cut schedules and prompts (torch-free)."""
