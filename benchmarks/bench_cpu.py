@@ -25,9 +25,9 @@ from bench_common import BenchContext, BenchResult, median, time_call
 from discolib.animation import coherence, motion
 from discolib.config.presets import apply_preset
 from discolib.config.settings import Settings
+from discolib.io.files import save_png_atomic
 from discolib.run.events import RenderEvent
 from discolib.run.loop import evaluate_schedules, render
-from discolib.run.runs import save_png_atomic
 from discolib.samplers.base import FrameRequest
 
 __all__ = ["EchoSampler", "run"]

@@ -272,8 +272,7 @@ def _text(kind: str) -> Callable[[], torch.nn.Module]:
 
 def networks() -> list[Net]:
     """Every network whose cost discolib.run.budget models, under the names budget.py uses."""
-    from discolib.models.archs import LATENT_ARCHS, SD_VAE
-    from discolib.models.device import TINY_ADM
+    from discolib.models.archs import LATENT_ARCHS, SD_VAE, TINY_ADM
     from discolib.models.hub import catalogue_entry
 
     def adm(name: str) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from diffusers.models.attention_processor import Attention
 from safetensors.torch import load_file
 
 from discolib.models.adm import AdmConfig, AdmUNet2DModel, adm_to_diffusers, adm_unet_config, infer_adm_config
-from discolib.models.hub import CheckpointError, catalogue_entry, model_names
+from discolib.models.hub import catalogue_entry, model_names
+from discolib.models.state_dict import CheckpointError
 
 FAMILIES = ["adm_disco512_family", "adm_disco256_family", "adm_community_family"]
 

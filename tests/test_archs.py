@@ -39,7 +39,7 @@ def test_random_weights_setting_round_trips() -> None:
 def test_refused_or_mismatched_checkpoint_never_falls_back_to_random(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
     """Only weights that cannot be had fall back (WeightsUnavailable); a file that is there but wrong stays an error."""
     from discolib.errors import WeightsUnavailable
-    from discolib.models.hub import CheckpointError
+    from discolib.models.state_dict import CheckpointError
     from discolib.samplers.guided import _load_unet
 
     monkeypatch.setenv("DISCOLIB_MODELS", str(tmp_path))

@@ -16,17 +16,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import discolib.models.hub as ck
-from discolib.models.hub import (
-    CheckpointError,
-    UnknownModelError,
-    catalogue_entry,
-    fetch_checkpoint,
-    load_disco_unet,
-    load_secondary_model,
-    load_state_dict,
-    sha256_file,
-)
+from discolib.models.disco import load_disco_unet, load_secondary_model
+from discolib.models.hub import UnknownModelError, catalogue_entry, fetch_checkpoint
 from discolib.models.secondary import SecondaryDiffusionImageNet2
+from discolib.models.state_dict import CheckpointError, load_state_dict, sha256_file
 
 PAYLOAD = b"not really a checkpoint, but bytes with a known hash\n" * 50
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

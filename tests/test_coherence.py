@@ -15,10 +15,10 @@ from discolib.animation.coherence import (
     add_noise,
     adjust_contrast,
     match_histogram,
-    mid_ranks,
-    perlin_noise,
     unsharp_mask,
 )
+from discolib.animation.noise import perlin_noise
+from discolib.ops import mid_ranks
 
 DEVICES = [
     "cpu",

@@ -18,24 +18,18 @@ from safetensors.torch import load_file
 import discolib.models.depth as depth_mod
 import discolib.models.latent as latent_mod
 from discolib.errors import InputError, WeightsUnavailable
+from discolib.models.archs import TINY_ADM
 from discolib.models.clip import ClipModelError, ClipWeightsError, load_clip
 from discolib.models.depth import DepthError, DepthModelUnavailable, build_tiny_depth_anything, load_depth
-from discolib.models.device import TINY_ADM
-from discolib.models.hub import (
-    CheckpointError,
-    CheckpointUnavailable,
-    fetch_checkpoint,
-    load_disco_unet,
-    load_secondary_model,
-    load_state_dict,
-    pickled_globals,
-)
+from discolib.models.disco import load_disco_unet, load_secondary_model
+from discolib.models.hub import CheckpointUnavailable, fetch_checkpoint
 from discolib.models.latent import (
     LatentModelError,
     LatentModelUnavailable,
     load_latent_components,
     tiny_latent_folder,
 )
+from discolib.models.state_dict import CheckpointError, load_state_dict, pickled_globals
 
 # What unpickling the payload would call: os.mkdir is harmless and leaves a trace the tests look for.
 CALLED = f"{os.mkdir.__module__}.mkdir"

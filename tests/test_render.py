@@ -211,8 +211,8 @@ def test_video_input_missing_and_not_a_video(tmp_path: Path) -> None:
 
 
 def test_video_input_mode(tmp_path: Path) -> None:
+    from discolib.io.files import save_png_atomic
     from discolib.io.video import frames_to_video
-    from discolib.run.runs import save_png_atomic
 
     src = tmp_path / "src"
     for i in range(10):
@@ -278,8 +278,8 @@ def test_guided_image_prompts_change_the_image(tmp_path: Path) -> None:
 
 
 def test_animation_from_a_video_first_frame(tmp_path: Path) -> None:
+    from discolib.io.files import save_png_atomic
     from discolib.io.video import first_frame, frames_to_video
-    from discolib.run.runs import save_png_atomic
 
     src = tmp_path / "src"
     for i in range(3):

@@ -24,11 +24,12 @@ from PIL import Image
 
 from discolib.config.presets import apply_preset
 from discolib.config.settings import Settings
+from discolib.io.files import WriteError
 from discolib.io.video import count_video_frames
 from discolib.run import runs
 from discolib.run.events import RenderEvent
 from discolib.run.loop import build_sampler, render
-from discolib.run.runs import RunError, RunFolder, WriteError
+from discolib.run.runs import RunError, RunFolder
 from discolib.samplers.base import FrameSampler
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from discolib.run.runs import RunError, RunFolder, RunRecord, save_png_atomic, write_bytes_atomic
+from discolib.io.files import save_png_atomic, write_bytes_atomic
+from discolib.run.runs import RunError, RunFolder, RunRecord
 
 
 def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
@@ -290,7 +291,7 @@ def test_write_errors_name_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     import errno
 
     from discolib.errors import DiscolibError
-    from discolib.run.runs import WriteError
+    from discolib.io.files import WriteError
 
     def full(*_a: object, **_k: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

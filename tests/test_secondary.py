@@ -10,13 +10,13 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
-from discolib.models.hub import CheckpointError
 from discolib.models.secondary import (
     SecondaryDiffusionImageNet2,
     alpha_sigma_to_t,
     t_from_alphas_cumprod,
     t_to_alpha_sigma,
 )
+from discolib.models.state_dict import CheckpointError
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from discolib.io import video
+from discolib.io.files import encode_png, save_png_atomic
 from discolib.io.video import (
     VideoError,
     count_video_frames,
@@ -25,7 +26,6 @@ from discolib.io.video import (
     read_video_frames,
     video_info,
 )
-from discolib.run.runs import encode_png, save_png_atomic
 
 N = 10
 W, H = 32, 24

@@ -18,6 +18,7 @@ import torch
 from kornia.color import hsv_to_rgb, lab_to_rgb, rgb_to_hsv, rgb_to_lab
 from kornia.filters import gaussian_blur2d
 
+from discolib.animation.noise import perlin_noise
 from discolib.errors import InputError
 
 __all__ = [
@@ -27,8 +28,6 @@ __all__ = [
     "adjust_contrast",
     "add_noise",
     "match_histogram",
-    "mid_ranks",
-    "perlin_noise",
     "unsharp_mask",
 ]
 
@@ -62,27 +61,6 @@ def _per_image(value: Amount, image: torch.Tensor, name: str) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------------- colour
-
-
-def mid_ranks(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ranks of the values of each row of ``(R, N)``, ties sharing their mean rank.
-
-    Returns:
-        ``order`` ``(R, N)`` (the sorting permutation, as ``argsort``) and ``twice_rank`` ``(R, N)``: twice the
-        (mid-)rank in ``[0, 2(N - 1)]`` of each *sorted* position, as integers (halves stay exact).
-    """
-    n = values.shape[-1]
-    order = values.argsort(dim=-1)
-    ordered = values.gather(-1, order)
-    pos = torch.arange(n, device=values.device).expand_as(order)
-    starts = torch.ones_like(order, dtype=torch.bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    ends = torch.ones_like(starts)
-    ends[:, :-1] = starts[:, 1:]
-    # First and last sorted index of each run of equal values, by running max/min of the run boundaries.
-    first = torch.where(starts, pos, 0).cummax(dim=-1).values
-    last = torch.where(ends, pos, n - 1).flip(-1).cummin(dim=-1).values.flip(-1)
-    return order, first + last
 
 
 #: Levels per channel of :func:`match_histogram`'s source histogram (16x finer than an 8-bit channel).
@@ -293,82 +271,43 @@ def adjust_contrast(
 # --------------------------------------------------------------------------------------------------- noise
 
 
-def _fade(t: torch.Tensor) -> torch.Tensor:
-    """Perlin's quintic fade curve ``6t^5 - 15t^4 + 10t^3``."""
-    return t * t * t * (t * (t * 6.0 - 15.0) + 10.0)
+# --------------------------------------------------------------------------------------------------- anti-blur
 
 
-def _perlin_octave(
-    n: int, height: int, width: int, cells: tuple[float, float], generator: torch.Generator | None,
-    device: torch.device, dtype: torch.dtype,
+def unsharp_mask(
+    image: torch.Tensor,
+    amount: Amount,
+    kernel_size: int = 5,
+    sigma: float = 1.0,
+    threshold: float = 0.0,
 ) -> torch.Tensor:
-    """``n`` independent 2D gradient-noise fields ``(n, H, W)`` in ``[-1, 1]`` with ``cells`` (y, x) periods."""
-    cy, cx = cells
-    gy, gx = math.ceil(cy) + 1, math.ceil(cx) + 1
-    angles = torch.rand(n, gy, gx, generator=generator, device=device, dtype=dtype) * (2 * math.pi)
-    grads = torch.stack((torch.cos(angles), torch.sin(angles)), dim=-1)  # (n, gy, gx, 2) unit gradients
-    py = (torch.arange(height, device=device, dtype=dtype) + 0.5) * (cy / height)
-    px = (torch.arange(width, device=device, dtype=dtype) + 0.5) * (cx / width)
-    iy, ix = py.floor().long(), px.floor().long()
-    fy, fx = (py - iy.to(dtype)).view(height, 1), (px - ix.to(dtype)).view(1, width)
-    iy, ix = iy.view(height, 1), ix.view(1, width)
+    """Deforum's anti-blur: ``(1 + amount) * image - amount * blur(image)``, clamped to ``[0, 1]``.
 
-    def corner(dy: int, dx: int) -> torch.Tensor:
-        g = grads[:, iy + dy, ix + dx]  # (n, H, W, 2)
-        return g[..., 0] * (fx - dx) + g[..., 1] * (fy - dy)
-
-    u, v = _fade(fx), _fade(fy)
-    top = torch.lerp(corner(0, 0), corner(0, 1), u)
-    bottom = torch.lerp(corner(1, 0), corner(1, 1), u)
-    # With unit gradients 2D Perlin noise lies in [-sqrt(1/2), sqrt(1/2)]; scale to [-1, 1].
-    return torch.lerp(top, bottom, v) * math.sqrt(2.0)
-
-
-def perlin_noise(
-    shape: tuple[int, ...],
-    cells: tuple[float, float] = (8.0, 8.0),
-    octaves: int = 4,
-    persistence: float = 0.5,
-    lacunarity: float = 2.0,
-    *,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """Fractal 2D Perlin (gradient) noise, independent per leading index, values in ``[-1, 1]``.
+    The blur is :func:`kornia.filters.gaussian_blur2d` with reflect-101 borders (OpenCV's ``GaussianBlur``
+    default, as Deforum). kornia's own ``unsharp_mask`` has no amount or threshold, so it is not used here.
 
     Args:
-        shape: ``(..., H, W)``, e.g. ``(B, 1, H, W)``.
-        cells: lattice periods across ``(height, width)`` of the first octave (Deforum's ``perlin_h/w``).
-        octaves: number of octaves; octave ``k`` has ``cells * lacunarity**k`` periods and amplitude
-            ``persistence**k``; the sum is divided by the total amplitude, so it stays in ``[-1, 1]``.
-        generator: seeds the lattice gradients (same generator state -> same noise). It must live on
-            ``device`` (default: the generator's device, else CPU).
-
-    Returns:
-        Tensor of ``shape`` on ``device``.
+        image: ``(B, 3, H, W)`` in ``[0, 1]``.
+        amount: sharpening strength, number or ``(B,)`` (Deforum ``amount_schedule``); 0 is the identity.
+        kernel_size: odd Gaussian kernel size in pixels (Deforum ``kernel_schedule``).
+        sigma: Gaussian standard deviation in pixels (Deforum ``sigma_schedule``); ``<= 0`` derives it from the
+            kernel size as OpenCV does: ``0.3 * ((k - 1) * 0.5 - 1) + 0.8``.
+        threshold: pixels whose difference to the blur is below it stay unchanged (Deforum
+            ``threshold_schedule`` / 255: here in ``[0, 1]`` intensity units).
     """
-    if len(shape) < 2:
-        raise CoherenceError(f"perlin_noise shape must end with (H, W), got {shape}")
-    if octaves < 1 or not persistence > 0 or not lacunarity > 0 or min(cells) <= 0:
-        raise CoherenceError(
-            "perlin noise needs octaves >= 1 and positive cells, persistence and lacunarity; "
-            f"got cells={cells}, octaves={octaves}, persistence={persistence}, lacunarity={lacunarity}"
-        )
-    if device is None:
-        device = generator.device if generator is not None else torch.device("cpu")
-    device = torch.device(device)
-    *lead, height, width = shape
-    n = math.prod(lead)
-    total = torch.zeros(n, height, width, device=device, dtype=dtype)
-    amplitude, scale, weight = 1.0, 1.0, 0.0
-    for _ in range(octaves):
-        cells_k = (cells[0] * scale, cells[1] * scale)
-        total += amplitude * _perlin_octave(n, height, width, cells_k, generator, device, dtype)
-        weight += amplitude
-        amplitude *= persistence
-        scale *= lacunarity
-    return (total / weight).clamp(-1.0, 1.0).reshape(shape)
+    _check_image(image)
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise CoherenceError(f"kernel_size must be a positive odd number of pixels, got {kernel_size}")
+    if threshold < 0:
+        raise CoherenceError(f"threshold must be >= 0, got {threshold}")
+    a = _per_image(amount, image, "amount")
+    if sigma <= 0:
+        sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+    blurred = gaussian_blur2d(image, (kernel_size, kernel_size), (sigma, sigma), border_type="reflect")
+    sharpened = ((1.0 + a) * image - a * blurred).clamp(0.0, 1.0)
+    if threshold > 0:
+        sharpened = torch.where((image - blurred).abs() < threshold, image, sharpened)
+    return sharpened
 
 
 def add_noise(
@@ -424,42 +363,3 @@ def add_noise(
         noise = noise * ((mask + 1.0) * 0.5)
     out = image + noise.to(image.device) * std
     return out.clamp(0.0, 1.0) if clamp else out
-
-
-# --------------------------------------------------------------------------------------------------- anti-blur
-
-
-def unsharp_mask(
-    image: torch.Tensor,
-    amount: Amount,
-    kernel_size: int = 5,
-    sigma: float = 1.0,
-    threshold: float = 0.0,
-) -> torch.Tensor:
-    """Deforum's anti-blur: ``(1 + amount) * image - amount * blur(image)``, clamped to ``[0, 1]``.
-
-    The blur is :func:`kornia.filters.gaussian_blur2d` with reflect-101 borders (OpenCV's ``GaussianBlur``
-    default, as Deforum). kornia's own ``unsharp_mask`` has no amount or threshold, so it is not used here.
-
-    Args:
-        image: ``(B, 3, H, W)`` in ``[0, 1]``.
-        amount: sharpening strength, number or ``(B,)`` (Deforum ``amount_schedule``); 0 is the identity.
-        kernel_size: odd Gaussian kernel size in pixels (Deforum ``kernel_schedule``).
-        sigma: Gaussian standard deviation in pixels (Deforum ``sigma_schedule``); ``<= 0`` derives it from the
-            kernel size as OpenCV does: ``0.3 * ((k - 1) * 0.5 - 1) + 0.8``.
-        threshold: pixels whose difference to the blur is below it stay unchanged (Deforum
-            ``threshold_schedule`` / 255: here in ``[0, 1]`` intensity units).
-    """
-    _check_image(image)
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise CoherenceError(f"kernel_size must be a positive odd number of pixels, got {kernel_size}")
-    if threshold < 0:
-        raise CoherenceError(f"threshold must be >= 0, got {threshold}")
-    a = _per_image(amount, image, "amount")
-    if sigma <= 0:
-        sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
-    blurred = gaussian_blur2d(image, (kernel_size, kernel_size), (sigma, sigma), border_type="reflect")
-    sharpened = ((1.0 + a) * image - a * blurred).clamp(0.0, 1.0)
-    if threshold > 0:
-        sharpened = torch.where((image - blurred).abs() < threshold, image, sharpened)
-    return sharpened

@@ -351,7 +351,7 @@ class Settings:
 
     def save(self, path: str | Path) -> Path:
         """Write the settings as JSON atomically (temporary file + rename)."""
-        from discolib.run.runs import write_text_atomic
+        from discolib.io.files import write_text_atomic
 
         return write_text_atomic(Path(path), self.to_json())
 

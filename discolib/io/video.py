@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from discolib.errors import InputError
+from discolib.io.files import file_mode
 from discolib.io.inputs import expand_path
 
 __all__ = [
@@ -92,16 +93,6 @@ def _ff_path(path: Path) -> str:
     """A path as an ffmpeg URL that is always the local file: absolute and ``file:``-prefixed."""
     return "file:" + os.path.abspath(path)
 
-
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask can only be read by setting it, which is racy)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
 
 
 def _tail(text: str, n: int = _STDERR_TAIL_LINES) -> str:
@@ -295,7 +286,7 @@ def frames_to_video(
         _encode(args, paths if start is None else None, n, (width, height), out)
         try:
             # mkstemp makes the file private (0600); give the video the mode a plain open() would have.
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, file_mode())
             os.replace(tmp, out)
         except OSError as exc:  # a bare [Errno 28] would not say which file
             raise VideoError(f"cannot write {out}: {exc.strerror or exc}") from None

@@ -40,7 +40,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
-from discolib.models.hub import CheckpointError
+from discolib.models.state_dict import CheckpointError
 
 __all__ = [
     "AdmConfig",

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from discolib.errors import InputError, WeightsUnavailable
-from discolib.models.hub import (
+from discolib.models.state_dict import (
     PICKLE_SUFFIXES,
     one_line,
     pickled_globals,

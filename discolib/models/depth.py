@@ -41,9 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from discolib.animation.coherence import mid_ranks
 from discolib.errors import InputError, WeightsUnavailable
-from discolib.models.hub import (
+from discolib.models.state_dict import (
     find_refused_weights,
     one_line,
     refused_by_weights_only,
@@ -51,6 +50,7 @@ from discolib.models.hub import (
     transformers_weights_only,
     weights_folder_problem,
 )
+from discolib.ops import mid_ranks
 
 __all__ = [
     "DEFAULT_DEPTH_MODEL",
@@ -332,7 +332,7 @@ def build_tiny_depth_anything(seed: int = 0) -> tuple[torch.nn.Module, Any]:
 def _load_transformers_depth(source: str) -> tuple[torch.nn.Module, Any]:
     """Load model + image processor from a local folder or the hub cache, with an actionable one-line error.
 
-    A local folder is checked first (:func:`discolib.models.hub.weights_folder_problem`: no FIFOs, sane config
+    A local folder is checked first (:func:`discolib.models.state_dict.weights_folder_problem`: no FIFOs, sane config
     JSON, no pickled code in ``.bin`` weights); the weights are read with ``weights_only=True`` in any case, and
     a refusal from there is reported the same way, naming the file.
     """

@@ -10,37 +10,14 @@ with random weights under a fixed seed, so the whole guided pipeline runs offlin
 from __future__ import annotations
 
 import torch
-from diffusers import UNet2DModel
 
 from discolib.errors import InputError
-from discolib.models.adm import AdmConfig, adm_unet_config
-from discolib.models.secondary import SecondaryDiffusionImageNet2
 
 __all__ = [
-    "TINY",
-    "TINY_ADM",
-    "build_tiny_adm_unet",
-    "build_tiny_secondary",
     "resolve_device",
     "resolve_dtype",
     "upload",
 ]
-
-TINY = "tiny"
-
-#: A guided-diffusion hyper-parameter set of the 512 family's shape (scale-shift norm, resblock up/down,
-#: learned sigma, attention at the lowest resolution) at toy width.
-TINY_ADM: dict[str, object] = {
-    "image_size": 64,
-    "num_channels": 32,
-    "num_res_blocks": 1,
-    "channel_mult": "1,2",
-    "attention_resolutions": "32",
-    "num_head_channels": 16,
-    "use_scale_shift_norm": True,
-    "resblock_updown": True,
-    "learn_sigma": True,
-}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,20 +62,3 @@ def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def build_tiny_adm_unet(seed: int = 0) -> UNet2DModel:
-    """The ``tiny`` guided-diffusion UNet: :data:`TINY_ADM` through the real config conversion, random weights."""
-    cls, kwargs = adm_unet_config(AdmConfig.from_dict(TINY_ADM))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = cls(**kwargs)
-    model.eval().requires_grad_(False)
-    return model
-
-
-def build_tiny_secondary(seed: int = 0) -> SecondaryDiffusionImageNet2:
-    """The ``tiny`` secondary model: the real architecture at base width 8, random weights."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = SecondaryDiffusionImageNet2(c=8)
-    model.eval().requires_grad_(False)
-    return model

@@ -50,7 +50,7 @@ from diffusers.utils import is_scipy_available, is_torchsde_available
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from discolib.errors import InputError, WeightsUnavailable
-from discolib.models.hub import (
+from discolib.models.state_dict import (
     find_refused_weights,
     one_line,
     refused_by_weights_only,

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from discolib.models.hub import CheckpointError, load_module_strict
+from discolib.models.state_dict import CheckpointError, load_module_strict
 
 __all__ = [
     "SecondaryDiffusionImageNet2",

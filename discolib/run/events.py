@@ -8,7 +8,6 @@ resumable from the last complete frame.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["RenderEvent", "RenderResult", "RenderStopped", "EventCallback", "check_stop"]
+__all__ = ["RenderEvent", "RenderResult", "EventCallback"]
 
 EventKind = Literal["start", "step", "frame", "done", "stopped", "error"]
 
@@ -59,11 +58,3 @@ class RenderResult:
     seeds: list[int] = field(default_factory=list)
 
 
-class RenderStopped(Exception):
-    """Raised inside the sampler when the caller's stop event is set; caught by the render loop."""
-
-
-def check_stop(stop: threading.Event | None) -> None:
-    """Raise :class:`RenderStopped` when ``stop`` is set (called between sampler steps)."""
-    if stop is not None and stop.is_set():
-        raise RenderStopped

@@ -35,17 +35,10 @@ import torch
 from tqdm.auto import tqdm
 
 from discolib.config.settings import Settings, SettingsError
-from discolib.run.events import EventCallback, RenderEvent, RenderResult, RenderStopped
-from discolib.run.runs import (
-    FrameWriter,
-    PendingFrame,
-    RunError,
-    RunFolder,
-    RunLock,
-    RunRecord,
-    save_png_atomic,
-)
-from discolib.samplers.base import FrameRequest, FrameSampler
+from discolib.io.files import save_png_atomic
+from discolib.run.events import EventCallback, RenderEvent, RenderResult
+from discolib.run.runs import FrameWriter, PendingFrame, RunError, RunFolder, RunLock, RunRecord
+from discolib.samplers.base import FrameRequest, FrameSampler, RenderStopped
 from discolib.schedules.keyframes import Schedule
 from discolib.schedules.prompts import PromptSchedule
 

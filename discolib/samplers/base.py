@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 import torch
 
-from discolib.run.events import check_stop
 from discolib.schedules.prompts import FramePrompts
 
 __all__ = ["FrameRequest", "FrameSampler", "ModelFn", "StepCallback", "scheduler_step", "make_step_callback"]
@@ -41,7 +40,7 @@ class FrameRequest:
         cfg_scale: latent mode's classifier-free guidance scale (None: the settings' value).
         init_scale: guided mode's init-image loss scale (None: the settings' value).
         callback: step callback (see :data:`StepCallback`).
-        stop: checked after every step; when set the sampler raises :class:`discolib.run.events.RenderStopped`.
+        stop: checked after every step; when set the sampler raises :class:`discolib.samplers.base.RenderStopped`.
     """
 
     seed: int
@@ -91,3 +90,13 @@ def _step_params(cls: type) -> frozenset[str]:
     if cls not in _PARAMS:
         _PARAMS[cls] = frozenset(inspect.signature(cls.step).parameters)
     return _PARAMS[cls]
+
+
+class RenderStopped(Exception):
+    """Raised inside the sampler when the caller's stop event is set; caught by the render loop."""
+
+
+def check_stop(stop: threading.Event | None) -> None:
+    """Raise :class:`RenderStopped` when ``stop`` is set (called between sampler steps)."""
+    if stop is not None and stop.is_set():
+        raise RenderStopped

@@ -30,7 +30,7 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
 from tqdm.auto import tqdm
 
-from discolib.animation.coherence import perlin_noise
+from discolib.animation.noise import perlin_noise
 from discolib.config.settings import Settings
 from discolib.errors import WeightsUnavailable
 from discolib.guidance.cutouts import CutSchedules
@@ -403,8 +403,8 @@ class GuidedSampler:
 
 
 def _load_unet(name: str, device: torch.device, dtype: torch.dtype, *, random_ok: bool = False) -> torch.nn.Module:
-    from discolib.models.device import TINY, build_tiny_adm_unet
-    from discolib.models.hub import load_disco_unet
+    from discolib.models.archs import TINY, build_tiny_adm_unet
+    from discolib.models.disco import load_disco_unet
 
     try:
         unet = build_tiny_adm_unet() if name == TINY else load_disco_unet(name)
@@ -426,8 +426,8 @@ def _load_unet(name: str, device: torch.device, dtype: torch.dtype, *, random_ok
 def _load_secondary(
     name: str, device: torch.device, dtype: torch.dtype, *, random_ok: bool = False
 ) -> SecondaryDiffusionImageNet2:
-    from discolib.models.device import TINY, build_tiny_secondary
-    from discolib.models.hub import load_secondary_model
+    from discolib.models.archs import TINY, build_tiny_secondary
+    from discolib.models.disco import load_secondary_model
 
     try:
         model = build_tiny_secondary() if name == TINY else load_secondary_model(name)

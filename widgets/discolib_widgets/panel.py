@@ -21,7 +21,7 @@ import ipywidgets as widgets
 
 from discolib.config.settings import GROUPS, Settings, SettingsError, iter_fields
 from discolib.errors import ResourceLimitError
-from discolib.run.runs import encode_png
+from discolib.io.files import encode_png
 from discolib_widgets.fields import INPUT_ERRORS, FieldControl, check_field, describe_error
 
 if TYPE_CHECKING:  # discolib.run.events imports torch; the panel needs it only once a render runs

@@ -1,0 +1,95 @@
+"""Fractal 2D Perlin noise: Disco's ``perlin_init`` start images and Deforum's ``noise_type: perlin``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from discolib.errors import InputError
+
+__all__ = ["NoiseError", "perlin_noise"]
+
+
+class NoiseError(InputError):
+    """Perlin noise parameters out of range."""
+
+
+def _fade(t: torch.Tensor) -> torch.Tensor:
+    """Perlin's quintic fade curve ``6t^5 - 15t^4 + 10t^3``."""
+    return t * t * t * (t * (t * 6.0 - 15.0) + 10.0)
+
+
+def _perlin_octave(
+    n: int, height: int, width: int, cells: tuple[float, float], generator: torch.Generator | None,
+    device: torch.device, dtype: torch.dtype,
+) -> torch.Tensor:
+    """``n`` independent 2D gradient-noise fields ``(n, H, W)`` in ``[-1, 1]`` with ``cells`` (y, x) periods."""
+    cy, cx = cells
+    gy, gx = math.ceil(cy) + 1, math.ceil(cx) + 1
+    angles = torch.rand(n, gy, gx, generator=generator, device=device, dtype=dtype) * (2 * math.pi)
+    grads = torch.stack((torch.cos(angles), torch.sin(angles)), dim=-1)  # (n, gy, gx, 2) unit gradients
+    py = (torch.arange(height, device=device, dtype=dtype) + 0.5) * (cy / height)
+    px = (torch.arange(width, device=device, dtype=dtype) + 0.5) * (cx / width)
+    iy, ix = py.floor().long(), px.floor().long()
+    fy, fx = (py - iy.to(dtype)).view(height, 1), (px - ix.to(dtype)).view(1, width)
+    iy, ix = iy.view(height, 1), ix.view(1, width)
+
+    def corner(dy: int, dx: int) -> torch.Tensor:
+        g = grads[:, iy + dy, ix + dx]  # (n, H, W, 2)
+        return g[..., 0] * (fx - dx) + g[..., 1] * (fy - dy)
+
+    u, v = _fade(fx), _fade(fy)
+    top = torch.lerp(corner(0, 0), corner(0, 1), u)
+    bottom = torch.lerp(corner(1, 0), corner(1, 1), u)
+    # With unit gradients 2D Perlin noise lies in [-sqrt(1/2), sqrt(1/2)]; scale to [-1, 1].
+    return torch.lerp(top, bottom, v) * math.sqrt(2.0)
+
+
+def perlin_noise(
+    shape: tuple[int, ...],
+    cells: tuple[float, float] = (8.0, 8.0),
+    octaves: int = 4,
+    persistence: float = 0.5,
+    lacunarity: float = 2.0,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Fractal 2D Perlin (gradient) noise, independent per leading index, values in ``[-1, 1]``.
+
+    Args:
+        shape: ``(..., H, W)``, e.g. ``(B, 1, H, W)``.
+        cells: lattice periods across ``(height, width)`` of the first octave (Deforum's ``perlin_h/w``).
+        octaves: number of octaves; octave ``k`` has ``cells * lacunarity**k`` periods and amplitude
+            ``persistence**k``; the sum is divided by the total amplitude, so it stays in ``[-1, 1]``.
+        generator: seeds the lattice gradients (same generator state -> same noise). It must live on
+            ``device`` (default: the generator's device, else CPU).
+
+    Returns:
+        Tensor of ``shape`` on ``device``.
+    """
+    if len(shape) < 2:
+        raise NoiseError(f"perlin_noise shape must end with (H, W), got {shape}")
+    if octaves < 1 or not persistence > 0 or not lacunarity > 0 or min(cells) <= 0:
+        raise NoiseError(
+            "perlin noise needs octaves >= 1 and positive cells, persistence and lacunarity; "
+            f"got cells={cells}, octaves={octaves}, persistence={persistence}, lacunarity={lacunarity}"
+        )
+    if device is None:
+        device = generator.device if generator is not None else torch.device("cpu")
+    device = torch.device(device)
+    *lead, height, width = shape
+    n = math.prod(lead)
+    total = torch.zeros(n, height, width, device=device, dtype=dtype)
+    amplitude, scale, weight = 1.0, 1.0, 0.0
+    for _ in range(octaves):
+        cells_k = (cells[0] * scale, cells[1] * scale)
+        total += amplitude * _perlin_octave(n, height, width, cells_k, generator, device, dtype)
+        weight += amplitude
+        amplitude *= persistence
+        scale *= lacunarity
+    return (total / weight).clamp(-1.0, 1.0).reshape(shape)
+
+
