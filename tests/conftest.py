@@ -36,3 +36,62 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# kornia-style device and dtype fixtures: `pytest --device cuda --dtype bfloat16` runs the parametrised tests on a GPU;
+# `--device all` / `--dtype all` run every combination available. Without a GPU the CUDA cases skip with a reason.
+_DEVICES = ("cpu", "cuda")
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu", help="device(s) for device-parametrised tests: cpu, cuda or all")
+    parser.addoption("--dtype", default="float32", help="dtype(s) for dtype-parametrised tests: float32, bfloat16, float16 or all")
+
+
+def _chosen(config: pytest.Config, option: str, known: tuple[str, ...]) -> list[str]:
+    value = config.getoption(option)
+    names = list(known) if value == "all" else [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise pytest.UsageError(f"--{option.lstrip('-')}: unknown {unknown}; expected one of {', '.join(known)} or all")
+    return names
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "device" in metafunc.fixturenames:
+        metafunc.parametrize("device", _chosen(metafunc.config, "--device", _DEVICES), indirect=True)
+    if "dtype" in metafunc.fixturenames:
+        metafunc.parametrize("dtype", _chosen(metafunc.config, "--dtype", _DTYPES), indirect=True)
+
+
+@pytest.fixture
+def device(request: pytest.FixtureRequest):  # -> torch.device (torch is imported lazily, see one_thread)
+    """The device a parametrised test runs on; CUDA cases skip without a GPU."""
+    import torch
+
+    name = request.param
+    if name == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA is not available on this machine")
+    return torch.device(name)
+
+
+@pytest.fixture
+def dtype(request: pytest.FixtureRequest, device):  # -> torch.dtype
+    """The floating dtype of a parametrised test; half precision on the CPU skips (float16 is unsupported there)."""
+    import torch
+
+    name = request.param
+    if name != "float32" and device.type != "cuda":
+        pytest.skip(f"{name} runs only on CUDA here (the CPU path is float32)")
+    return getattr(torch, name)
+
+
+@pytest.fixture
+def tol(dtype) -> dict[str, float]:
+    """``rtol``/``atol`` for ``torch.testing.assert_close`` of a result computed in ``dtype`` against float32."""
+    import torch
+
+    return {torch.float32: {"rtol": 1e-4, "atol": 1e-5}, torch.bfloat16: {"rtol": 3e-2, "atol": 3e-2}}.get(
+        dtype, {"rtol": 1e-2, "atol": 1e-2}
+    )
