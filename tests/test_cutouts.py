@@ -1,4 +1,8 @@
-"""Disco v5.7 Dango cutouts and cut schedules (discolib.guidance.cutouts)."""
+"""Disco v5.7 Dango cutouts and cut schedules (discolib.guidance.cutouts).
+
+The tensor tests take the ``device`` and ``dtype`` fixtures of conftest.py (``pytest --device all --dtype all``
+runs them on CUDA in half precision too); the random draws always come from a CPU generator, as in a render.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,6 @@ from discolib.guidance.cutouts import (
     cut_counts_at_step,
     disco_schedule_index,
     make_cutouts,
-    parse_cut_schedule,
 )
 
 
@@ -24,8 +27,11 @@ def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _colour_image(h: int = 40, w: int = 56, b: int = 1, seed: int = 0) -> torch.Tensor:
-    return torch.rand(b, 3, h, w, generator=_gen(seed))
+def _colour_image(
+    h: int = 40, w: int = 56, b: int = 1, seed: int = 0, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """(b, 3, h, w) uniform colours in [0, 1), drawn in float32 on the CPU (the same picture on every device)."""
+    return torch.rand(b, 3, h, w, generator=_gen(seed)).to(device=device, dtype=dtype)
 
 
 def _is_grey(cuts: torch.Tensor) -> torch.Tensor:
@@ -37,19 +43,20 @@ def _is_grey(cuts: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("overview", [0, 1, 2, 3, 4, 6])
 @pytest.mark.parametrize("inner", [0, 3])
-def test_shapes_and_counts(overview: int, inner: int) -> None:
+def test_shapes_and_counts(overview: int, inner: int, device: torch.device, dtype: torch.dtype) -> None:
     if overview + inner == 0:
         with pytest.raises(CutoutError):
-            make_cutouts(_colour_image(), 32, overview, inner, 1.0, 0.2, generator=_gen())
+            make_cutouts(_colour_image(device=device, dtype=dtype), 32, overview, inner, 1.0, 0.2, generator=_gen())
         return
-    cuts = make_cutouts(_colour_image(b=2), 24, overview, inner, 1.0, 0.2, generator=_gen())
+    cuts = make_cutouts(_colour_image(b=2, device=device, dtype=dtype), 24, overview, inner, 1.0, 0.2, generator=_gen())
     assert cuts.shape == ((overview + inner) * 2, 3, 24, 24)
+    assert cuts.device.type == device.type and cuts.dtype == dtype
     assert torch.isfinite(cuts).all()
 
 
-def test_overview_variants_without_augmentation() -> None:
-    img = _colour_image(h=30, w=50)
-    cuts = make_cutouts(img, 32, 4, 0, 1.0, 0.0, generator=_gen(), augment=False)
+def test_overview_variants_without_augmentation(device: torch.device, dtype: torch.dtype, tol: dict[str, float]) -> None:
+    img = _colour_image(h=30, w=50)  # float32 on the CPU: the reference below is computed from it
+    cuts = make_cutouts(img.to(device, dtype), 32, 4, 0, 1.0, 0.0, generator=_gen(), augment=False)
     plain, grey, flipped, grey_flipped = cuts
     assert _is_grey(cuts).tolist() == [False, True, False, True]
     torch.testing.assert_close(flipped, plain.flip(-1))
@@ -57,23 +64,24 @@ def test_overview_variants_without_augmentation() -> None:
     # Plain overview = zero-padded (black bars top and bottom for a landscape frame) square, resized.
     square = F.pad(img, (0, 0, 10, 10))
     expected = F.interpolate(square, size=(32, 32), mode="bicubic", align_corners=False, antialias=True)
-    torch.testing.assert_close(plain, expected[0])
+    torch.testing.assert_close(plain.float().cpu(), expected[0], **tol)
     assert plain[:, :3].abs().max() < 0.05 and plain[:, -3:].abs().max() < 0.05  # black bars
     # Portrait frames get bars left and right.
-    tall = make_cutouts(_colour_image(h=50, w=30), 32, 1, 0, 1.0, 0.0, generator=_gen(), augment=False)[0]
+    tall_img = _colour_image(h=50, w=30, device=device, dtype=dtype)
+    tall = make_cutouts(tall_img, 32, 1, 0, 1.0, 0.0, generator=_gen(), augment=False)[0]
     assert tall[:, :, :3].abs().max() < 0.05 and tall[:, :, -3:].abs().max() < 0.05
 
 
-def test_more_than_four_overviews_repeat_the_plain_cut() -> None:
-    cuts = make_cutouts(_colour_image(), 16, 6, 0, 1.0, 0.0, generator=_gen(), augment=False)
+def test_more_than_four_overviews_repeat_the_plain_cut(device: torch.device, dtype: torch.dtype) -> None:
+    cuts = make_cutouts(_colour_image(device=device, dtype=dtype), 16, 6, 0, 1.0, 0.0, generator=_gen(), augment=False)
     assert cuts.shape[0] == 6
     for c in cuts[1:]:
         torch.testing.assert_close(c, cuts[0])
     assert not _is_grey(cuts).any()
 
 
-def test_batch_is_cut_major() -> None:
-    img = _colour_image(b=2)
+def test_batch_is_cut_major(device: torch.device, dtype: torch.dtype) -> None:
+    img = _colour_image(b=2, device=device, dtype=dtype)
     cuts = make_cutouts(img, 16, 2, 0, 1.0, 0.0, generator=_gen(), augment=False)
     single0 = make_cutouts(img[:1], 16, 2, 0, 1.0, 0.0, generator=_gen(), augment=False)
     single1 = make_cutouts(img[1:], 16, 2, 0, 1.0, 0.0, generator=_gen(), augment=False)
@@ -81,30 +89,30 @@ def test_batch_is_cut_major() -> None:
     torch.testing.assert_close(cuts[1::2], single1)
 
 
-def test_inner_cut_with_pow_zero_is_the_largest_square() -> None:
+def test_inner_cut_with_pow_zero_is_the_largest_square(device: torch.device, dtype: torch.dtype) -> None:
     # rand ** 0 == 1 gives size = min side; on a square image that is the whole image.
-    img = _colour_image(h=48, w=48)
+    img = _colour_image(h=48, w=48, device=device, dtype=dtype)
     cuts = make_cutouts(img, 32, 1, 2, 0.0, 0.0, generator=_gen(), augment=False)
     torch.testing.assert_close(cuts[1], cuts[0])
     torch.testing.assert_close(cuts[2], cuts[0])
 
 
-def test_image_smaller_than_cut_is_upscaled() -> None:
-    cuts = make_cutouts(_colour_image(h=12, w=20), 32, 2, 3, 1.0, 0.5, generator=_gen())
+def test_image_smaller_than_cut_is_upscaled(device: torch.device, dtype: torch.dtype) -> None:
+    cuts = make_cutouts(_colour_image(h=12, w=20, device=device, dtype=dtype), 32, 2, 3, 1.0, 0.5, generator=_gen())
     assert cuts.shape == (5, 3, 32, 32)
 
 
-def test_grey_fraction_matches_probability() -> None:
-    img = _colour_image()
+def test_grey_fraction_matches_probability(device: torch.device, dtype: torch.dtype) -> None:
+    img = _colour_image(device=device, dtype=dtype)
     for p in (0.0, 0.3, 1.0):
         cuts = make_cutouts(img, 8, 0, 400, 1.0, p, generator=_gen(7), augment=False)
         frac = _is_grey(cuts).float().mean().item()
         assert abs(frac - p) < 0.08, (p, frac)
 
 
-def test_first_inner_cut_is_not_always_grey() -> None:
+def test_first_inner_cut_is_not_always_grey(device: torch.device, dtype: torch.dtype) -> None:
     # Disco's `i <= int(p * n)` made cut 0 grey on every step; ours draws each cut independently.
-    img = _colour_image()
+    img = _colour_image(device=device, dtype=dtype)
     firsts = [
         bool(_is_grey(make_cutouts(img, 8, 0, 5, 1.0, 0.2, generator=_gen(s), augment=False))[0]) for s in range(40)
     ]
@@ -114,8 +122,8 @@ def test_first_inner_cut_is_not_always_grey() -> None:
     assert not _is_grey(none).any()  # and p = 0 really means no grey cut
 
 
-def test_deterministic_under_a_generator_and_global_rng_untouched() -> None:
-    img = _colour_image()
+def test_deterministic_under_a_generator_and_global_rng_untouched(device: torch.device, dtype: torch.dtype) -> None:
+    img = _colour_image(device=device, dtype=dtype)
     state = torch.random.get_rng_state()
     a = make_cutouts(img, 24, 4, 6, 1.0, 0.2, generator=_gen(3))
     b = make_cutouts(img, 24, 4, 6, 1.0, 0.2, generator=_gen(3))
@@ -126,22 +134,22 @@ def test_deterministic_under_a_generator_and_global_rng_untouched() -> None:
 
 
 @pytest.mark.parametrize("aug", ["still", "animation", "video"])
-def test_augmentations_are_differentiable(aug: str) -> None:
-    img = _colour_image().requires_grad_(True)
+def test_augmentations_are_differentiable(aug: str, device: torch.device, dtype: torch.dtype) -> None:
+    img = _colour_image(device=device, dtype=dtype).requires_grad_(True)
     cuts = make_cutouts(img, 24, 4, 4, 1.0, 0.5, generator=_gen(), aug=aug)
     cuts.square().sum().backward()
     assert img.grad is not None and torch.isfinite(img.grad).all() and img.grad.abs().sum() > 0
 
 
-def test_augment_changes_cuts_but_stays_close() -> None:
-    cuts = make_cutouts(_colour_image(), 24, 4, 0, 1.0, 0.0, generator=_gen(), augment=False)
+def test_augment_changes_cuts_but_stays_close(device: torch.device, dtype: torch.dtype) -> None:
+    cuts = make_cutouts(_colour_image(device=device, dtype=dtype), 24, 4, 0, 1.0, 0.0, generator=_gen(), augment=False)
     no_noise = AugmentConfig(flip_p=0.0, noise_std=0.0, degrees=0.0, translate=0.0, grey_p=0.0, brightness=0.0,
                              contrast=0.0, saturation=0.0, hue=0.0)
     torch.testing.assert_close(augment_cuts(cuts, no_noise, generator=_gen()), cuts)
     only_noise = AugmentConfig(flip_p=0.0, degrees=0.0, translate=0.0, grey_p=0.0, brightness=0.0, contrast=0.0,
                                saturation=0.0, hue=0.0)
     noisy = augment_cuts(cuts, only_noise, generator=_gen())
-    assert 0.003 < (noisy - cuts).std() < 0.03  # one N(0, 0.01) draw
+    assert 0.003 < (noisy - cuts).float().std() < 0.03  # one N(0, 0.01) draw
     all_flipped = augment_cuts(cuts, AugmentConfig(flip_p=1.0, noise_std=0.0, degrees=0.0, translate=0.0, grey_p=0.0,
                                                    brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0),
                                generator=_gen())
@@ -175,23 +183,21 @@ def test_bad_arguments_raise(kwargs: dict) -> None:
 # ------------------------------------------------------------------------------------------- schedules
 
 
-def test_parse_disco_schedule_strings() -> None:
-    s = parse_cut_schedule("[12]*400+[4]*600")
-    assert len(s) == 1000 and s[0] == 12 and s[399] == 12 and s[400] == 4 and s[-1] == 4
-    assert parse_cut_schedule("[1]*1000") == (1.0,) * 1000
-    assert parse_cut_schedule(" 500 * [0.2, 0.1] ")[:3] == (0.2, 0.1, 0.2)
-    assert parse_cut_schedule("[0.2]*400+[0]*599+[1]")[-1] == 1.0
-    assert parse_cut_schedule(2.5) == (2.5,) * 1000
-    assert parse_cut_schedule("0.5") == (0.5,) * 1000
-    assert parse_cut_schedule([3] * 1000) == (3.0,) * 1000
+def test_schedules_from_strings_numbers_and_lists() -> None:
+    # The forms are parse_cut_schedule's (tests/test_cuts.py); here: every entry is a float, in a tuple per schedule.
+    s = CutSchedules.from_disco("[12]*400+[4]*600", " 500 * [2, 1] ", 2.5, [0.5] * 999 + [1])
+    assert s.overview[:1] == (12.0,) and s.overview[399:401] == (12.0, 4.0) and s.overview[-1] == 4.0
+    assert s.innercut[:3] == (2.0, 1.0, 2.0) and s.ic_pow == (2.5,) * 1000 and s.icgray_p[-2:] == (0.5, 1.0)
+    assert all(type(v) is float for seq in (s.overview, s.innercut, s.ic_pow, s.icgray_p) for v in seq)
+    assert all(len(seq) == 1000 for seq in (s.overview, s.innercut, s.ic_pow, s.icgray_p))
 
 
 @pytest.mark.parametrize(
-    "bad", ["[12]*400", "[12]*400+[4]*601", "__import__('os').system('true')", "[1]*1000+", "[a]*1000", "", True]
+    "bad", ["[12]*400", "[12]*400+[4]*601", "__import__('os').system('true')", "[1]*1000+", "[a]*1000", "", True, [1] * 999]
 )
-def test_parse_schedule_rejects_bad_input(bad: object) -> None:
-    with pytest.raises(CutoutError, match="cut_overview"):
-        parse_cut_schedule(bad, "cut_overview")  # type: ignore[arg-type]
+def test_bad_schedule_is_a_cutout_error_naming_the_setting(bad: object) -> None:
+    with pytest.raises(CutoutError, match="^cut_overview: "):
+        CutSchedules.from_disco(cut_overview=bad)  # type: ignore[arg-type]
 
 
 def test_schedule_index_matches_disco() -> None:

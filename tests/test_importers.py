@@ -116,3 +116,31 @@ def test_wrong_types_name_the_source_key(tmp_path: Path, source: str, key: str, 
     with pytest.raises(SettingsError, match=rf"^{re.escape(str(tmp_path))}/TimeToDisco_settings\.txt: {message}") as info:
         import_settings(p)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "value", "mode"),
+    [
+        ("disco_v57_settings.txt", "2D", "2D"),
+        ("disco_v57_settings.txt", " none ", "None"),
+        ("deforum_settings.txt", "3d", "3D"),
+        ("deforum_settings.txt", "Interpolation", "None"),  # Deforum's prompt interpolation has no camera motion
+        ("deforum_settings.txt", "2D", "2D"),
+    ],
+)
+def test_animation_modes_use_the_settings_spellings(tmp_path: Path, source: str, value: str, mode: str) -> None:
+    data = json.loads((DATA / source).read_text())
+    data["animation_mode"] = value
+    p = tmp_path / "s.txt"
+    p.write_text(json.dumps(data))
+    assert import_settings(p).settings.animation.animation_mode == mode
+
+
+@pytest.mark.parametrize("value", ["Spin", 3, None])
+def test_unknown_animation_mode_names_the_source_key(tmp_path: Path, value: object) -> None:
+    data = json.loads((DATA / "deforum_settings.txt").read_text())
+    data["animation_mode"] = value
+    p = tmp_path / "s.txt"
+    p.write_text(json.dumps(data))
+    with pytest.raises(SettingsError, match=r"animation_mode \(-> animation.animation_mode\): expected one of none, 2D, 3D, video, got"):
+        import_settings(p)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discolib.schedules.keyframes import ScheduleError
+from discolib.schedules.expr import ScheduleError
 from discolib.schedules.prompts import FramePrompts, PromptError, PromptSchedule, WeightedPrompt, split_weight
 
 

@@ -1,4 +1,5 @@
-"""Keyframe schedules: Disco/Deforum strings, interpolation, exact errors, hostile input, properties."""
+"""Keyframe schedules and their expression language: Disco/Deforum strings, interpolation, exact errors, hostile
+input, properties. Cut schedules are in test_cuts.py, plots in test_schedule_plot.py."""
 
 from __future__ import annotations
 
@@ -15,16 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discolib.schedules.keyframes import (
-    MAX_DEPTH,
-    Schedule,
-    ScheduleError,
-    StringSchedule,
-    parse_cut_schedule,
-    parse_frame_key,
-    plot_schedule,
-    validate_schedule,
-)
+from discolib.schedules.expr import MAX_DEPTH, ScheduleError
+from discolib.schedules.keyframes import Schedule, StringSchedule, parse_frame_key, validate_schedule
 
 
 def vals(text: str, n: int, **kw: object) -> np.ndarray:
@@ -469,60 +462,6 @@ def test_string_schedule() -> None:
         StringSchedule.parse(" ", setting="sampler")
 
 
-@pytest.mark.parametrize(
-    ("text", "head", "tail"),
-    [
-        ("[12]*400+[4]*600", 12, 4),
-        ("[40]*400+[20]*600", 40, 20),
-        ("[1]*1000", 1, 1),
-        ("[5]*400 + [1]*600", 5, 1),
-        ("400*[2] + [1, 0]*300", 2, 0),
-        ("[0]*1000", 0, 0),
-        ("8", 8, 8),
-    ],
-)
-def test_disco_cut_schedules(text: str, head: int, tail: int) -> None:
-    cuts = parse_cut_schedule(text, setting="cut_overview")
-    assert len(cuts) == 1000 and cuts[0] == head and cuts[-1] == tail
-    assert all(type(c) is int for c in cuts)
-
-
-def test_cut_schedule_floats_and_errors() -> None:
-    frac = parse_cut_schedule("[0.2]*400+[0]*600", setting="cut_innercut_grey_p", kind=float)
-    assert frac[399] == 0.2 and frac[400] == 0.0 and len(frac) == 1000
-    assert parse_cut_schedule("[1]*10", length=10) == [1] * 10
-    cases = {
-        "[12]*400+[4]*500": "cut_overview: the schedule has 900 entries; expected exactly 1000 (one per step)",
-        "[12]*400+[4]*700": "cut_overview: column 10: the schedule has more than 1000 entries (expected exactly 1000, one per step)",
-        "[1]*999999999999": "cut_overview: column 5: repeat count 999999999999 is larger than the schedule length 1000",
-        "[1]*10**9": "cut_overview: column 5: repeat count 1000000000 is larger than the schedule length 1000",
-        "[0.2]*1000": "cut_overview: column 2: expected a whole number, found 0.2",
-        "[1]*2.5": "cut_overview: column 5: expected a whole repeat count >= 0, found 2.5",
-        "[1*1000": "cut_overview: column 8: expected ',' or ']' to close '[' at column 1, found the end of the text",
-        "[1]*1000 -": "cut_overview: column 10: expected '+', '*' or the end of the schedule, found '-'",
-        "__import__('os')": "cut_overview: column 12: unexpected quote (strings are not allowed)",
-        "[x]*1000": "cut_overview: column 2: unknown name 'x' (expected a number, one of e, pi or a function such as sin(...))",
-        "": "cut_overview: empty cut schedule (expected e.g. '[40]*400+[20]*600')",
-    }
-    for text, message in cases.items():
-        start = time.perf_counter()
-        with pytest.raises(ScheduleError) as info:
-            parse_cut_schedule(text, setting="cut_overview")
-        assert str(info.value) == message
-        assert time.perf_counter() - start < 0.5
-
-
-def test_plot_schedule(tmp_path: pytest.TempPathFactory) -> None:
-    path = tmp_path / "zoom.png"  # type: ignore[operator]
-    sched = Schedule.parse(ZOOM, setting="zoom")
-    fig = plot_schedule(sched, 41, path=str(path))
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    line = fig.axes[0].lines[0]
-    assert np.allclose(line.get_ydata(), sched.values(41))
-    fig2 = plot_schedule(StringSchedule.parse("0: euler, 5: ddim"), 10)
-    assert [t.get_text() for t in fig2.axes[0].get_yticklabels()] == ["euler", "ddim"]
-
-
 def test_parse_is_cached_but_warns_and_fails_every_time() -> None:
     """Validation, the CLI and the render loop parse the same strings: the second parse reuses the first."""
     from discolib.schedules.keyframes import _parse_keyframes_cached
@@ -545,8 +484,6 @@ def test_parse_is_cached_but_warns_and_fails_every_time() -> None:
 
 def test_validation_warns_again_when_cached() -> None:
     """A schedule validated twice gives its warnings both times (the panel shows them on every check)."""
-    from discolib.schedules.keyframes import validate_schedule
-
     text = "0:(1), max_f:(2), 9:(3)"
     for _ in range(2):
         with pytest.warns(UserWarning):

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from discolib.config.presets import PRESETS, apply_preset
-from discolib.config.settings import Settings, SettingsError, field_info, iter_fields
+from discolib.config.settings import (
+    Settings,
+    SettingsError,
+    field_info,
+    iter_fields,
+    normalise_animation_mode,
+)
 
 
 def test_guided_defaults_follow_disco_v57() -> None:
@@ -257,3 +263,12 @@ def test_validating_a_latent_file_imports_neither_torch_nor_diffusers(tmp_path: 
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "heavy: []" in out.stdout, out.stdout
+
+
+def test_animation_mode_spellings() -> None:
+    for spelling, mode in [("none", "None"), (" 2d", "2D"), ("3D", "3D"), ("video", "Video Input"), ("Video input", "Video Input")]:
+        assert normalise_animation_mode(spelling) == mode
+        assert Settings.defaults("latent", spelling).animation.animation_mode == mode
+    for bad in ("spin", "", None, 3):
+        with pytest.raises(SettingsError, match=r"^animation.animation_mode: expected one of none, 2D, 3D, video, got"):
+            normalise_animation_mode(bad)  # type: ignore[arg-type]

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from discolib.config.settings import Settings, SettingsError, field_info, read_settings_json, short_repr
+from discolib.config.settings import (
+    Settings,
+    SettingsError,
+    field_info,
+    normalise_animation_mode,
+    read_settings_json,
+    short_repr,
+)
 from discolib.errors import InputError
 
 __all__ = ["ImportReport", "import_settings", "import_disco", "import_deforum", "detect_format"]
@@ -228,9 +235,11 @@ def _conv_color_coherence(v: Any) -> str:
     return "None"
 
 
-def _conv_animation_mode(v: Any) -> str:
-    s = _expect_str(v, "an animation mode ('None', '2D', '3D', 'Video Input')").strip()
-    return {"none": "None", "2d": "2D", "3d": "3D", "video input": "Video Input", "interpolation": "None"}.get(s.lower(), s)
+def _deforum_animation_mode(v: Any) -> str:
+    """Deforum's animation modes; its ``Interpolation`` (prompts blended without camera motion) renders as stills."""
+    if isinstance(v, str) and v.strip().lower() == "interpolation":
+        return "None"
+    return normalise_animation_mode(v)
 
 
 def _schedule_of(v: Any) -> str:
@@ -329,7 +338,7 @@ def import_disco(data: dict[str, Any]) -> ImportReport:
         elif key == "init_image":
             _apply(s, r, key, "guidance.init_image", value or "")
         elif key == "animation_mode":
-            _apply(s, r, key, "animation.animation_mode", value, _conv_animation_mode)
+            _apply(s, r, key, "animation.animation_mode", value, normalise_animation_mode)
         elif key == "interp_spline":
             _apply(s, r, key, "animation.interpolation", value, _conv_interp)
         elif key in ("near_plane", "far_plane", "fov"):
@@ -377,7 +386,7 @@ def import_deforum(data: dict[str, Any]) -> ImportReport:
         elif key == "negative_prompts" or key == "negative_prompt":
             _apply(s, r, key, "latent.negative_prompt", value, _conv_negative)
         elif key == "animation_mode":
-            _apply(s, r, key, "animation.animation_mode", value, _conv_animation_mode)
+            _apply(s, r, key, "animation.animation_mode", value, _deforum_animation_mode)
         elif key == "color_coherence":
             _apply(s, r, key, "animation.color_coherence", value, _conv_color_coherence)
         elif key in ("near_plane", "far_plane", "fov"):

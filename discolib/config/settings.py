@@ -31,7 +31,11 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from discolib.errors import InputError
+from discolib.io.files import write_text_atomic
 from discolib.io.inputs import MAX_JSON_DEPTH, expand_path, json_depth_ok, loads_json, read_user_text
+from discolib.schedules.cuts import parse_cut_schedule
+from discolib.schedules.keyframes import validate_schedule
+from discolib.schedules.prompts import PromptSchedule
 
 __all__ = [
     "GROUPS",
@@ -39,6 +43,7 @@ __all__ = [
     "Settings",
     "field_info",
     "iter_fields",
+    "normalise_animation_mode",
     "read_settings_json",
     "short_repr",
 ]
@@ -307,7 +312,7 @@ class Settings:
         if mode == "latent":
             for name, value in LATENT_DEFAULTS.items():
                 s.set(name, json.loads(json.dumps(value)))
-        s.set("animation.animation_mode", _normalise_animation_mode(animation))
+        s.set("animation.animation_mode", normalise_animation_mode(animation))
         return s
 
     @classmethod
@@ -351,8 +356,6 @@ class Settings:
 
     def save(self, path: str | Path) -> Path:
         """Write the settings as JSON atomically (temporary file + rename)."""
-        from discolib.io.files import write_text_atomic
-
         return write_text_atomic(Path(path), self.to_json())
 
     def copy(self) -> Settings:
@@ -433,8 +436,8 @@ class Settings:
         return self
 
     def n_frames(self) -> int:
-        """Frames to render: max_frames for animations, 1 for stills."""
-        return self.animation.max_frames if self.animation.animation_mode != "None" else 1
+        """Images the run makes (the one definition): ``animation.max_frames`` frames, or ``run.n_batches`` stills."""
+        return self.animation.max_frames if self.animation.animation_mode != "None" else self.run.n_batches
 
     def _validate_paths(self) -> None:
         """Paths (and model ids that may be paths) must expand: ``~nouser/x`` or a NUL byte fails here, by name."""
@@ -456,9 +459,6 @@ class Settings:
         huge animation stays instant) with the current interpolation; cut schedules and prompt dicts are parsed.
         Raises a ValueError subclass whose message names the field (and the column, for keyframe strings).
         """
-        from discolib.schedules.keyframes import parse_cut_schedule, validate_schedule
-        from discolib.schedules.prompts import PromptSchedule
-
         info = field_info(name)
         if info.kind == "schedule":
             n = max(1, min(self.animation.max_frames, 100_000))
@@ -826,9 +826,18 @@ def _check_steps_or_percent(name: str, value: str) -> None:
         raise SettingsError(f"expected a percentage like '60%' or a step count like '30', got {value!r}", field=name) from None
 
 
-def _normalise_animation_mode(value: str) -> str:
-    aliases = {"none": "None", "2d": "2D", "3d": "3D", "video": "Video Input", "video input": "Video Input"}
-    v = aliases.get(str(value).strip().lower())
+#: The spellings of each animation mode (lower case, stripped): Disco's and Deforum's names, and the CLI's short ones.
+_ANIMATION_MODES = {"none": "None", "2d": "2D", "3d": "3D", "video": "Video Input", "video input": "Video Input"}
+
+
+def normalise_animation_mode(value: str) -> str:
+    """The canonical ``animation.animation_mode`` (``'None'``, ``'2D'``, ``'3D'``, ``'Video Input'``) of ``value``.
+
+    Case and surrounding spaces do not matter, and ``video`` means ``Video Input``; used by
+    :meth:`Settings.defaults` (the CLI's ``--animation``) and the Disco/Deforum importers. Anything else, a
+    non-string included, is a :class:`SettingsError` for ``animation.animation_mode``.
+    """
+    v = _ANIMATION_MODES.get(value.strip().lower()) if isinstance(value, str) else None
     if v is None:
-        raise SettingsError(f"expected one of none, 2D, 3D, video, got {value!r}", field="animation.animation_mode")
+        raise SettingsError(f"expected one of none, 2D, 3D, video, got {short_repr(value)}", field="animation.animation_mode")
     return v

@@ -46,7 +46,6 @@ entry 3. :func:`disco_schedule_index` reproduces that mapping and :func:`cut_cou
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +65,8 @@ from kornia.geometry.transform import (
 from torch import Tensor
 
 from discolib.errors import InputError
+from discolib.schedules.cuts import CutScheduleValue, parse_cut_schedule
+from discolib.schedules.expr import ScheduleError
 
 __all__ = [
     "AUG_PRESETS",
@@ -78,7 +79,6 @@ __all__ = [
     "cut_counts_at_step",
     "disco_schedule_index",
     "make_cutouts",
-    "parse_cut_schedule",
 ]
 
 SCHEDULE_LENGTH = 1000
@@ -389,35 +389,6 @@ def make_cutouts(
 # Cut schedules
 # --------------------------------------------------------------------------------------------------
 
-def parse_cut_schedule(
-    value: str | float | Sequence[float], name: str = "cut schedule", length: int = SCHEDULE_LENGTH
-) -> tuple[float, ...]:
-    """A Disco cut schedule as ``length`` numbers.
-
-    Strings (``"[12]*400+[4]*600"``, a single number) go through the safe parser of
-    :func:`discolib.schedules.keyframes.parse_cut_schedule` (no code is evaluated, repetition counts are bounded);
-    a number is repeated ``length`` times; a sequence must have ``length`` entries.
-
-    Raises:
-        CutoutError: a malformed schedule or one without exactly ``length`` entries (the message names ``name``).
-    """
-    from discolib.schedules.keyframes import ScheduleError
-    from discolib.schedules.keyframes import parse_cut_schedule as parse_safe
-
-    if isinstance(value, bool):
-        raise CutoutError(f"{name} must be a number, a list or a Disco list expression, got {value!r}")
-    if isinstance(value, (int, float)):
-        return (float(value),) * length
-    if isinstance(value, str):
-        try:
-            return tuple(parse_safe(value, setting=name, length=length, kind=float))
-        except ScheduleError as exc:
-            raise CutoutError(str(exc)) from None
-    values = [float(v) for v in value]
-    if len(values) != length:
-        raise CutoutError(f"{name} must have exactly {length} entries (Disco indexes it by timestep), got {len(values)}")
-    return tuple(values)
-
 
 @dataclass(frozen=True)
 class CutSettings:
@@ -446,23 +417,38 @@ class CutSchedules:
     @classmethod
     def from_disco(
         cls,
-        cut_overview: str | float | Sequence[float] = "[12]*400+[4]*600",
-        cut_innercut: str | float | Sequence[float] = "[4]*400+[12]*600",
-        cut_ic_pow: str | float | Sequence[float] = "[1]*1000",
-        cut_icgray_p: str | float | Sequence[float] = "[0.2]*400+[0]*600",
+        cut_overview: CutScheduleValue = "[12]*400+[4]*600",
+        cut_innercut: CutScheduleValue = "[4]*400+[12]*600",
+        cut_ic_pow: CutScheduleValue = "[1]*1000",
+        cut_icgray_p: CutScheduleValue = "[0.2]*400+[0]*600",
     ) -> CutSchedules:
-        """Build from Disco settings (defaults are Disco v5.7's)."""
-        ov = parse_cut_schedule(cut_overview, "cut_overview")
-        ic = parse_cut_schedule(cut_innercut, "cut_innercut")
+        """Build from Disco settings (defaults are Disco v5.7's).
+
+        Each value is anything :func:`discolib.schedules.cuts.parse_cut_schedule` reads: a Disco list expression
+        (``"[12]*400+[4]*600"``), one number for every step, or ``SCHEDULE_LENGTH`` numbers.
+
+        Raises:
+            CutoutError: a malformed schedule, or entries out of range (the message names the setting).
+        """
+        try:
+            ov, ic, pw, gp = (
+                tuple(parse_cut_schedule(value, setting=name, length=SCHEDULE_LENGTH, kind=float))
+                for name, value in (
+                    ("cut_overview", cut_overview),
+                    ("cut_innercut", cut_innercut),
+                    ("cut_ic_pow", cut_ic_pow),
+                    ("cut_icgray_p", cut_icgray_p),
+                )
+            )
+        except ScheduleError as exc:  # CutoutError for every bad cut setting; the message keeps setting and column
+            raise CutoutError(str(exc)) from None
         for name, seq in (("cut_overview", ov), ("cut_innercut", ic)):
             if any(v < 0 or v != int(v) for v in seq):
                 raise CutoutError(f"{name} entries must be non-negative integers")
         if any(a + b < 1 for a, b in zip(ov, ic, strict=True)):
             raise CutoutError("cut_overview + cut_innercut must be at least 1 at every step")
-        pw = parse_cut_schedule(cut_ic_pow, "cut_ic_pow")
         if any(v < 0 for v in pw):
             raise CutoutError("cut_ic_pow entries must be >= 0")
-        gp = parse_cut_schedule(cut_icgray_p, "cut_icgray_p")
         if any(not 0 <= v <= 1 for v in gp):
             raise CutoutError("cut_icgray_p entries must be in [0, 1]")
         return cls(ov, ic, pw, gp)

@@ -31,13 +31,8 @@ from typing import Any
 import numpy as np
 
 from discolib.io.inputs import MAX_JSON_DEPTH, json_depth_ok
-from discolib.schedules.keyframes import (
-    FrameKey,
-    ScheduleError,
-    parse_frame_key,
-    resolve_keys,
-    warn_duplicate_keys,
-)
+from discolib.schedules.expr import ScheduleError
+from discolib.schedules.keyframes import FrameKey, parse_frame_key, resolve_keys, warn_duplicate_keys
 
 __all__ = [
     "FramePrompts",
