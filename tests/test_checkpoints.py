@@ -99,6 +99,30 @@ def test_unknown_name_suggests_close_names(name: str, suggestion: str) -> None:
         fetch_checkpoint(name)
 
 
+def test_one_cache_root_holds_models_and_the_tiny_latent_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from discolib.models.latent import tiny_latent_folder
+
+    monkeypatch.delenv("DISCOLIB_MODELS", raising=False)
+    monkeypatch.delenv("DISCOLIB_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert ck.cache_root() == tmp_path / "home" / ".cache" / "discolib"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert ck.cache_root() == tmp_path / "xdg" / "discolib"
+    monkeypatch.setenv("DISCOLIB_CACHE", str(tmp_path / "cache"))
+    assert ck.cache_root() == tmp_path / "cache"
+    assert ck.models_dir() == tmp_path / "cache" / "models"
+    folder = tiny_latent_folder()
+    assert folder.parent == tmp_path / "cache" and (folder / "model_index.json").is_file()
+    # DISCOLIB_MODELS still names the checkpoints folder on its own (existing setups), and nothing else.
+    monkeypatch.setenv("DISCOLIB_MODELS", str(tmp_path / "mine"))
+    assert ck.models_dir() == tmp_path / "mine" and ck.cache_root() == tmp_path / "cache"
+    assert tiny_latent_folder() == folder
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match=r"put it at .*mine/tiny\.pt .*DISCOLIB_MODELS.*DISCOLIB_CACHE"):
+        fetch_checkpoint("tiny", catalogue=_catalogue(url="https://example.invalid/tiny.pt"))
+
+
 # -- lookup, verification, download --------------------------------------------------------------------------------
 
 

@@ -27,11 +27,6 @@ from discolib.models.depth import (
     save_depth_png,
 )
 
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
-]
-
 
 class RampDepth:
     """A test estimator: depth grows left to right from 0 to ``scale``."""
@@ -59,8 +54,7 @@ def test_constant_depth() -> None:
         est(torch.rand(3, 5, 7))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_normalize_depth_maps_each_frame_min_max(device: str) -> None:
+def test_normalize_depth_maps_each_frame_min_max(device: torch.device) -> None:  # conftest's --device fixture
     depth = torch.stack(
         [torch.linspace(3.0, 9.0, 12).view(1, 3, 4), torch.linspace(-1.0, 0.5, 12).view(1, 3, 4) ** 2]
     ).to(device)

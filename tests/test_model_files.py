@@ -15,8 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import discolib.models.depth as depth_mod
-import discolib.models.latent as latent_mod
+import discolib.models.state_dict as state_dict_mod
 from discolib.errors import InputError, WeightsUnavailable
 from discolib.models.archs import TINY_ADM
 from discolib.models.clip import ClipModelError, ClipWeightsError, load_clip
@@ -127,7 +126,7 @@ def test_depth_folder_with_pickled_code(tmp_path: Path, monkeypatch: pytest.Monk
     target = tmp_path / "ran"
     evil = _depth_folder(tmp_path / "depth", target=target)
     if not checked_first:  # transformers' own torch.load(weights_only=True) refuses; the error is translated
-        monkeypatch.setattr(depth_mod, "weights_folder_problem", lambda _folder: None)
+        monkeypatch.setattr(state_dict_mod, "weights_folder_problem", lambda _folder: None)
     with pytest.raises(DepthError) as info:
         load_depth(str(tmp_path / "depth"))
     assert not isinstance(info.value, DepthModelUnavailable)
@@ -146,7 +145,7 @@ def test_latent_folder_with_pickled_code(tmp_path: Path, monkeypatch: pytest.Mon
     (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     evil = write_payload(folder / "unet" / "diffusion_pytorch_model.bin", target)
     if not checked_first:  # diffusers wraps torch's UnpicklingError in an OSError; it is found in the chain
-        monkeypatch.setattr(latent_mod, "weights_folder_problem", lambda _folder: None)
+        monkeypatch.setattr(state_dict_mod, "weights_folder_problem", lambda _folder: None)
     with pytest.raises(LatentModelError) as info:
         load_latent_components(folder)
     assert not isinstance(info.value, LatentModelUnavailable)

@@ -37,14 +37,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from discolib.errors import InputError, WeightsUnavailable
+from discolib.errors import InputError, WeightsUnavailable, one_line
+from discolib.io.inputs import expand_path
 from discolib.models.state_dict import (
     PICKLE_SUFFIXES,
-    one_line,
     pickled_globals,
     refused_by_weights_only,
     refused_weights_message,
 )
+from discolib.ops import seeded
 
 __all__ = [
     "DISCO_ALIASES",
@@ -55,7 +56,6 @@ __all__ = [
     "ClipSpec",
     "ClipWeightsError",
     "load_clip",
-    "load_ensemble",
 ]
 
 
@@ -285,8 +285,6 @@ def _check_local_weights(spec: ClipSpec) -> str:
     A pickle-format file is disassembled (never unpickled) before open_clip builds the model, so a file holding
     pickled code is refused at once, with the objects it would have called named.
     """
-    from discolib.io.inputs import expand_path
-
     raw = spec.pretrained or ""
     try:
         path = expand_path(raw, setting=f"CLIP model {spec.model_id!r}")
@@ -309,9 +307,8 @@ def _check_local_weights(spec: ClipSpec) -> str:
 
 def _build_tiny(name: str) -> nn.Module:
     base, overrides = TINY_MODELS[name]
-    # fork_rng: the tiny weights are the same on every call without disturbing the caller's RNG.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_SEED)
+    # Seeded: the tiny weights are the same on every call without disturbing the caller's RNG.
+    with seeded(TINY_SEED):
         return open_clip.create_model(base, pretrained=None, **overrides)
 
 
@@ -533,18 +530,3 @@ class ClipEnsemble:
         """Per member, unit-norm embeddings ``(N, D_m)`` of ``(N, 3, H, W)`` images in [0, 1], resized to fit."""
         return [m.encode_image(images, resize=True) for m in self.members]
 
-
-def load_ensemble(models: list[str], device: torch.device, dtype: torch.dtype, *, random_ok: bool = False) -> ClipEnsemble:
-    """The CLIP ensemble; with ``random_ok``, members whose weights cannot be fetched get random weights."""
-    members = []
-    for spec in models:
-        try:
-            members.append(load_clip(spec, device, dtype, True))
-        except ClipWeightsError as exc:
-            if not random_ok:
-                raise
-            from discolib.models.archs import warn_random
-
-            warn_random(f"CLIP model {spec!r}", str(exc).split(". ")[0])
-            members.append(load_clip(spec, device, dtype, None))
-    return ClipEnsemble(members, device, dtype)

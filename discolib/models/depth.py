@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,16 +40,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from discolib.errors import InputError, WeightsUnavailable
+from discolib.errors import InputError, WeightsUnavailable, one_line
+from discolib.io.files import atomic_path
+from discolib.io.inputs import expand_path
 from discolib.models.state_dict import (
-    find_refused_weights,
-    one_line,
-    refused_by_weights_only,
-    refused_weights_message,
+    LOAD_ERRORS,
+    check_weights_folder,
+    refused_weights_error,
     transformers_weights_only,
-    weights_folder_problem,
 )
-from discolib.ops import mid_ranks
+from discolib.ops import mid_ranks, seeded
 
 __all__ = [
     "DEFAULT_DEPTH_MODEL",
@@ -68,6 +67,7 @@ __all__ = [
     "clear_depth_cache",
     "load_depth",
     "normalize_depth",
+    "random_depth_anything_small",
     "save_depth_png",
 ]
 
@@ -283,43 +283,28 @@ def _disparity_to_depth(disparity: torch.Tensor, mode: str) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------- loading
 
 
-def build_tiny_depth_anything(seed: int = 0) -> tuple[torch.nn.Module, Any]:
-    """A randomly initialised, tiny Depth Anything (DINOv2 backbone: hidden 32, 2 layers, patch 14) + processor.
+def _build_depth_anything(
+    backbone: dict[str, Any], head: dict[str, Any], size: int, seed: int
+) -> tuple[torch.nn.Module, Any]:
+    """A Depth Anything (DINOv2 backbone, DPT head) with random weights under ``seed``, and its image processor.
 
-    Built from configs under ``seed`` (the global RNG is left untouched), ~70k parameters, input 70x70 by default.
-    For tests and offline runs; its depth maps are deterministic noise, not real depth.
+    ``backbone``: ``Dinov2Config`` kwargs; ``head``: ``DepthAnythingConfig`` kwargs (patch 14 for both);
+    ``size``: the processor's square input size. The global RNG is left untouched.
     """
-    from transformers import (
+    from transformers import (  # heavy: imported only when a depth model is built
         DepthAnythingConfig,
         DepthAnythingForDepthEstimation,
         Dinov2Config,
         DPTImageProcessor,
     )
 
-    backbone = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        mlp_ratio=2,
-        patch_size=14,
-        image_size=70,
-        out_indices=[1, 2],
-        reshape_hidden_states=False,  # Depth Anything's neck takes token sequences
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone,
-        patch_size=14,
-        reassemble_hidden_size=32,
-        reassemble_factors=[2, 1],
-        neck_hidden_sizes=[16, 32],
-        fusion_hidden_size=16,
-        head_hidden_size=8,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    # reshape_hidden_states=False: Depth Anything's neck takes token sequences.
+    backbone_config = Dinov2Config(**backbone, patch_size=14, reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone_config, patch_size=14, **head)
+    with seeded(seed):
         model = DepthAnythingForDepthEstimation(config).eval()
     processor = DPTImageProcessor(
-        size={"height": 70, "width": 70},
+        size={"height": size, "width": size},
         keep_aspect_ratio=True,
         ensure_multiple_of=14,
         resample=3,
@@ -329,16 +314,51 @@ def build_tiny_depth_anything(seed: int = 0) -> tuple[torch.nn.Module, Any]:
     return model, processor
 
 
+def build_tiny_depth_anything(seed: int = 0) -> tuple[torch.nn.Module, Any]:
+    """A randomly initialised, tiny Depth Anything (DINOv2 backbone: hidden 32, 2 layers, patch 14) + processor.
+
+    Built from configs under ``seed`` (the global RNG is left untouched), ~70k parameters, input 70x70 by default.
+    For tests and offline runs; its depth maps are deterministic noise, not real depth.
+    """
+    backbone = {
+        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2, "image_size": 70,
+        "out_indices": [1, 2],
+    }
+    head = {
+        "reassemble_hidden_size": 32, "reassemble_factors": [2, 1], "neck_hidden_sizes": [16, 32],
+        "fusion_hidden_size": 16, "head_hidden_size": 8,
+    }
+    return _build_depth_anything(backbone, head, 70, seed)
+
+
+def random_depth_anything_small(
+    device: torch.device, dtype: torch.dtype, *, input_size: int | None = None
+) -> TransformersDepth:
+    """Depth Anything V2 Small's architecture (DINOv2-S backbone, DPT head) with random weights (seed 0), input
+    518 (or ``input_size``): the real model's shape and cost, for ``models.random_weights``."""
+    backbone = {
+        "hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "image_size": 518,
+        "out_indices": [3, 6, 9, 12],
+    }
+    head = {
+        "reassemble_hidden_size": 384, "reassemble_factors": [4, 2, 1, 0.5],
+        "neck_hidden_sizes": [48, 96, 192, 384], "fusion_hidden_size": 64, "head_hidden_size": 32,
+    }
+    model, processor = _build_depth_anything(backbone, head, 518, 0)
+    return TransformersDepth(
+        model, processor, device=device, dtype=dtype, input_size=input_size,
+        name="Depth-Anything-V2-Small (random weights)",
+    )
+
+
 def _load_transformers_depth(source: str) -> tuple[torch.nn.Module, Any]:
     """Load model + image processor from a local folder or the hub cache, with an actionable one-line error.
 
-    A local folder is checked first (:func:`discolib.models.state_dict.weights_folder_problem`: no FIFOs, sane config
+    A local folder is checked first (:func:`discolib.models.state_dict.check_weights_folder`: no FIFOs, sane config
     JSON, no pickled code in ``.bin`` weights); the weights are read with ``weights_only=True`` in any case, and
     a refusal from there is reported the same way, naming the file.
     """
     if source.startswith("~"):
-        from discolib.io.inputs import expand_path
-
         try:
             source = str(expand_path(source, setting="depth model"))
         except InputError as err:
@@ -353,9 +373,7 @@ def _load_transformers_depth(source: str) -> tuple[torch.nn.Module, Any]:
             reason="folder not found",
         )
     if is_folder:
-        problem = weights_folder_problem(source)
-        if problem is not None:
-            raise DepthError(f"depth model {source!r}: {problem}")
+        check_weights_folder(source, f"depth model {source!r}", DepthError)
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
     try:
@@ -365,10 +383,10 @@ def _load_transformers_depth(source: str) -> tuple[torch.nn.Module, Any]:
         except (OSError, ValueError):
             processor = None  # the model's defaults (Depth Anything preprocessing) are used
     except Exception as err:
-        if refused_by_weights_only(err):
-            bad = find_refused_weights(source) if is_folder else None
-            raise DepthError(f"depth model {source!r}: " + refused_weights_message(bad or source, err)) from None
-        if not isinstance(err, (OSError, ValueError, RuntimeError, EOFError, RecursionError)):
+        refused = refused_weights_error(err, source if is_folder else None, source)
+        if refused is not None:
+            raise DepthError(f"depth model {source!r}: {refused}") from None
+        if not isinstance(err, LOAD_ERRORS):
             raise
         where = f"the folder {source!r}" if is_folder else f"the Hugging Face hub id {source!r}"
         raise DepthModelUnavailable(
@@ -517,7 +535,7 @@ def save_depth_png(
     vmin: float | None = None,
     vmax: float | None = None,
 ) -> Path:
-    """Write one depth map as a 16-bit grayscale PNG, atomically (temporary file, then ``os.replace``).
+    """Write one depth map as a 16-bit grayscale PNG, atomically (:func:`~discolib.io.files.atomic_path`).
 
     Args:
         depth: ``(H, W)``, ``(1, H, W)`` or ``(1, 1, H, W)`` depth (near = dark, far = bright).
@@ -540,12 +558,6 @@ def save_depth_png(
     scale = 65535.0 / (hi - lo) if hi > lo else 0.0
     pixels = ((d - lo) * scale).clamp(0, 65535).round().numpy().astype(np.uint16)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(pixels).save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
     return path

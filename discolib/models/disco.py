@@ -16,7 +16,8 @@ import torch
 from diffusers import UNet2DModel
 
 from discolib.errors import InputError
-from discolib.models.adm import AdmConfig
+from discolib.io.inputs import expand_path
+from discolib.models.adm import AdmConfig, adm_to_diffusers, infer_adm_config
 from discolib.models.hub import (
     SECONDARY_MODEL,
     UnknownModelError,
@@ -33,8 +34,6 @@ __all__ = ["load_disco_unet", "load_secondary_model"]
 
 
 def _expand(text: str) -> Path:
-    from discolib.io.inputs import expand_path
-
     try:
         return expand_path(text, setting="checkpoint")
     except InputError as err:
@@ -95,8 +94,6 @@ def load_disco_unet(
     Returns:
         The model in eval mode; ``model(x, t).sample`` is (B, 6, H, W): eps then the variance interpolation.
     """
-    from discolib.models.adm import AdmConfig, adm_to_diffusers, infer_adm_config
-
     text = os.fspath(name_or_path)
     path = _expand(text)
     entry: dict[str, Any] | None = None
@@ -137,8 +134,6 @@ def load_secondary_model(
     catalogue: Mapping[str, Any] | None = None,
 ) -> SecondaryDiffusionImageNet2:
     """Disco's secondary model from its catalogue name or a file; the base width is read from the weights."""
-    from discolib.models.secondary import SecondaryDiffusionImageNet2
-
     text = os.fspath(path_or_name)
     path = _expand(text)
     if path.is_file():

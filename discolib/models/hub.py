@@ -5,7 +5,8 @@ it is published (a Hugging Face repo or a plain URL), its SHA-256 and, for the g
 hyper-parameters it needs. A checkpoint is looked for, in order:
 
 1. ``local_path=`` when given (a file, or a folder holding the catalogue's file name);
-2. the models folder: ``cache_dir=``, else ``$DISCOLIB_MODELS``, else ``~/.cache/discolib/models``;
+2. the models folder: ``cache_dir=``, else :func:`models_dir` (``$DISCOLIB_MODELS``, else ``models/`` under
+   :func:`cache_root`, by default ``~/.cache/discolib/models``);
 3. downloaded into the models folder (``huggingface_hub.hf_hub_download`` for hub entries, a streamed HTTP GET
    to a temporary name and an atomic rename for URL entries), unless offline (``HF_HUB_OFFLINE=1``).
 
@@ -29,23 +30,21 @@ import functools
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.request import urlopen
 
-from discolib.errors import InputError, WeightsUnavailable
-from discolib.models.state_dict import CheckpointError, one_line, sha256_file
-
-if TYPE_CHECKING:
-
-    pass
+from discolib.errors import InputError, WeightsUnavailable, one_line
+from discolib.io.files import atomic_path, write_json_atomic
+from discolib.io.inputs import loads_json, read_user_text
+from discolib.models.state_dict import CheckpointError, sha256_file
 
 __all__ = [
     "CheckpointUnavailable",
     "UnknownModelError",
+    "cache_root",
     "catalogue_entry",
     "fetch_checkpoint",
     "load_catalogue",
@@ -53,6 +52,9 @@ __all__ = [
     "models_dir",
 ]
 
+#: discolib's one cache folder (checkpoints under ``models/``, the tiny-latent model folder, ...).
+CACHE_ENV = "DISCOLIB_CACHE"
+#: An explicit models folder, overriding ``cache_root() / "models"`` (kept for existing setups).
 MODELS_ENV = "DISCOLIB_MODELS"
 SECONDARY_MODEL = "secondary_model_imagenet_2"
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -122,10 +124,22 @@ def catalogue_entry(name: str, catalogue: Mapping[str, Any] | None = None) -> di
     return entry
 
 
+def cache_root() -> Path:
+    """discolib's cache folder: ``$DISCOLIB_CACHE``, else ``$XDG_CACHE_HOME/discolib``, else ``~/.cache/discolib``.
+
+    Not created here.
+    """
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "discolib"
+
+
 def models_dir() -> Path:
-    """The models folder: ``$DISCOLIB_MODELS`` or ``~/.cache/discolib/models`` (not created here)."""
+    """The checkpoints folder: ``$DISCOLIB_MODELS`` when set, else ``cache_root() / "models"`` (not created here)."""
     env = os.environ.get(MODELS_ENV, "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "discolib" / "models"
+    return Path(env).expanduser() if env else cache_root() / "models"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -188,8 +202,6 @@ def _verified_by_marker(path: Path, expected: str, stamp: Mapping[str, Any]) -> 
     The marker is read as user input (regular file, at most 4 KB, plain JSON): a FIFO, a huge or a hostile file
     in its place just means "not verified", and the checkpoint is hashed.
     """
-    from discolib.io.inputs import loads_json, read_user_text
-
     try:
         data = loads_json(read_user_text(_marker(path), setting="checkpoint marker", max_bytes=4096), what="marker")
     except (InputError, OSError):
@@ -198,8 +210,6 @@ def _verified_by_marker(path: Path, expected: str, stamp: Mapping[str, Any]) -> 
 
 
 def _mark_verified(path: Path, sha: str, stamp: Mapping[str, Any]) -> None:
-    from discolib.io.files import write_json_atomic
-
     try:
         write_json_atomic(_marker(path), {"sha256": sha, **stamp})
     except OSError:
@@ -259,22 +269,17 @@ def _missing_message(entry: Mapping[str, Any], folder: Path, reason: str) -> str
     return (
         f"checkpoint {entry['name']!r} is not available: {reason}. Download {entry['file']}{sha} by hand from "
         f"{_source(entry)} and put it at {target} "
-        f"(or set {MODELS_ENV} to the folder that holds it, or pass local_path=...)."
+        f"(or set {MODELS_ENV} to the folder that holds it, or {CACHE_ENV} to a cache folder whose models/ "
+        "holds it, or pass local_path=...)."
     )
 
 
 def _download_url(url: str, dest: Path) -> Path:
     """Stream ``url`` to a temporary file beside ``dest`` and rename it into place only when complete."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urlopen(url, timeout=60) as resp:  # noqa: S310 - catalogue URLs only
+    with atomic_path(dest, suffix=".part", mkdir=True) as tmp, open(tmp, "wb") as out:
+        with urlopen(url, timeout=60) as resp:  # noqa: S310 - catalogue URLs only
             while chunk := resp.read(1 << 20):
                 out.write(chunk)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -307,7 +312,7 @@ def fetch_checkpoint(
 
     Args:
         name: catalogue key (``"512x512_diffusion_uncond_finetune_008100"``) or the file name.
-        cache_dir: the models folder; default ``$DISCOLIB_MODELS`` or ``~/.cache/discolib/models``.
+        cache_dir: the models folder; default :func:`models_dir`.
         local_path: a file to use instead (or a folder holding the file under its catalogue name).
         verify: check the catalogue's SHA-256 (a successful check is remembered in this process and, for files in
             the models folder, in a marker keyed by the file's size, mtime, ctime and inode, so big files are

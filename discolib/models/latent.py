@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import shutil
 import tempfile
@@ -49,15 +48,17 @@ from diffusers import (
 from diffusers.utils import is_scipy_available, is_torchsde_available
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from discolib.errors import InputError, WeightsUnavailable
+from discolib.errors import InputError, WeightsUnavailable, one_line
+from discolib.models.archs import LATENT_ARCHS, LATENT_SCHEDULERS, SD_SCHEDULER, SD_VAE
+from discolib.models.hub import cache_root
 from discolib.models.state_dict import (
-    find_refused_weights,
-    one_line,
+    LOAD_ERRORS,
+    check_weights_folder,
     refused_by_weights_only,
-    refused_weights_message,
+    refused_weights_error,
     transformers_weights_only,
-    weights_folder_problem,
 )
+from discolib.ops import seeded
 
 __all__ = [
     "COMPONENT_SUBFOLDERS",
@@ -70,6 +71,7 @@ __all__ = [
     "enable_fast_paths",
     "load_latent_components",
     "make_scheduler",
+    "random_latent_components",
     "scheduler_names",
     "tiny_latent_folder",
     "write_tiny_tokenizer",
@@ -152,21 +154,19 @@ def vae_scale_factor(vae: AutoencoderKL | AutoencoderTiny) -> int:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Presets (architectures and recommended settings as data)
+# Presets (which model a name means; the settings each works best with are in discolib.config.presets)
 # --------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class LatentPreset:
-    """A named model with the settings it works best with."""
+    """A named latent model: where its weights are (``model_id``) and its preview VAE.
+
+    Recommended steps, guidance scale, scheduler and size live in :mod:`discolib.config.presets` only.
+    """
 
     name: str
     model_id: str
-    steps: int
-    cfg_scale: float
-    scheduler: str
-    width: int
-    height: int
     preview_vae: str | None = TAESD_ID
     notes: str = ""
 
@@ -175,23 +175,20 @@ LATENT_PRESETS: dict[str, LatentPreset] = {
     p.name: p
     for p in (
         LatentPreset(
-            "tiny-latent", "tiny-latent", 4, 5.0, "euler_a", 64, 64, preview_vae="tiny",
+            "tiny-latent", "tiny-latent", preview_vae="tiny",
             notes="random tiny weights built in-process (tests, CPU smoke runs); images are noise",
         ),
+        LatentPreset("sd-1.5", "stable-diffusion-v1-5/stable-diffusion-v1-5", notes="Deforum's usual model"),
         LatentPreset(
-            "sd-1.5", "stable-diffusion-v1-5/stable-diffusion-v1-5", 30, 7.5, "dpmpp_2m", 512, 512,
-            notes="Deforum's usual model",
-        ),
-        LatentPreset(
-            "sd-2.1-base", "stabilityai/stable-diffusion-2-1-base", 30, 7.5, "dpmpp_2m", 512, 512,
+            "sd-2.1-base", "stabilityai/stable-diffusion-2-1-base",
             notes="epsilon-prediction 512px SD 2.1; its CLIP is OpenCLIP ViT-H",
         ),
         LatentPreset(
-            "sd-turbo", "stabilityai/sd-turbo", 1, 0.0, "euler", 512, 512,
+            "sd-turbo", "stabilityai/sd-turbo",
             notes="adversarially distilled: 1-4 steps, cfg 0 (no CFG); img2img with steps*strength >= 1",
         ),
         LatentPreset(
-            "sdxs", "IDKiro/sdxs-512-0.9", 1, 0.0, "euler", 512, 512,
+            "sdxs", "IDKiro/sdxs-512-0.9",
             notes="one-step distilled SD with a small UNet2DConditionModel; its vae/ is an AutoencoderTiny "
             "(loaded by the class named in its config). Not verified here without network access.",
         ),
@@ -287,11 +284,11 @@ def _wrap_hub_error(model_id: str, what: str, err: Exception) -> LatentModelErro
         f"download it once with `hf download {model_id}` (or `huggingface-cli download`) on a machine with "
         f"internet, or pass the path of a local folder instead: {_expected_layout()}"
     )
-    if refused_by_weights_only(err):
+    if refused_by_weights_only(err):  # name the refused file in the hub cache's copy when there is one
         cached = _hub_cache_folder(model_id)
         sub = what.rstrip("/") if what.endswith("/") else ""
-        bad = find_refused_weights(cached / sub if sub else cached) if cached is not None else None
-        return LatentModelError(f"cannot load {what} of {model_id!r}: " + refused_weights_message(bad or model_id, err))
+        folder = (cached / sub if sub else cached) if cached is not None else None
+        return LatentModelError(f"cannot load {what} of {model_id!r}: {refused_weights_error(err, folder, model_id)}")
     if not isinstance(err, OSError):  # a file that is there but broken: not a download problem
         return LatentModelError(f"cannot load {what} of {model_id!r}: {one_line(err, 400)}")
     if _offline():
@@ -313,22 +310,15 @@ def _hub_cache_folder(model_id: str) -> Path | None:
         return None
 
 
-# Errors diffusers/transformers raise for a model's own files (missing, truncated, not weights, bad JSON, wrong
-# shapes); anything else out of from_pretrained is a bug and keeps its traceback.
-_LOAD_ERRORS = (OSError, ValueError, RuntimeError, EOFError, RecursionError, pickle.UnpicklingError)
-
-
 def _local_error(folder: Path, what: str, err: BaseException) -> LatentModelError:
-    if refused_by_weights_only(err):
-        bad = find_refused_weights(folder)
-        return LatentModelError(f"cannot load {what}: " + refused_weights_message(bad or folder, err))
+    refused = refused_weights_error(err, folder, folder)
+    if refused is not None:
+        return LatentModelError(f"cannot load {what}: {refused}")
     return LatentModelError(f"cannot load {what} from {str(folder)!r}: {one_line(err, 400)}")
 
 
 def _check_folder(folder: Path, what: str) -> None:
-    problem = weights_folder_problem(folder)
-    if problem is not None:
-        raise LatentModelError(f"cannot load {what} from {str(folder)!r}: {problem}")
+    check_weights_folder(folder, f"cannot load {what} from {str(folder)!r}", LatentModelError)
 
 
 def _vae_class(source: str, subfolder: str, local: bool) -> type[AutoencoderKL] | type[AutoencoderTiny]:
@@ -351,7 +341,7 @@ def _load_preview_vae(source: str, device: torch.device, dtype: torch.dtype) -> 
         _check_folder(Path(src), what)
     try:
         return AutoencoderTiny.from_pretrained(src, torch_dtype=dtype).to(device).eval()
-    except _LOAD_ERRORS as err:
+    except LOAD_ERRORS as err:
         if local:
             raise _local_error(Path(src), what, err) from None
         raise _wrap_hub_error(source, what, err) from err
@@ -420,7 +410,7 @@ def load_latent_components(
     def load(what: str, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except _LOAD_ERRORS as err:  # OSError when files lack; a refused .bin arrives wrapped in OSError/ValueError
+        except LOAD_ERRORS as err:  # OSError when files lack; a refused .bin arrives wrapped in OSError/ValueError
             if local:
                 raise _local_error(path / what, f"{what}/", err) from None
             raise _wrap_hub_error(source, f"{what}/", err) from err
@@ -471,11 +461,11 @@ def _load_lcm_lora(comps: LatentComponents, lora: str) -> None:
         _check_folder(local, "the LCM-LoRA")
     try:
         state_dict, alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(str(local) if local.exists() else lora)
-    except _LOAD_ERRORS as err:
+    except LOAD_ERRORS as err:
         if local.exists():
             folder = local if local.is_dir() else local.parent
-            if refused_by_weights_only(err) and local.is_file():
-                raise LatentModelError("cannot load the LCM-LoRA: " + refused_weights_message(local, err)) from None
+            if local.is_file() and (refused := refused_weights_error(err, None, local)) is not None:
+                raise LatentModelError(f"cannot load the LCM-LoRA: {refused}") from None
             raise _local_error(folder, "the LCM-LoRA", err) from None
         raise _wrap_hub_error(lora, "the LCM-LoRA", err) from err
     unet_sd = {k.removeprefix("unet."): v for k, v in state_dict.items() if k.startswith("unet.")}
@@ -510,6 +500,35 @@ def enable_fast_paths(
         kwargs = compile_unet if isinstance(compile_unet, dict) else {}
         comps.unet.compile(**kwargs)  # nn.Module.compile keeps the UNet2DConditionModel type and its .config
     return comps
+
+
+def random_latent_components(preset: str, *, device: torch.device, dtype: torch.dtype, fast_vae: bool) -> LatentComponents:
+    """``LatentComponents`` of ``preset`` (a key of :data:`~discolib.models.archs.LATENT_ARCHS`) with random weights.
+
+    The real architecture (same shapes and cost), built under a fixed seed; the tokenizer is the tiny one shipped
+    with discolib (the prompt text does not change the cost of a step). ``fast_vae`` adds a TAESD-shaped preview VAE.
+    """
+    if preset not in LATENT_ARCHS:
+        raise InputError(f"models.latent_model: no random-weight architecture for {preset!r}; known: {', '.join(LATENT_ARCHS)}")
+    unet_cfg, text_cfg = LATENT_ARCHS[preset]
+    tokenizer = CLIPTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
+    with seeded(0):
+        unet = UNet2DConditionModel(**unet_cfg)
+        vae = AutoencoderKL(**SD_VAE)
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), **text_cfg))
+        preview = AutoencoderTiny() if fast_vae else None  # diffusers' defaults are TAESD's architecture
+    parts = [unet, vae, text] + ([preview] if preview is not None else [])
+    for m in parts:
+        m.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return LatentComponents(
+        unet=unet,
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        scheduler_config=dict(LATENT_SCHEDULERS.get(preset, SD_SCHEDULER)),
+        preview_vae=preview,
+        name=f"{preset} (random weights)",
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -567,21 +586,15 @@ def write_tiny_tokenizer(folder: str | os.PathLike[str]) -> Path:
     return out
 
 
-def _cache_root() -> Path:
-    root = os.environ.get("DISCOLIB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "discolib"
-    )
-    return Path(root)
-
-
 def tiny_latent_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The tiny-latent model folder (diffusers layout), built and saved on first use.
+    """The tiny-latent model folder (diffusers layout) in ``cache_dir`` (default: :func:`~discolib.models.hub.cache_root`),
+    built and saved on first use.
 
     The folder name carries the preset version and the diffusers/transformers versions, since
     ``save_pretrained`` formats can change between releases. It is written to a temporary sibling and renamed
     into place, so concurrent test processes never see half a folder.
     """
-    root = Path(cache_dir) if cache_dir is not None else _cache_root()
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
     name = f"tiny-latent-v{TINY_LATENT_VERSION}-diffusers{diffusers.__version__}-transformers{transformers.__version__}"
     folder = root / name
     if (folder / "model_index.json").is_file():
@@ -604,8 +617,9 @@ def tiny_latent_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 def _build_tiny_latent(folder: Path) -> None:
     """Build random tiny SD components under fixed seeds and save them in the diffusers layout."""
     tokenizer = CLIPTokenizer.from_pretrained(str(TINY_TOKENIZER_DIR))
-    with torch.random.fork_rng(devices=[]):  # fixed seeds without disturbing the caller's global RNG
-        torch.manual_seed(0)
+    # Fixed seeds without disturbing the caller's global RNG; each model is re-seeded so that one's
+    # architecture never changes another's weights.
+    with seeded(0):
         unet = UNet2DConditionModel(
             sample_size=8,
             in_channels=4,

@@ -21,17 +21,20 @@ from typing import Any
 
 import torch
 
-from discolib.errors import InputError
+from discolib.errors import InputError, one_line
+from discolib.io.inputs import json_depth_ok, read_user_text
 
 __all__ = [
+    "LOAD_ERRORS",
     "PICKLE_SUFFIXES",
     "CheckpointError",
+    "check_weights_folder",
     "find_refused_weights",
     "load_module_strict",
     "load_state_dict",
-    "one_line",
     "pickled_globals",
     "refused_by_weights_only",
+    "refused_weights_error",
     "refused_weights_message",
     "sha256_file",
     "transformers_weights_only",
@@ -41,16 +44,6 @@ __all__ = [
 
 class CheckpointError(InputError):
     """A checkpoint is missing, corrupt, or does not match the architecture it is loaded into."""
-
-
-def one_line(text: object, limit: int = 600) -> str:
-    """``text`` on one line (runs of whitespace, newlines included, become one space), cut to ``limit`` chars.
-
-    Library errors (transformers, diffusers, torch) often span several lines; discolib's errors quote them in a
-    one-line message.
-    """
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _open_regular(path: str | os.PathLike[str]) -> io.BufferedReader:
@@ -201,6 +194,21 @@ def find_refused_weights(folder: str | os.PathLike[str]) -> Path | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
+def refused_weights_error(
+    err: BaseException, folder: str | os.PathLike[str] | None, name: str | os.PathLike[str]
+) -> str | None:
+    """The one-line message for ``err`` when it is a ``weights_only`` refusal, else ``None``.
+
+    The message names the refused file found in ``folder`` (:func:`find_refused_weights`; ``None`` when there is
+    no local folder to look in), else ``name``: the shared translation of what diffusers/transformers raise for a
+    model holding pickled code.
+    """
+    if not refused_by_weights_only(err):
+        return None
+    bad = find_refused_weights(folder) if folder is not None else None
+    return refused_weights_message(bad or name, err)
+
+
 def transformers_weights_only() -> dict[str, Any]:
     """``{"weights_only": True}`` for transformers' ``from_pretrained`` where it takes that argument.
 
@@ -224,8 +232,6 @@ def weights_folder_problem(folder: str | os.PathLike[str]) -> str | None:
     no ``.safetensors`` weights (so the loaders fall back to ``torch.load``), no pickle-format weights file holds
     pickled code. Returns a one-line message naming the file.
     """
-    from discolib.io.inputs import json_depth_ok, read_user_text
-
     root = Path(folder)
     try:
         entries = sorted(root.iterdir())
@@ -252,6 +258,28 @@ def weights_folder_problem(folder: str | os.PathLike[str]) -> str | None:
         if bad is not None:
             return refused_weights_message(bad)
     return None
+
+
+def check_weights_folder(folder: str | os.PathLike[str], what: str, error: type[InputError]) -> None:
+    """Raise ``error(f"{what}: {problem}")`` when :func:`weights_folder_problem` finds one in ``folder``.
+
+    Every local model folder goes through this before ``from_pretrained`` sees it.
+    """
+    problem = weights_folder_problem(folder)
+    if problem is not None:
+        raise error(f"{what}: {problem}")
+
+
+#: What diffusers/transformers raise for a model's own files (missing, truncated, not weights, bad JSON, wrong
+#: shapes, refused pickles); anything else out of ``from_pretrained`` is a bug and keeps its traceback.
+LOAD_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    RuntimeError,
+    EOFError,
+    RecursionError,
+    pickle.UnpicklingError,
+)
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
