@@ -23,6 +23,7 @@ from discolib.models.latent import (
 from discolib.samplers import latent as latent_mod
 from discolib.samplers.latent import (
     LatentCond,
+    LatentRequest,
     LatentSettingError,
     LatentSizeWarning,
     decode_latents,
@@ -46,10 +47,26 @@ def comps(one_thread: None) -> LatentComponents:
     return load_latent_components("tiny-latent", vae="tiny")
 
 
+_ON_DEVICE: dict[tuple[str, torch.dtype], LatentComponents] = {}
+
+
+@pytest.fixture
+def dcomps(comps: LatentComponents, device: torch.device, dtype: torch.dtype) -> LatentComponents:
+    """The tiny components on the parametrised device and dtype (the CPU float32 ones are ``comps``)."""
+    if dtype == torch.float64:
+        pytest.skip("the latent models run in float32, float16 or bfloat16 (models.dtype)")
+    if device.type == "cpu" and dtype == torch.float32:
+        return comps
+    key = (str(device), dtype)
+    if key not in _ON_DEVICE:
+        _ON_DEVICE[key] = load_latent_components("tiny-latent", device=device, dtype=dtype, vae="tiny")
+    return _ON_DEVICE[key]
+
+
 def run(comps: LatentComponents, **kw: object) -> torch.Tensor:
     args: dict[str, object] = dict(prompts="a castle", width=W, height=H, steps=3, cfg_scale=5.0, seed=0)
     args.update(kw)
-    return sample_latent(comps, **args)  # type: ignore[arg-type]
+    return sample_latent(comps, LatentRequest(**args))  # type: ignore[arg-type]
 
 
 def init_images() -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,9 +76,10 @@ def init_images() -> tuple[torch.Tensor, torch.Tensor]:
     return a, b
 
 
-def test_txt2img_shape_and_range(comps: LatentComponents) -> None:
+def test_txt2img_shape_and_range(dcomps: LatentComponents) -> None:
+    comps = dcomps
     img = run(comps)
-    assert img.shape == (1, 3, H, W) and img.dtype == torch.float32
+    assert img.shape == (1, 3, H, W) and img.dtype == torch.float32 and img.device.type == comps.device.type
     assert torch.isfinite(img).all() and img.min() >= 0 and img.max() <= 1
     assert img.std() > 0  # not a constant image
     batch = run(comps, width=48, batch_size=2, steps=2)
@@ -69,7 +87,8 @@ def test_txt2img_shape_and_range(comps: LatentComponents) -> None:
     assert not torch.equal(batch[0], batch[1])  # each image of a batch has its own noise
 
 
-def test_seeds_reproduce_and_differ(comps: LatentComponents) -> None:
+def test_seeds_reproduce_and_differ(dcomps: LatentComponents) -> None:
+    comps = dcomps
     a = run(comps, seed=3, scheduler="euler_a")  # ancestral: step noise must be seeded too
     b = run(comps, seed=3, scheduler="euler_a")
     c = run(comps, seed=4, scheduler="euler_a")
@@ -79,12 +98,13 @@ def test_seeds_reproduce_and_differ(comps: LatentComponents) -> None:
     assert torch.equal(a, g)
 
 
-def test_img2img_small_strength_keeps_init(comps: LatentComponents) -> None:
+def test_img2img_small_strength_keeps_init(dcomps: LatentComponents, tol: dict[str, float]) -> None:
+    comps = dcomps
     init, _ = init_images()
     # The tiny VAE is random, so "the init image" after sampling means its VAE round trip.
     roundtrip = decode_latents(comps, encode_image(comps, init))
     zero = run(comps, init_image=init, strength=0.0, steps=50)
-    torch.testing.assert_close(zero, roundtrip)
+    torch.testing.assert_close(zero, roundtrip, **tol)
     small = run(comps, init_image=init, strength=0.02, steps=50)  # one real step at the lowest noise level
     full = run(comps, init_image=init, strength=1.0, steps=4)  # strength 1 = pure noise: few steps suffice
     d_small = (small - roundtrip).abs().mean()
@@ -93,7 +113,8 @@ def test_img2img_small_strength_keeps_init(comps: LatentComponents) -> None:
     assert d_small < 0.3 * d_full
 
 
-def test_img2img_strength_one_ignores_init(comps: LatentComponents) -> None:
+def test_img2img_strength_one_ignores_init(dcomps: LatentComponents) -> None:
+    comps = dcomps
     a, b = init_images()
     out_a = run(comps, init_image=a, strength=1.0)
     out_b = run(comps, init_image=b, strength=1.0)
@@ -104,11 +125,12 @@ def test_img2img_strength_one_ignores_init(comps: LatentComponents) -> None:
     assert (half_a - half_b).abs().mean() > 1e-3
 
 
-def test_init_latents_equal_encoded_init_image(comps: LatentComponents) -> None:
+def test_init_latents_equal_encoded_init_image(dcomps: LatentComponents, tol: dict[str, float]) -> None:
+    comps = dcomps
     init, _ = init_images()
     via_image = run(comps, init_image=init, strength=0.6, steps=5)
     via_latents = run(comps, init_latents=encode_image(comps, init), strength=0.6, steps=5)
-    torch.testing.assert_close(via_image, via_latents)
+    torch.testing.assert_close(via_image, via_latents, **tol)
 
 
 def test_parse_weighted_prompts() -> None:
@@ -119,6 +141,12 @@ def test_parse_weighted_prompts() -> None:
         ("sky", 3.0),
     ]
     assert parse_weighted_prompts("ruins:.5") == [("ruins", 0.5)]
+    # One parser for every prompt (discolib.schedules.prompts.split_weight): a URL keeps its host:port.
+    assert parse_weighted_prompts(["http://example.com:8080/a.png", "http://example.com:8080"]) == [
+        ("http://example.com:8080/a.png", 1.0),
+        ("http://example.com:8080", 1.0),
+    ]
+    assert parse_weighted_prompts(["http://example.com:8080/a.png:2"]) == [("http://example.com:8080/a.png", 2.0)]
     with pytest.raises(LatentSettingError, match="prompts.*sum to a positive"):
         parse_weighted_prompts(["a:1", "b:-1"])
     with pytest.raises(LatentSettingError, match="negative"):
@@ -163,7 +191,8 @@ def test_scheduler_options(comps: LatentComponents) -> None:
 
 
 @pytest.mark.parametrize("name", scheduler_names())
-def test_every_scheduler_runs_two_steps(comps: LatentComponents, name: str) -> None:
+def test_every_scheduler_runs_two_steps(dcomps: LatentComponents, name: str) -> None:
+    comps = dcomps
     steps: list[int] = []
     img = run(comps, scheduler=name, steps=2, callback=lambda d: steps.append(int(d["i"])))  # type: ignore[call-overload]
     assert img.shape == (1, 3, H, W) and torch.isfinite(img).all()
@@ -266,7 +295,8 @@ def test_callback_every_step_with_previews(comps: LatentComponents) -> None:
     assert len(img2img) == 3
 
 
-def test_model_fn_wrapper_changes_output(comps: LatentComponents) -> None:
+def test_model_fn_wrapper_changes_output(dcomps: LatentComponents) -> None:
+    comps = dcomps
     conds: list[LatentCond] = []
 
     def identity(fn):  # type: ignore[no-untyped-def]
@@ -315,8 +345,9 @@ def test_text_embedding_cache(comps: LatentComponents) -> None:
         handle.remove()
 
 
-def test_no_host_reads_in_step_loop(comps: LatentComponents, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_host_reads_in_step_loop(dcomps: LatentComponents, monkeypatch: pytest.MonkeyPatch) -> None:
     """This module reads nothing back from tensors between the first model call and the end of the loop."""
+    comps = dcomps
     this_file = Path(latent_mod.__file__).resolve()
     state = {"in_loop": False}
     reads: list[str] = []
@@ -346,13 +377,16 @@ def test_no_host_reads_in_step_loop(comps: LatentComponents, monkeypatch: pytest
     for name in ("euler_a", "dpmpp_2m", "ddim"):
         state["in_loop"] = False
         latent_mod.denoise_latents(
-            comps, prompts="a castle", width=W, height=H, steps=3, cfg_scale=5.0, scheduler=name,
-            model_fn_wrappers=[mark],
+            comps,
+            LatentRequest(
+                prompts="a castle", width=W, height=H, steps=3, cfg_scale=5.0, scheduler=name, model_fn_wrappers=[mark]
+            ),
         )
     assert reads == []
 
 
-def test_preview_vae_decode_and_sdpa(comps: LatentComponents) -> None:
+def test_preview_vae_decode_and_sdpa(dcomps: LatentComponents) -> None:
+    comps = dcomps
     assert comps.preview_vae is not None
     img = run(comps, decode_with_preview_vae=True)
     assert img.shape == (1, 3, H, W) and 0 <= img.min() and img.max() <= 1

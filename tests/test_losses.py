@@ -31,6 +31,20 @@ def ensemble() -> ClipEnsemble:
     return ClipEnsemble(["tiny-vit", "tiny-rn"], pretrained=None)
 
 
+_ON_DEVICE: dict[tuple[str, torch.dtype], ClipEnsemble] = {}
+
+
+@pytest.fixture
+def densemble(ensemble: ClipEnsemble, device: torch.device, dtype: torch.dtype) -> ClipEnsemble:
+    """The tiny ensemble on the parametrised device and dtype (the CPU float32 one is ``ensemble``)."""
+    if device.type == "cpu" and dtype == torch.float32:
+        return ensemble
+    key = (str(device), dtype)
+    if key not in _ON_DEVICE:
+        _ON_DEVICE[key] = ClipEnsemble(["tiny-vit", "tiny-rn"], device, dtype, pretrained=None)
+    return _ON_DEVICE[key]
+
+
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -38,17 +52,18 @@ def _gen(seed: int = 0) -> torch.Generator:
 # ------------------------------------------------------------------------------------------- distances
 
 
-def test_spherical_distance_known_values() -> None:
-    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 3.0, 0.0]])  # norms do not matter
-    y = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
+def test_spherical_distance_known_values(device: torch.device, dtype: torch.dtype, tol: dict[str, float]) -> None:
+    kw = {"device": device, "dtype": dtype}
+    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 3.0, 0.0]], **kw)  # norms do not matter
+    y = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]], **kw)
     d = spherical_dist_loss(x, y)
-    assert d.shape == (2, 3)
-    expected = torch.tensor([[0.0, math.pi**2 / 8, math.pi**2 / 2], [math.pi**2 / 8, 0.0, math.pi**2 / 8]])
-    torch.testing.assert_close(d, expected, atol=1e-4, rtol=1e-4)
+    assert d.shape == (2, 3) and d.dtype == dtype
+    expected = torch.tensor([[0.0, math.pi**2 / 8, math.pi**2 / 2], [math.pi**2 / 8, 0.0, math.pi**2 / 8]], **kw)
+    torch.testing.assert_close(d, expected, atol=max(1e-4, tol["atol"]), rtol=max(1e-4, tol["rtol"]))
     # Equals theta^2 / 2 for the angle between the vectors.
-    a = torch.tensor([[1.0, 0.0]])
-    b = torch.tensor([[math.cos(0.7), math.sin(0.7)]])
-    torch.testing.assert_close(spherical_dist_loss(a, b), torch.tensor([[0.7**2 / 2]]))
+    a = torch.tensor([[1.0, 0.0]], **kw)
+    b = torch.tensor([[math.cos(0.7), math.sin(0.7)]], **kw)
+    torch.testing.assert_close(spherical_dist_loss(a, b), torch.tensor([[0.7**2 / 2]], **kw), **tol)
 
 
 def test_prompt_weights_normalised_by_absolute_sum() -> None:
@@ -62,13 +77,14 @@ def test_prompt_weights_normalised_by_absolute_sum() -> None:
         normalize_prompt_weights([])
 
 
-def test_weighted_prompt_loss_by_hand() -> None:
-    img = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    txt = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+def test_weighted_prompt_loss_by_hand(device: torch.device, dtype: torch.dtype, tol: dict[str, float]) -> None:
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], device=device, dtype=dtype)
+    txt = torch.tensor([[1.0, 0.0], [0.0, 1.0]], device=device, dtype=dtype)
     out = weighted_prompt_loss(img, txt, [3.0, -1.0])  # normalised to [1.5, -0.5]
     q = math.pi**2 / 8  # orthogonal
     e = (math.pi / 4) ** 2 / 2  # 45 degrees
-    torch.testing.assert_close(out, torch.tensor([-0.5 * q, 1.5 * q, 1.5 * e - 0.5 * e]), atol=1e-5, rtol=1e-5)
+    expected = torch.tensor([-0.5 * q, 1.5 * q, 1.5 * e - 0.5 * e], device=device, dtype=dtype)
+    torch.testing.assert_close(out, expected, **tol)
     with pytest.raises(PromptWeightError):
         weighted_prompt_loss(img, txt, [1.0, -1.0])
     with pytest.raises(PromptWeightError, match="3 prompt weights for 2 prompts"):
@@ -78,27 +94,29 @@ def test_weighted_prompt_loss_by_hand() -> None:
 # ------------------------------------------------------------------------------------------- image terms
 
 
-def test_tv_loss() -> None:
-    assert torch.equal(tv_loss(torch.full((2, 3, 8, 8), 0.3)), torch.zeros(2))
-    x = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]])
+def test_tv_loss(device: torch.device, dtype: torch.dtype, tol: dict[str, float]) -> None:
+    kw = {"device": device, "dtype": dtype}
+    assert torch.equal(tv_loss(torch.full((2, 3, 8, 8), 0.3, **kw)), torch.zeros(2, **kw))
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]], **kw)
     # replicate pad -> dx^2 [[1,0],[1,0]] + dy^2 [[4,4],[0,0]] -> mean 10/4
-    torch.testing.assert_close(tv_loss(x), torch.tensor([2.5]))
+    torch.testing.assert_close(tv_loss(x), torch.tensor([2.5], **kw), **tol)
 
 
-def test_range_and_saturation_losses() -> None:
-    inside = torch.rand(2, 3, 4, 4) * 2 - 1
-    assert torch.equal(range_loss(inside), torch.zeros(2))
-    assert torch.equal(sat_loss(inside), torch.zeros(2))
-    x = torch.full((1, 3, 4, 4), 1.5)
+def test_range_and_saturation_losses(device: torch.device, dtype: torch.dtype, tol: dict[str, float]) -> None:
+    kw = {"device": device, "dtype": dtype}
+    inside = (torch.rand(2, 3, 4, 4) * 2 - 1).to(**kw)
+    assert torch.equal(range_loss(inside), torch.zeros(2, **kw))
+    assert torch.equal(sat_loss(inside), torch.zeros(2, **kw))
+    x = torch.full((1, 3, 4, 4), 1.5, **kw)
     x[..., :2, :] = -1.25  # half the pixels 0.25 below, half 0.5 above
-    torch.testing.assert_close(range_loss(x), torch.tensor([(0.25**2 + 0.5**2) / 2]))
-    torch.testing.assert_close(sat_loss(x), torch.tensor([(0.25 + 0.5) / 2]))
+    torch.testing.assert_close(range_loss(x), torch.tensor([(0.25**2 + 0.5**2) / 2], **kw), **tol)
+    torch.testing.assert_close(sat_loss(x), torch.tensor([(0.25 + 0.5) / 2], **kw), **tol)
 
 
-def test_init_image_loss_is_mse() -> None:
-    x = torch.zeros(2, 3, 4, 4)
-    init = torch.full((1, 3, 4, 4), 0.5)
-    torch.testing.assert_close(init_image_loss(x, init), torch.tensor([0.25, 0.25]))
+def test_init_image_loss_is_mse(device: torch.device, dtype: torch.dtype, tol: dict[str, float]) -> None:
+    x = torch.zeros(2, 3, 4, 4, device=device, dtype=dtype)
+    init = torch.full((1, 3, 4, 4), 0.5)  # any device and dtype: it follows x
+    torch.testing.assert_close(init_image_loss(x, init), torch.tensor([0.25, 0.25], device=device, dtype=dtype), **tol)
     with pytest.raises(ValueError):
         init_image_loss(x, torch.zeros(1, 3, 5, 4))
 
@@ -106,26 +124,29 @@ def test_init_image_loss_is_mse() -> None:
 # ------------------------------------------------------------------------------------------- gradients
 
 
-def test_clamp_grad_rms() -> None:
-    g = torch.randn(2, 3, 8, 8, generator=_gen())
+def test_clamp_grad_rms(device: torch.device, dtype: torch.dtype, tol: dict[str, float]) -> None:
+    g = torch.randn(2, 3, 8, 8, generator=_gen()).to(device, dtype)
     g = g / g.square().mean().sqrt()  # rms 1
     out = clamp_grad_rms(g, 0.05)
-    torch.testing.assert_close(out.square().mean().sqrt(), torch.tensor(0.05))
-    torch.testing.assert_close(out / 0.05, g)  # direction kept
+    assert out.dtype == dtype and out.device.type == device.type
+    torch.testing.assert_close(out.square().mean().sqrt(), torch.tensor(0.05, device=device, dtype=dtype), **tol)
+    torch.testing.assert_close(out / 0.05, g, **tol)  # direction kept
     small = g * 0.01
-    torch.testing.assert_close(clamp_grad_rms(small, 0.05), small)  # under the limit: unchanged
-    assert torch.equal(clamp_grad_rms(torch.zeros(4), 0.05), torch.zeros(4))  # no 0/0
+    torch.testing.assert_close(clamp_grad_rms(small, 0.05), small, **tol)  # under the limit: unchanged
+    zero = torch.zeros(4, device=device, dtype=dtype)
+    assert torch.equal(clamp_grad_rms(zero, 0.05), zero)  # no 0/0
     with pytest.raises(ValueError):
         clamp_grad_rms(g, 0.0)
 
 
-def test_zero_nan_grad() -> None:
-    g = torch.tensor([1.0, float("nan"), 2.0, float("inf")])
+def test_zero_nan_grad(device: torch.device, dtype: torch.dtype) -> None:
+    kw = {"device": device, "dtype": dtype}
+    g = torch.tensor([1.0, float("nan"), 2.0, float("inf")], **kw)
     whole, flag = zero_nan_grad(g)
-    assert torch.equal(whole, torch.zeros(4)) and bool(flag)
+    assert torch.equal(whole, torch.zeros(4, **kw)) and bool(flag)
     part, flag = zero_nan_grad(g, whole=False)
-    assert torch.equal(part, torch.tensor([1.0, 0.0, 2.0, 0.0])) and bool(flag)
-    fine = torch.tensor([1.0, -2.0])
+    assert torch.equal(part, torch.tensor([1.0, 0.0, 2.0, 0.0], **kw)) and bool(flag)
+    fine = torch.tensor([1.0, -2.0], **kw)
     same, flag = zero_nan_grad(fine, check=True)
     assert torch.equal(same, fine) and not bool(flag)
 
@@ -164,10 +185,10 @@ def _guidance(ensemble: ClipEnsemble, **kwargs: object) -> ClipGuidance:
     return ClipGuidance.from_prompts(ensemble, [("a red sunset", 2.0), ("blurry", -1.0)], **opts)
 
 
-def test_guidance_loss_backprops_to_x_in(ensemble: ClipEnsemble) -> None:
-    init = torch.rand(1, 3, 40, 48, generator=_gen(1)) * 2 - 1
-    guide = _guidance(ensemble, tv_scale=10.0, sat_scale=5.0, init_scale=100.0, init_image=init, cutn_batches=2)
-    x_in = (torch.rand(1, 3, 40, 48, generator=_gen(2)) * 2.4 - 1.2).requires_grad_(True)
+def test_guidance_loss_backprops_to_x_in(densemble: ClipEnsemble, device: torch.device, dtype: torch.dtype) -> None:
+    init = (torch.rand(1, 3, 40, 48, generator=_gen(1)) * 2 - 1).to(device, dtype)
+    guide = _guidance(densemble, tv_scale=10.0, sat_scale=5.0, init_scale=100.0, init_image=init, cutn_batches=2)
+    x_in = (torch.rand(1, 3, 40, 48, generator=_gen(2)) * 2.4 - 1.2).to(device, dtype).requires_grad_(True)
     loss = guide.loss(x_in, 999, _gen())
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
@@ -175,16 +196,19 @@ def test_guidance_loss_backprops_to_x_in(ensemble: ClipEnsemble) -> None:
     assert guide.last_loss is not None and torch.equal(guide.last_loss, loss.detach())
 
 
-def test_guidance_grad_matches_loss_backward(ensemble: ClipEnsemble) -> None:
-    guide = _guidance(ensemble, tv_scale=3.0, cutn_batches=2)
-    x = torch.rand(2, 3, 24, 32, generator=_gen(3)) * 2 - 1
-    pred = (torch.rand(2, 3, 24, 32, generator=_gen(4)) * 3 - 1.5).requires_grad_(True)
+def test_guidance_grad_matches_loss_backward(
+    densemble: ClipEnsemble, device: torch.device, dtype: torch.dtype, tol: dict[str, float]
+) -> None:
+    guide = _guidance(densemble, tv_scale=3.0, cutn_batches=2)
+    x = (torch.rand(2, 3, 24, 32, generator=_gen(3)) * 2 - 1).to(device, dtype)
+    pred = (torch.rand(2, 3, 24, 32, generator=_gen(4)) * 3 - 1.5).to(device, dtype).requires_grad_(True)
     x_leaf = x.clone().requires_grad_(True)
     guide.loss(x_leaf, 500, _gen(9), pred_x0=pred).backward()
     g_x, g_p = guide.grad(x, 500, _gen(9), pred_x0=pred)
-    assert g_p is not None
-    torch.testing.assert_close(g_x, x_leaf.grad, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(g_p, pred.grad)
+    assert g_p is not None and g_x.device.type == device.type
+    # Small gradients: in float32 an absolute tolerance below the fixture's.
+    torch.testing.assert_close(g_x, x_leaf.grad, **({"rtol": 1e-4, "atol": 1e-6} if dtype == torch.float32 else tol))
+    torch.testing.assert_close(g_p, pred.grad, **tol)
     assert guide.last_loss is not None and torch.isfinite(guide.last_loss)
 
 

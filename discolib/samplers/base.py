@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
+from discolib.animation.policy import AnimationPolicy
 from discolib.schedules.prompts import FramePrompts
 
 __all__ = ["FrameRequest", "FrameSampler", "ModelFn", "StepCallback", "scheduler_step", "make_step_callback"]
@@ -34,11 +35,18 @@ class FrameRequest:
         seed: seed of this image's noise (and cutouts).
         prompts: the prompts that hold at this frame.
         image_prompts: image paths/URLs with weights that hold at this frame (guided mode), or None.
-        init: (1, 3, H, W) in [0, 1], or None to start from noise.
-        init_strength: how much of ``init`` to keep, in Deforum's sense (0 ignores it, 1 returns it). The guided
-            sampler turns it into skipped steps, the latent sampler into ``1 - strength`` denoising.
-        cfg_scale: latent mode's classifier-free guidance scale (None: the settings' value).
-        init_scale: guided mode's init-image loss scale (None: the settings' value).
+        init: (1, 3, H, W) in [0, 1], or None to start from noise. The samplers read no init image of their own:
+            the caller loads the settings' init image and passes it here.
+        init_strength: how much of ``init`` to keep, in Deforum's sense (0 ignores it, 1 keeps it). The guided
+            sampler turns it into ``min(steps - 1, round(steps * init_strength))`` skipped steps (unless
+            ``skip_steps`` is given), the latent sampler into ``1 - init_strength`` denoising strength (where 1
+            gives the VAE round trip of ``init``; returning ``init`` itself is the caller's choice, see
+            :attr:`discolib.animation.policy.AnimationPolicy.full_strength_keeps_init`).
+        skip_steps: guided mode: the steps to skip at the start, exactly (Disco's ``skip_steps`` of a still or of
+            an animation's first frame). None: from ``init_strength`` when there is an ``init``, else the config's
+            ``skip_steps`` (the start from Perlin noise or a zero image). The latent sampler ignores it.
+        cfg_scale: latent mode's classifier-free guidance scale (None: the config's value).
+        init_scale: guided mode's init-image loss scale (None: the config's value).
         callback: step callback (see :data:`StepCallback`).
         stop: checked after every step; when set the sampler raises :class:`discolib.samplers.base.RenderStopped`.
     """
@@ -48,6 +56,7 @@ class FrameRequest:
     image_prompts: FramePrompts | None = None
     init: torch.Tensor | None = None
     init_strength: float = 0.0
+    skip_steps: int | None = None
     cfg_scale: float | None = None
     init_scale: float | None = None
     callback: StepCallback | None = None
@@ -55,11 +64,15 @@ class FrameRequest:
 
 
 class FrameSampler(Protocol):
-    """A configured sampler: models loaded once, called once per image."""
+    """A configured sampler: models loaded once, called once per image.
+
+    ``policy`` answers the animation step's questions about this sampler (see :mod:`discolib.animation.policy`).
+    """
 
     width: int
     height: int
     device: torch.device
+    policy: AnimationPolicy
 
     def __call__(self, request: FrameRequest) -> torch.Tensor:
         """The image, (1, 3, H, W) float in [0, 1] on ``device``."""

@@ -11,8 +11,8 @@ The pieces, k-diffusion style:
   ``-sqrt(1 - abar) * grad`` (guided-diffusion's ``condition_score``).
 * :func:`sample_pixels` runs any diffusers scheduler (DDIM with ``eta``, PNDM/PLMS, DPM-Solver++) from noise or
   from a noised init image, with Disco's symmetry transformations and a callback per step.
-* :class:`GuidedSampler` builds all of it from :class:`~discolib.config.settings.Settings` and makes one image per
-  :class:`~discolib.samplers.base.FrameRequest`.
+* :class:`GuidedSampler` builds all of it from a :class:`~discolib.samplers.config.GuidedConfig` and makes one image
+  per :class:`~discolib.samplers.base.FrameRequest`.
 
 Disco bugs not copied: the step count does not change the noise schedule (Disco's
 ``diffusion_steps = (1000 // steps) * steps``): the model's 1000-step schedule is respaced to ``steps``; prompts
@@ -31,13 +31,16 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
 from tqdm.auto import tqdm
 
 from discolib.animation.noise import perlin_noise
-from discolib.config.settings import Settings
-from discolib.errors import WeightsUnavailable
+from discolib.animation.policy import GUIDED_POLICY, AnimationPolicy
 from discolib.guidance.cutouts import CutSchedules
 from discolib.guidance.losses import ClipGuidance, clamp_grad_rms, warn_if_nonfinite, zero_nan_grad
-from discolib.models.clip import load_ensemble
+from discolib.io.images import load_image
+from discolib.models.device import resolve_device, resolve_dtype
+from discolib.models.load import load_clip_ensemble, load_diffusion, load_secondary
 from discolib.models.secondary import SecondaryDiffusionImageNet2, alpha_sigma_to_t
+from discolib.ops import x0_from_eps
 from discolib.samplers.base import FrameRequest, ModelFn, StepCallback, make_step_callback, scheduler_step
+from discolib.samplers.config import GuidedConfig
 
 __all__ = [
     "PIXEL_SCHEDULERS",
@@ -51,9 +54,6 @@ __all__ = [
 ]
 
 PIXEL_SCHEDULERS = ("ddim", "plms", "dpmpp")
-
-# Disco augments cuts of animation frames differently from stills (see discolib.guidance.cutouts.AUG_PRESETS).
-_AUG_BY_MODE = {"None": "still", "2D": "animation", "3D": "animation", "Video Input": "video"}
 
 # guided-diffusion's "linear" schedule for 1000 steps, which all of Disco's checkpoints were trained with.
 _TRAIN = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02}
@@ -130,7 +130,7 @@ def clip_guided(
             else:
                 eps_g = model_fn(xg, t)
                 eps = eps_g.detach()
-                pred = (xg - sigma * eps_g) / sqrt_ab
+                pred = x0_from_eps(xg, eps_g, abar)
             x_in = pred * sigma + xg * (1.0 - sigma)
             g_in, g_pred = guidance.grad(x_in, step, generator, pred_x0=pred)
             grad_loss = torch.autograd.grad([x_in, pred], xg, [g_in, g_pred])[0]
@@ -228,7 +228,7 @@ def sample_pixels(
             x = transforms[i](x)
         eps = model_fn(x, t)
         abar = float(ac[int(t)])
-        denoised = (x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)
+        denoised = x0_from_eps(x, eps, abar)
         x = scheduler_step(scheduler, eps, t, x, eta=eta, generator=generator).prev_sample
         if callback is not None:
             callback({"i": i, "n": n, "t": int(t), "x": x, "denoised": denoised})
@@ -252,41 +252,52 @@ def perlin_init_image(
 
 
 class GuidedSampler:
-    """Disco's guided sampler configured from Settings; models loaded once, one image per call.
+    """Disco's guided sampler: models loaded once from a :class:`GuidedConfig`, one image per call.
 
-    Frames after the first of an animation pass ``init`` with ``init_strength`` (the fraction of steps to skip,
-    Disco's ``frames_skip_steps``) and ``init_scale`` (Disco's ``frames_scale``).
+    What a :class:`FrameRequest` means here:
+
+    * ``init`` given: the sample starts from ``init`` noised to the first kept step. ``skip_steps`` steps are
+      skipped, or when it is None ``min(steps - 1, round(steps * init_strength))`` (Disco's ``frames_skip_steps``
+      as a fraction). The init is also the target of the init loss, at ``init_scale`` (None: the config's
+      ``init_scale``; Disco's ``frames_scale`` for animation frames).
+    * no ``init``: Perlin noise when the config says so, else a zero image, noised to the first kept step, with
+      ``skip_steps`` (None: the config's ``skip_steps``) skipped, as Disco. Neither is a loss target.
+
+    ``init_strength`` is ignored when ``skip_steps`` is given; ``cfg_scale`` is latent mode's and ignored here.
     """
 
-    def __init__(self, settings: Settings, *, device: torch.device | None = None, progress: bool = False) -> None:
-        from discolib.models.device import resolve_device, resolve_dtype
+    policy: AnimationPolicy = GUIDED_POLICY
 
-        self.settings = settings
-        m, g = settings.models, settings.guidance
-        self.device = device or resolve_device(m.device)
-        self.dtype = resolve_dtype(m.dtype, self.device)
-        self.width, self.height = settings.image.width, settings.image.height
+    def __init__(self, config: GuidedConfig, *, device: torch.device | None = None, progress: bool = False) -> None:
+        self.config = config
+        g = config.guidance
+        self.device = device or resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.width, self.height = config.width, config.height
         self.progress = progress
-        self.unet = _load_unet(m.diffusion_model, self.device, self.dtype, random_ok=m.random_weights)
-        if m.gradient_checkpointing and hasattr(self.unet, "enable_gradient_checkpointing"):
+        self.unet = load_diffusion(config.diffusion_model, self.device, self.dtype, random_ok=config.random_weights)
+        if config.gradient_checkpointing and hasattr(self.unet, "enable_gradient_checkpointing"):
             self.unet.enable_gradient_checkpointing()
         self.secondary = (
-            _load_secondary(m.secondary_model, self.device, self.dtype, random_ok=m.random_weights)
-            if m.use_secondary_model
+            load_secondary(config.secondary_model, self.device, self.dtype, random_ok=config.random_weights)
+            if config.use_secondary_model
             else None
         )
-        self.ensemble = load_ensemble(
-            m.clip_models, self.device, self.dtype if self.device.type == "cuda" else torch.float32, random_ok=m.random_weights
+        self.ensemble = load_clip_ensemble(
+            g.clip_models,
+            self.device,
+            self.dtype if self.device.type == "cuda" else torch.float32,
+            random_ok=config.random_weights,
         )
         self.cut_schedules = CutSchedules.from_disco(g.cut_overview, g.cut_innercut, g.cut_ic_pow, g.cut_icgray_p)
-        self.scheduler = make_pixel_scheduler(g.sampler, clip_denoised=g.clip_denoised)
+        self.scheduler = make_pixel_scheduler(config.sampler, clip_denoised=config.clip_denoised)
         self.model_fn = unet_eps_fn(self.unet)
-        if m.compile:
+        if config.compile:
             self.model_fn = torch.compile(self.model_fn)
-        self._init_cache: dict[str, torch.Tensor] = {}
+        self._image_prompts: dict[str, torch.Tensor] = {}
 
     def _guidance(self, request: FrameRequest, init01: torch.Tensor | None, init_scale: float, gen: torch.Generator) -> ClipGuidance:
-        g = self.settings.guidance
+        c, g = self.config, self.config.guidance
         prompts = request.prompts
         texts = [p.text for p in prompts.positive] + [p.text for p in prompts.negative]
         weights = [p.weight for p in prompts.positive] + [-abs(p.weight) for p in prompts.negative]
@@ -298,10 +309,10 @@ class GuidedSampler:
             batch = torch.cat(images).to(self.device)
             embeds = [torch.cat([e, ie.to(e)]) for e, ie in zip(embeds, self.ensemble.encode_image(batch), strict=True)]
             weights = weights + [p.weight for p in request.image_prompts.positive]
-        if g.fuzzy_prompt:
+        if c.fuzzy_prompt:
             # Disco adds 25 noisy copies of every prompt embedding, each with the prompt's weight.
             embeds = [
-                torch.cat([e] + [e + torch.randn(e.shape, generator=gen, device=gen.device).to(e) * g.rand_mag for _ in range(25)])
+                torch.cat([e] + [e + torch.randn(e.shape, generator=gen, device=gen.device).to(e) * c.rand_mag for _ in range(25)])
                 for e in embeds
             ]
             weights = weights * 26
@@ -318,46 +329,33 @@ class GuidedSampler:
             init_image=None if init01 is None else init01 * 2 - 1,
             cutn_batches=g.cutn_batches,
             augment=not g.skip_augs,
-            aug=_AUG_BY_MODE.get(self.settings.animation.animation_mode, "still"),
+            aug=g.augmentation,
         )
 
     def _image_prompt(self, source: str) -> torch.Tensor:
-        if source not in self._init_cache:
-            from discolib.io.images import load_image
-
-            self._init_cache[source] = load_image(source, setting="prompts.image_prompts")
-        return self._init_cache[source]
+        if source not in self._image_prompts:
+            self._image_prompts[source] = load_image(source, setting="prompts.image_prompts")
+        return self._image_prompts[source]
 
     def preview(self, info: dict[str, Any]) -> torch.Tensor:
         """The step's predicted image (1, 3, H, W) in [0, 1] (for live previews and intermediate saves)."""
         return ((info["denoised"] + 1) / 2).clamp(0, 1)
 
-    def _settings_init(self) -> torch.Tensor | None:
-        path = self.settings.guidance.init_image
-        if not path:
-            return None
-        if path not in self._init_cache:
-            from discolib.io.images import load_image
-
-            self._init_cache[path] = load_image(path, (self.width, self.height), setting="guidance.init_image")
-        return self._init_cache[path]
-
     def __call__(self, request: FrameRequest) -> torch.Tensor:
-        g = self.settings.guidance
-        steps = self.settings.image.steps
+        """The image (1, 3, H, W) in [0, 1] on ``device`` (see the class docstring for the request's meaning)."""
+        c, g = self.config, self.config.guidance
+        steps = c.steps
         gen = torch.Generator(self.device).manual_seed(request.seed)
         # Cut sizes and positions are drawn on the host: a CPU generator keeps them free of device syncs.
         cut_gen = torch.Generator("cpu").manual_seed(request.seed)
         init01 = request.init
-        skip = 0
-        init_scale = g.init_scale if request.init_scale is None else request.init_scale
+        init_scale = c.init_scale if request.init_scale is None else request.init_scale
+        skip = c.skip_steps if request.skip_steps is None else request.skip_steps
         if init01 is not None:
-            skip = min(steps - 1, int(round(steps * request.init_strength)))
-        elif (init01 := self._settings_init()) is not None:
-            skip = g.skip_steps
-        elif g.perlin_init:
-            init01 = (perlin_init_image(self.height, self.width, g.perlin_mode, generator=gen, device=self.device) + 1) / 2
-            skip = g.skip_steps
+            if request.skip_steps is None:
+                skip = min(steps - 1, int(round(steps * request.init_strength)))
+        elif c.perlin_init:
+            init01 = (perlin_init_image(self.height, self.width, c.perlin_mode, generator=gen, device=self.device) + 1) / 2
             init_scale = 0.0  # Perlin noise is a start, not a target
         if init01 is not None:
             init01 = init01.to(self.device, torch.float32)
@@ -365,7 +363,6 @@ class GuidedSampler:
         else:
             # No init at all: as Disco (guided-diffusion), skip_steps still applies, starting from a zero image
             # noised to the first kept step.
-            skip = g.skip_steps
             start = torch.zeros(1, 3, self.height, self.width, device=self.device)
         guidance = self._guidance(request, init01, init_scale, cut_gen)
         model_fn = self.model_fn
@@ -376,13 +373,13 @@ class GuidedSampler:
                 self.scheduler.alphas_cumprod,
                 generator=cut_gen,
                 secondary=self.secondary,
-                clamp_max=g.clamp_max if g.clamp_grad else None,
+                clamp_max=g.grad_clamp,
             )
         transforms = {}
-        if g.use_horizontal_symmetry or g.use_vertical_symmetry:
+        if c.use_horizontal_symmetry or c.use_vertical_symmetry:
             # As Disco: fractions of the steps actually run (after skip_steps / frames_skip_steps).
-            for i in symmetry_steps(steps - skip, g.transformation_percent):
-                transforms[i] = lambda x: mirror(x, horizontal=g.use_horizontal_symmetry, vertical=g.use_vertical_symmetry)
+            for i in symmetry_steps(steps - skip, c.transformation_percent):
+                transforms[i] = lambda x: mirror(x, horizontal=c.use_horizontal_symmetry, vertical=c.use_vertical_symmetry)
         x = sample_pixels(
             model_fn,
             self.scheduler,
@@ -392,7 +389,7 @@ class GuidedSampler:
             device=self.device,
             init=start,
             skip_steps=skip,
-            eta=g.eta,
+            eta=c.eta,
             callback=make_step_callback(request),
             transforms=transforms,
             progress=self.progress,
@@ -400,42 +397,3 @@ class GuidedSampler:
         if hasattr(model_fn, "check_nonfinite"):
             model_fn.check_nonfinite()
         return ((x + 1) / 2).clamp(0, 1)
-
-
-def _load_unet(name: str, device: torch.device, dtype: torch.dtype, *, random_ok: bool = False) -> torch.nn.Module:
-    from discolib.models.archs import TINY, build_tiny_adm_unet
-    from discolib.models.disco import load_disco_unet
-
-    try:
-        unet = build_tiny_adm_unet() if name == TINY else load_disco_unet(name)
-    except WeightsUnavailable as exc:
-        # Only weights that cannot be had fall back; an unknown name, a SHA mismatch or a refused file stays an error.
-        if not random_ok:
-            raise
-        from discolib.models.archs import random_adm_unet, warn_random
-
-        warn_random(f"models.diffusion_model {name!r}", str(exc).split(". ")[0])
-        unet = random_adm_unet(name)
-    # Casting only when needed: diffusers warns on a dtype .to() of a model that is already in that dtype.
-    unet = unet.to(device=device) if next(unet.parameters()).dtype == dtype else unet.to(device=device, dtype=dtype)
-    if device.type == "cuda":
-        unet = unet.to(memory_format=torch.channels_last)
-    return unet.eval().requires_grad_(False)
-
-
-def _load_secondary(
-    name: str, device: torch.device, dtype: torch.dtype, *, random_ok: bool = False
-) -> SecondaryDiffusionImageNet2:
-    from discolib.models.archs import TINY, build_tiny_secondary
-    from discolib.models.disco import load_secondary_model
-
-    try:
-        model = build_tiny_secondary() if name == TINY else load_secondary_model(name)
-    except WeightsUnavailable as exc:
-        if not random_ok:
-            raise
-        from discolib.models.archs import random_secondary, warn_random
-
-        warn_random(f"models.secondary_model {name!r}", str(exc).split(". ")[0])
-        model = random_secondary()
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,22 +39,23 @@ import torch.nn.functional as F
 from diffusers import AutoencoderTiny
 from diffusers.utils.torch_utils import randn_tensor
 
-from discolib.config.settings import Settings
-from discolib.errors import InputError, WeightsUnavailable
+from discolib.animation.policy import LATENT_POLICY, AnimationPolicy
+from discolib.errors import InputError
 from discolib.guidance.cutouts import CutSchedules
 from discolib.guidance.losses import ClipGuidance, clamp_grad_rms, zero_nan_grad
-from discolib.models.clip import ClipEnsemble, load_ensemble
-from discolib.models.device import upload
-from discolib.models.latent import (
-    LatentComponents,
-    enable_fast_paths,
-    load_latent_components,
-    make_scheduler,
-)
+from discolib.models.clip import ClipEnsemble
+from discolib.models.device import resolve_device, resolve_dtype, upload
+from discolib.models.latent import LatentComponents, make_scheduler
+from discolib.models.load import load_clip_ensemble, load_latent
+from discolib.ops import x0_from_eps
 from discolib.samplers.base import FrameRequest, make_step_callback
+from discolib.samplers.config import LatentConfig
+from discolib.schedules.prompts import split_weight
 
 __all__ = [
     "LatentCond",
+    "LatentRequest",
+    "LatentSampler",
     "LatentSettingError",
     "LatentSizeWarning",
     "ModelFn",
@@ -124,7 +124,7 @@ def predicted_x0(
     """
     a = torch.as_tensor(alpha_bar, dtype=torch.float32, device=x.device)
     if prediction_type == "epsilon":
-        return (x - (1 - a).sqrt() * model_output) / a.sqrt()
+        return x0_from_eps(x, model_output, a)
     if prediction_type == "v_prediction":
         return a.sqrt() * x - (1 - a).sqrt() * model_output
     if prediction_type == "sample":
@@ -136,22 +136,18 @@ def predicted_x0(
 # Prompts
 # --------------------------------------------------------------------------------------------------------------
 
-# "text:weight" with a number after the last colon; anything else after a colon stays part of the text.
-_WEIGHT = re.compile(r"^(?P<text>.*):\s*(?P<w>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$", re.DOTALL)
-
-
 def parse_weighted_prompts(prompts: PromptInput, *, setting: str = "prompts") -> list[tuple[str, float]]:
     """Normalise prompts to ``[(text, weight), ...]``.
 
     Accepts one string, or a list of strings (``"text:weight"``, weight 1 when absent) and ``(text, weight)``
-    pairs. ``"a photo: sunset"`` keeps its colon since what follows is not a number.
+    pairs. Strings are split by :func:`discolib.schedules.prompts.split_weight`, as every prompt is:
+    ``"a photo: sunset"`` keeps its colon since what follows is not a number, and a URL keeps its ``host:port``.
     """
     items: Sequence[str | tuple[str, float]] = [prompts] if isinstance(prompts, str) else prompts
     out: list[tuple[str, float]] = []
     for item in items:
         if isinstance(item, str):
-            m = _WEIGHT.match(item)
-            text, weight = (m.group("text"), float(m.group("w"))) if m else (item, 1.0)
+            text, weight = split_weight(item)
         elif isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str):
             text, weight = item[0], float(item[1])
         else:
@@ -352,33 +348,65 @@ def _noising_coefficients(scheduler: object, t0: torch.Tensor) -> tuple[float, f
     return float(a.reshape(-1)[0]), float(b.reshape(-1)[0])
 
 
+@dataclass(frozen=True, kw_only=True)
+class LatentRequest:
+    """One txt2img / img2img call of :func:`sample_latent` (or :func:`denoise_latents`).
+
+    Attributes:
+        prompts: weighted prompts (module docstring): ``"text"``, ``["text:w", ...]`` or ``[(text, w), ...]``.
+        negative: negative prompt(s), same forms; replaces the unconditional embedding of CFG.
+        width, height: output size in pixels, multiples of the VAE factor (8).
+        steps: scheduler steps for the full schedule (img2img runs ``int(steps * strength)`` of them).
+        cfg_scale: classifier-free guidance scale; ``<= 1`` skips the unconditional pass (sd-turbo uses 0).
+        scheduler: name for :func:`discolib.models.latent.make_scheduler`.
+        seed: int or a ``torch.Generator``: same seed and settings give the same image.
+        init_image: (B, 3, H, W) in [0, 1] for img2img; another size is resized (bicubic) with a
+            :class:`LatentSizeWarning`.
+        strength: img2img noise strength in [0, 1]; 0 returns the VAE round trip of the init, 1 ignores it.
+        init_latents: scaled latents (B, C, h, w) to use instead of encoding ``init_image`` (saves a VAE pass).
+        noise: the initial noise (B, C, h, w), standard normal, instead of drawing it from ``seed``.
+        callback: called after every step with ``{"i", "n", "t", "x", "denoised", "alpha_bar"}`` (latents), plus
+            ``"preview"`` (B, 3, H, W) in [0, 1] every ``preview_every`` steps and at the last step.
+        preview_every: decode a preview every N steps (with the preview VAE if any); 0 = never.
+        model_fn_wrappers: functions ``model_fn -> model_fn`` applied in order (first is innermost).
+        batch_size: images per call when no batched tensor input sets it.
+        check_init_range: read ``init_image``'s value range back to the host and refuse values outside [0, 1].
+            ``False`` is for callers that guarantee the range (the render loop's own clamped frames): on an
+            accelerator that read would stall the frame loop once per frame.
+        decode_with_preview_vae: :func:`sample_latent` decodes the result with the AutoencoderTiny (faster,
+            softer) if present.
+    """
+
+    prompts: PromptInput
+    negative: PromptInput = ""
+    width: int = 512
+    height: int = 512
+    steps: int = 30
+    cfg_scale: float = 7.5
+    scheduler: str = "euler_a"
+    seed: int | torch.Generator = 0
+    init_image: torch.Tensor | None = None
+    strength: float = 0.75
+    init_latents: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
+    callback: Callback | None = None
+    preview_every: int = 0
+    model_fn_wrappers: Sequence[ModelFnWrapper] = ()
+    batch_size: int = 1
+    check_init_range: bool = True
+    decode_with_preview_vae: bool = False
+
+
 @torch.no_grad()
-def denoise_latents(
-    comps: LatentComponents,
-    *,
-    prompts: PromptInput,
-    negative: PromptInput = "",
-    width: int = 512,
-    height: int = 512,
-    steps: int = 30,
-    cfg_scale: float = 7.5,
-    scheduler: str = "euler_a",
-    seed: int | torch.Generator = 0,
-    init_image: torch.Tensor | None = None,
-    strength: float = 0.75,
-    init_latents: torch.Tensor | None = None,
-    noise: torch.Tensor | None = None,
-    callback: Callback | None = None,
-    preview_every: int = 0,
-    model_fn_wrappers: Sequence[ModelFnWrapper] = (),
-    batch_size: int = 1,
-    check_init_range: bool = True,
-) -> torch.Tensor:
+def denoise_latents(comps: LatentComponents, request: LatentRequest) -> torch.Tensor:
     """Run the sampler and return the final scaled latents (B, C, height/f, width/f), float32.
 
-    Arguments are those of :func:`sample_latent`. Runs under ``torch.no_grad()``; a wrapper that needs
-    gradients (CLIP guidance) opens ``torch.enable_grad()`` itself.
+    Runs under ``torch.no_grad()``; a wrapper that needs gradients (CLIP guidance) opens ``torch.enable_grad()``
+    itself. Raises as :func:`sample_latent`.
     """
+    width, height, steps, strength = request.width, request.height, request.steps, request.strength
+    cfg_scale, preview_every, callback = request.cfg_scale, request.preview_every, request.callback
+    init_image, init_latents, noise = request.init_image, request.init_latents, request.noise
     _check_settings(comps, width, height, steps, cfg_scale, strength)
     if not isinstance(preview_every, int) or preview_every < 0:
         raise LatentSettingError(f"preview_every must be an integer >= 0, got {preview_every!r}")
@@ -389,12 +417,12 @@ def denoise_latents(
     use_init = (init_image is not None or init_latents is not None) and strength < 1.0
     if use_init and init_latents is None:
         assert init_image is not None
-        init_image = _prepare_init_image(init_image, width, height, check_range=check_init_range)
+        init_image = _prepare_init_image(init_image, width, height, check_range=request.check_init_range)
 
     given = [t for t in (init_latents, noise) if t is not None]
     if use_init and init_latents is None and init_image is not None:
         given.append(init_image)
-    batch = max([batch_size, *(int(t.shape[0]) for t in given)])
+    batch = max([request.batch_size, *(int(t.shape[0]) for t in given)])
     latent_shape = (batch, comps.latent_channels, *shape_hw)
     for name, t in (("init_latents", init_latents), ("noise", noise)):
         if t is not None and tuple(t.shape[1:]) != latent_shape[1:]:
@@ -404,6 +432,7 @@ def denoise_latents(
     # Seeds: the initial noise comes from a CPU generator (same noise on every device); the per-step noise of
     # ancestral schedulers from a generator on the latents' device, seeded from the first, so drawing it never
     # copies from the host inside the loop.
+    seed = request.seed
     gen = seed if isinstance(seed, torch.Generator) else torch.Generator("cpu").manual_seed(int(seed))
     if noise is None:
         noise = randn_tensor(latent_shape, generator=gen, device=gen.device, dtype=torch.float32)
@@ -412,13 +441,13 @@ def denoise_latents(
     step_gen = torch.Generator(device=device).manual_seed(step_seed)
 
     # Text: weighted blends, cached per text; CFG only when it changes the result.
-    cond_emb = embed_weighted(comps, parse_weighted_prompts(prompts, setting="prompts"))
+    cond_emb = embed_weighted(comps, parse_weighted_prompts(request.prompts, setting="prompts"))
     do_cfg = cfg_scale > 1.0
-    uncond_emb = embed_weighted(comps, parse_weighted_prompts(negative, setting="negative")) if do_cfg else None
+    uncond_emb = embed_weighted(comps, parse_weighted_prompts(request.negative, setting="negative")) if do_cfg else None
     cond_b = cond_emb.expand(batch, -1, -1)
     uncond_b = uncond_emb.expand(batch, -1, -1) if uncond_emb is not None else None
 
-    sched = make_scheduler(scheduler, comps.scheduler_config)
+    sched = make_scheduler(request.scheduler, comps.scheduler_config)
     # The scheduler lives on the host (its timesteps and sigmas are a few numbers it branches on); the UNet gets
     # the timesteps uploaded once without a sync. diffusers' set_timesteps(device=cuda) would copy them from
     # pageable memory (a sync) for every frame of an animation.
@@ -447,7 +476,7 @@ def denoise_latents(
     alpha_bars = upload(_alpha_bars(sched, timesteps_host, begin), device)
     prediction_type = str(sched.config.get("prediction_type", "epsilon"))
     model_fn = _make_base_model_fn(comps)
-    for wrap in model_fn_wrappers:
+    for wrap in request.model_fn_wrappers:
         model_fn = wrap(model_fn)
     step_kwargs = {"generator": step_gen} if "generator" in inspect.signature(sched.step).parameters else {}
     n = len(timesteps)
@@ -472,79 +501,17 @@ def denoise_latents(
     return latents
 
 
-def sample_latent(
-    comps: LatentComponents,
-    *,
-    prompts: PromptInput,
-    negative: PromptInput = "",
-    width: int = 512,
-    height: int = 512,
-    steps: int = 30,
-    cfg_scale: float = 7.5,
-    scheduler: str = "euler_a",
-    seed: int | torch.Generator = 0,
-    init_image: torch.Tensor | None = None,
-    strength: float = 0.75,
-    init_latents: torch.Tensor | None = None,
-    noise: torch.Tensor | None = None,
-    callback: Callback | None = None,
-    preview_every: int = 0,
-    model_fn_wrappers: Sequence[ModelFnWrapper] = (),
-    batch_size: int = 1,
-    decode_with_preview_vae: bool = False,
-    check_init_range: bool = True,
-) -> torch.Tensor:
+def sample_latent(comps: LatentComponents, request: LatentRequest) -> torch.Tensor:
     """txt2img / img2img with a Stable-Diffusion-style model. Returns images (B, 3, height, width) in [0, 1].
 
-    Args:
-        comps: from :func:`discolib.models.latent.load_latent_components`.
-        prompts: weighted prompts (module docstring): ``"text"``, ``["text:w", ...]`` or ``[(text, w), ...]``.
-        negative: negative prompt(s), same forms; replaces the unconditional embedding of CFG.
-        width, height: output size in pixels, multiples of the VAE factor (8).
-        steps: scheduler steps for the full schedule (img2img runs ``int(steps * strength)`` of them).
-        cfg_scale: classifier-free guidance scale; ``<= 1`` skips the unconditional pass (sd-turbo uses 0).
-        scheduler: name for :func:`discolib.models.latent.make_scheduler`.
-        seed: int or a ``torch.Generator``: same seed and settings give the same image.
-        init_image: (B, 3, H, W) in [0, 1] for img2img; another size is resized (bicubic) with a
-            :class:`LatentSizeWarning`.
-        strength: img2img noise strength in [0, 1]; 0 returns the VAE round trip of the init, 1 ignores it.
-        init_latents: scaled latents (B, C, h, w) to use instead of encoding ``init_image`` (saves a VAE pass).
-        noise: the initial noise (B, C, h, w), standard normal, instead of drawing it from ``seed``.
-        callback: called after every step with ``{"i", "n", "t", "x", "denoised", "alpha_bar"}`` (latents), plus
-            ``"preview"`` (B, 3, H, W) in [0, 1] every ``preview_every`` steps and at the last step.
-        preview_every: decode a preview every N steps (with the preview VAE if any); 0 = never.
-        model_fn_wrappers: functions ``model_fn -> model_fn`` applied in order (first is innermost).
-        batch_size: images per call when no batched tensor input sets it.
-        decode_with_preview_vae: decode the result with the AutoencoderTiny (faster, softer) if present.
-        check_init_range: read ``init_image``'s value range back to the host and refuse values outside [0, 1].
-            ``False`` is for callers that guarantee the range (the render loop's own clamped frames): on an
-            accelerator that read would stall the frame loop once per frame.
+    ``comps`` come from :func:`discolib.models.latent.load_latent_components`; ``request`` says what to make.
 
     Raises:
         LatentSettingError: an invalid setting (the message names it).
         ValueError: unknown scheduler name (lists the valid ones).
     """
-    latents = denoise_latents(
-        comps,
-        prompts=prompts,
-        negative=negative,
-        width=width,
-        height=height,
-        steps=steps,
-        cfg_scale=cfg_scale,
-        scheduler=scheduler,
-        seed=seed,
-        init_image=init_image,
-        strength=strength,
-        init_latents=init_latents,
-        noise=noise,
-        callback=callback,
-        preview_every=preview_every,
-        model_fn_wrappers=model_fn_wrappers,
-        batch_size=batch_size,
-        check_init_range=check_init_range,
-    )
-    return decode_latents(comps, latents, use_preview_vae=decode_with_preview_vae)
+    latents = denoise_latents(comps, request)
+    return decode_latents(comps, latents, use_preview_vae=request.decode_with_preview_vae)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -607,114 +574,99 @@ def _decode_for_grad(vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tenso
 
 
 class LatentSampler:
-    """The latent sampler configured from Settings: components loaded once, one image per :class:`FrameRequest`.
+    """The latent sampler: components loaded once from a :class:`LatentConfig`, one image per :class:`FrameRequest`.
 
-    ``FrameRequest.init_strength`` is Deforum's strength (fraction of the init kept); the denoising strength
-    passed to :func:`sample_latent` is ``1 - init_strength``.
+    What a request means here: no ``init`` is txt2img; with ``init`` it is img2img at denoising strength
+    ``1 - init_strength`` (Deforum's strength is the fraction of the init kept; 1 gives the init's VAE round trip).
+    ``cfg_scale`` None takes the config's; the request's negative prompts (weights made positive) replace the
+    config's ``negative_prompt`` when there are any. ``skip_steps`` and ``init_scale`` are guided mode's, ignored.
     """
 
-    def __init__(self, settings: Settings, *, device: torch.device | None = None, progress: bool = False) -> None:
-        from discolib.models.device import resolve_device, resolve_dtype
+    policy: AnimationPolicy = LATENT_POLICY
 
-        self.settings = settings
-        m = settings.models
-        self.device = device or resolve_device(m.device)
-        self.dtype = resolve_dtype(m.dtype, self.device)
-        self.width, self.height = settings.image.width, settings.image.height
+    def __init__(self, config: LatentConfig, *, device: torch.device | None = None, progress: bool = False) -> None:
+        self.config = config
+        self.device = device or resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.width, self.height = config.width, config.height
         self.progress = progress
-        try:
-            self.comps = load_latent_components(
-                m.latent_model,
-                device=self.device,
-                dtype=self.dtype,
-                vae=m.fast_vae or None,
-                channels_last=self.device.type == "cuda",
-                compile_unet=m.compile,
-            )
-        except WeightsUnavailable as exc:  # not a refused or broken file: those stay errors
-            from discolib.models.archs import LATENT_ARCHS, random_latent_components, warn_random
-
-            if not (m.random_weights and m.latent_model in LATENT_ARCHS):
-                raise
-            warn_random(f"models.latent_model {m.latent_model!r}", str(exc).split(". ")[0])
-            self.comps = random_latent_components(
-                m.latent_model, device=self.device, dtype=self.dtype, fast_vae=bool(m.fast_vae)
-            )
-            enable_fast_paths(self.comps, channels_last=self.device.type == "cuda", compile_unet=m.compile)
-        make_scheduler(settings.latent.scheduler, self.comps.scheduler_config)  # fail now on a bad name
+        self.comps = load_latent(
+            config.latent_model,
+            self.device,
+            self.dtype,
+            random_ok=config.random_weights,
+            vae=config.fast_vae or None,
+            channels_last=self.device.type == "cuda",
+            compile_unet=config.compile,
+        )
+        make_scheduler(config.scheduler, self.comps.scheduler_config)  # fail now on a bad name
+        g = config.guidance
         self.ensemble: ClipEnsemble | None = None
-        if settings.latent.clip_scale > 0:
-            self.ensemble = load_ensemble(m.clip_models, self.device, torch.float32, random_ok=m.random_weights)
-        self._init: torch.Tensor | None = None
+        self.cut_schedules: CutSchedules | None = None
+        if g.clip_guidance_scale > 0:
+            self.ensemble = load_clip_ensemble(g.clip_models, self.device, torch.float32, random_ok=config.random_weights)
+            self.cut_schedules = CutSchedules.from_disco(g.cut_overview, g.cut_innercut, g.cut_ic_pow, g.cut_icgray_p)
 
     def preview(self, info: dict[str, object]) -> torch.Tensor:
         """The step's predicted image (B, 3, H, W) in [0, 1], decoded with the fast VAE when there is one."""
         return decode_latents(self.comps, info["denoised"], use_preview_vae=True)  # type: ignore[arg-type]
 
-    def _settings_init(self) -> torch.Tensor | None:
-        path = self.settings.guidance.init_image
-        if path and self._init is None:
-            from discolib.io.images import load_image
-
-            self._init = load_image(path, (self.width, self.height), setting="guidance.init_image")
-        return self._init if path else None
-
     def __call__(self, request: FrameRequest) -> torch.Tensor:
-        s = self.settings
+        """The image (1, 3, H, W) in [0, 1] on ``device`` (see the class docstring for the request's meaning)."""
+        c = self.config
         positive = [(p.text, p.weight) for p in request.prompts.positive]
-        negative: PromptInput = [(p.text, abs(p.weight)) for p in request.prompts.negative] or s.latent.negative_prompt
+        negative: PromptInput = [(p.text, abs(p.weight)) for p in request.prompts.negative] or c.negative_prompt
         init = request.init
         keep = request.init_strength
-        if init is None and (init := self._settings_init()) is not None:
-            keep = s.latent.strength
         # A host generator: the same noise on every device, and drawing it never reads a device value back.
         gen = torch.Generator("cpu").manual_seed(request.seed)
         wrappers: list[ModelFnWrapper] = []
         if self.ensemble is not None:
+            assert self.cut_schedules is not None
+            g = c.guidance
             # Cut sizes and positions are drawn on the host: a CPU generator keeps them free of device syncs.
             cut_gen = torch.Generator("cpu").manual_seed(request.seed)
             denoise = 1.0 if init is None else 1.0 - keep
-            first_step = s.image.steps - min(int(s.image.steps * denoise), s.image.steps)  # diffusers' img2img rule
+            first_step = c.steps - min(int(c.steps * denoise), c.steps)  # diffusers' img2img rule
             guidance = ClipGuidance.from_prompts(
                 self.ensemble,
                 positive,
-                schedules=CutSchedules.from_disco(
-                    s.guidance.cut_overview, s.guidance.cut_innercut, s.guidance.cut_ic_pow, s.guidance.cut_icgray_p
-                ),
-                clip_guidance_scale=s.latent.clip_scale,
-                tv_scale=s.guidance.tv_scale,
-                range_scale=s.guidance.range_scale,
-                sat_scale=s.guidance.sat_scale,
-                cutn_batches=s.guidance.cutn_batches,
-                augment=not s.guidance.skip_augs,
+                schedules=self.cut_schedules,
+                clip_guidance_scale=g.clip_guidance_scale,
+                tv_scale=g.tv_scale,
+                range_scale=g.range_scale,
+                sat_scale=g.sat_scale,
+                cutn_batches=g.cutn_batches,
+                augment=not g.skip_augs,
+                aug=g.augmentation,
             )
-            clamp = s.guidance.clamp_max if s.guidance.clamp_grad else None
             wrappers.append(
                 latent_clip_guidance(
-                    self.comps, guidance, generator=cut_gen, steps=s.image.steps, first_step=first_step, clamp_max=clamp
+                    self.comps, guidance, generator=cut_gen, steps=c.steps, first_step=first_step, clamp_max=g.grad_clamp
                 )
             )
-        step_cb = make_step_callback(request)
         host_check = self.device.type == "cpu"
         return sample_latent(
             self.comps,
-            prompts=positive,
-            negative=negative,
-            width=self.width,
-            height=self.height,
-            steps=s.image.steps,
-            cfg_scale=s.latent.cfg_scale if request.cfg_scale is None else request.cfg_scale,
-            scheduler=s.latent.scheduler,
-            seed=gen,
-            # FrameRequest.init is in [0, 1] by contract (the render loop's frames are clamped). On the CPU the
-            # range check is free and refuses a bad init; on an accelerator it would read the range back every
-            # frame, so the init is clamped instead.
-            init_image=None if init is None else (init.to(self.device) if host_check else init.to(self.device).clamp(0.0, 1.0)),
-            check_init_range=host_check,
-            strength=1.0 if init is None else 1.0 - keep,
-            callback=step_cb,
-            preview_every=0,  # the render loop asks for previews when it wants them (see preview)
-            model_fn_wrappers=wrappers,
-            # models.fast_vae names an AutoencoderTiny: it decodes the frames too, not only the previews.
-            decode_with_preview_vae=bool(s.models.fast_vae),
+            LatentRequest(
+                prompts=positive,
+                negative=negative,
+                width=self.width,
+                height=self.height,
+                steps=c.steps,
+                cfg_scale=c.cfg_scale if request.cfg_scale is None else request.cfg_scale,
+                scheduler=c.scheduler,
+                seed=gen,
+                # FrameRequest.init is in [0, 1] by contract (the render loop's frames are clamped). On the CPU the
+                # range check is free and refuses a bad init; on an accelerator it would read the range back every
+                # frame, so the init is clamped instead.
+                init_image=None if init is None else (init.to(self.device) if host_check else init.to(self.device).clamp(0.0, 1.0)),
+                check_init_range=host_check,
+                strength=1.0 if init is None else 1.0 - keep,
+                callback=make_step_callback(request),
+                preview_every=0,  # the render loop asks for previews when it wants them (see preview)
+                model_fn_wrappers=wrappers,
+                # models.fast_vae names an AutoencoderTiny: it decodes the frames too, not only the previews.
+                decode_with_preview_vae=bool(c.fast_vae),
+            ),
         )

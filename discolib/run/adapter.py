@@ -1,0 +1,103 @@
+"""The one adapter from :class:`~discolib.config.settings.Settings` to the samplers' explicit configs.
+
+The samplers never read Settings: :func:`guided_config` and :func:`latent_config` pick the values each sampler
+uses, and :func:`build_sampler` builds the sampler of ``image.mode``. Everything per image (seeds, prompts, the
+init image, strengths) goes into each :class:`~discolib.samplers.base.FrameRequest` instead.
+"""
+
+from __future__ import annotations
+
+from discolib.config.settings import Settings
+from discolib.samplers.base import FrameSampler
+from discolib.samplers.config import GuidanceConfig, GuidedConfig, LatentConfig
+from discolib.samplers.guided import GuidedSampler
+from discolib.samplers.latent import LatentSampler
+
+__all__ = ["build_sampler", "guidance_config", "guided_config", "latent_config"]
+
+# Disco augments cuts of animation frames differently from stills (see discolib.guidance.cutouts.AUG_PRESETS).
+_AUG_BY_MODE = {"None": "still", "2D": "animation", "3D": "animation", "Video Input": "video"}
+
+
+def guidance_config(settings: Settings, *, clip_guidance_scale: float, augmentation: str) -> GuidanceConfig:
+    """The CLIP-guidance part of a sampler's config, with the CLIP scale and cut augmentation of that sampler."""
+    g = settings.guidance
+    return GuidanceConfig(
+        clip_models=tuple(settings.models.clip_models),
+        clip_guidance_scale=clip_guidance_scale,
+        tv_scale=g.tv_scale,
+        range_scale=g.range_scale,
+        sat_scale=g.sat_scale,
+        cutn_batches=g.cutn_batches,
+        cut_overview=g.cut_overview,
+        cut_innercut=g.cut_innercut,
+        cut_ic_pow=g.cut_ic_pow,
+        cut_icgray_p=g.cut_icgray_p,
+        skip_augs=g.skip_augs,
+        augmentation=augmentation,
+        clamp_grad=g.clamp_grad,
+        clamp_max=g.clamp_max,
+    )
+
+
+def guided_config(settings: Settings) -> GuidedConfig:
+    """Disco's guided sampler as ``settings`` describe it (cut augmentation by ``animation.animation_mode``)."""
+    m, g = settings.models, settings.guidance
+    return GuidedConfig(
+        width=settings.image.width,
+        height=settings.image.height,
+        steps=settings.image.steps,
+        device=m.device,
+        dtype=m.dtype,
+        random_weights=m.random_weights,
+        compile=m.compile,
+        diffusion_model=m.diffusion_model,
+        use_secondary_model=m.use_secondary_model,
+        secondary_model=m.secondary_model,
+        gradient_checkpointing=m.gradient_checkpointing,
+        sampler=g.sampler,
+        eta=g.eta,
+        clip_denoised=g.clip_denoised,
+        skip_steps=g.skip_steps,
+        init_scale=g.init_scale,
+        perlin_init=g.perlin_init,
+        perlin_mode=g.perlin_mode,
+        fuzzy_prompt=g.fuzzy_prompt,
+        rand_mag=g.rand_mag,
+        use_horizontal_symmetry=g.use_horizontal_symmetry,
+        use_vertical_symmetry=g.use_vertical_symmetry,
+        transformation_percent=tuple(g.transformation_percent),
+        guidance=guidance_config(
+            settings,
+            clip_guidance_scale=g.clip_guidance_scale,
+            augmentation=_AUG_BY_MODE.get(settings.animation.animation_mode, "still"),
+        ),
+    )
+
+
+def latent_config(settings: Settings) -> LatentConfig:
+    """The latent sampler as ``settings`` describe it (CLIP guidance at ``latent.clip_scale``, 0 = off)."""
+    m, lat = settings.models, settings.latent
+    return LatentConfig(
+        width=settings.image.width,
+        height=settings.image.height,
+        steps=settings.image.steps,
+        device=m.device,
+        dtype=m.dtype,
+        random_weights=m.random_weights,
+        compile=m.compile,
+        latent_model=m.latent_model,
+        fast_vae=m.fast_vae,
+        scheduler=lat.scheduler,
+        cfg_scale=lat.cfg_scale,
+        negative_prompt=lat.negative_prompt,
+        # Latent mode has always cut with the still augmentation, animation or not.
+        guidance=guidance_config(settings, clip_guidance_scale=lat.clip_scale, augmentation="still"),
+    )
+
+
+def build_sampler(settings: Settings, *, progress: bool = False) -> FrameSampler:
+    """The sampler for ``settings.image.mode``, with its models loaded once."""
+    if settings.image.mode == "guided":
+        return GuidedSampler(guided_config(settings), progress=progress)
+    return LatentSampler(latent_config(settings), progress=progress)
