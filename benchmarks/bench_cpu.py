@@ -2,7 +2,7 @@
 
 * the 3D warp (:func:`discolib.animation.motion.reproject_3d`) of one frame at 512² and 1024² with random depth in Deforum's
   ``[1, 2]`` range, ``depth_refinement_steps`` 0 and 1, bicubic (the settings' default) and bilinear sampling;
-* :func:`discolib.run.loop.evaluate_schedules` of every animation schedule of the Deforum (latent) defaults for
+* :func:`discolib.animation.plan.evaluate_schedules` of every animation schedule of the Deforum (latent) defaults for
   10 000 frames;
 * the per-frame overhead of :func:`discolib.run.loop.render` outside the models: a 2D animation whose sampler returns
   its init image unchanged, so what is timed is the loop itself (schedules lookup, 2D warp, colour match, noise,
@@ -23,11 +23,13 @@ import torch
 from bench_common import BenchContext, BenchResult, median, time_call
 
 from discolib.animation import coherence, motion
+from discolib.animation.plan import evaluate_schedules
+from discolib.animation.policy import GUIDED_POLICY
 from discolib.config.presets import apply_preset
 from discolib.config.settings import Settings
 from discolib.io.files import save_png_atomic
 from discolib.run.events import RenderEvent
-from discolib.run.loop import evaluate_schedules, render
+from discolib.run.loop import render
 from discolib.samplers.base import FrameRequest
 
 __all__ = ["EchoSampler", "run"]
@@ -38,6 +40,8 @@ class EchoSampler:
 
     Satisfies :class:`discolib.samplers.base.FrameSampler`; images are ``(1, 3, H, W)`` in ``[0, 1]`` on ``device``.
     """
+
+    policy = GUIDED_POLICY  # chains frames as Disco's guided sampler does (no added noise)
 
     def __init__(self, width: int, height: int, device: torch.device) -> None:
         self.width, self.height, self.device = width, height, device

@@ -41,12 +41,14 @@ def one_thread() -> Iterator[None]:
 # kornia-style device and dtype fixtures: `pytest --device cuda --dtype bfloat16` runs the parametrised tests on a GPU;
 # `--device all` / `--dtype all` run every combination available. Without a GPU the CUDA cases skip with a reason.
 _DEVICES = ("cpu", "cuda")
-_DTYPES = ("float32", "bfloat16", "float16")
+_DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", default="cpu", help="device(s) for device-parametrised tests: cpu, cuda or all")
-    parser.addoption("--dtype", default="float32", help="dtype(s) for dtype-parametrised tests: float32, bfloat16, float16 or all")
+    parser.addoption(
+        "--dtype", default="float32,float64", help="dtype(s) for dtype-parametrised tests: float32, float64, bfloat16, float16 or all"
+    )
 
 
 def _chosen(config: pytest.Config, option: str, known: tuple[str, ...]) -> list[str]:
@@ -58,10 +60,19 @@ def _chosen(config: pytest.Config, option: str, known: tuple[str, ...]) -> list[
     return names
 
 
+def _parametrized_by_test(metafunc: pytest.Metafunc, name: str) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", "")
+        if name in ([n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)):
+            return True
+    return False
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "device" in metafunc.fixturenames:
+    # A test that parametrises `device` or `dtype` itself (e.g. plain strings) keeps its own values.
+    if "device" in metafunc.fixturenames and not _parametrized_by_test(metafunc, "device"):
         metafunc.parametrize("device", _chosen(metafunc.config, "--device", _DEVICES), indirect=True)
-    if "dtype" in metafunc.fixturenames:
+    if "dtype" in metafunc.fixturenames and not _parametrized_by_test(metafunc, "dtype"):
         metafunc.parametrize("dtype", _chosen(metafunc.config, "--dtype", _DTYPES), indirect=True)
 
 
@@ -78,11 +89,11 @@ def device(request: pytest.FixtureRequest):  # -> torch.device (torch is importe
 
 @pytest.fixture
 def dtype(request: pytest.FixtureRequest, device):  # -> torch.dtype
-    """The floating dtype of a parametrised test; half precision on the CPU skips (float16 is unsupported there)."""
+    """The floating dtype of a parametrised test; half precision on the CPU skips (the CPU path is float32)."""
     import torch
 
     name = request.param
-    if name != "float32" and device.type != "cuda":
+    if name in ("bfloat16", "float16") and device.type != "cuda":
         pytest.skip(f"{name} runs only on CUDA here (the CPU path is float32)")
     return getattr(torch, name)
 
@@ -92,6 +103,7 @@ def tol(dtype) -> dict[str, float]:
     """``rtol``/``atol`` for ``torch.testing.assert_close`` of a result computed in ``dtype`` against float32."""
     import torch
 
-    return {torch.float32: {"rtol": 1e-4, "atol": 1e-5}, torch.bfloat16: {"rtol": 3e-2, "atol": 3e-2}}.get(
+    table = {torch.float64: {"rtol": 1e-7, "atol": 1e-9}, torch.float32: {"rtol": 1e-4, "atol": 1e-5}}
+    return {**table, torch.bfloat16: {"rtol": 3e-2, "atol": 3e-2}}.get(
         dtype, {"rtol": 1e-2, "atol": 1e-2}
     )

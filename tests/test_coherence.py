@@ -20,22 +20,7 @@ from discolib.animation.coherence import (
 from discolib.animation.noise import perlin_noise
 from discolib.ops import mid_ranks
 
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
-]
-DTYPES = [torch.float32, torch.float64]
 SPACES = ["LAB", "HSV", "RGB"]
-
-
-@pytest.fixture(params=DEVICES)
-def device(request: pytest.FixtureRequest) -> torch.device:
-    return torch.device(request.param)
-
-
-@pytest.fixture(params=DTYPES, ids=["f32", "f64"])
-def dtype(request: pytest.FixtureRequest) -> torch.dtype:
-    return request.param
 
 
 def picture(b: int, h: int, w: int, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -30,22 +30,6 @@ from discolib.animation.motion import (
     warp_2d,
 )
 
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
-]
-DTYPES = [torch.float32, torch.float64]
-
-
-@pytest.fixture(params=DEVICES)
-def device(request: pytest.FixtureRequest) -> torch.device:
-    return torch.device(request.param)
-
-
-@pytest.fixture(params=DTYPES, ids=["f32", "f64"])
-def dtype(request: pytest.FixtureRequest) -> torch.dtype:
-    return request.param
-
 
 def tol(dtype: torch.dtype) -> float:
     """Error allowed on pixel coordinates / unit-range values for the dtype."""

@@ -16,11 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
+from discolib.animation.plan import frame_seeds
 from discolib.config.presets import apply_preset
 from discolib.config.settings import Settings, SettingsError
 from discolib.io.video import count_video_frames, probe_video
 from discolib.run.events import RenderEvent
-from discolib.run.loop import frame_seeds, render
+from discolib.run.loop import render
 from discolib.run.runs import RunFolder
 
 pytestmark = pytest.mark.slow

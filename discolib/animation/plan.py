@@ -1,0 +1,258 @@
+"""The per-run plan: everything about a render that is fixed before its first frame, computed once from Settings.
+
+:meth:`RenderPlan.from_settings` is the one place that turns Settings into per-frame numbers: the frame count,
+every frame's seed (Deforum's ``seed_behavior``), every keyframe schedule evaluated for all frames at once, the
+prompt schedules, where the first frame's init comes from (an image, a video's first frame, a video's frames), the
+per-frame init strength / init-loss scale / CFG scale each sampler family reads, and named random streams per
+purpose. The render loop and :class:`~discolib.animation.step.AnimationStep` only index it.
+
+A plan is a pure function of the settings (and the run seed in them), so a resumed run rebuilds the same plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from discolib.config.settings import Settings, SettingsError
+from discolib.io.images import check_image, load_image
+from discolib.io.video import check_soundtrack, first_frame, read_video_frames, video_info
+from discolib.schedules.keyframes import Schedule
+from discolib.schedules.prompts import FramePrompts, PromptSchedule
+
+__all__ = ["RenderPlan", "check_inputs", "SCHEDULE_FIELDS", "VIDEO_SUFFIXES", "frame_seeds", "evaluate_schedules", "frames_skip_fraction"]
+
+#: Settings whose keyframe strings are evaluated per frame.
+SCHEDULE_FIELDS = (
+    "angle",
+    "zoom",
+    "translation_x",
+    "translation_y",
+    "translation_z",
+    "rotation_3d_x",
+    "rotation_3d_y",
+    "rotation_3d_z",
+    "transform_center_x",
+    "transform_center_y",
+    "fov",
+    "near",
+    "far",
+    "noise_schedule",
+    "strength_schedule",
+    "contrast_schedule",
+    "cfg_scale_schedule",
+    "antiblur_amount",
+    "antiblur_sigma",
+)
+
+#: An init image with one of these suffixes is a video: its first frame starts the animation.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
+
+#: Offsets that give each random purpose of a frame its own seed (a prime stride keeps frames' streams apart).
+_STREAM_STRIDE = 7919
+
+
+def evaluate_schedules(settings: Settings, n_frames: int, seed: int) -> dict[str, np.ndarray]:
+    """Every keyframe schedule evaluated for all frames at once: name -> float64 array ``(n_frames,)``."""
+    anim = settings.animation
+    out: dict[str, np.ndarray] = {}
+    for name in SCHEDULE_FIELDS:
+        sched = Schedule.parse(getattr(anim, name), setting=f"animation.{name}", interpolation=anim.interpolation)
+        out[name] = sched.values(n_frames, seed=seed)
+    return out
+
+
+def frame_seeds(settings: Settings, n_frames: int, seed: int) -> list[int]:
+    """The seed of every frame (Deforum's ``seed_behavior``), fixed before the loop so a resume reuses them.
+
+    ``iter``: +1 every ``seed_iter_n`` frames; ``fixed``; ``random`` (drawn from a generator seeded with the run
+    seed, so a run is reproducible); ``ladder``: +2, -1, +2, -1 ...; ``alternate``: +1, -1, +1 ...;
+    ``schedule``: ``seed_schedule`` evaluated per frame (``s`` is the run seed; -1 means random).
+    Stills take the next seed for every image, as Disco's batches.
+    """
+    anim = settings.animation
+    still = anim.animation_mode == "None"
+    behavior = "iter" if still else anim.seed_behavior
+    iter_n = 1 if still else anim.seed_iter_n
+    rng = np.random.default_rng(seed)
+    seeds: list[int] = []
+    s = seed
+    for i in range(n_frames):
+        if i > 0:
+            if behavior == "iter":
+                s = seed + i // iter_n
+            elif behavior == "ladder":
+                s += 2 if i % 2 == 1 else -1
+            elif behavior == "alternate":
+                s += 1 if i % 2 == 1 else -1
+            elif behavior == "random":
+                s = int(rng.integers(0, 2**32))
+        seeds.append(s % 2**32)
+    if behavior == "schedule":
+        values = Schedule.parse(anim.seed_schedule, setting="animation.seed_schedule", interpolation="step").values(
+            n_frames, seed=seed
+        )
+        seeds = [int(rng.integers(0, 2**32)) if v == -1 else int(v) % 2**32 for v in values]
+    return seeds
+
+
+def frames_skip_fraction(settings: Settings) -> float:
+    """Disco's ``frames_skip_steps`` (``"60%"`` or a step count) as a fraction of the steps."""
+    v = settings.animation.frames_skip_steps.strip()
+    if v.endswith("%"):
+        return float(v[:-1]) / 100.0
+    return min(int(v), settings.image.steps - 1) / settings.image.steps
+
+
+def check_inputs(settings: Settings) -> None:
+    """Files a run of ``settings`` will read must exist and be readable before a run folder is made.
+
+    Images (init image, image prompts) are opened and decoded now, URLs fetched once (the bytes are cached for
+    the run): a missing, unreadable, corrupt or oversized image, or a dead link, fails here with one line.
+    """
+    animated = settings.animation.animation_mode != "None"
+    if settings.animation.animation_mode == "Video Input":
+        video_info(settings.animation.video_init_path)
+    init = settings.guidance.init_image
+    if init and Path(init).suffix.lower() in VIDEO_SUFFIXES:  # an animation may start from a video's first frame
+        video_info(init, setting="guidance.init_image")
+    elif init:
+        check_image(init, setting="guidance.init_image")
+    if settings.prompts.image_prompts:
+        schedule = PromptSchedule.from_any(settings.prompts.image_prompts, setting="prompts.image_prompts")
+        items = schedule.items(settings.n_frames() if animated else 1)  # stills use frame 0's image prompts
+        for source in dict.fromkeys(p.text for _, fp in items for p in fp.positive):  # each distinct image once
+            check_image(source, setting="prompts.image_prompts")
+    out = settings.output
+    if animated and out.make_video and out.soundtrack and out.video_format == "mp4":
+        check_soundtrack(out.soundtrack)  # a bad audio file must not surface after the last frame
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    """A render's fixed facts, indexed by frame.
+
+    Attributes:
+        settings: the validated settings the plan was made from (with the run seed drawn).
+        motion: ``animation.animation_mode``: ``"None"`` (stills), ``"2D"``, ``"3D"`` or ``"Video Input"``.
+        n_frames: images the run makes: ``run.n_batches`` stills, or ``animation.max_frames`` frames.
+        seeds: each frame's seed.
+        values: each keyframe schedule of :data:`SCHEDULE_FIELDS` as a float64 array ``(n_frames,)`` (empty for
+            stills, which read no schedule).
+        prompts, image_prompts: the text and image prompt schedules (``image_prompts`` None without any).
+        strength: each frame's init strength in Deforum's sense (fraction of the init kept): the latent
+            ``strength_schedule``, or guided mode's ``frames_skip_steps`` as a fraction, the same for every frame.
+        first_strength: frame 0's (and a still's) init strength: ``latent.strength``, or
+            ``guidance.skip_steps / image.steps`` in guided mode.
+        init_scale: guided mode's init-loss scale for frames after the first (``frames_scale``); None in latent mode.
+        cfg_scale: each frame's CFG scale in latent mode (``cfg_scale_schedule``); None for stills (they use
+            ``latent.cfg_scale``) and in guided mode (no CFG).
+    """
+
+    settings: Settings
+    motion: str
+    n_frames: int
+    seeds: tuple[int, ...]
+    values: Mapping[str, np.ndarray]
+    prompts: PromptSchedule
+    image_prompts: PromptSchedule | None
+    strength: np.ndarray
+    first_strength: float
+    init_scale: float | None
+    cfg_scale: np.ndarray | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RenderPlan:
+        """The plan of ``settings`` (validated, with a fixed ``run.seed``)."""
+        anim, seed = settings.animation, settings.run.seed
+        animated = anim.animation_mode != "None"
+        n = settings.n_frames()
+        values = evaluate_schedules(settings, n, seed) if animated else {}
+        guided = settings.image.mode == "guided"
+        if guided:
+            strength = np.full(n, frames_skip_fraction(settings) if animated else 0.0)
+            first = settings.guidance.skip_steps / settings.image.steps
+            init_scale: float | None = anim.frames_scale
+        else:
+            strength = values["strength_schedule"] if animated else np.zeros(n)
+            first = settings.latent.strength
+            init_scale = None
+        image_prompts = None
+        if settings.prompts.image_prompts:
+            image_prompts = PromptSchedule.from_any(settings.prompts.image_prompts, setting="prompts.image_prompts")
+        return cls(
+            settings=settings,
+            motion=anim.animation_mode,
+            n_frames=n,
+            seeds=tuple(frame_seeds(settings, n, seed)),
+            values=values,
+            prompts=PromptSchedule.from_any(settings.prompts.text_prompts, setting="prompts.text_prompts"),
+            image_prompts=image_prompts,
+            strength=strength,
+            first_strength=first,
+            init_scale=init_scale,
+            cfg_scale=values["cfg_scale_schedule"] if animated and not guided else None,
+        )
+
+    @property
+    def animated(self) -> bool:
+        return self.motion != "None"
+
+    def value(self, name: str, i: int) -> float:
+        """Schedule ``name`` at frame ``i`` as a Python float."""
+        return float(self.values[name][i])
+
+    def prompts_at(self, i: int) -> tuple[FramePrompts, FramePrompts | None]:
+        """The text and image prompts that hold at frame ``i`` (stills all use frame 0's, as Disco)."""
+        if not self.animated:
+            return self.prompts.at(0), self.image_prompts.at(0) if self.image_prompts else None
+        n = self.n_frames
+        return self.prompts.at(i, n), self.image_prompts.at(i, n) if self.image_prompts else None
+
+    def generator(self, purpose: str, i: int) -> torch.Generator:
+        """A CPU generator of its own for ``purpose`` at frame ``i``, fixed by the frame's seed (never the global RNG).
+
+        ``"coherence"``: the noise of frame ``i``'s coherence step (disocclusion fill, noise schedule).
+        """
+        if purpose != "coherence":
+            raise ValueError(f"unknown random stream {purpose!r}")
+        return torch.Generator("cpu").manual_seed(self.seeds[i] + _STREAM_STRIDE * (i + 1))
+
+    # ------------------------------------------------------------------------------------------ inputs
+    def init_image(self, device: torch.device) -> torch.Tensor | None:
+        """``guidance.init_image`` as ``(1, 3, H, W)`` in [0, 1] on ``device`` (a video's first frame for a video
+        file), or None. Loaded here once: the samplers never read files."""
+        path = self.settings.guidance.init_image
+        if not path:
+            return None
+        size = (self.settings.image.width, self.settings.image.height)
+        if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+            return first_frame(path, size, setting="guidance.init_image").to(device)  # animate a video's first frame
+        return load_image(path, size, setting="guidance.init_image").to(device)
+
+    def video_frames(self, start: int) -> Iterator[torch.Tensor]:
+        """Video Input mode's init frames from frame ``start`` on, ``(1, 3, H, W)`` in [0, 1] on the CPU.
+
+        Raises SettingsError (naming ``animation.video_init_path``) when the video runs out before the last frame.
+        """
+        anim = self.settings.animation
+        frames = read_video_frames(
+            anim.video_init_path,
+            every_nth=anim.extract_nth_frame,
+            size=(self.settings.image.width, self.settings.image.height),
+            max_frames=self.n_frames,
+        )
+        for i in range(self.n_frames):
+            frame = next(frames, None)
+            if frame is None:
+                raise SettingsError(
+                    f"the video has fewer usable frames than max_frames ({self.n_frames}) at extract_nth_frame "
+                    f"{anim.extract_nth_frame}; lower animation.max_frames",
+                    field="animation.video_init_path",
+                )
+            if i >= start:  # frames already rendered: their inputs are read and skipped
+                yield frame
