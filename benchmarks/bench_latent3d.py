@@ -1,15 +1,16 @@
 """``latent3d``: the Deforum-style 3D animation frame with a 1-step sd-turbo-architecture img2img.
 
-Per frame, built from discolib's public functions so each stage is timed on its own:
+Each frame runs the render loop's own parts -- the run's :class:`~discolib.animation.plan.RenderPlan`, the real
+:class:`~discolib.animation.step.AnimationStep` and a real :class:`~discolib.samplers.latent.LatentSampler` given
+the benchmark's components, the request built by :func:`discolib.run.loop.frame_request` -- with timing marks
+around its stages (wrappers on the step's depth model, ``warp`` and ``coherence``, hooks on the sampler's modules):
 
-1. schedules: this frame's keyframe values (evaluated for the whole run beforehand, as :func:`render` does) turned
-   into the motion tensors on the device;
-2. depth: Depth-Anything-V2-Small architecture (:class:`discolib.models.depth.TransformersDepth`) + ``normalize_depth``;
-3. warp3d: :func:`discolib.animation.motion.reproject_3d` (bicubic, border padding: the settings' defaults);
+1. schedules: the step reading this frame's planned values (all evaluated once, before the loop);
+2. depth: Depth-Anything-V2-Small architecture (:class:`discolib.models.depth.TransformersDepth`);
+3. warp3d: ``normalize_depth`` + :func:`discolib.animation.motion.reproject_3d` (bicubic, border: the defaults);
 4. coherence: LAB histogram match to frame 0, fresh noise in disoccluded pixels, Deforum's 0.02 noise;
-5. sample: :func:`discolib.samplers.latent.sample_latent`, 2 Euler steps at strength 0.5 = one UNet call (sd-turbo's
-   img2img recipe), cfg 0, split by module hooks into ``vae_encode``, ``unet``, ``vae_decode`` and ``sample_other``
-   (scheduler, init checks, noise);
+5. sample: the sampler, 2 Euler steps at strength 0.5 = one UNet call (sd-turbo's img2img recipe), cfg 0, split by
+   module hooks into ``vae_encode``, ``unet``, ``vae_decode`` and ``sample_other`` (scheduler, init checks, noise);
 6. handoff: 8-bit quantisation on the device and the copy of the uint8 frame to the host (what a PNG writer or a
    live viewer needs); the next frame continues from the quantised frame, as :func:`render` does.
 
@@ -40,17 +41,22 @@ from bench_common import BenchContext, BenchResult, StageTimer, median, sync
 from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from discolib.animation import coherence, motion
+from discolib.animation.plan import RenderPlan
+from discolib.animation.step import AnimationStep
 from discolib.config.presets import apply_preset
 from discolib.config.settings import Settings
-from discolib.models.archs import LATENT_ARCHS, LATENT_SCHEDULERS, SD_VAE, random_depth_anything_small
-from discolib.models.depth import DEFORUM_DEPTH_RANGE, TransformersDepth, normalize_depth
+from discolib.models.archs import LATENT_ARCHS, LATENT_SCHEDULERS, SD_VAE
+from discolib.models.depth import (
+    TransformersDepth,
+    random_depth_anything_small,
+)
 from discolib.models.device import upload
 from discolib.models.latent import TINY_TOKENIZER_DIR, LatentComponents, enable_fast_paths
+from discolib.run.adapter import latent_config
 from discolib.run.events import RenderEvent
-from discolib.run.loop import evaluate_schedules, motion_3d_table, render
+from discolib.run.loop import frame_request, render
 from discolib.run.runs import PendingFrame
-from discolib.samplers.latent import sample_latent
+from discolib.samplers.latent import LatentRequest, LatentSampler, sample_latent
 
 __all__ = [
     "SD_TURBO_SCHEDULER_CONFIG",
@@ -142,27 +148,44 @@ def _module_stages(timer: StageTimer, modules: dict[str, torch.nn.Module | None]
 
 
 class FrameLoop:
-    """One 3D animation frame at a time, each stage timed (see the module docstring)."""
+    """One 3D animation frame at a time through the render loop's own parts, each stage timed (see the docstring)."""
 
     def __init__(
         self, comps: LatentComponents, depth: TransformersDepth, size: int, n_frames: int, device: torch.device,
         *, split_sample: bool = True,
     ) -> None:
-        self.comps, self.depth, self.size, self.device = comps, depth, size, device
-        self.split_sample = split_sample
+        self.size, self.device, self.split_sample = size, device, split_sample
         settings = Settings.defaults("latent", "3D")
-        settings.set("animation.strength_schedule", "0: (0.5)")  # 2 steps x 0.5 = one UNet call (sd-turbo img2img)
-        settings.set("animation.rotation_3d_y", "0: (0.5)")
-        self.sv = evaluate_schedules(settings, n_frames, 42)
-        # As render(): every frame's camera motion uploaded once, frame 0's colour histogram prepared once.
-        self.motion = motion_3d_table(self.sv, device, torch.float32)
+        for key, value in {
+            "animation.strength_schedule": "0: (0.5)",  # 2 steps x 0.5 = one UNet call (sd-turbo img2img)
+            "animation.cfg_scale_schedule": "0: (0)",
+            "animation.rotation_3d_y": "0: (0.5)",
+            "animation.max_frames": n_frames,
+            "image.width": size,
+            "image.height": size,
+            "image.steps": 2,
+            "latent.scheduler": "euler",
+            "latent.cfg_scale": 0.0,
+            "run.seed": 42,
+            "models.device": str(device),
+            "prompts.text_prompts": {"0": PROMPT},
+        }.items():
+            settings.set(key, value)
+        self.plan = RenderPlan.from_settings(settings)
+        self.sampler = LatentSampler(latent_config(settings), device=device, components=comps)
+        self.timer = StageTimer(device)
+        self.timed = True
         gen = torch.Generator("cpu").manual_seed(0)
-        color_ref = upload(torch.rand(1, 3, size, size, generator=gen), device)
-        self.color_ref = coherence.HistogramReference.prepare(color_ref, "LAB")
-        self.prev = color_ref.clone()
+        self.prev = upload(torch.rand(1, 3, size, size, generator=gen), device)  # frame 0: the colour reference
+        # The step of a run resumed at frame 1 (frame 0 given as written): the render loop's per-frame path.
+        self.step = AnimationStep(
+            self.plan, self.sampler.policy, device, depth=self._stage(depth, "depth", before="schedules"),
+            start=1, color_ref=self.prev.clone(),
+        )
+        self.step.warp = self._stage(self.step.warp, "warp3d")  # type: ignore[method-assign]
+        self.step.coherence = self._stage(self.step.coherence, "coherence")  # type: ignore[method-assign]
         self.pending: Any = None  # the previous frame's host copy, collected one frame later (as the writer does)
         self.i = 1
-        self.timer = StageTimer(device)
         enc = getattr(comps.vae, "encoder", None)
         dec = getattr(comps.vae, "decoder", None)
         # Module hooks split the sampling stage; not with a compiled UNet (hooks would be traced into its graph).
@@ -170,34 +193,32 @@ class FrameLoop:
             {"vae_encode": enc, "unet": comps.unet, "vae_decode": dec} if split_sample else {}
         )
 
+    def _stage(self, fn: Any, stage: str, *, before: str | None = None) -> Any:
+        """``fn`` with a timing mark after it (and one before it, closing the previous stage, when ``before``)."""
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if self.timed and before:
+                self.timer.mark(before)
+            out = fn(*args, **kwargs)
+            if self.timed:
+                self.timer.mark(stage)
+            return out
+
+        return timed
+
     def frame(self, *, timed: bool = True) -> dict[str, float]:
         """Run one frame; returns ``{stage: ms, "total": ms, "wall": ms}`` (``timed=False``: no stage marks, no
         end-of-frame wait, returns ``{}``: the loop runs ahead of the GPU as :func:`render` does)."""
-        i, sv, dev = self.i % len(self.sv["zoom"]), self.sv, self.device
+        i = 1 + (self.i - 1) % (self.plan.n_frames - 1)  # frames 1 .. n-1 of the plan, round and round
+        self.timed = timed
         timer = self.timer if timed else _NO_TIMER
         t_wall = time.perf_counter()
         timer.start()
-        rot, trans = self.motion[i : i + 1, :3], self.motion[i : i + 1, 3:]
-        fov, keep, noise = float(sv["fov"][i]), float(sv["strength_schedule"][i]), float(sv["noise_schedule"][i])
-        timer.mark("schedules")
-        depth = normalize_depth(self.depth(self.prev), *DEFORUM_DEPTH_RANGE)
-        timer.mark("depth")
-        warped, mask = motion.reproject_3d(
-            self.prev, depth, rot, trans, fov_deg=fov, padding_mode="border", sampling_mode="bicubic"
-        )
-        warped = warped.clamp(0, 1)
-        timer.mark("warp3d")
-        x = coherence.match_histogram(warped, self.color_ref, "LAB")
-        gen = torch.Generator("cpu").manual_seed(42 + 7919 * (i + 1))  # host noise, as render's _coherence
-        fill = upload(torch.rand(x.shape, generator=gen, dtype=x.dtype), dev)
-        x = torch.where(mask.expand_as(x), fill, x)
-        x = coherence.add_noise(x, noise, "gaussian", gen).clamp(0, 1)
-        timer.mark("coherence")
+        frame_init = self.step(i, self.prev)
+        if frame_init.final:
+            raise RuntimeError(f"frame {i} was not diffused: the benchmark times diffused frames only")
         with _module_stages(timer, self.modules if timed else {}):
-            image = sample_latent(
-                self.comps, prompts=PROMPT, width=self.size, height=self.size, steps=2, cfg_scale=0.0,
-                scheduler="euler", seed=42 + i, init_image=x, strength=1.0 - keep, check_init_range=False,
-            )
+            image = self.sampler(frame_request(self.plan, i, frame_init))
         timer.mark("sample_other" if self.split_sample else "sample")
         frame_u8 = image[0].clamp(0, 1).mul(255).round().to(torch.uint8)
         if self.pending is not None:
@@ -248,8 +269,8 @@ def _run_loop(
             loop.frame()
         if warmup == 0:  # warm only the VAE of this variant (the shared UNet is already warm)
             warm = torch.rand(1, 3, size, size, device=ctx.device)
-            sample_latent(comps, prompts=PROMPT, width=size, height=size, steps=2, cfg_scale=0.0,
-                          scheduler="euler", init_image=warm, strength=0.0)
+            sample_latent(comps, LatentRequest(prompts=PROMPT, width=size, height=size, steps=2, cfg_scale=0.0,
+                                               scheduler="euler", init_image=warm, strength=0.0))
         sync(ctx.device)
         if ctx.cuda:
             torch.cuda.reset_peak_memory_stats(ctx.device)

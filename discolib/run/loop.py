@@ -46,7 +46,7 @@ from discolib.run.events import EventCallback, RenderEvent, RenderResult
 from discolib.run.runs import FrameWriter, PendingFrame, RunError, RunFolder, RunLock, RunRecord
 from discolib.samplers.base import FrameRequest, FrameSampler, RenderStopped
 
-__all__ = ["render", "load_run_settings"]
+__all__ = ["render", "frame_request", "load_run_settings"]
 
 
 def _prepare(
@@ -260,24 +260,35 @@ def _still_init(plan: RenderPlan, init: torch.Tensor | None) -> FrameInit:
     return FrameInit(init, strength=plan.first_strength) if init is not None else FrameInit(None)
 
 
-def _sample(run: _Run, sampler: FrameSampler, i: int, frame_init: FrameInit) -> torch.Tensor:
-    """Frame ``i`` from its FrameInit: the sampler's image ``(1, 3, H, W)`` in [0, 1], or the init itself if final."""
-    if frame_init.final:
-        assert frame_init.image is not None
-        return frame_init.image
-    prompts, image_prompts = run.plan.prompts_at(i)
-    request = FrameRequest(
-        seed=run.plan.seeds[i],
+def frame_request(
+    plan: RenderPlan,
+    i: int,
+    frame_init: FrameInit,
+    *,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
+) -> FrameRequest:
+    """The sampler request of frame ``i`` that starts from ``frame_init`` (not a final one): seed, prompts, init."""
+    prompts, image_prompts = plan.prompts_at(i)
+    return FrameRequest(
+        seed=plan.seeds[i],
         prompts=prompts,
         image_prompts=image_prompts,
         init=frame_init.image,
         init_strength=frame_init.strength,
         cfg_scale=frame_init.cfg_scale,
         init_scale=frame_init.init_scale,
-        callback=_step_callback(sampler, run, i),
-        stop=run.stop,
+        callback=callback,
+        stop=stop,
     )
-    return sampler(request)
+
+
+def _sample(run: _Run, sampler: FrameSampler, i: int, frame_init: FrameInit) -> torch.Tensor:
+    """Frame ``i`` from its FrameInit: the sampler's image ``(1, 3, H, W)`` in [0, 1], or the init itself if final."""
+    if frame_init.final:
+        assert frame_init.image is not None
+        return frame_init.image
+    return sampler(frame_request(run.plan, i, frame_init, callback=_step_callback(sampler, run, i), stop=run.stop))
 
 
 def _depth_estimator(settings: Settings, device: torch.device) -> DepthEstimator:

@@ -584,13 +584,22 @@ class LatentSampler:
 
     policy: AnimationPolicy = LATENT_POLICY
 
-    def __init__(self, config: LatentConfig, *, device: torch.device | None = None, progress: bool = False) -> None:
+    def __init__(
+        self,
+        config: LatentConfig,
+        *,
+        device: torch.device | None = None,
+        progress: bool = False,
+        components: LatentComponents | None = None,
+    ) -> None:
+        """``components``: already built components to use instead of loading ``config.latent_model`` (benchmarks
+        and tools that build their own, e.g. a random-weight architecture at full size)."""
         self.config = config
         self.device = device or resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.width, self.height = config.width, config.height
         self.progress = progress
-        self.comps = load_latent(
+        self.comps = components if components is not None else load_latent(
             config.latent_model,
             self.device,
             self.dtype,
