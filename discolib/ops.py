@@ -7,6 +7,7 @@ is the one "predicted clean sample" formula of an eps-predicting diffusion model
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ import torch
 
 from discolib.errors import InputError
 
-__all__ = ["check_image_batch", "mid_ranks", "seeded", "x0_from_eps"]
+__all__ = ["check_image_batch", "mid_ranks", "seeded", "stream_seed", "x0_from_eps"]
 
 
 def check_image_batch(
@@ -40,6 +41,19 @@ def seeded(seed: int = 0) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def stream_seed(seed: int, purpose: str) -> int:
+    """The seed of random stream ``purpose`` of an image (or frame) whose seed is ``seed``.
+
+    ``"noise"`` is ``seed`` itself: as in Disco and Deforum, an image's seed names its diffusion noise. Every other
+    purpose (``"cuts"``, ``"coherence:<frame>"``, ...) gets a 63-bit hash of ``(purpose, seed)``, so no two streams
+    draw the same numbers -- seeding the cutouts' generator with the noise seed made both draw one stream.
+    """
+    if purpose == "noise":
+        return seed
+    digest = hashlib.blake2b(f"{purpose}:{seed}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def x0_from_eps(x: torch.Tensor, eps: torch.Tensor, alpha_bar: float | torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 from discolib.config.settings import Settings, SettingsError
 from discolib.io.images import check_image, load_image
 from discolib.io.video import check_soundtrack, first_frame, read_video_frames, video_info
+from discolib.ops import stream_seed
 from discolib.schedules.keyframes import Schedule
 from discolib.schedules.prompts import FramePrompts, PromptSchedule
 
@@ -51,10 +52,6 @@ SCHEDULE_FIELDS = (
 
 #: An init image with one of these suffixes is a video: its first frame starts the animation.
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
-
-#: Offsets that give each random purpose of a frame its own seed (a prime stride keeps frames' streams apart).
-_STREAM_STRIDE = 7919
-
 
 def evaluate_schedules(settings: Settings, n_frames: int, seed: int) -> dict[str, np.ndarray]:
     """Every keyframe schedule evaluated for all frames at once: name -> float64 array ``(n_frames,)``."""
@@ -214,13 +211,13 @@ class RenderPlan:
         return self.prompts.at(i, n), self.image_prompts.at(i, n) if self.image_prompts else None
 
     def generator(self, purpose: str, i: int) -> torch.Generator:
-        """A CPU generator of its own for ``purpose`` at frame ``i``, fixed by the frame's seed (never the global RNG).
+        """A CPU generator of its own for ``purpose`` at frame ``i`` (never the global RNG): seeded by
+        :func:`discolib.ops.stream_seed` from the frame's seed, so it never draws the frame's diffusion noise or
+        another frame's stream, even with ``seed_behavior`` fixed.
 
         ``"coherence"``: the noise of frame ``i``'s coherence step (disocclusion fill, noise schedule).
         """
-        if purpose != "coherence":
-            raise ValueError(f"unknown random stream {purpose!r}")
-        return torch.Generator("cpu").manual_seed(self.seeds[i] + _STREAM_STRIDE * (i + 1))
+        return torch.Generator("cpu").manual_seed(stream_seed(self.seeds[i], f"{purpose}:{i}"))
 
     # ------------------------------------------------------------------------------------------ inputs
     def init_image(self, device: torch.device) -> torch.Tensor | None:

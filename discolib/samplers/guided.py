@@ -38,7 +38,7 @@ from discolib.io.images import load_image
 from discolib.models.device import resolve_device, resolve_dtype
 from discolib.models.load import load_clip_ensemble, load_diffusion, load_secondary
 from discolib.models.secondary import SecondaryDiffusionImageNet2, alpha_sigma_to_t
-from discolib.ops import x0_from_eps
+from discolib.ops import stream_seed, x0_from_eps
 from discolib.samplers.base import FrameRequest, ModelFn, StepCallback, make_step_callback, scheduler_step
 from discolib.samplers.config import GuidedConfig
 
@@ -347,7 +347,7 @@ class GuidedSampler:
         steps = c.steps
         gen = torch.Generator(self.device).manual_seed(request.seed)
         # Cut sizes and positions are drawn on the host: a CPU generator keeps them free of device syncs.
-        cut_gen = torch.Generator("cpu").manual_seed(request.seed)
+        cut_gen = torch.Generator("cpu").manual_seed(stream_seed(request.seed, "cuts"))
         init01 = request.init
         init_scale = c.init_scale if request.init_scale is None else request.init_scale
         skip = c.skip_steps if request.skip_steps is None else request.skip_steps

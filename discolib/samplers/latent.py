@@ -47,7 +47,7 @@ from discolib.models.clip import ClipEnsemble
 from discolib.models.device import resolve_device, resolve_dtype, upload
 from discolib.models.latent import LatentComponents, make_scheduler
 from discolib.models.load import load_clip_ensemble, load_latent
-from discolib.ops import x0_from_eps
+from discolib.ops import stream_seed, x0_from_eps
 from discolib.samplers.base import FrameRequest, make_step_callback
 from discolib.samplers.config import LatentConfig
 from discolib.schedules.prompts import split_weight
@@ -634,7 +634,7 @@ class LatentSampler:
             assert self.cut_schedules is not None
             g = c.guidance
             # Cut sizes and positions are drawn on the host: a CPU generator keeps them free of device syncs.
-            cut_gen = torch.Generator("cpu").manual_seed(request.seed)
+            cut_gen = torch.Generator("cpu").manual_seed(stream_seed(request.seed, "cuts"))
             denoise = 1.0 if init is None else 1.0 - keep
             first_step = c.steps - min(int(c.steps * denoise), c.steps)  # diffusers' img2img rule
             guidance = ClipGuidance.from_prompts(
