@@ -32,6 +32,7 @@ from discolib.models.adm import AdmConfig, adm_unet_config
 from discolib.models.clip import ClipEnsemble
 from discolib.models.hub import catalogue_entry
 from discolib.models.secondary import SecondaryDiffusionImageNet2
+from discolib.ops import seeded
 from discolib.samplers.guided import clip_guided, make_pixel_scheduler, sample_pixels, unet_eps_fn
 
 __all__ = ["DISCO_MODEL", "build_adm_unet", "run"]
@@ -47,8 +48,7 @@ def build_adm_unet(name: str, device: torch.device, dtype: torch.dtype) -> torch
     with torch.device("meta"):
         unet = cls(**kwargs)
     unet.to_empty(device=device)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(0)
+    with seeded(0), torch.no_grad():
         for module in unet.modules():
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
@@ -134,11 +134,9 @@ def run(ctx: BenchContext) -> BenchResult:
 
     t0 = time.perf_counter()
     unet = build_adm_unet(DISCO_MODEL, ctx.device, ctx.dtype)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
+    with seeded(1):
         secondary = SecondaryDiffusionImageNet2(c=64).to(ctx.device, ctx.dtype).eval().requires_grad_(False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(2)
+    with seeded(2):
         ensemble = ClipEnsemble(list(CLIP_MODELS), ctx.device, clip_dtype, pretrained=None)
     result.config["build_s"] = round(time.perf_counter() - t0, 2)
     result.config["params_M"] = {

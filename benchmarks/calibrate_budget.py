@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from discolib.ops import seeded
+
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (512, 1024, 2048)  # fit sizes (pixels per side) for image-space networks
 CHECK_SIZES = (256, 4096)  # the fit is checked here
@@ -240,7 +242,7 @@ def _depth(kind: str) -> Callable[[], torch.nn.Module]:
             with torch.device(device):
                 model = build_tiny_depth_anything()[0]
         else:
-            from discolib.models.archs import random_depth_anything_small
+            from discolib.models.depth import random_depth_anything_small
 
             model = random_depth_anything_small(torch.device(device), torch.float32).model
         return model.eval().requires_grad_(False)
@@ -413,8 +415,7 @@ def measure_throughput(nets: list[Net], shapes: dict[str, dict[str, Any]], timed
     out: dict[str, float] = {}
     for name, (side, calls) in timed.items():
         net = by_name[name]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+        with seeded(0):
             module = net.build()
         ctx = contextlib.nullcontext if net.grad else torch.no_grad
 
@@ -462,7 +463,8 @@ _CHILD = r"""
 import json, sys, tempfile, time
 sys.path.insert(0, sys.argv[5])
 from calibrate_budget import render_settings
-from discolib.run.loop import build_sampler, render
+from discolib.run.adapter import build_sampler
+from discolib.run.loop import render
 
 def rss():
     with open("/proc/self/status") as f:

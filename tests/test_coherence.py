@@ -17,7 +17,7 @@ from discolib.animation.coherence import (
     match_histogram,
     unsharp_mask,
 )
-from discolib.animation.noise import perlin_noise
+from discolib.animation.noise import NoiseError, perlin_noise
 from discolib.ops import mid_ranks
 
 SPACES = ["LAB", "HSV", "RGB"]
@@ -193,7 +193,7 @@ def test_perlin_noise_range_determinism_and_smoothness() -> None:
     assert corr > 0.9 and a.abs().max() > 0.3
     f64 = perlin_noise((1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert f64.dtype == torch.float64
-    with pytest.raises(CoherenceError):
+    with pytest.raises(NoiseError, match="octaves >= 1"):
         perlin_noise((8, 8), octaves=0)
 
 

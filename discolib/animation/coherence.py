@@ -20,6 +20,7 @@ from kornia.filters import gaussian_blur2d
 
 from discolib.animation.noise import perlin_noise
 from discolib.errors import InputError
+from discolib.ops import check_image_batch
 
 __all__ = [
     "HISTOGRAM_BINS",
@@ -44,11 +45,7 @@ class CoherenceError(InputError):
 
 
 def _check_image(image: torch.Tensor, name: str = "image") -> None:
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise CoherenceError(f"{name} must be a (B, 3, H, W) tensor in [0, 1], got {shape}")
-    if not image.is_floating_point():
-        raise CoherenceError(f"{name} must be a floating point tensor in [0, 1], got {image.dtype}")
+    check_image_batch(image, name, error=CoherenceError)
 
 
 def _per_image(value: Amount, image: torch.Tensor, name: str) -> torch.Tensor:

@@ -89,6 +89,7 @@ import torch.nn.functional as F
 from kornia.geometry.transform import get_rotation_matrix2d
 
 from discolib.errors import InputError
+from discolib.ops import check_image_batch
 
 __all__ = [
     "TRANSLATION_SCALE",
@@ -131,11 +132,7 @@ class MotionError(InputError):
 
 
 def _check_image(image: torch.Tensor, name: str = "image") -> None:
-    if not isinstance(image, torch.Tensor) or image.ndim != 4:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise MotionError(f"{name} must be a (B, C, H, W) tensor, got {shape}")
-    if not image.is_floating_point():
-        raise MotionError(f"{name} must be a floating point tensor, got {image.dtype}")
+    check_image_batch(image, name, channels=None, error=MotionError)
 
 
 def _check_modes(padding_mode: str, sampling_mode: str) -> None:

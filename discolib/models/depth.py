@@ -49,7 +49,7 @@ from discolib.models.state_dict import (
     refused_weights_error,
     transformers_weights_only,
 )
-from discolib.ops import mid_ranks, seeded
+from discolib.ops import check_image_batch, mid_ranks, seeded
 
 __all__ = [
     "DEFAULT_DEPTH_MODEL",
@@ -114,12 +114,8 @@ class DepthEstimator(Protocol):
     def __call__(self, image: torch.Tensor) -> torch.Tensor: ...
 
 
-def _check_image(image: torch.Tensor) -> None:
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise DepthError(f"image must be a (B, 3, H, W) tensor in [0, 1], got {shape}")
-    if not image.is_floating_point():
-        raise DepthError(f"image must be a floating point tensor in [0, 1], got {image.dtype}")
+def _check_image(image: torch.Tensor, name: str = "image") -> None:
+    check_image_batch(image, name, error=DepthError)
 
 
 class ConstantDepth:
