@@ -297,7 +297,7 @@ def test_render_force_skips_the_refusal(monkeypatch: pytest.MonkeyPatch, tmp_pat
     def no_folder(*args: object, **kwargs: object) -> RunFolder:
         raise Stop
 
-    monkeypatch.setattr(budget, "check_budget", spy)
+    monkeypatch.setattr(render_mod, "check_budget", spy)  # the name the render loop calls
     monkeypatch.setattr(RunFolder, "create", no_folder)
     s = huge("tiny")
     s.models.device = "cpu"

@@ -288,6 +288,49 @@ def test_bomb_in_pillows_warning_range_is_refused(tmp_path: Path, monkeypatch: p
             load_image(img, setting="guidance.init_image")
 
 
+def test_bomb_check_leaves_the_warnings_filters_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The size check is made without ``warnings.catch_warnings``, which swaps the process-wide filters and so
+    races with the render loop's writer thread; Pillow's own warning is never emitted either."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)
+    over = _png(tmp_path / "over.png", (100, 100))  # Pillow only warns here (6 000 < 10 000 <= 12 000)
+    far = _png(tmp_path / "far.png", (200, 100))  # Pillow raises here (> 12 000)
+    edge = _png(tmp_path / "edge.png", (60, 100))  # exactly the limit: allowed
+
+    real = warnings.catch_warnings
+    swaps: list[object] = []
+
+    def counted(*args: object, **kwargs: object) -> warnings.catch_warnings:
+        swaps.append(args or kwargs)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    with real(record=True) as caught:
+        warnings.simplefilter("always")
+        monkeypatch.setattr(warnings, "catch_warnings", counted)
+        for img in (over, far):
+            with pytest.raises(ImageInputError, match=rf"^s: .*{img.name} claims more pixels than the limit of 6000 "):
+                check_image(img, setting="s")
+        assert check_image(edge, setting="s") == (60, 100)
+        assert tuple(load_image(edge, setting="s").shape) == (1, 3, 100, 60)
+        monkeypatch.undo()
+    assert swaps == []
+    assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"])
+def test_images_decode_as_pillow_opens_them(tmp_path: Path, fmt: str) -> None:
+    """The formats are found as ``Image.open`` finds them; the pixels are Pillow's."""
+    import numpy as np
+
+    arr = np.random.default_rng(0).integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    path = tmp_path / f"img.{fmt.lower()}"
+    Image.fromarray(arr).save(path, format=fmt)
+    with Image.open(path) as img:
+        expected = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    t = load_image(path, setting="s")
+    assert tuple(t.shape) == (1, 3, 23, 31)
+    assert np.array_equal(t[0].permute(1, 2, 0).numpy(), expected)
+
+
 def test_good_image_checks_and_loads(tmp_path: Path) -> None:
     img = _png(tmp_path / "ok.png", (24, 16))
     assert check_image(img, setting="guidance.init_image") == (24, 16)

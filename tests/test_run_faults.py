@@ -27,8 +27,9 @@ from discolib.config.settings import Settings
 from discolib.io.files import WriteError
 from discolib.io.video import count_video_frames
 from discolib.run import runs
+from discolib.run.adapter import build_sampler
 from discolib.run.events import RenderEvent
-from discolib.run.loop import build_sampler, render
+from discolib.run.loop import render
 from discolib.run.runs import RunError, RunFolder
 from discolib.samplers.base import FrameSampler
 

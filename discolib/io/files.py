@@ -1,7 +1,8 @@
 """Writing files: the one atomic writer (temporary name, fsync, rename), PNG encoding and the umask-respecting mode.
 
 A file written here either has all its bytes or does not exist under its name: a crash or a full disk never
-leaves half a frame, a half ``run.json`` or a half ``settings.json``.
+leaves half a frame, a half ``run.json`` or a half ``settings.json``. :func:`atomic_path` is the one primitive:
+the writers here, depth PNGs, checkpoint downloads and ffmpeg's videos all write through it.
 """
 
 from __future__ import annotations
@@ -10,12 +11,24 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from discolib.errors import DiscolibError
 
-__all__ = ["WriteError", "file_mode", "umask", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "encode_png", "save_png_atomic"]
+__all__ = [
+    "WriteError",
+    "atomic_path",
+    "file_mode",
+    "umask",
+    "write_bytes_atomic",
+    "write_text_atomic",
+    "write_json_atomic",
+    "encode_png",
+    "save_png_atomic",
+]
 
 
 class WriteError(DiscolibError, OSError):
@@ -50,36 +63,83 @@ def file_mode() -> int:
     return 0o666 & ~umask()
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+@contextmanager
+def atomic_path(
+    dest: str | Path,
+    *,
+    suffix: str = ".tmp",
+    mkdir: bool = False,
+    error: Callable[[OSError], BaseException] | None = None,
+) -> Iterator[Path]:
+    """A temporary path beside ``dest`` to write; when the ``with`` body succeeds it replaces ``dest`` atomically.
 
-    The temporary file lives in the same folder (``os.replace`` is atomic only within one filesystem) and is
-    flushed and fsynced before the rename, so a crash never leaves a truncated file under the final name.
-    Any ``OSError`` (``[Errno 28]`` on a full disk) comes out as a :class:`WriteError` naming ``path``.
+    The temporary file (``.<name>.<random><suffix>``, created empty and private) lives in ``dest``'s folder, as
+    ``os.replace`` is atomic only within one filesystem. On success it is fsynced (a crash never leaves a
+    truncated file under the final name), given :func:`file_mode` and renamed onto ``dest``; on any exception,
+    the body's included, it is removed and ``dest`` is left as it was.
+
+    Args:
+        dest: the final file.
+        suffix: the temporary's suffix (``.tmp``: what ``RunFolder.clean_temporaries`` sweeps up after a crash).
+        mkdir: create ``dest``'s folder (and its parents) first.
+        error: turns an ``OSError`` of this function's own steps (making the folder or the temporary, fsync, chmod,
+            rename) into the caller's error; None raises it as it is. The body's exceptions always pass unchanged.
     """
-    path = Path(path)
+    dest = Path(dest)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except WriteError:
-        raise
+        if mkdir:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
+        os.close(fd)
     except OSError as exc:
-        raise WriteError(path, exc) from None
+        if error is None:
+            raise
+        raise error(exc) from None
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, file_mode())  # mkstemp makes 0600 files; outputs should follow the umask like any other
-        os.replace(tmp, path)
-    except BaseException as exc:
+        yield tmp
+        try:
+            _fsync(tmp)
+            # mkstemp makes 0600 files; outputs should follow the umask like any other file
+            os.chmod(tmp, file_mode())
+            os.replace(tmp, dest)
+        except OSError as exc:
+            if error is None:
+                raise
+            raise error(exc) from None
+    except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
-            raise WriteError(path, exc) from None
         raise
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path``'s data to the disk (opened for writing: Windows cannot fsync a read-only handle)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` (its folder is created) so that readers see either the old file or the whole
+    new one (see :func:`atomic_path`).
+
+    Any ``OSError`` (``[Errno 28]`` on a full disk) comes out as a :class:`WriteError` naming ``path``.
+    """
+    path = Path(path)
+
+    def cannot_write(exc: OSError) -> WriteError:
+        return WriteError(path, exc)
+
+    with atomic_path(path, mkdir=True, error=cannot_write) as tmp:
+        try:
+            tmp.write_bytes(data)
+        except OSError as exc:
+            raise WriteError(path, exc) from None
     return path
 
 

@@ -10,6 +10,7 @@ kept in a small in-memory cache, so checking an image and then loading it costs 
 from __future__ import annotations
 
 import io
+import struct
 import threading
 import urllib.error
 import urllib.request
@@ -20,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
-from discolib.errors import InputError
+from discolib.errors import InputError, one_line
 from discolib.io.inputs import read_user_bytes
 
 __all__ = ["ImageInputError", "check_image", "load_image", "pil_to_tensor", "tensor_to_pil"]
@@ -60,9 +61,10 @@ def _is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)).splitlines()
-    return lines[0] if lines else type(exc).__name__
+def _reason(exc: BaseException) -> str:
+    """Why ``exc`` happened, in one line: an ``OSError``'s strerror (no errno, no path), else its first line."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return one_line(reason, None, lines="first") or type(exc).__name__
 
 
 def _fetch(url: str, setting: str) -> bytes:
@@ -79,9 +81,9 @@ def _fetch(url: str, setting: str) -> bytes:
         raise ImageInputError(f"{setting}: cannot download {url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         reason = exc.reason if isinstance(exc.reason, BaseException) else OSError(str(exc.reason))
-        raise ImageInputError(f"{setting}: cannot download {url}: {_one_line(reason)}") from None
+        raise ImageInputError(f"{setting}: cannot download {url}: {_reason(reason)}") from None
     except (OSError, HTTPException, ValueError) as exc:  # timeouts, resets, malformed responses or URLs
-        raise ImageInputError(f"{setting}: cannot download {url}: {_one_line(exc)}") from None
+        raise ImageInputError(f"{setting}: cannot download {url}: {_reason(exc)}") from None
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageInputError(f"{setting}: {url} is larger than {MAX_IMAGE_BYTES} bytes")
     if len(data) <= URL_CACHE_BYTES:
@@ -102,21 +104,45 @@ def _read_bytes(text: str, setting: str) -> bytes:
         raise ImageInputError(str(exc)) from None
 
 
+def _open_unchecked(data: bytes) -> ImageFile.ImageFile:
+    """``Image.open(io.BytesIO(data))`` without the size check Pillow makes on opening (the caller makes it).
+
+    Between ``MAX_IMAGE_PIXELS`` and twice that, Pillow's check only warns, and turning that warning into an error
+    (``warnings.catch_warnings``) swaps the process-wide warnings filters: not thread-safe (the render loop has a
+    writer thread). So the format plugins are asked the way ``Image.open`` asks them (Pillow's public registry,
+    ``Image.ID`` / ``Image.OPEN``): the common ones first, then all; each plugin whose ``accept`` recognises the
+    first 16 bytes reads the header in turn. Nothing is decoded yet.
+    """
+    prefix = data[:16]
+    tried: set[str] = set()
+    for load_plugins in (Image.preinit, Image.init):
+        load_plugins()
+        for fmt in [f for f in Image.ID if f not in tried]:
+            tried.add(fmt)
+            factory, accept = Image.OPEN[fmt]
+            accepted = accept is None or accept(prefix)
+            if not accepted or isinstance(accepted, str):  # a string: why the plugin cannot read it here
+                continue
+            try:
+                return factory(io.BytesIO(data), "")
+            except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open takes for "not this format"
+                continue
+    raise UnidentifiedImageError("cannot identify image file")
+
+
 def _decode(source: str | Path, setting: str) -> Image.Image:
     """The image at ``source`` fully decoded as RGB; every failure is an :class:`ImageInputError`."""
     text = str(source)
     data = _read_bytes(text, setting)
     limit = Image.MAX_IMAGE_PIXELS
     try:
-        with warnings.catch_warnings():
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a user's image that large is refused.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if limit and width * height > limit:
-                raise Image.DecompressionBombError(f"{width}x{height}")
-            img.load()
-            return img.convert("RGB")
+        img = _open_unchecked(data)
+        width, height = img.size
+        # Pillow refuses more than twice the limit and only warns between; a user's image past it is refused here.
+        if limit and max(1, width) * max(1, height) > limit:
+            raise Image.DecompressionBombError(f"{width}x{height}")
+        img.load()
+        return img.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageInputError(
             f"{setting}: {text} claims more pixels than the limit of {limit} (Image.MAX_IMAGE_PIXELS): "
@@ -125,7 +151,7 @@ def _decode(source: str | Path, setting: str) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageInputError(f"{setting}: not an image file: {text}") from None
     except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types (OSError, SyntaxError, struct.error...) on corrupt data
-        raise ImageInputError(f"{setting}: cannot decode {text}: {_one_line(exc)}") from None
+        raise ImageInputError(f"{setting}: cannot decode {text}: {_reason(exc)}") from None
 
 
 def check_image(source: str | Path, *, setting: str) -> tuple[int, int]:

@@ -18,8 +18,9 @@ Writing (:func:`frames_to_video`):
 * A contiguous run of ``000000.png``-style frames in one folder is read by ffmpeg directly
   (``-framerate fps -start_number k -i folder/%06d.png``); anything else (gaps, frames from several folders, other
   names) is decoded with Pillow and piped to ffmpeg as raw RGB.
-* The output is written atomically: ffmpeg writes ``.<name>.<random>.tmp`` in the output folder, which replaces the
-  final name only after ffmpeg succeeded and wrote every frame; on any failure the temporary file is removed.
+* The output is written atomically (:func:`~discolib.io.files.atomic_path`): ffmpeg writes ``.<name>.<random>.tmp``
+  in the output folder, which replaces the final name only after ffmpeg succeeded and wrote every frame; on any
+  failure the temporary file is removed.
 * A soundtrack is muxed as AAC and cut to the video's length. Unlike ``-shortest``, a soundtrack shorter than
   the animation never drops frames: the audio simply ends early.
 
@@ -49,7 +50,7 @@ import numpy as np
 import torch
 
 from discolib.errors import InputError
-from discolib.io.files import file_mode
+from discolib.io.files import atomic_path
 from discolib.io.inputs import expand_path
 
 __all__ = [
@@ -274,28 +275,12 @@ def frames_to_video(
     else:
         args += ["-vf", "split[a][b];[a]palettegen=stats_mode=single[p];[b][p]paletteuse=new=1", "-loop", "0", "-f", "gif"]
 
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise VideoError(f"cannot write {out}: {exc.strerror or exc}") from None
-    tmp = Path(tmp_name)
-    args.append(_ff_path(tmp))
-    try:
-        _encode(args, paths if start is None else None, n, (width, height), out)
-        try:
-            # mkstemp makes the file private (0600); give the video the mode a plain open() would have.
-            os.chmod(tmp, file_mode())
-            os.replace(tmp, out)
-        except OSError as exc:  # a bare [Errno 28] would not say which file
-            raise VideoError(f"cannot write {out}: {exc.strerror or exc}") from None
-    except BaseException:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise
+    def cannot_write(exc: OSError) -> VideoError:  # a bare [Errno 28] would not say which file
+        return VideoError(f"cannot write {out}: {exc.strerror or exc}")
+
+    # ffmpeg overwrites the empty temporary (-y), which replaces `out` only once every frame was written.
+    with atomic_path(out, mkdir=True, error=cannot_write) as tmp:
+        _encode([*args, _ff_path(tmp)], paths if start is None else None, n, (width, height), out)
     return out
 
 

@@ -43,6 +43,9 @@ from typing import Any
 
 from discolib.config.settings import Settings
 from discolib.errors import InputError, ResourceLimitError
+from discolib.models.hub import catalogue_entry
+from discolib.schedules.cuts import parse_cut_schedule
+from discolib.schedules.keyframes import Schedule
 
 __all__ = ["MAX_CPU_SECONDS", "Estimate", "available_memory", "check_budget", "estimate"]
 
@@ -287,8 +290,6 @@ def _adm_shape(name: str) -> tuple[str, str]:
     """(ADM shape key, label) for ``models.diffusion_model``."""
     if name in _ADM_SHAPES:
         return _ADM_SHAPES[name], name
-    from discolib.models.hub import catalogue_entry
-
     try:
         entry = catalogue_entry(name)
     except (InputError, OSError):  # a local file or an unknown name: costed as the default model (module doc)
@@ -370,8 +371,6 @@ def _group(run: Any, passes: Any, skip: Any) -> list[tuple[int, int, float, int]
 
 
 def _schedule(settings: Settings, name: str, n: int) -> Any:
-    from discolib.schedules.keyframes import Schedule
-
     anim = settings.animation
     sched = Schedule.parse(getattr(anim, name), setting=f"animation.{name}", interpolation=anim.interpolation)
     return sched.values(n, seed=max(settings.run.seed, 0))
@@ -438,8 +437,6 @@ def _previews(run: int, rate: int) -> int:
 
 
 def _cut_schedules(settings: Settings) -> tuple[list[int], list[int]]:
-    from discolib.schedules.keyframes import parse_cut_schedule
-
     g = settings.guidance
     return (
         parse_cut_schedule(g.cut_overview, setting="guidance.cut_overview"),
