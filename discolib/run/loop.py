@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from discolib.animation.plan import RenderPlan, check_inputs
 from discolib.animation.step import AnimationStep, FrameInit, quantize
 from discolib.config.settings import Settings
+from discolib.errors import one_line
 from discolib.io.files import save_png_atomic
 from discolib.io.images import load_image
 from discolib.io.video import frames_to_video
@@ -118,7 +119,7 @@ def _recorded_threads(record: RunRecord, folder: RunFolder) -> Iterator[None]:
         try:
             torch.set_num_threads(want)
         except (RuntimeError, ValueError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = one_line(exc, None, lines="first") or type(exc).__name__
             raise RunError(f"{folder.record_path}: cannot render with the {want} torch threads the run started with: {reason}") from None
         if torch.get_num_threads() != want:
             got = torch.get_num_threads()
