@@ -14,9 +14,12 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from discolib import __version__
-from discolib.errors import DiscolibError, InputError
+from discolib import Settings, __version__, apply_preset, preset_mode
+from discolib.config.importers import import_settings
+from discolib.errors import DiscolibError, InputError, one_line
 from discolib.io.inputs import expand_path
+from discolib.schedules.keyframes import Schedule
+from discolib.schedules.plot import plot_schedule
 
 __all__ = ["main"]
 
@@ -83,18 +86,15 @@ class CliError(InputError):
     """A bad command line (options that do not go together, a missing file argument); one-line message."""
 
 
-def _write_settings(settings: object, output: str, force: bool) -> Path:
+def _write_settings(settings: Settings, output: str, force: bool) -> Path:
     out = expand_path(output, setting="--output")
     if out.exists() and not force:
         raise CliError(f"{out} exists; pass --force to overwrite it")
-    settings.save(out)  # type: ignore[attr-defined]
+    settings.save(out)
     return out
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from discolib.config.presets import apply_preset, preset_mode
-    from discolib.config.settings import Settings
-
     mode = args.mode or (preset_mode(args.preset) if args.preset else "guided")
     s = Settings.defaults(mode, args.animation)
     if args.preset:
@@ -108,8 +108,6 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from discolib.config.settings import Settings
-
     s = Settings.load(args.file)
     for assignment in args.set:
         s.set_from_string(assignment)
@@ -119,8 +117,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from discolib.config.importers import import_settings
-
     report = import_settings(args.file)
     out = _write_settings(report.settings, args.output, args.force)
     print(report.summary())
@@ -129,7 +125,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from discolib.config.settings import Settings
+    # Here, not at the top, for start-up time: the render loop imports torch and the model libraries (seconds),
+    # which init, validate, import-settings and schedule never need.
     from discolib.run.loop import render
 
     if args.resume and args.set:
@@ -158,15 +155,16 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
-    from discolib.schedules.keyframes import Schedule, plot_schedule
-
     if args.frames < 1:
         raise CliError(f"--frames: expected a positive number of frames, got {args.frames}")
     if abs(args.seed) >= 2**63:
         raise CliError("--seed: expected an integer of at most 18 digits")
     if args.plot:
-        from matplotlib.backend_bases import FigureCanvasBase
-
+        try:
+            # Here for start-up time, and because matplotlib is optional (the `notebook` extra): only --plot needs it.
+            from matplotlib.backend_bases import FigureCanvasBase
+        except ImportError:
+            raise CliError('--plot needs matplotlib: pip install "discolib[notebook]"') from None
         suffix = Path(args.plot).suffix.lower().lstrip(".")
         if suffix and suffix not in FigureCanvasBase.get_supported_filetypes():
             raise CliError(f"--plot: expected a file name ending in .png, .svg or .pdf, got {args.plot!r}")
@@ -220,14 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(
             "discolib: error: out of memory; lower image.width/height, the steps or the number of CLIP models, or run "
-            f"on a GPU ({_one_line(str(exc))[:300] or type(exc).__name__})",
+            f"on a GPU ({one_line(exc, None, lines='join')[:300] or type(exc).__name__})",
             file=sys.stderr,
         )
         return 2
     except (DiscolibError, OSError) as exc:  # anything else is a bug: its traceback is the useful report
         if args.debug:
             raise
-        print(f"discolib: error: {_one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
+        print(f"discolib: error: {one_line(exc, None, lines='join') or type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("discolib: interrupted", file=sys.stderr)
@@ -244,13 +242,8 @@ class _NeverRaised(Exception):
     pass
 
 
-def _one_line(text: str) -> str:
-    """``text`` on one line: every line break (``\\n``, ``\\r``, ``\\x0b``, U+2028...) becomes a space."""
-    return " ".join(text.splitlines())
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    print(f"discolib: warning: {_one_line(str(message))}", file=sys.stderr)
+    print(f"discolib: warning: {one_line(message, None, lines='join')}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -81,10 +81,26 @@ def test_no_render_command_yet_is_absent_or_real(capsys: pytest.CaptureFixture[s
     assert "init" in capsys.readouterr().out
 
 
-def test_console_script_entry_point(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "discolib.cli", "validate", str(tmp_path / "missing.json")], capture_output=True, text=True)
+@pytest.mark.parametrize("module", ["discolib", "discolib.cli"])
+def test_python_m_runs_the_command(tmp_path: Path, module: str) -> None:
+    """`python -m discolib` (discolib/__main__.py) and `python -m discolib.cli` are the `discolib` command."""
+    res = subprocess.run([sys.executable, "-m", module, "validate", str(tmp_path / "missing.json")], capture_output=True, text=True)
     assert res.returncode == 2
     assert res.stderr.strip() == f"discolib: error: settings file not found: {tmp_path / 'missing.json'}"
+    res = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "discolib 0.1.0"
+
+
+def test_schedule_plot_without_matplotlib_names_the_extra(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """matplotlib is in the `notebook` extra: without it, --plot is one line saying what to install."""
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib...` now raises ImportError
+    code, out, err = run(["schedule", "0: (1)", "--frames", "3", "--plot", str(tmp_path / "c.png")], capsys)
+    assert code == 2 and out == "" and not (tmp_path / "c.png").exists()
+    assert err == 'discolib: error: --plot needs matplotlib: pip install "discolib[notebook]"\n'
 
 
 def test_resume_refuses_overrides_and_a_second_settings_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

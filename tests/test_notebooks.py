@@ -1,8 +1,10 @@
 """The notebooks: structure, nbval offline with the tiny presets, papermill runs, papermill's parameter help.
 
 * Structure (fast, no kernel): exactly one papermill ``parameters`` cell whose every line is a Colab form
-  ``name = literal  #@param ...  # help``; no function or class definitions anywhere (no logic in notebooks);
-  the Colab setup cell and the ``DISCOLIB_PRESET`` override are there; no outputs except the nbval-checked cell.
+  ``name = literal  #@param ...  # help``; no logic in notebooks (no definitions, loops, ``with`` or ``try``, and
+  one ``if``: the Colab install); imports from ``discolib`` and ``discolib_widgets`` only; the Colab install cell,
+  then ``notebook_setup`` (environment overrides, Drive, GPU) before anything else; no outputs except the
+  nbval-checked cell.
 * ``pytest --nbval-lax`` on every notebook in a subprocess, offline, with ``DISCOLIB_PRESET`` set to the tiny
   preset of its sampler family (nbval cannot inject parameters; the notebooks read that variable).
 * papermill runs with parameter overrides, then the run folder is checked (frames, settings.json, run.json,
@@ -33,9 +35,10 @@ from typing import Any
 import nbformat
 import pytest
 
-from discolib.config.presets import PRESETS, preset_mode
-from discolib.config.settings import Settings, iter_fields
-from discolib.run.runs import RunFolder
+from discolib import RunFolder, Settings, preset_mode
+from discolib.config.presets import PRESETS
+from discolib.config.settings import iter_fields
+from discolib_widgets.notebook import NOTEBOOK_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -46,9 +49,6 @@ NOTEBOOKS = list(OFFLINE_PRESET)
 
 #: Parameters every notebook has.
 REQUIRED_PARAMETERS = {"preset", "animation_mode", "max_frames", "text_prompts", "seed", "overrides", "output_root", "use_drive"}
-
-#: Variables the notebooks read so that batch runners without parameter injection (nbval) can pick cheap runs.
-NOTEBOOK_ENV = ("DISCOLIB_PRESET", "DISCOLIB_MAX_FRAMES", "DISCOLIB_OUTPUT_ROOT", "DISCOLIB_OVERRIDES")
 
 GPU_ENV = "DISCOLIB_GPU_NOTEBOOKS"
 
@@ -248,29 +248,45 @@ def test_notebook_structure(name: str) -> None:
         assert not params["preset"]["value"].startswith("tiny"), f"{name}: the default preset must use real weights"
         assert len({preset_mode(p) for p in options}) == 1
 
+    # Right after the parameters: the Colab install (it cannot live in discolib: discolib is not installed yet),
+    # then notebook_setup, which applies the DISCOLIB_* variables (and Drive) before any cell reads a parameter.
     index = {id(c): i for i, c in enumerate(cells)}
     sources = [c.source for c in cells]
-    env_cells = [i for i, s in enumerate(sources) if 'preset = os.environ.get("DISCOLIB_PRESET", preset)' in s]
-    setup_cells = [i for i, s in enumerate(sources) if '"google.colab" in sys.modules' in s]
-    assert len(env_cells) == 1 and env_cells[0] == index[id(pcell)] + 1, (
-        f"{name}: the cell right after the parameters must read DISCOLIB_PRESET (and the other variables)"
-    )
-    assert len(setup_cells) == 1 and setup_cells[0] > env_cells[0], f"{name}: no Colab setup cell after the parameters"
-    setup = sources[setup_cells[0]]
-    for needle in ("%pip install", "git+https://", "use_drive", "drive.mount", "torch.cuda.get_device_name", "no GPU"):
-        assert needle in setup, f"{name}: the setup cell lacks {needle!r}"
+    install, setup = index[id(pcell)] + 1, index[id(pcell)] + 2
+    assert '"google.colab" in sys.modules' in sources[install], f"{name}: the Colab install must follow the parameters"
+    for needle in ("%pip install", '"discolib[notebook] @ git+https://'):
+        assert needle in sources[install], f"{name}: the Colab install cell lacks {needle!r}"
+    setup_call = "notebook_setup(preset, max_frames, output_root, overrides, use_drive=use_drive)"
+    assert setup_call in ast.unparse(ast.parse(sources[setup])), f"{name}: notebook_setup must come next"
 
     calls: set[str] = set()
+    imported: set[str] = set()
     for cell in cells:
         tree = ast.parse(python_source(cell.source))
         for node in ast.walk(tree):
-            assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)), (
-                f"{name}: notebooks hold no logic, but a cell defines {type(node).__name__}:\n{cell.source}"
+            logic = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.For, ast.While, ast.With, ast.Try)
+            assert not isinstance(node, logic), (
+                f"{name}: notebooks hold no logic (it belongs in discolib or discolib_widgets), but a cell has a "
+                f"{type(node).__name__}:\n{cell.source}"
             )
+            if isinstance(node, ast.If):
+                assert cell is cells[install], f"{name}: the only `if` is the Colab install:\n{cell.source}"
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 calls.add(ast.unparse(node))
-    assert "show_panel(settings)" in calls
-    assert "render(settings, out=output_root)" in calls
+            if isinstance(node, ast.ImportFrom):
+                imported.add(node.module or "")
+            elif isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names)
+    # The public faces only (sys: the Colab check, before discolib is installed there).
+    assert imported == {"discolib", "discolib_widgets", "sys"}, f"{name}: imports {sorted(imported)}"
+    for call in (
+        "show_panel(settings)",
+        "render(settings, out=output_root)",
+        "finish_settings(settings, overrides, preset=preset)",
+        "show_result(result)",
+        "print(record_summary(result.run_dir))",
+    ):
+        assert call in calls, f"{name}: no {call}"
 
     checked = [c for c in cells if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
     assert len(checked) == 1

@@ -23,10 +23,19 @@ import torch
 from PIL import Image
 
 import discolib
-from discolib.config.settings import GROUPS, Settings, field_info, iter_fields
-from discolib.run.events import RenderEvent, RenderResult
-from discolib.run.runs import RunFolder
-from discolib_widgets import SettingsPanel, show_panel
+import discolib_widgets.notebook as notebook
+from discolib import RenderResult, RunFolder, Settings, apply_preset
+from discolib.config.settings import GROUPS, SettingsError, field_info, iter_fields
+from discolib.run.events import RenderEvent
+from discolib.run.runs import RunRecord
+from discolib_widgets import (
+    SettingsPanel,
+    finish_settings,
+    notebook_setup,
+    record_summary,
+    show_panel,
+    show_result,
+)
 from discolib_widgets.fields import PLOT_POINTS, schedule_png
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -720,3 +729,93 @@ def test_start_anyway_passes_force_and_a_refusal_says_how(tmp_path: Path) -> Non
     p.render_button.click()
     assert p.wait(10)
     assert seen[-1]["force"] is True and p.last_result is not None and p.last_result.status == "done"
+
+
+# ----------------------------------------------------------------------------------------------- notebook helpers
+@pytest.fixture
+def no_notebook_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in notebook.NOTEBOOK_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("no_notebook_env")
+def test_notebook_setup_without_environment_keeps_the_parameters(capsys: pytest.CaptureFixture[str]) -> None:
+    given = {"steps": 8}
+    preset, frames, root, overrides = notebook_setup("tiny", 5, "runs", given, use_drive=True)  # not on Colab
+    assert (preset, frames, root, overrides) == ("tiny", 5, "runs", {"steps": 8})
+    assert overrides is not given  # the notebook's own dict is left as it was
+    gpu_line, out_line = capsys.readouterr().out.splitlines()
+    expected_gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    assert gpu_line == f"GPU: {expected_gpu}" and out_line == f"outputs go to {os.path.abspath('runs')}"
+
+
+@pytest.mark.usefixtures("no_notebook_env")
+def test_notebook_setup_environment_replaces_parameters(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DISCOLIB_PRESET", "tiny-latent")
+    monkeypatch.setenv("DISCOLIB_MAX_FRAMES", "3")
+    monkeypatch.setenv("DISCOLIB_OUTPUT_ROOT", str(tmp_path))
+    monkeypatch.setenv("DISCOLIB_OVERRIDES", '{"output.fps": 4, "steps": 2}')
+    got = notebook_setup("sd-1.5", 60, "runs", {"steps": 30, "cadence": 2})
+    assert got == ("tiny-latent", 3, str(tmp_path), {"steps": 2, "cadence": 2, "output.fps": 4})
+
+
+@pytest.mark.usefixtures("no_notebook_env")
+def test_notebook_setup_on_colab_mounts_drive_only_with_use_drive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in google.colab module: use_drive mounts Drive and moves output_root under it."""
+    import types
+
+    mounted: list[str] = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    assert notebook_setup("tiny", 2, "runs", {})[2] == "runs" and mounted == []
+    root = notebook_setup("tiny", 2, "runs", {}, use_drive=True)[2]
+    assert mounted == ["/content/drive"] and root == "/content/drive/MyDrive/discolib/runs"
+
+
+def test_finish_settings_applies_overrides_last_and_validates(capsys: pytest.CaptureFixture[str]) -> None:
+    s = apply_preset(Settings.defaults("latent", "3D"), "tiny-latent")
+    s.set("animation.max_frames", 4)
+    finish_settings(s, {"max_frames": 6, "output.fps": 5}, preset="tiny-latent")
+    assert s.animation.max_frames == 6 and s.output.fps == 5.0
+    assert capsys.readouterr().out == (
+        f"latent mode, preset tiny-latent: {s.image.width}x{s.image.height}, {s.image.steps} steps, "
+        f"animation 3D, device {s.models.device}\n"
+    )
+    with pytest.raises(SettingsError, match="image.width"):
+        finish_settings(s, {"width": 100}, preset="tiny-latent")  # not a multiple of 64: refused by validate()
+    assert capsys.readouterr().out == ""
+
+
+def test_show_result_displays_the_video_or_the_last_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shown: list[Any] = []
+    monkeypatch.setattr(notebook, "display", shown.append)
+    frames = [tmp_path / f"{i:06d}.png" for i in range(2)]
+    for i, path in enumerate(frames):
+        Image.new("RGB", (8, 8), (i * 100, 0, 0)).save(path)
+    video = tmp_path / "video.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    show_result(RenderResult(run_dir=tmp_path, status="done", frames=frames, video=video))
+    assert capsys.readouterr().out == f"done: 2 image(s) in {tmp_path}\n"
+    (vid,) = shown
+    assert type(vid).__name__ == "Video" and vid.embed and vid.width == 512
+    shown.clear()
+    show_result(RenderResult(run_dir=tmp_path, status="stopped", frames=frames))
+    (img,) = shown
+    assert type(img).__name__ == "Image" and img.data == frames[-1].read_bytes()
+    assert capsys.readouterr().out.startswith("stopped: 2 image(s)")
+    shown.clear()
+    show_result(RenderResult(run_dir=tmp_path, status="stopped"))  # stopped before the first frame: nothing to show
+    assert shown == []
+
+
+def test_record_summary_reads_run_json(tmp_path: Path) -> None:
+    folder = RunFolder.create(tmp_path, "b", Settings.defaults().to_json())
+    assert record_summary(folder.path) == "created True"  # no frames asked for yet: 0 of 0
+    folder.write_record(RunRecord(status="interrupted", frames_total=3, frames_done=1, seeds=[1]))
+    assert record_summary(folder.path) == "interrupted False"
+    folder.write_record(RunRecord(status="done", frames_total=3, frames_done=3, seeds=[1, 2, 3]))
+    assert record_summary(str(folder.path)) == "done True"

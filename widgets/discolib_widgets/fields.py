@@ -19,9 +19,12 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 
-from discolib.config.settings import FieldInfo, Settings, SettingsError, field_info
+from discolib import Settings
+from discolib.config.settings import FieldInfo, SettingsError, field_info
 from discolib.io.inputs import MAX_JSON_DEPTH, json_depth_ok
-from discolib.schedules.keyframes import Schedule, ScheduleError, plot_schedule
+from discolib.schedules.expr import ScheduleError
+from discolib.schedules.keyframes import Schedule
+from discolib.schedules.plot import plot_schedule
 
 __all__ = [
     "INPUT_ERRORS",
@@ -72,11 +75,12 @@ class PlotError(Exception):
 def schedule_png(text: str, setting: str, n_frames: int, interpolation: str = "linear") -> bytes:
     """PNG bytes (about 290x115 px) of a keyframe schedule over ``n_frames`` frames.
 
-    Up to ``PLOT_POINTS`` frames go through :func:`discolib.schedules.keyframes.plot_schedule`; longer animations are
+    Up to ``PLOT_POINTS`` frames go through :func:`discolib.schedules.plot.plot_schedule`; longer animations are
     evaluated by the same Schedule and drawn at ``PLOT_POINTS`` evenly spaced frames. Cached: panels made
     with the same schedules (or a user undoing an edit) do not re-plot. Raises ``ScheduleError`` on bad text
     and :class:`PlotError` when valid values cannot be drawn.
     """
+    # Here, not at the top: matplotlib takes about a second to import and only a shown plot needs it.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

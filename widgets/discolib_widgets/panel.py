@@ -18,14 +18,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
+from IPython.display import display
 
-from discolib.config.settings import GROUPS, Settings, SettingsError, iter_fields
+import discolib
+from discolib import Settings
+from discolib.config.settings import GROUPS, SettingsError, iter_fields
 from discolib.errors import ResourceLimitError
 from discolib.io.files import encode_png
 from discolib_widgets.fields import INPUT_ERRORS, FieldControl, check_field, describe_error
 
-if TYPE_CHECKING:  # discolib.run.events imports torch; the panel needs it only once a render runs
-    from discolib.run.events import RenderEvent, RenderResult
+if TYPE_CHECKING:  # discolib.run imports torch; the panel needs it only once a render runs
+    from discolib import RenderResult
+    from discolib.run.events import RenderEvent
 
 __all__ = ["RenderFn", "SettingsPanel", "show_panel"]
 
@@ -39,9 +43,7 @@ _log = logging.getLogger("discolib_widgets")
 
 
 def _default_render_fn() -> RenderFn:
-    from discolib.run.loop import render
-
-    return render
+    return discolib.render  # imports the render loop (torch, the model libraries) on first access
 
 
 def _html(text: str, color: str | None = None) -> str:
@@ -61,7 +63,7 @@ class SettingsPanel:
     Args:
         settings: the Settings to edit in place (default: ``Settings.defaults()``).
         render_fn: called as ``render_fn(settings, callback=..., stop=..., progress=False[, resume=...])``;
-            default :func:`discolib.run.loop.render` (imported when the first render starts).
+            default :func:`discolib.render` (imported when the first render starts).
     """
 
     def __init__(self, settings: Settings | None = None, *, render_fn: RenderFn | None = None) -> None:
@@ -432,15 +434,11 @@ class SettingsPanel:
         return self.widget._repr_mimebundle_(**kwargs)
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
-
         display(self.widget)
 
 
 def show_panel(settings: Settings | None = None, **kwargs: Any) -> SettingsPanel:
     """Make a :class:`SettingsPanel` (``kwargs`` go to it, e.g. ``render_fn``), display it and return it."""
-    from IPython.display import display
-
     panel = SettingsPanel(settings, **kwargs)
     display(panel)
     return panel
