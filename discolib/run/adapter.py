@@ -7,6 +7,8 @@ init image, strengths) goes into each :class:`~discolib.samplers.base.FrameReque
 
 from __future__ import annotations
 
+from typing import Any
+
 from discolib.config.settings import Settings
 from discolib.samplers.base import FrameSampler
 from discolib.samplers.config import GuidanceConfig, GuidedConfig, LatentConfig
@@ -40,17 +42,25 @@ def guidance_config(settings: Settings, *, clip_guidance_scale: float, augmentat
     )
 
 
+def _common(settings: Settings) -> dict[str, Any]:
+    """The :class:`~discolib.samplers.config.SamplerConfig` fields every sampler takes."""
+    m = settings.models
+    return {
+        "width": settings.image.width,
+        "height": settings.image.height,
+        "steps": settings.image.steps,
+        "device": m.device,
+        "dtype": m.dtype,
+        "random_weights": m.random_weights,
+        "compile": m.compile,
+    }
+
+
 def guided_config(settings: Settings) -> GuidedConfig:
     """Disco's guided sampler as ``settings`` describe it (cut augmentation by ``animation.animation_mode``)."""
     m, g = settings.models, settings.guidance
     return GuidedConfig(
-        width=settings.image.width,
-        height=settings.image.height,
-        steps=settings.image.steps,
-        device=m.device,
-        dtype=m.dtype,
-        random_weights=m.random_weights,
-        compile=m.compile,
+        **_common(settings),
         diffusion_model=m.diffusion_model,
         use_secondary_model=m.use_secondary_model,
         secondary_model=m.secondary_model,
@@ -79,13 +89,7 @@ def latent_config(settings: Settings) -> LatentConfig:
     """The latent sampler as ``settings`` describe it (CLIP guidance at ``latent.clip_scale``, 0 = off)."""
     m, lat = settings.models, settings.latent
     return LatentConfig(
-        width=settings.image.width,
-        height=settings.image.height,
-        steps=settings.image.steps,
-        device=m.device,
-        dtype=m.dtype,
-        random_weights=m.random_weights,
-        compile=m.compile,
+        **_common(settings),
         latent_model=m.latent_model,
         fast_vae=m.fast_vae,
         scheduler=lat.scheduler,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GuidanceConfig", "GuidedConfig", "LatentConfig"]
+__all__ = ["GuidanceConfig", "GuidedConfig", "LatentConfig", "SamplerConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,16 +53,35 @@ class GuidanceConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class GuidedConfig:
-    """Disco's CLIP-guided pixel sampler (:class:`discolib.samplers.guided.GuidedSampler`).
+class SamplerConfig:
+    """What every sampler is built from.
 
     Attributes:
-        width, height: image size in pixels (multiples of 64).
-        steps: sampler steps per image (the respacing of the 1000 training steps).
+        width, height: image size in pixels.
+        steps: sampler steps per image (the full schedule; img2img runs a fraction of them).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :func:`discolib.models.device.resolve_device`).
         dtype: ``"auto"``, ``"float32"``, ``"float16"`` or ``"bfloat16"`` for the models.
         random_weights: models whose weights cannot be had get random weights (smoke and speed runs).
-        compile: ``torch.compile`` the UNet's model function.
+        compile: ``torch.compile`` the UNet (its model function in guided mode).
+    """
+
+    width: int
+    height: int
+    steps: int
+    device: str
+    dtype: str
+    random_weights: bool
+    compile: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuidedConfig(SamplerConfig):
+    """Disco's CLIP-guided pixel sampler (:class:`discolib.samplers.guided.GuidedSampler`).
+
+    Besides :class:`SamplerConfig`'s fields (width and height multiples of 64; ``steps`` respace the 1000 training
+    steps):
+
+    Attributes:
         diffusion_model: Disco catalogue name, checkpoint path or ``"tiny"``.
         use_secondary_model: predict x0 for the CLIP gradient with the secondary model (Disco's default).
         secondary_model: the secondary model's name or path.
@@ -82,13 +101,6 @@ class GuidedConfig:
         guidance: the CLIP guidance.
     """
 
-    width: int
-    height: int
-    steps: int
-    device: str
-    dtype: str
-    random_weights: bool
-    compile: bool
     diffusion_model: str
     use_secondary_model: bool
     secondary_model: str
@@ -109,13 +121,12 @@ class GuidedConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class LatentConfig:
+class LatentConfig(SamplerConfig):
     """The latent (Stable Diffusion family) sampler (:class:`discolib.samplers.latent.LatentSampler`).
 
+    Besides :class:`SamplerConfig`'s fields (width and height multiples of the VAE factor, 8):
+
     Attributes:
-        width, height: image size in pixels (multiples of the VAE factor, 8).
-        steps: scheduler steps of the full schedule (img2img runs a fraction of them).
-        device, dtype, random_weights, compile: as :class:`GuidedConfig` (``compile`` compiles the UNet).
         latent_model: preset name, hub id or local diffusers folder.
         fast_vae: an AutoencoderTiny id that decodes previews *and* frames; ``""`` decodes with the full VAE.
         scheduler: scheduler name (see :func:`discolib.models.latent.scheduler_names`).
@@ -124,13 +135,6 @@ class LatentConfig:
         guidance: optional CLIP guidance, on when ``guidance.clip_guidance_scale > 0``.
     """
 
-    width: int
-    height: int
-    steps: int
-    device: str
-    dtype: str
-    random_weights: bool
-    compile: bool
     latent_model: str
     fast_vae: str
     scheduler: str
