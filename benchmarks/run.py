@@ -6,7 +6,9 @@ Usage::
 
 Benchmarks (``--only``): ``latent3d`` (sd-turbo-architecture 1-step img2img with depth warping, per-stage ms and fps),
 ``disco_step`` (Disco's 512 ADM UNet + secondary model + ViT-B/32, ViT-B/16, RN50 guidance: ms per guided step and
-peak GPU memory), ``cpu`` (3D warp, schedule evaluation, render-loop overhead). Every model has random weights built
+peak GPU memory), ``cpu`` (3D warp, schedule evaluation, render-loop overhead), ``compare`` (CPU stages side by side
+with the references a Deforum frame runs: OpenCV's 2D warp, OpenCV LAB + skimage histogram matching, pandas
+keyframe interpolation; interleaved, one thread and default threads, ratios). Every model has random weights built
 from its architecture's config: no download, the timings are those of the real architectures.
 
 ``--quick`` shrinks sizes and repeats (labelled in the table); ``--smoke`` shrinks them further for the test suite
@@ -38,7 +40,7 @@ if str(HERE) not in sys.path:  # the helper modules sit beside this file
 import torch  # noqa: E402
 from bench_common import BenchContext, BenchResult, _fmt_value, format_table  # noqa: E402
 
-BENCHMARKS = ("latent3d", "disco_step", "cpu")
+BENCHMARKS = ("latent3d", "disco_step", "cpu", "compare")
 
 
 class BenchUsageError(ValueError):
@@ -150,6 +152,10 @@ def _run_one(name: str, ctx: BenchContext) -> BenchResult:
         import bench_disco
 
         return bench_disco.run(ctx)
+    if name == "compare":
+        import bench_compare
+
+        return bench_compare.run(ctx)
     import bench_cpu
 
     return bench_cpu.run(ctx)

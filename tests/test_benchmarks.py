@@ -104,3 +104,31 @@ def test_gpu_session_scripts_parse_and_refuse_unknown_stages(tmp_path: Path) -> 
         cwd=tmp_path, env={"PATH": os.environ["PATH"], "OUT": str(tmp_path)}, capture_output=True, text=True,
     )
     assert done.returncode == 2 and "one of: tests bench compile fp16 smoke" in done.stderr
+
+
+def test_compare_smoke_times_each_pair_against_its_reference(tmp_path: Path) -> None:
+    out = tmp_path / "compare.json"
+    proc = _run("--smoke", "--only", "compare", "--json", str(out), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())["results"]["compare"]
+    assert result["skipped"] is None
+    figures = {f["name"]: f for f in result["figures"]}
+    for pair in ("warp2d_bilinear_64", "warp2d_bicubic_64", "lab_match_64", "schedules"):
+        for threads in ("1t", "default"):
+            ours, ref = figures[f"{pair}_{threads}_discolib"], figures[f"{pair}_{threads}_reference"]
+            ratio = figures[f"{pair}_{threads}_ratio"]
+            assert ours["value"] > 0 and ref["value"] > 0 and len(ours["samples"]) == len(ref["samples"]) >= 3
+            assert math.isclose(ratio["value"], ours["value"] / ref["value"], rel_tol=1e-9)
+    assert "ratio" in proc.stdout and "x" in proc.stdout
+
+
+def test_interleaved_alternates_and_times_both_sides() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from bench_compare import interleaved
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    calls: list[str] = []
+    a, b = interleaved(lambda: calls.append("a"), lambda: calls.append("b"), warmup=1, repeats=4)
+    assert len(a) == len(b) == 4
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]  # warm-up, then ABBA
