@@ -127,6 +127,7 @@ def _bench_render_overhead(ctx: BenchContext, result: BenchResult) -> None:
         settings = _tiny_2d_settings(size, frames, Path(tmp))
         sampler = EchoSampler(size, size, ctx.device)
         t0 = time.perf_counter()
+        settings.set("models.threads", torch.get_num_threads())  # the count the benchmark runs at, not auto
         render(settings, callback=on_event, progress=False, sampler=sampler)
         total = (time.perf_counter() - t0) * 1000.0
     # Intervals between written frames: the steady-state cost of one frame (frame 0 has no warp; the first

@@ -341,6 +341,7 @@ def _render_tiny(ctx: BenchContext, result: BenchResult) -> None:
     s.set("models.device", str(ctx.device))
     with tempfile.TemporaryDirectory(prefix="discolib-bench-") as tmp:
         t0 = time.perf_counter()
+        s.set("models.threads", torch.get_num_threads())  # the count the benchmark runs at, not auto
         render(s, out=Path(tmp), callback=on_event, progress=False)
         total = (time.perf_counter() - t0) * 1000.0
     intervals = [(b - a) * 1000.0 for a, b in zip(stamps, stamps[1:], strict=False)]

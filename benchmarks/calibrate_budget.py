@@ -448,7 +448,8 @@ def render_settings(preset: str, side: int, kind: str, steps: int = RENDER_STEPS
 
     s = apply_preset(Settings.defaults(preset_mode(preset)), preset)
     for key, value in (("image.width", side), ("image.height", side), ("image.steps", steps), ("run.display_rate", 0),
-                       ("run.n_batches", 1), ("run.seed", 1), ("output.make_video", False)):
+                       ("run.n_batches", 1), ("run.seed", 1), ("output.make_video", False),
+                       ("models.threads", torch.get_num_threads())):  # the calibration's count, not auto
         s.set(key, value)
     if kind == "still":
         s.set("animation.animation_mode", "None")

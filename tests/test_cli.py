@@ -173,3 +173,37 @@ def test_out_of_host_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys:
     monkeypatch.setitem(cli.COMMANDS, "validate", bug)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["validate", "x.json"])
+
+
+def test_render_threads_sets_models_threads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import discolib.run.loop
+    from discolib.config.presets import apply_preset
+
+    path = apply_preset(Settings.defaults("guided"), "tiny").save(tmp_path / "s.json")
+    seen: list[int] = []
+
+    class Result:
+        status, frames, run_dir, video = "done", [], tmp_path / "run", None
+
+    def fake_render(settings: Settings, **_kw: object) -> Result:
+        seen.append(settings.models.threads)
+        return Result()
+
+    monkeypatch.setattr(discolib.run.loop, "render", fake_render)
+    assert run(["render", str(path), "--threads", "3"], capsys)[0] == 0
+    assert run(["render", str(path), "--set", "models.threads=2"], capsys)[0] == 0
+    assert run(["render", str(path), "--set", "threads=2", "--threads", "1"], capsys)[0] == 0  # the flag wins
+    assert run(["render", str(path)], capsys)[0] == 0
+    assert seen == [3, 2, 1, 0]
+    for bad, reason in [("x", "expected an integer, got 'x'"), ("-1", "expected a value >= 0, got -1")]:
+        code, _, err = run(["render", str(path), "--threads", bad], capsys)
+        assert (code, err) == (2, f"discolib: error: --threads (models.threads): {reason}\n")
+    assert seen == [3, 2, 1, 0]  # nothing rendered
+
+
+def test_resume_refuses_threads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["render", "--resume", str(tmp_path), "--threads", "2"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("discolib: error: --threads cannot change a run being resumed: it renders with the thread count recorded")

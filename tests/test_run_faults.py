@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pytest
 import torch
 from PIL import Image
@@ -232,7 +233,7 @@ def test_corrupt_record_is_rebuilt(reference: Path, tmp_path: Path, sampler: Fra
     assert len(rebuilt) == 1 and "\n" not in str(rebuilt[0].message)
     assert result.status == "done" and rendered_frames(events) == []  # every frame decodes: nothing to redo
     assert_matches_reference(run, reference)
-    assert run.read_record().torch_threads == torch.get_num_threads()
+    assert run.read_record().torch_threads == runs.threads_for(0)  # the run's models.threads (auto), as it was made
 
 
 def test_corrupt_record_rebuild_stops_at_the_first_bad_frame(reference: Path, tmp_path: Path, sampler: FrameSampler) -> None:
@@ -337,17 +338,19 @@ def test_forty_simultaneous_creates_get_forty_folders(tmp_path: Path) -> None:
 def test_resume_renders_with_the_recorded_thread_count(reference: Path, tmp_path: Path, sampler: FrameSampler) -> None:
     run = interrupted_copy(reference, tmp_path, N - 1)
     recorded = run.read_record().torch_threads
-    assert recorded == torch.get_num_threads() >= 1
+    assert recorded == runs.threads_for(0) >= 1  # models.threads: 0 (auto), resolved when the run was made
     other = 2 if recorded == 1 else 1
-    seen: list[int] = []
-    original = torch.get_num_threads()
+    seen: list[tuple[int, int]] = []
+    original = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(other)
+    cv2.setNumThreads(other)
     try:
-        resume(run, sampler, callback=lambda e: seen.append(torch.get_num_threads()) if e.kind == "step" else None)
-        assert torch.get_num_threads() == other  # the process's own count is back
+        resume(run, sampler, callback=lambda e: seen.append((torch.get_num_threads(), cv2.getNumThreads())) if e.kind == "step" else None)
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (other, other)  # the process's own counts are back
     finally:
-        torch.set_num_threads(original)
-    assert seen and set(seen) == {recorded}
+        torch.set_num_threads(original[0])
+        cv2.setNumThreads(original[1])
+    assert seen and set(seen) == {(recorded, recorded)}  # torch and OpenCV both
     assert_matches_reference(run, reference)
 
 

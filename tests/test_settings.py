@@ -272,3 +272,31 @@ def test_animation_mode_spellings() -> None:
     for bad in ("spin", "", None, 3):
         with pytest.raises(SettingsError, match=r"^animation.animation_mode: expected one of none, 2D, 3D, video, got"):
             normalise_animation_mode(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [0, 1, 4, "2"])
+def test_threads_accepts_auto_and_counts(value: object) -> None:
+    s = Settings.defaults("guided")
+    assert s.models.threads == 0  # auto by default
+    s.set_from_string(f"models.threads={value}")
+    assert s.models.threads == int(value)  # type: ignore[call-overload]
+    assert Settings.from_dict(s.to_dict()).models.threads == int(value)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-1", "models.threads: expected a value >= 0, got -1"),
+        ("x", "models.threads: expected an integer, got 'x'"),
+        ("1.5", "models.threads: expected an integer, got 1.5"),
+        ("true", "models.threads: expected an integer, got True"),
+        ("2000", "models.threads: expected a value <= 1024, got 2000"),
+    ],
+)
+def test_threads_refuses_what_is_not_a_count(value: str, message: str) -> None:
+    s = Settings.defaults("guided")
+    with pytest.raises(SettingsError) as err:
+        s.set_from_string(f"threads={value}")
+    assert str(err.value) == message
+    with pytest.raises(SettingsError, match=f"^{message}"):
+        Settings.from_dict({"models": {"threads": json.loads(value) if value != "x" else value}})

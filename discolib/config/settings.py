@@ -129,6 +129,7 @@ class ModelSettings:
     depth_weight_2: float = _f(0.3, help="Weight of the second depth model in the blend (Disco's midas_weight).", min=0.0, max=1.0)
     device: str = _f("auto", help="'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'.", kind="device")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = _f("auto", help="Compute precision; auto picks bf16/fp16 where safe on CUDA, float32 on CPU.")
+    threads: int = _f(0, help="CPU threads of a render (torch, OpenCV, the frame writer's PNG encoders); 0 = auto: torch's count (OMP_NUM_THREADS, else the physical cores), at most one less than the CPUs this process may use (affinity, cgroup quota) and at most 8, at least 1, so 1 on a 2-core machine where 2 threads are up to 5x slower whenever anything else runs. A resume keeps its run's count.", min=0, max=1024)
     gradient_checkpointing: bool = _f(False, help="Trade speed for memory on small cards.")
     compile: bool = _f(False, help="torch.compile the models (faster after warm-up on CUDA).")
     random_weights: bool = _f(False, help="When real weights cannot be fetched, use the same architectures with random weights (speed tests, GPU smoke runs: images are noise).")

@@ -44,6 +44,7 @@ from typing import Any
 from discolib.config.settings import Settings
 from discolib.errors import InputError, ResourceLimitError
 from discolib.models.hub import catalogue_entry
+from discolib.run.runs import threads_for
 from discolib.schedules.cuts import parse_cut_schedule
 from discolib.schedules.keyframes import Schedule
 
@@ -277,10 +278,9 @@ def _overhead(key: str, p: float) -> float:
     return a + b * p
 
 
-def _threads() -> int:
-    import torch
-
-    return max(1, torch.get_num_threads())
+def _threads(settings: Settings) -> int:
+    """The torch threads a new run of ``settings`` renders with (``models.threads``, auto by the machine's rule)."""
+    return threads_for(settings.models.threads)
 
 
 # ---------------------------------------------------------------------------------------------- model names
@@ -469,7 +469,7 @@ def estimate(settings: Settings) -> Estimate:
     w, h = settings.image.width, settings.image.height
     p = float(w * h)
     bf16 = settings.models.dtype == "bfloat16"
-    costs = _Costs(p, CAL_THREADS / _threads(), 0.5 if bf16 else 1.0)
+    costs = _Costs(p, CAL_THREADS / _threads(settings), 0.5 if bf16 else 1.0)
     fp32 = _Costs(p, costs.thread_scale, 1.0)  # CLIP and depth run in float32 on the CPU
     plan = _plan(settings)
     weight_bytes = 2 if bf16 else 4

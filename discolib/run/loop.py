@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -44,7 +45,7 @@ from discolib.models.load import load_depth_estimator
 from discolib.run.adapter import build_sampler
 from discolib.run.budget import check_budget
 from discolib.run.events import EventCallback, RenderEvent, RenderResult
-from discolib.run.runs import FrameWriter, PendingFrame, RunError, RunFolder, RunLock, RunRecord
+from discolib.run.runs import FrameWriter, PendingFrame, RunError, RunFolder, RunLock, RunRecord, threads_for
 from discolib.samplers.base import FrameRequest, FrameSampler, RenderStopped
 
 __all__ = ["render", "frame_request", "load_run_settings"]
@@ -92,23 +93,27 @@ def _prepare(
     check_budget(settings, device, force=force)
     if settings.run.seed == -1:
         settings.run.seed = secrets.randbelow(2**32)
-    folder = RunFolder.create(settings.run.output_root, settings.run.batch_name, settings.to_json())
+    # The count is fixed now and recorded: a resume renders with it whatever models.threads resolves to later.
+    threads = threads_for(settings.models.threads)
+    folder = RunFolder.create(settings.run.output_root, settings.run.batch_name, settings.to_json(), threads=threads)
     return settings, folder, folder.read_record(), 0, folder.lock()
 
 
 @contextmanager
-def _recorded_threads(record: RunRecord, folder: RunFolder) -> Iterator[None]:
-    """Render with the torch intra-op thread count the run was started with, restoring this process's afterwards.
+def _recorded_threads(record: RunRecord, folder: RunFolder, setting: int) -> Iterator[int]:
+    """Render with the thread count the run was started with (torch's intra-op threads and OpenCV's), restoring
+    this process's counts afterwards; yields the count.
 
     CPU kernels split their reductions by thread count, so the last bits of a frame depend on it; a resume with
     another count would continue the animation from frames it could not have made (docs/REPRODUCIBILITY.md). A
-    record without a count (older versions, rebuilt records) takes this process's count from now on.
+    record without a count (older versions, rebuilt records) takes the count of ``setting`` (``models.threads``
+    of the run's settings, 0 = auto) from now on.
     """
-    before = torch.get_num_threads()
+    before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
     want = record.torch_threads
     if want <= 0:
-        record.torch_threads, record.torch_interop_threads = before, torch.get_num_interop_threads()
-        want = before
+        want = threads_for(setting)
+        record.torch_threads, record.torch_interop_threads = want, torch.get_num_interop_threads()
     if want > (os.cpu_count() or 1):
         warnings.warn(
             f"{folder.record_path}: the run started with {want} torch threads and this machine has {os.cpu_count()} "
@@ -128,11 +133,14 @@ def _recorded_threads(record: RunRecord, folder: RunFolder) -> Iterator[None]:
                 f"{folder.record_path}: the run started with {want} torch threads, but this process can only use {got}; "
                 "frames rendered with another count differ in their last bits: resume where that count is available"
             )
+    # OpenCV's pool too: its CPU stages (2D warp, colour match) would otherwise start a thread per core.
+    cv2.setNumThreads(want)
     try:
-        yield
+        yield want
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+        cv2.setNumThreads(cv_before)
 
 
 def render(
@@ -165,7 +173,7 @@ def render(
         emit = callback or (lambda _e: None)
         plan = RenderPlan.from_settings(settings)
         n_frames, seeds = plan.n_frames, list(plan.seeds)
-        with _recorded_threads(record, folder):
+        with _recorded_threads(record, folder, settings.models.threads) as threads:
             record.frames_total = n_frames
             record.frames_done = start
             record.seeds = seeds[:start]
@@ -175,7 +183,9 @@ def render(
             folder.write_record(record)
             emit(RenderEvent("start", frame=start, total_frames=n_frames, path=folder.path))
             frames = [folder.frame_path(i) for i in range(start)]
-            run = _Run(plan, folder, FrameWriter(folder, record, _frame_emitter(emit, n_frames)), frames, emit, stop, progress)
+            # PNG encoders: half the render's threads, at most 4 (as FrameWriter's default does with the cores).
+            writer = FrameWriter(folder, record, _frame_emitter(emit, n_frames), encoders=min(4, max(1, threads // 2)))
+            run = _Run(plan, folder, writer, frames, emit, stop, progress)
             video = None
             try:
                 try:

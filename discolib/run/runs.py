@@ -26,6 +26,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -80,7 +81,10 @@ class RunError(InputError):
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages that decide a run's output."""
-    names = ["discolib", "torch", "diffusers", "open_clip_torch", "kornia", "transformers", "numpy", "pillow"]
+    names = [
+        "discolib", "torch", "diffusers", "open_clip_torch", "kornia", "transformers", "numpy", "pillow",
+        "opencv-python-headless",  # the CPU 2D warp and colour match
+    ]
     out = {"python": platform.python_version()}
     for n in names:
         try:
@@ -108,6 +112,95 @@ def torch_threads() -> tuple[int, int]:
     except ImportError:
         return 0, 0
     return torch.get_num_threads(), torch.get_num_interop_threads()
+
+
+#: The most threads ``models.threads: 0`` (auto) picks. A guess, not measured beyond 2 cores: a frame's tensors are
+#: small enough that OpenMP's barriers eat most of the gain of more threads, while each one more can spin-wait.
+MAX_AUTO_THREADS = 8
+
+
+def auto_threads(current: int, cpus: int | None, affinity: int | None = None, quota: float | None = None) -> int:
+    """The thread count of ``models.threads: 0``: one CPU fewer than this process may use, never more than it had.
+
+    Measured on a 2-core machine (docs/REPRODUCIBILITY.md): 2 threads are ~1.6x faster than 1 when the machine is
+    idle, but as soon as another process keeps a core busy they are no faster on large convolutions and up to 5x
+    slower on chains of small operations (kornia's LAB conversion): OpenMP threads spin-wait at every barrier for
+    the one that shares its core. So one CPU is left for the rest of the machine (the frame writer, a browser,
+    another render), which gives 1 thread on a 2-core machine. The count depends on the machine and the process's
+    torch count, never on the machine's load at the moment, so the same settings render the same bytes there.
+
+    Args:
+        current: torch's intra-op count now (``OMP_NUM_THREADS``, ``torch.set_num_threads`` or torch's default
+            of the physical cores): auto lowers it, never raises it.
+        cpus: ``os.cpu_count()`` (None: unknown).
+        affinity: CPUs this process may run on (``len(os.sched_getaffinity(0))``; None: unknown).
+        quota: the cgroup's CPU quota in CPUs (``cpu.max`` quota / period; None: no quota), rounded down.
+
+    Returns:
+        ``min(current, usable - 1, MAX_AUTO_THREADS)``, at least 1, where ``usable`` is the smallest of ``cpus``,
+        ``affinity`` and ``floor(quota)``.
+    """
+    usable = [n for n in (cpus, affinity) if n]
+    if quota:
+        usable.append(math.floor(quota))
+    n = min(usable, default=1) - 1
+    return max(1, min(n, MAX_AUTO_THREADS, current if current > 0 else n))
+
+
+def _parse_cpu_max(text: str) -> float | None:
+    """cgroup v2 ``cpu.max`` (``"200000 100000"`` or ``"max 100000"``) -> CPUs (2.0), None when unlimited."""
+    parts = text.split()
+    try:
+        if len(parts) == 2 and parts[0] != "max" and int(parts[1]) > 0:
+            return int(parts[0]) / int(parts[1])
+    except ValueError:
+        pass
+    return None
+
+
+def cpu_quota(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPU quota of this process's cgroup in CPUs (a container's ``--cpus``), None without one or off Linux.
+
+    cgroup v2: the smallest ``cpu.max`` of the process's cgroup and its parents; v1: ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us`` (-1: unlimited).
+    """
+    found: list[float] = []
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    rel = next((ln.split(":", 2)[2] for ln in lines if ln.startswith("0::")), "/")
+    here = root / rel.lstrip("/")
+    for d in (here, *here.parents):
+        try:
+            q = _parse_cpu_max((d / "cpu.max").read_text())
+        except OSError:
+            q = None
+        if q is not None:
+            found.append(q)
+        if d == root:
+            break
+    for sub in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+        try:
+            quota_us = int((root / sub / "cpu.cfs_quota_us").read_text())
+            period_us = int((root / sub / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        if quota_us > 0 and period_us > 0:
+            found.append(quota_us / period_us)
+    return min(found, default=None)
+
+
+def threads_for(setting: int) -> int:
+    """The CPU thread count a new run renders with: ``models.threads`` when >= 1, else :func:`auto_threads` of
+    this process and machine."""
+    if setting >= 1:
+        return setting
+    try:
+        affinity: int | None = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        affinity = None
+    return auto_threads(torch_threads()[0], os.cpu_count(), affinity, cpu_quota())
 
 
 def settings_digest(text: str) -> str:
@@ -275,9 +368,11 @@ class RunFolder:
 
     # ------------------------------------------------------------------ create / open
     @classmethod
-    def create(cls, output_root: str | Path, batch_name: str, settings_json: str, *, run_id: str | None = None) -> RunFolder:
-        """Make a new run folder: ``settings.json`` first, then ``run.json`` (with the settings' hash and torch's
-        thread counts).
+    def create(
+        cls, output_root: str | Path, batch_name: str, settings_json: str, *, run_id: str | None = None, threads: int | None = None
+    ) -> RunFolder:
+        """Make a new run folder: ``settings.json`` first, then ``run.json`` (with the settings' hash and the thread
+        count the run renders with: ``threads``, or torch's count now when None).
 
         Run ids are unique even when many runs start at once in one batch (the ``mkdir`` is the lock). A folder that
         cannot be fully set up (a full disk) is removed again, with the folders made for it: a bare folder would
@@ -303,6 +398,8 @@ class RunFolder:
             folder.frames_dir.mkdir()
             write_text_atomic(folder.settings_path, settings_json)
             intra, interop = torch_threads()
+            if threads is not None:
+                intra = threads
             rec = RunRecord(
                 status="created",
                 started=_now(),
