@@ -3,7 +3,8 @@ r"""Frame-to-frame camera motion as sampling grids: 2D affine and 3D depth repro
 Everything here is functional, batched and device/dtype agnostic: images are ``(B, C, H, W)`` tensors (any
 ``C``: RGB frames, latents, depth maps), per-frame motion parameters are ``(B,)`` / ``(B, 3)`` tensors (or Python
 numbers, broadcast to the batch). Warps are *backward*: for each pixel of the new frame we compute where to read
-it in the previous frame and sample there with :func:`torch.nn.functional.grid_sample`.
+it in the previous frame and sample there with :func:`torch.nn.functional.grid_sample` (the 2D warp of CPU float32
+frames samples with OpenCV's ``cv2.warpAffine`` instead: the same maths, ~3.5-4x faster; see :func:`warp_2d`).
 
 Coordinate conventions
 ----------------------
@@ -80,10 +81,13 @@ pinhole reprojection: rotations are exact homographies and forward motion is a z
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Literal
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import get_rotation_matrix2d
@@ -96,6 +100,7 @@ __all__ = [
     "MotionError",
     "PaddingMode",
     "SamplingMode",
+    "WarpBackend",
     "affine_2d_grid",
     "affine_2d_matrix",
     "camera_intrinsics",
@@ -112,6 +117,9 @@ TRANSLATION_SCALE: float = 1.0 / 200.0
 
 PaddingMode = Literal["replicate", "border", "wrap", "reflect", "reflection", "zeros"]
 SamplingMode = Literal["bilinear", "bicubic", "nearest"]
+#: Who samples the 2D warp: ``"auto"`` (OpenCV for CPU float32 tensors without gradient, else torch), ``"torch"``
+#: (``grid_sample``, every device and dtype, differentiable) or ``"opencv"`` (``cv2.warpAffine``, CPU tensors only).
+WarpBackend = Literal["auto", "torch", "opencv"]
 
 _GRID_SAMPLE_PADDING = {
     "replicate": "border",
@@ -123,6 +131,28 @@ _GRID_SAMPLE_PADDING = {
 _SAMPLING_MODES = ("bilinear", "bicubic", "nearest")
 # Circular padding width for "wrap": bicubic reads 2 pixels beyond the sample point.
 _WRAP_PAD = 2
+_WARP_BACKENDS = ("auto", "torch", "opencv")
+# OpenCV flags with the same maths as grid_sample(align_corners=False): both sample at pixel centres on integers,
+# bicubic is Keys' kernel with a = -0.75 in both, nearest rounds half to even in both. torch's reflection with
+# align_corners=False mirrors about the image edges (pixel -1 reads pixel 0: BORDER_REFLECT, "fedcba|abcdef"), not
+# about the edge pixels' centres (BORDER_REFLECT_101, "gfedcb|abcdefg").
+_CV_SAMPLING = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
+_CV_PADDING = {
+    "replicate": cv2.BORDER_REPLICATE,
+    "border": cv2.BORDER_REPLICATE,
+    "reflect": cv2.BORDER_REFLECT,
+    "reflection": cv2.BORDER_REFLECT,
+    "zeros": cv2.BORDER_CONSTANT,
+    "wrap": cv2.BORDER_WRAP,
+}
+# Channels per cv2.warpAffine call (planes are interleaved with cv2.merge and read back with cv2.mixChannels, ~0.25 +
+# 0.5 ms at 512^2, vs ~2.3 + 1.3 ms for a permute().contiguous() round trip). Measured at one thread, 512^2 and
+# 1024^2, whole warp: OpenCV's bilinear kernel is fastest on 4 interleaved float32 channels (3 planes + a copy of the
+# last; the float32 kernel alone then costs about what Deforum's uint8 3-channel warp does), ~25% ahead of 3
+# single-plane calls; bicubic on 3 channels, ~20% ahead of single planes or 4 channels. Nearest: no clear winner.
+_CV_GROUP = {"bilinear": 4, "bicubic": 3, "nearest": 4}
+_CV_BUFFERS = threading.local()
+_CV_BUFFER_CAP = 2 * 2048 * 2048 * 4  # float32 elements of one thread's cached buffers (128 MB)
 
 ScalarOrTensor = float | int | Sequence[float] | torch.Tensor
 
@@ -341,6 +371,108 @@ def affine_2d_grid(
     return F.affine_grid(theta[:, :2, :], [b, 1, h, w], align_corners=False)
 
 
+_MOTION_2D_NAMES = ("angle_deg", "zoom", "tx_px", "ty_px", "center_x", "center_y")
+
+
+def _affine_2d_inverse(size: tuple[int, int], params: Sequence[ScalarOrTensor], batch: int) -> np.ndarray:
+    """``(B, 2, 3)`` float64 backward maps (new pixel -> old pixel) of :func:`affine_2d_matrix`, on the host.
+
+    The inverses of the same matrices (equal to 1e-12, tested) in closed form, ~10 us for numbers:
+    :func:`affine_2d_matrix` spends ~1 ms in small tensor ops, a third of a whole OpenCV warp at 512^2.
+    ``params``: ``angle_deg, zoom, tx_px, ty_px, center_x, center_y`` as numbers or ``(B,)`` values.
+    """
+    h, w = size
+    cpu, f64 = torch.device("cpu"), torch.float64
+    columns = [
+        [float(v)] * batch
+        if isinstance(v, int | float)
+        else _per_batch(v.detach() if isinstance(v, torch.Tensor) else v, batch, cpu, f64, name).tolist()
+        for v, name in zip(params, _MOTION_2D_NAMES, strict=True)
+    ]
+    if min(columns[1]) <= 0:
+        raise MotionError(f"zoom must be > 0 (a factor per frame, 1 = no zoom), got {columns[1]}")
+    out = np.empty((batch, 2, 3))
+    for i, (angle, zoom, tx, ty, cx, cy) in enumerate(zip(*columns, strict=True)):
+        rad = math.radians(angle)
+        a, b = zoom * math.cos(rad), zoom * math.sin(rad)
+        cx, cy = cx * w - 0.5, cy * h - 0.5
+        # Forward (kornia's get_rotation_matrix2d = cv2.getRotationMatrix2D about (cx, cy), times the translation):
+        # [[a, b, e], [-b, a, f]]; its inverse: [[a, -b], [b, a]] / (a^2 + b^2) and offset -A^-1 (e, f).
+        e = (1 - a) * cx - b * cy + a * tx + b * ty
+        f = b * cx + (1 - a) * cy - b * tx + a * ty
+        det = a * a + b * b
+        out[i] = [[a / det, -b / det, (b * f - a * e) / det], [b / det, a / det, -(b * e + a * f) / det]]
+    return out
+
+
+def _use_opencv(image: torch.Tensor, params: Sequence[ScalarOrTensor], backend: str) -> bool:
+    """Whether :func:`warp_2d` samples with OpenCV (see :data:`WarpBackend`)."""
+    if backend not in _WARP_BACKENDS:
+        raise MotionError(f"backend must be one of {', '.join(_WARP_BACKENDS)}; got {backend!r}")
+    if backend == "torch":
+        return False
+    needs_grad = torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in (image, *params)
+    )
+    if backend == "opencv":
+        if image.device.type != "cpu":
+            raise MotionError(f"backend='opencv' needs a CPU tensor, got one on {image.device}")
+        if needs_grad:
+            raise MotionError("backend='opencv' is not differentiable; use backend='torch' (or torch.no_grad())")
+        return True
+    # float64 stays on torch: it is asked for precision, and OpenCV 5's float64 warps are not float-exact (measured
+    # vs torch: 0.02 off bilinear, more bicubic; its float32 kernels are exact to rounding).
+    return image.device.type == "cpu" and image.dtype == torch.float32 and not needs_grad
+
+
+def _cv_buffers(h: int, w: int, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's two reusable ``(H, W, group)`` float32 arrays: the interleaved input and the warped output.
+
+    Fresh arrays of a few MB are page-faulted in on every call whenever the allocator hands them back to the OS
+    (measured: ~1000 faults and +2-3 ms per 512^2 warp, as much as the warp itself). Each thread keeps one flat
+    array, grown to the largest size warped (8 MB at 512^2 with 4 channels, 32 MB at 1024^2), and views it as the
+    two buffers; frames over ``_CV_BUFFER_CAP`` floats (2048^2) get fresh arrays rather than pin more memory.
+    """
+    size = h * w * group
+    if 2 * size > _CV_BUFFER_CAP:
+        return np.empty((h, w, group), np.float32), np.empty((h, w, group), np.float32)
+    flat = getattr(_CV_BUFFERS, "flat", None)
+    if flat is None or flat.size < 2 * size:
+        flat = _CV_BUFFERS.flat = np.empty(2 * size, np.float32)
+    return flat[:size].reshape(h, w, group), flat[size : 2 * size].reshape(h, w, group)
+
+
+def _warp_2d_opencv(
+    image: torch.Tensor, inverse: np.ndarray, padding_mode: str, sampling_mode: str
+) -> torch.Tensor:
+    """``cv2.warpAffine`` of each ``(C, H, W)`` image with its ``(2, 3)`` backward map ``inverse[i]``.
+
+    Computed in float32 (other dtypes are converted there and back). The planes of the contiguous tensor are
+    zero-copy numpy views: a single channel is warped straight into the output tensor; more channels go in groups
+    of ``_CV_GROUP`` interleaved with ``cv2.merge`` (OpenCV's vectorised kernels read interleaved 3- and 4-channel
+    pixels; a short group repeats its last plane) and come back with ``cv2.mixChannels`` into the output planes --
+    both cheaper than a ``permute(...).contiguous()`` round trip. One call per image and group: OpenCV runs each call
+    on ``cv2.getNumThreads()`` threads.
+    """
+    src = image.detach().to(torch.float32).contiguous()
+    b, c, h, w = src.shape
+    out = torch.empty((b, c, h, w), dtype=torch.float32)
+    x, y = src.numpy(), out.numpy()
+    flags = _CV_SAMPLING[sampling_mode] | cv2.WARP_INVERSE_MAP
+    border, group = _CV_PADDING[padding_mode], _CV_GROUP[sampling_mode]
+    for i in range(b):
+        for start in range(0, c, group):
+            planes, targets = list(x[i, start : start + group]), list(y[i, start : start + group])
+            if len(planes) == 1:
+                cv2.warpAffine(planes[0], inverse[i], (w, h), dst=targets[0], flags=flags, borderMode=border)
+                continue
+            packed, warped = _cv_buffers(h, w, group)
+            packed = cv2.merge(planes + planes[-1:] * (group - len(planes)), dst=packed)
+            warped = cv2.warpAffine(packed, inverse[i], (w, h), dst=warped, flags=flags, borderMode=border)
+            cv2.mixChannels([warped], targets, [k for j in range(len(targets)) for k in (j, j)])
+    return out if image.dtype == torch.float32 else out.to(image.dtype)
+
+
 def warp_2d(
     image: torch.Tensor,
     angle_deg: ScalarOrTensor = 0.0,
@@ -351,20 +483,43 @@ def warp_2d(
     center_y: ScalarOrTensor = 0.5,
     padding_mode: PaddingMode = "replicate",
     sampling_mode: SamplingMode = "bilinear",
+    backend: WarpBackend = "auto",
 ) -> torch.Tensor:
     """Apply one frame of Deforum 2D motion to ``image``.
+
+    On a CPU tensor of float32 without gradient (``backend="auto"``) the warp runs on OpenCV's ``cv2.warpAffine``
+    with the inverse of :func:`affine_2d_matrix` (pixel centres on integers, as OpenCV's), ~3.5-4x faster than building
+    a grid and sampling it at one thread (4-7x at two); elsewhere (CUDA, float64, gradients, ``backend="torch"``) it is
+    :func:`affine_2d_grid` + :func:`sample_grid`, unchanged. Both compute the same interpolation (modes mapped one to
+    one: bilinear, bicubic with ``a = -0.75``, nearest rounding half to even; replicate, reflect about the image edges
+    = ``BORDER_REFLECT``, zeros, wrap) with float32 source positions: OpenCV 5 warps float32 in floating point (no
+    1/32-pixel tables), so the backends differ only by how the positions round, which grows with the image size.
+    Measured on [0, 1] images (photo-like and uniform noise, every padding, Deforum's default motion and a large
+    one): max abs difference per pixel <= 1e-4 at 256^2 (pinned in tests: 2e-4, mean 1e-5), <= 1.9e-4 at 512^2,
+    <= 3.8e-4 = 0.096 / 255 at 1024^2 (mean <= 3e-5), each backend as close as the other to the float64 warp.
+    Nearest is identical except at ~1e-4 of the pixels, whose source lies within rounding of a pixel boundary (they
+    take the neighbouring pixel). Chained over 30 frames of Deforum's motion (512^2) the CPU and GPU-path frames stay
+    within 3e-5 (bilinear) / 2.2e-4 (bicubic) of each other, and 0.05% / 0.4% of their 8-bit values differ by one
+    level. So CPU (OpenCV) and GPU (torch) frames of a 2D render agree to a fraction of an 8-bit level; each backend
+    is deterministic (same inputs, same bytes, whatever the OpenCV thread count or memory layout).
 
     Args:
         image: ``(B, C, H, W)`` floating tensor.
         angle_deg, zoom, tx_px, ty_px, center_x, center_y: see :func:`affine_2d_grid`.
         padding_mode: ``"replicate"`` (Deforum's default), ``"wrap"``, ``"reflect"``, ``"zeros"``, ``"border"``.
         sampling_mode: ``"bilinear"``, ``"bicubic"`` or ``"nearest"``.
+        backend: ``"auto"``, ``"torch"`` or ``"opencv"`` (see :data:`WarpBackend`; ``"opencv"`` computes in
+            float32 whatever the dtype and is not differentiable).
 
     Returns:
         ``(B, C, H, W)`` warped image.
     """
     _check_image(image)
+    _check_modes(padding_mode, sampling_mode)
     b, _, h, w = image.shape
+    params = (angle_deg, zoom, tx_px, ty_px, center_x, center_y)
+    if _use_opencv(image, params, backend):
+        return _warp_2d_opencv(image, _affine_2d_inverse((h, w), params, b), padding_mode, sampling_mode)
     grid = affine_2d_grid(
         (b, h, w), angle_deg, zoom, tx_px, ty_px, center_x, center_y, device=image.device, dtype=image.dtype
     )
