@@ -421,3 +421,28 @@ def test_parse_probe_handles_rotation_and_missing_fields() -> None:
     assert (info.codec, info.pix_fmt, info.width, info.height) == ("hevc", "yuv420p", 1080, 1920)
     assert info.fps == pytest.approx(29.97) and info.duration is None and info.audio_codec == "aac"
     assert video._parse_probe("Input #0, wav, from 'a.wav':\n  Stream #0:0: Audio: pcm_s16le, 8000 Hz\n") is None
+
+
+def test_threads_reach_ffmpeg_and_bad_counts_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import discolib.io.video as video_mod
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        Image.new("RGB", (16, 16), (i * 100, 0, 0)).save(frames / f"{i:06d}.png")
+    seen: list[list[str]] = []
+    real = video_mod._encode
+
+    def spy(args: list[str], *rest: object) -> None:
+        seen.append(args)
+        real(args, *rest)
+
+    monkeypatch.setattr(video_mod, "_encode", spy)
+    out = video_mod.frames_to_video(frames, tmp_path / "v.mp4", fps=8, threads=1)
+    assert out.is_file() and out.stat().st_size > 0
+    args = seen[0]
+    assert args[args.index("-filter_threads") + 1] == "1" and args[args.index("-threads") + 1] == "1"
+    assert args.index("-filter_threads") < args.index("-i")  # a global option, before the inputs
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(VideoError, match="threads: expected an integer >= 1"):
+            video_mod.frames_to_video(frames, tmp_path / "w.mp4", fps=8, threads=bad)  # type: ignore[arg-type]

@@ -205,6 +205,7 @@ def frames_to_video(
     fmt: Literal["mp4", "gif"] | None = None,
     crf: int = 17,
     soundtrack: str | Path | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Encode PNG frames as an mp4 (H.264, yuv420p) or a looping gif, written atomically.
 
@@ -217,6 +218,8 @@ def frames_to_video(
         crf: H.264 constant rate factor, 0 (lossless) .. 51; 17 is visually lossless. Unused for gif.
         soundtrack: an audio file muxed into the mp4 as AAC, cut to the video's length. Ignored (with a warning)
             for gif, which has no audio.
+        threads: ffmpeg's encoder and filter threads (the run's ``models.threads`` count, so the encoder does not
+            oversubscribe a shared machine; x264's output also depends on it); None lets ffmpeg choose.
 
     Returns:
         ``out`` as a Path.
@@ -238,6 +241,8 @@ def frames_to_video(
         raise VideoError(f"output.fps: expected a number > 0, got {fps!r}")
     if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:
         raise VideoError(f"crf: expected an integer in 0..51, got {crf!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
+        raise VideoError(f"threads: expected an integer >= 1, got {threads!r}")
 
     audio: Path | None = None
     if soundtrack is not None and str(soundtrack) != "":
@@ -253,6 +258,8 @@ def frames_to_video(
     rate = _fps_arg(float(fps))
 
     args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1", "-y"]
+    if threads is not None:
+        args += ["-filter_threads", str(int(threads))]  # a global option: before the inputs
     if start is not None:
         # '%' in the folder name must not be read as part of the pattern.
         pattern = _ff_path(paths[0].parent).replace("%", "%%") + "/%06d.png"
@@ -266,6 +273,8 @@ def frames_to_video(
 
     # -frames:v: the image2 reader would go on past our list when the folder holds later frames.
     args += ["-map", "0:v:0", "-frames:v", str(n)]
+    if threads is not None:
+        args += ["-threads", str(int(threads))]
     if fmt_s == "mp4":
         args += ["-vf", _even_pad_filter(width, height) + "format=yuv420p"]
         args += ["-c:v", "libx264", "-crf", str(int(crf)), "-pix_fmt", "yuv420p", "-movflags", "+faststart"]

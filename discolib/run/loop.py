@@ -341,7 +341,9 @@ def _write_video(settings: Settings, folder: RunFolder, n_frames: int, *, final:
     name = f"video.{fmt}" if final else f"preview.{fmt}"
     soundtrack = Path(settings.output.soundtrack) if settings.output.soundtrack and final else None
     paths = [folder.frame_path(i) for i in range(n_frames)]
-    return frames_to_video(paths, folder.path / name, fps=settings.output.fps, fmt=fmt, soundtrack=soundtrack)
+    # Called inside _recorded_threads: torch's count is the run's, and ffmpeg gets the same.
+    threads = torch.get_num_threads()
+    return frames_to_video(paths, folder.path / name, fps=settings.output.fps, fmt=fmt, soundtrack=soundtrack, threads=threads)
 
 
 def _step_callback(sampler: FrameSampler, run: _Run, frame: int) -> Callable[[dict[str, Any]], None]:
