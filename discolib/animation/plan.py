@@ -25,7 +25,7 @@ from discolib.ops import stream_seed
 from discolib.schedules.keyframes import Schedule
 from discolib.schedules.prompts import FramePrompts, PromptSchedule
 
-__all__ = ["RenderPlan", "check_inputs", "SCHEDULE_FIELDS", "VIDEO_SUFFIXES", "frame_seeds", "evaluate_schedules", "frames_skip_fraction"]
+__all__ = ["RenderPlan", "check_inputs", "SCHEDULE_FIELDS", "VIDEO_SUFFIXES", "frame_seeds", "evaluate_schedules"]
 
 #: Settings whose keyframe strings are evaluated per frame.
 SCHEDULE_FIELDS = (
@@ -97,13 +97,6 @@ def frame_seeds(settings: Settings, n_frames: int, seed: int) -> list[int]:
     return seeds
 
 
-def frames_skip_fraction(settings: Settings) -> float:
-    """Disco's ``frames_skip_steps`` (``"60%"`` or a step count) as a fraction of the steps."""
-    v = settings.animation.frames_skip_steps.strip()
-    if v.endswith("%"):
-        return float(v[:-1]) / 100.0
-    return min(int(v), settings.image.steps - 1) / settings.image.steps
-
 
 def check_inputs(settings: Settings) -> None:
     """Files a run of ``settings`` will read must exist and be readable before a run folder is made.
@@ -171,7 +164,7 @@ class RenderPlan:
         values = evaluate_schedules(settings, n, seed) if animated else {}
         guided = settings.image.mode == "guided"
         if guided:
-            strength = np.full(n, frames_skip_fraction(settings) if animated else 0.0)
+            strength = np.full(n, settings.frames_skip_fraction() if animated else 0.0)
             first = settings.guidance.skip_steps / settings.image.steps
             init_scale: float | None = anim.frames_scale
         else:

@@ -440,6 +440,13 @@ class Settings:
         """Images the run makes (the one definition): ``animation.max_frames`` frames, or ``run.n_batches`` stills."""
         return self.animation.max_frames if self.animation.animation_mode != "None" else self.run.n_batches
 
+    def frames_skip_fraction(self) -> float:
+        """Disco's ``animation.frames_skip_steps`` (``"60%"`` or a step count) as a fraction of ``image.steps``."""
+        v = self.animation.frames_skip_steps.strip()
+        if v.endswith("%"):
+            return float(v[:-1]) / 100.0
+        return min(int(v), self.image.steps - 1) / self.image.steps
+
     def _validate_paths(self) -> None:
         """Paths (and model ids that may be paths) must expand: ``~nouser/x`` or a NUL byte fails here, by name."""
         for name in iter_fields():

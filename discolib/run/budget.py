@@ -379,9 +379,7 @@ def _schedule(settings: Settings, name: str, n: int) -> Any:
 def _guided_skip(settings: Settings) -> int:
     """Steps skipped on animation frames after the first (Disco's ``frames_skip_steps``, as render does)."""
     steps = settings.image.steps
-    v = settings.animation.frames_skip_steps.strip()
-    fraction = float(v[:-1]) / 100.0 if v.endswith("%") else min(int(v), steps - 1) / steps
-    return min(steps - 1, int(round(steps * fraction)))
+    return min(steps - 1, int(round(steps * settings.frames_skip_fraction())))
 
 
 def _latent_steps(steps: int, keep: float) -> int:
