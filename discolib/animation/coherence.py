@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,7 +24,7 @@ from kornia.filters import gaussian_blur2d
 
 from discolib.animation.noise import perlin_noise
 from discolib.errors import InputError
-from discolib.ops import check_image_batch
+from discolib.ops import check_image_batch, scratch
 
 __all__ = [
     "HISTOGRAM_BINS",
@@ -175,27 +174,27 @@ def _srgb_to_linear_table() -> np.ndarray:
 
 
 class _Workspace:
-    """Buffers for one frame size, reused across calls (fresh multi-megabyte arrays cost page faults on every call,
-    ~15% of the match at 512^2). Each buffer serves two steps of one call; see :func:`_match_lab_opencv`. numpy,
-    wrapped per call: a tensor made under ``torch.inference_mode`` could not be written outside it."""
+    """Buffers for one frame size. Each buffer serves two steps of one call; see :func:`_match_lab_opencv`. numpy,
+    wrapped per call: a tensor made under ``torch.inference_mode`` could not be written outside it.
 
-    def __init__(self, h: int, w: int) -> None:
+    ``reuse``: this thread's arrays (:func:`discolib.ops.scratch`: fresh multi-megabyte arrays cost page faults on
+    every call, ~15% of the match at 512^2); otherwise arrays of its own (a reference, whose size may differ).
+    """
+
+    def __init__(self, h: int, w: int, *, reuse: bool = True) -> None:
+        def get(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+            return scratch(f"coherence.{name}", shape, dtype) if reuse else np.empty(shape, dtype)
+
         self.shape = (h, w)
-        self.index = np.empty((h, w, 3), np.int32)  # table indices: 16-bit sRGB levels, then bin codes
-        self.linear = np.empty((3, h, w), np.float32)  # linear RGB planes, then matched L*a*b* pixels
-        self.pixels = np.empty((h, w, 3), np.float32)  # linear RGB pixels, then scaled L*a*b*
-        self.lab = np.empty((h, w, 3), np.float32)  # L*a*b* pixels, then sRGB pixels
-
-
-_WORKSPACES = threading.local()
+        self.index = get("index", (h, w, 3), np.int32)  # table indices: 16-bit sRGB levels, then bin codes
+        self.linear = get("linear", (3, h, w), np.float32)  # linear RGB planes, then matched L*a*b* pixels
+        self.pixels = get("pixels", (h, w, 3), np.float32)  # linear RGB pixels, then scaled L*a*b*
+        self.lab = get("lab", (h, w, 3), np.float32)  # L*a*b* pixels, then sRGB pixels
 
 
 def _workspace(h: int, w: int) -> _Workspace:
-    """This thread's workspace for ``(h, w)`` frames (one size kept: a render has one)."""
-    ws: _Workspace | None = getattr(_WORKSPACES, "frame", None)
-    if ws is None or ws.shape != (h, w):
-        ws = _WORKSPACES.frame = _Workspace(h, w)
-    return ws
+    """This thread's reused workspace for ``(h, w)`` frames."""
+    return _Workspace(h, w)
 
 
 def _opencv_backend(image: torch.Tensor) -> bool:
@@ -238,7 +237,7 @@ def _sorted_channels_opencv(reference: torch.Tensor, space: str) -> torch.Tensor
     b, _, h, w = reference.shape
     if space == "RGB":
         return reference.reshape(b, 3, -1).sort(dim=-1).values
-    ws = _Workspace(h, w)  # not the frame's: a reference may have another size
+    ws = _Workspace(h, w, reuse=False)  # not the frame's: a reference may have another size
     x = reference.detach().contiguous().numpy()
     convert = _lab_opencv if space == "LAB" else _hsv_opencv
     out = torch.empty(b, 3, h * w)

@@ -81,7 +81,6 @@ pinhole reprojection: rotations are exact homographies and forward motion is a z
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Literal
@@ -93,7 +92,7 @@ import torch.nn.functional as F
 from kornia.geometry.transform import get_rotation_matrix2d
 
 from discolib.errors import InputError
-from discolib.ops import check_image_batch
+from discolib.ops import check_image_batch, scratch
 
 __all__ = [
     "TRANSLATION_SCALE",
@@ -151,8 +150,7 @@ _CV_PADDING = {
 # last; the float32 kernel alone then costs about what Deforum's uint8 3-channel warp does), ~25% ahead of 3
 # single-plane calls; bicubic on 3 channels, ~20% ahead of single planes or 4 channels. Nearest: no clear winner.
 _CV_GROUP = {"bilinear": 4, "bicubic": 3, "nearest": 4}
-_CV_BUFFERS = threading.local()
-_CV_BUFFER_CAP = 2 * 2048 * 2048 * 4  # float32 elements of one thread's cached buffers (128 MB)
+_CV_BUFFER_BYTES = 2048 * 2048 * 4 * 4  # per reused buffer (64 MB): larger frames get fresh arrays
 
 ScalarOrTensor = float | int | Sequence[float] | torch.Tensor
 
@@ -425,22 +423,6 @@ def _use_opencv(image: torch.Tensor, params: Sequence[ScalarOrTensor], backend: 
     return image.device.type == "cpu" and image.dtype == torch.float32 and not needs_grad
 
 
-def _cv_buffers(h: int, w: int, group: int) -> tuple[np.ndarray, np.ndarray]:
-    """This thread's two reusable ``(H, W, group)`` float32 arrays: the interleaved input and the warped output.
-
-    Fresh arrays of a few MB are page-faulted in on every call whenever the allocator hands them back to the OS
-    (measured: ~1000 faults and +2-3 ms per 512^2 warp, as much as the warp itself). Each thread keeps one flat
-    array, grown to the largest size warped (8 MB at 512^2 with 4 channels, 32 MB at 1024^2), and views it as the
-    two buffers; frames over ``_CV_BUFFER_CAP`` floats (2048^2) get fresh arrays rather than pin more memory.
-    """
-    size = h * w * group
-    if 2 * size > _CV_BUFFER_CAP:
-        return np.empty((h, w, group), np.float32), np.empty((h, w, group), np.float32)
-    flat = getattr(_CV_BUFFERS, "flat", None)
-    if flat is None or flat.size < 2 * size:
-        flat = _CV_BUFFERS.flat = np.empty(2 * size, np.float32)
-    return flat[:size].reshape(h, w, group), flat[size : 2 * size].reshape(h, w, group)
-
 
 def _warp_2d_opencv(
     image: torch.Tensor, inverse: np.ndarray, padding_mode: str, sampling_mode: str
@@ -466,7 +448,9 @@ def _warp_2d_opencv(
             if len(planes) == 1:
                 cv2.warpAffine(planes[0], inverse[i], (w, h), dst=targets[0], flags=flags, borderMode=border)
                 continue
-            packed, warped = _cv_buffers(h, w, group)
+            # Reused per thread (ops.scratch): fresh 4 MB arrays at 512^2 would be page-faulted in on every call.
+            packed = scratch("warp_2d.packed", (h, w, group), max_bytes=_CV_BUFFER_BYTES)
+            warped = scratch("warp_2d.warped", (h, w, group), max_bytes=_CV_BUFFER_BYTES)
             packed = cv2.merge(planes + planes[-1:] * (group - len(planes)), dst=packed)
             warped = cv2.warpAffine(packed, inverse[i], (w, h), dst=warped, flags=flags, borderMode=border)
             cv2.mixChannels([warped], targets, [k for j in range(len(targets)) for k in (j, j)])
