@@ -19,7 +19,7 @@ from discolib.config.importers import import_settings
 from discolib.config.settings import SettingsError
 from discolib.errors import DiscolibError, InputError, one_line
 from discolib.io.inputs import expand_path
-from discolib.schedules.keyframes import Schedule
+from discolib.schedules.keyframes import INTERPOLATIONS, Schedule
 from discolib.schedules.plot import plot_schedule
 
 __all__ = ["main"]
@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     sch = sub.add_parser("schedule", help="evaluate a keyframe string: prints 'frame value' per line")
     sch.add_argument("text", help='keyframe string, e.g. "0:(0), 30:(sin(t/5))"')
     sch.add_argument("--frames", type=int, default=100, help="number of frames (default 100)")
-    sch.add_argument("--interpolation", default="linear", choices=["linear", "step", "cubic", "ease-in-out"])
+    sch.add_argument("--interpolation", default="linear", choices=list(INTERPOLATIONS))
     sch.add_argument("--seed", type=int, default=0, help="value of s in expressions")
     sch.add_argument("--plot", default=None, metavar="PNG", help="also save a plot of the curve")
     return p

@@ -62,10 +62,10 @@ def test_up_and_down_linear() -> None:
     assert np.all(v[60:] == 0.0)
 
 
-def test_up_and_down_cubic_is_pchip() -> None:
+def test_up_and_down_pchip() -> None:
     # slopes: 0 at the peak (the secant slopes change sign); at frame 0 the three-point end formula gives
     # ((2*30+30)*(1/3) - 30*(-1/3)) / 60 = 2/3. Hermite at s=0.5: 0.125*30*(2/3) + 0.5*10 = 7.5
-    v = vals("0:(0), 30:(10), 60:(0)", 61, interpolation="cubic")
+    v = vals("0:(0), 30:(10), 60:(0)", 61, interpolation="pchip")
     assert v[15] == pytest.approx(7.5)
     assert v[45] == pytest.approx(7.5)
     assert v[30] == 10.0 and v.max() == 10.0 and v.min() == 0.0
@@ -87,8 +87,9 @@ def test_zoom_step() -> None:
     assert np.all(v[40:] == 1.0)
 
 
-def test_zoom_cubic() -> None:
-    v = vals(ZOOM, 50, interpolation="cubic")
+def test_zoom_pchip() -> None:
+    """discolib's monotone cubic (called "cubic" before Deforum's spline took that name)."""
+    v = vals(ZOOM, 50, interpolation="pchip")
     # first interval: d0 = ((2*20+20)*0.001 - 20*(-0.001)) / 40 = 0.002, d1 = 0 (peak)
     # s=0.5: 0.5*1.0 + 0.125*20*0.002 + 0.5*1.02 = 1.015;  s=0.25: 0.84375 + 0.140625*0.04 + 0.15625*1.02
     assert v[10] == pytest.approx(1.015)
@@ -96,7 +97,16 @@ def test_zoom_cubic() -> None:
     assert v[20] == 1.02
     assert v.min() >= 1.0 and v.max() <= 1.02  # monotone cubic: never dips below 1 (no overshoot)
     assert np.all(np.diff(v[:21]) >= 0) and np.all(np.diff(v[20:41]) <= 0)
+    assert Schedule.parse(ZOOM, interpolation="monotone-cubic").interpolation == "pchip"
 
+
+def test_zoom_cubic_is_deforums_spline() -> None:
+    """Deforum's 'Cubic' with 3 keys falls back to 'Quadratic': scipy's quadratic through the placed frames 0, 20,
+    40 and 49 (the last frame takes the last key's value). It overshoots: zoom dips below 1 after frame 40."""
+    v = vals(ZOOM, 50, interpolation="cubic")
+    assert np.array_equal(v, vals(ZOOM, 50, interpolation="quadratic"))
+    assert v[20] == 1.02 and v[40] == 1.0 and v[49] == 1.0
+    assert v[45] < 1.0 and v.max() > 1.02
 
 def test_zoom_ease_in_out() -> None:
     v = vals(ZOOM, 50, interpolation="ease-in-out")
@@ -113,18 +123,25 @@ def test_unknown_interpolation() -> None:
         Schedule.parse(ZOOM, setting="zoom", interpolation="cubc")
 
 
-def test_max_f_keys_floor() -> None:
+def test_max_f_keys_truncate() -> None:
     v = vals("0:(0), max_f/2: (3)", 11)  # max_f=10 -> key 5
     assert v[5] == 3.0 and v[2] == pytest.approx(1.2)
-    v = vals("0:(0), max_f/2: (3)", 10)  # max_f=9 -> 4.5 -> floor 4
+    v = vals("0:(0), max_f/2: (3)", 10)  # max_f=9 -> 4.5 -> 4 (webui's int())
     assert v[4] == 3.0 and v[3] == pytest.approx(2.25)
     v = vals("0: (0), max_f-10:(1)", 21)  # key 10
     assert v[10] == 1.0 and v[5] == pytest.approx(0.5)
 
 
-def test_max_f_key_resolving_negative_is_an_error() -> None:
-    err = error_of("0: (0), max_f-10:(1)", n=5)
-    assert str(err) == "translation_z: column 9: key 'max_f-10' gives frame -6 for 5 frames (keys must be 0 to 10000000)"
+def test_max_f_key_resolving_negative_is_ignored() -> None:
+    """Deforum (webui) only looks keys up for frames 0 .. max_frames-1: a key below 0 is ignored. (Before issue 13
+    this was an error; webui's own default seed_schedule has "max_f-2" keys, fine for any frame count.)"""
+    assert vals("0: (0), max_f-10:(1)", 5).tolist() == [0.0] * 5
+    assert vals("0: (0), max_f-10:(1)", 13).tolist() == [0.0, 0.5] + [1.0] * 11  # max_f = 12: key 2
+    assert vals("max_f-10:(1)", 5).tolist() == [1.0] * 5  # no key inside: the nearest one holds
+    with pytest.raises(ScheduleError, match=r"key 'max_f-10' gives frame -6 for 5 frames"):
+        parse_frame_key("max_f-10").resolve(5)  # prompt schedules still need every key
+    assert parse_frame_key("max_f-10").frame_for(5) == -6
+    assert parse_frame_key("max_f/2 - 5").frame_for(10) == 0  # -0.5 truncates to 0, as int() does
 
 
 def test_commas_inside_calls_are_not_separators() -> None:
@@ -138,7 +155,9 @@ def test_trailing_comma_and_no_parentheses_and_spaces() -> None:
     base = vals("0: (1), 10: (2)", 12)
     assert np.array_equal(vals("0: (1), 10: (2),", 12), base)
     assert np.array_equal(vals("0:1, 10: 2", 12), base)
-    assert np.array_equal(vals("  0 :\t( 1 ) ,\n 10:(2) , ", 12), base)
+    assert np.array_equal(vals("  0 :\t(1) ,\n 10:(2) , ", 12), base)
+    # Deforum's number test is on the text inside the parentheses: "( 1 )" is an expression, held up to key 10
+    assert vals("  0 :\t( 1 ) ,\n 10:(2) , ", 12).tolist() == [1.0] * 10 + [2.0, 2.0]
 
 
 def test_bare_expression_means_key_zero() -> None:
@@ -161,25 +180,28 @@ def test_missing_frame_zero_holds_first_value() -> None:
     assert v.tolist() == [10, 10, 10, 10, 10, 10, 12, 14]
 
 
-def test_no_tween_into_or_out_of_expressions() -> None:
+def test_tween_into_expressions_not_out_of_them() -> None:
+    """Deforum: a number key tweens into the next key's value, an expression's included; an expression runs up to
+    the next key and then jumps. (Before issue 13 a number key held until an expression key.)"""
     v = vals("0:(0), 10:(1), 20:(t), 30:(5)", 35)
     assert v[5] == pytest.approx(0.5)
-    assert np.all(v[10:20] == 1.0)  # a static key holds until the expression key
-    assert v[25] == 25.0
-    assert np.all(v[30:] == 5.0)  # and nothing tweens out of it either
+    assert v[15] == pytest.approx(10.5)  # 1 at frame 10 towards t = 20 at frame 20
+    assert v[25] == 25.0 and v[29] == 29.0
+    assert np.all(v[30:] == 5.0)  # and nothing tweens out of the expression: it jumps to 5
     v = vals("0:(0), 10:(t)", 15)
     assert v[14] == 14.0  # an expression as the last key keeps being evaluated
 
 
-def test_key_beyond_the_end_shapes_the_tween() -> None:
-    v = vals("0: (0), 100: (1)", 50)
-    assert v[-1] == pytest.approx(0.49)
+def test_key_beyond_the_end_is_ignored() -> None:
+    """Deforum ignores keys past the last frame (before issue 13 they shaped the tween: 0.49 at frame 49)."""
+    assert np.all(vals("0: (0), 100: (1)", 50) == 0.0)
+    assert vals("0: (0), 100: (1)", 101)[50] == pytest.approx(0.5)
 
 
 def test_seed_and_max_f_in_values() -> None:
     sched = Schedule.parse("0: (s % 7), 10: (max_f)")
     assert sched.values(21, seed=10)[0] == 3.0
-    assert sched.values(21, seed=10)[5] == pytest.approx((3 + 20) / 2)
+    assert sched.values(21, seed=10)[5] == 3.0  # an expression (even without t) holds up to the next key
     assert sched.value_at(10, n_frames=21, seed=10) == 20.0
     assert not sched.is_constant
 
@@ -428,9 +450,10 @@ keyframes = st.dictionaries(
 
 
 @settings(max_examples=200, deadline=None)
-@given(keyframes, st.sampled_from(["linear", "cubic", "ease-in-out", "step"]))
+@given(keyframes, st.sampled_from(["linear", "pchip", "ease-in-out", "step"]))
 def test_numeric_keyframes_hit_keys_and_stay_between_neighbours(keys: dict[int, float], mode: str) -> None:
-    text = ", ".join(f"{k}: ({v!r})" for k, v in keys.items())
+    # plain decimals (repr's '1e-05' is an expression for Deforum, held rather than tweened)
+    text = ", ".join(f"{k}: ({np.format_float_positional(v, trim='-')})" for k, v in keys.items())
     n = 70
     v = Schedule.parse(text, interpolation=mode).values(n)
     order = sorted(keys)

@@ -23,7 +23,10 @@ seed, ``pi``, ``e``; which of ``t``/``max_f``/``s`` a context allows is the pars
 ``sin cos tan asin acos atan sqrt exp log`` (natural log) ``abs floor ceil round`` (half to even, like Python) with
 one argument; ``atan2(y, x)``; ``min(a, b, ...)`` and ``max(a, b, ...)`` with two or more; ``clamp(x, lo, hi)``;
 ``where(cond, a, b)`` (``a`` where ``cond != 0``, else ``b``; both branches are computed, only the chosen one must
-be finite). ``%`` follows Python (the result has the divisor's sign). Anything else -- other names, ``.``, ``[``
+be finite). numexpr's names, as Deforum strings use them, evaluate as numexpr does: ``arcsin arccos arctan sinh
+cosh tanh arcsinh arccosh arctanh log10 log2 log1p expm1 trunc sign`` with one argument, ``arctan2 fmod hypot
+copysign minimum maximum`` with two (numexpr's one-argument ``min``/``max`` are reductions, meaningless on one
+frame's value, so they are not taken). ``%`` follows Python (the result has the divisor's sign), as numexpr's does. Anything else -- other names, ``.``, ``[``
 (outside cut schedules), quotes, ``;``, ``=`` -- is a parse error. All arithmetic is float64. Any non-finite result
 (``sqrt(-1)``, ``log(0)``, ``1/0``, ``9**9**9**9``) is a :class:`ScheduleError` naming the column of the operation
 that failed (and the frame, when ``t`` is an array); numpy warnings are suppressed.
@@ -234,6 +237,29 @@ _FUNCTIONS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
     "max": (2, None, _variadic(np.maximum)),
     "clamp": (3, 3, lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi)),
     "where": (3, 3, lambda c, a, b: np.where(c != 0, a, b)),
+    # numexpr's names, as Deforum's keyframe strings use them (numexpr evaluates them with the same numpy-style
+    # functions: its arcsin is np.arcsin, its round half to even, its '%' takes the divisor's sign)
+    "arcsin": (1, 1, np.arcsin),
+    "arccos": (1, 1, np.arccos),
+    "arctan": (1, 1, np.arctan),
+    "arctan2": (2, 2, np.arctan2),
+    "sinh": (1, 1, np.sinh),
+    "cosh": (1, 1, np.cosh),
+    "tanh": (1, 1, np.tanh),
+    "arcsinh": (1, 1, np.arcsinh),
+    "arccosh": (1, 1, np.arccosh),
+    "arctanh": (1, 1, np.arctanh),
+    "log10": (1, 1, np.log10),
+    "log2": (1, 1, np.log2),
+    "log1p": (1, 1, np.log1p),
+    "expm1": (1, 1, np.expm1),
+    "trunc": (1, 1, np.trunc),
+    "sign": (1, 1, np.sign),
+    "fmod": (2, 2, np.fmod),
+    "hypot": (2, 2, np.hypot),
+    "copysign": (2, 2, np.copysign),
+    "minimum": (2, 2, np.minimum),
+    "maximum": (2, 2, np.maximum),
 }
 
 
@@ -335,11 +361,19 @@ def _why(ins: _Instr, args: list[float]) -> str:
         return f"'{name}' result too large (overflow)"
     if name == "sqrt":
         return f"sqrt of a negative number ({args[0]:g})"
-    if name == "log":
-        return f"log of zero or a negative number ({args[0]:g})"
-    if name in ("asin", "acos"):
+    if name in ("log", "log10", "log2"):
+        return f"{name} of zero or a negative number ({args[0]:g})"
+    if name == "log1p":
+        return f"log1p of a number <= -1 ({args[0]:g})"
+    if name in ("asin", "acos", "arcsin", "arccos"):
         return f"{name} of a number outside [-1, 1] ({args[0]:g})"
-    if name in ("exp", "tan"):
+    if name == "arccosh":
+        return f"arccosh of a number below 1 ({args[0]:g})"
+    if name == "arctanh":
+        return f"arctanh of a number outside (-1, 1) ({args[0]:g})"
+    if name == "fmod" and args[1] == 0:
+        return "fmod by zero"
+    if name in ("exp", "tan", "expm1", "sinh", "cosh", "hypot"):
         return f"{name}() result too large (overflow)"
     return f"{name}() gave a non-finite result"
 

@@ -11,27 +11,41 @@ Keyframe strings
 ``"0:1, 10: 2"``. The value is any expression (parentheses optional). Splitting respects parentheses, so the comma
 in ``atan2(t, 2)`` or ``min(t, 5)`` is not a separator. A bare expression without a key (``"1.0"``,
 ``"sin(t)"``) means ``"0: (...)"``. Keys are whole frame numbers or expressions of ``max_f`` only
-(``"max_f/2: (3)"``, ``"max_f-10: (1)"``). A key with ``max_f`` is resolved when the frame count is known and
-rounded *down* (floor); a key without ``max_f`` must be a whole number (``2.5: (1)`` is an error). Keys must be
-``>= 0`` and at most ``MAX_KEY_FRAME``; keys past the last frame are allowed and only shape the interpolation
-towards them (``"0: (0), 100: (1)"`` over 50 frames ends at 0.49). Duplicate keys: the last one wins, with a
-``UserWarning`` naming the setting and the key (at parse time; for ``max_f`` keys when they are resolved).
+(``"max_f/2: (3)"``, ``"max_f-10: (1)"``), optionally in one pair of quotes as sd-webui-deforum writes them
+(``"max_f-1": (3)``, ``'10': (1)``). A key with ``max_f`` is resolved when the frame count is known and truncated
+towards zero (as webui's ``int()``); a key without ``max_f`` must be a whole number ``0`` to ``MAX_KEY_FRAME``
+(``2.5: (1)`` and ``-3: (1)`` are errors). Duplicate keys: the last one wins, with a ``UserWarning`` naming the
+setting and the key (at parse time; for ``max_f`` keys when they are resolved).
 
-Semantics
----------
-* A key whose value does not use ``t`` (a number, or an expression of ``max_f``/``s`` only) is a *static* key.
-  Consecutive static keys are interpolated with the schedule's mode:
+Semantics (Deforum's ``get_inbetweens``, in deforum-stable-diffusion and sd-webui-deforum alike)
+------------------------------------------------------------------------------------------------
+* Keys outside the frames ``0 .. n_frames-1`` are ignored (``"0: (0), 100: (1)"`` over 50 frames stays 0; a
+  ``max_f`` key that lands below 0 is dropped, so webui's ``"max_f-2": (-1)`` works for any frame count). When no
+  key falls inside (Deforum fails there), the value of the key nearest to the frames holds.
+* A *number* key places its value at its frame. A value is a number when its text, inside its one pair of
+  parentheses, is exactly an optional sign, digits and optional decimals (Deforum's ``check_is_number``): ``1``,
+  ``-0.5``, ``.5``; but ``1e-3``, ``0.5*2``, ``(0.5 )``, ``1.`` and ``((1))`` are expressions.
+* Any other key, an *expression* (constant or not), is evaluated at every frame from its key up to the next key.
+* Frame 0 then takes the first placed value and the last frame the last one; the frames still empty (after a
+  number key, up to the next key) are interpolated through the placed values with the schedule's mode. So a number
+  key followed by an expression key tweens into it (``"0: (0), 5: (1.0+t/10)"`` gives 0, 0.3, ... 1.5), an
+  expression followed by a number key jumps, and the last number key holds to the end.
 
-  - ``linear`` (default): straight lines between keys;
-  - ``step``: each key's value holds until the next key;
-  - ``cubic``: monotone piecewise-cubic Hermite (PCHIP, Fritsch-Carlson/Butland slopes) through the keys: smooth,
-    never overshoots a key (no zoom dipping below 1 between ``1.0`` and ``1.02`` keys), flat at local extrema;
-  - ``ease-in-out``: smoothstep ``3s^2 - 2s^3`` between each pair of consecutive keys (zero slope at every key).
+Interpolation modes (the first three are Deforum's and Disco's ``Linear``/``Quadratic``/``Cubic``, as pandas'
+``Series.interpolate`` computes them):
 
-* A key whose value uses ``t`` is evaluated at every frame from its key up to the next key; nothing is tweened
-  into or out of it (a static key before it holds until it starts).
-* Before the first key the first key's value (at its own frame) holds: a missing frame 0 is not an error.
-  After the last key a static value holds and a ``t`` expression keeps being evaluated.
+  - ``linear`` (default; the only mode Deforum uses): straight lines between the placed values either side;
+  - ``quadratic`` / ``cubic``: the interpolating spline of degree 2 / 3 through *all* placed values (scipy's
+    ``interp1d``, as pandas calls it: a not-a-knot cubic; a quadratic with knots midway between placed frames,
+    bar the second and the second-to-last midpoint). As in Deforum, ``cubic`` with at most 3 keys becomes
+    ``quadratic`` and ``quadratic`` with at most 2 keys ``linear`` (keys counted as Deforum does: distinct frames,
+    those outside the frames included). Splines can overshoot (zoom keys 1.0, 1.02, 1.0 dip below 1). A spline's
+    value in a gap depends on the placed values near it only up to rounding: those more than ``SPLINE_REACH``
+    placed values away from every gap are left out of the fit, which keeps long expression stretches cheap;
+  - discolib's extras: ``step`` (the last placed value holds), ``ease-in-out`` (smoothstep ``3s^2 - 2s^3`` between
+    the placed values either side), ``pchip`` (monotone piecewise-cubic Hermite through the placed values,
+    Fritsch-Carlson/Butland slopes: smooth, never overshoots a key, flat at local extrema).
+
 * Any non-finite result is a :class:`ScheduleError` naming the frame and the column of the operation that failed.
 
 Limits: those of the expression language, plus ``MAX_FRAMES`` frames per evaluation and ``MAX_KEY_FRAME`` for keys.
@@ -43,6 +57,7 @@ in :mod:`discolib.schedules.cuts`, plots in :mod:`discolib.schedules.plot`.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -70,6 +85,7 @@ __all__ = [
     "MAX_FRAMES",
     "MAX_KEY_FRAME",
     "PARSE_CACHE_SIZE",
+    "SPLINE_REACH",
     "FrameKey",
     "Schedule",
     "StringSchedule",
@@ -82,12 +98,18 @@ __all__ = [
 
 MAX_FRAMES = 10_000_000
 MAX_KEY_FRAME = 10_000_000
-INTERPOLATIONS = ("linear", "step", "cubic", "ease-in-out")
+INTERPOLATIONS = ("linear", "quadratic", "cubic", "step", "ease-in-out", "pchip")
+#: Placed values a quadratic/cubic spline fit takes on each side of a gap. Their influence on the gap decays
+#: geometrically (about 4x per value for a cubic between evenly spaced frames, 6x for a quadratic); against scipy's
+#: global fit the difference is already at rounding level with 16 (tests/test_keyframe_parity.py checks 32).
+SPLINE_REACH = 32
+#: Deforum's check_is_number: an optional sign, digits, optional decimals, nothing else (not even spaces).
+_NUMBER_RE = re.compile(r"[+-]?[0-9]*(?:\.[0-9]+)?")
 
 
 # ---------------------------------------------------------------------------------------------- frame keys
 class FrameKey:
-    """A keyframe key: a whole frame number, or an expression of ``max_f`` resolved (floored) per frame count."""
+    """A keyframe key: a whole frame number, or an expression of ``max_f`` resolved (truncated) per frame count."""
 
     __slots__ = ("text", "column", "setting", "_program", "_frame")
 
@@ -116,13 +138,20 @@ class FrameKey:
     def uses_max_f(self) -> bool:
         return self._frame is None
 
-    def resolve(self, n_frames: int) -> int:
-        """The frame index for a run of ``n_frames`` frames (``max_f = n_frames - 1``), floored."""
+    def frame_for(self, n_frames: int) -> int:
+        """The frame for a run of ``n_frames`` frames (``max_f = n_frames - 1``), truncated towards zero as webui's
+        ``int()`` does; it may lie outside the frames (keyframe schedules ignore such keys, as Deforum does).
+        Clipped to ``+-(MAX_KEY_FRAME + 1)``, which is outside any run."""
         if self._frame is not None:
             return self._frame
         assert self._program is not None
         value = float(self._program.evaluate({"max_f": np.float64(n_frames - 1)}, self.setting))
-        frame = math.floor(value)
+        limit = MAX_KEY_FRAME + 1
+        return int(max(-limit, min(limit, math.trunc(value))))
+
+    def resolve(self, n_frames: int) -> int:
+        """:meth:`frame_for`, which must be 0 to ``MAX_KEY_FRAME`` (prompt schedules use every key)."""
+        frame = self.frame_for(n_frames)
         if frame < 0 or frame > MAX_KEY_FRAME:
             raise ScheduleError(
                 f"key '{self.text}' gives frame {frame} for {n_frames} frames (keys must be 0 to {MAX_KEY_FRAME})",
@@ -156,11 +185,26 @@ def _key_from_tokens(tokens: Sequence[Token], text: str, setting: str | None) ->
     return FrameKey(program.text, column, setting, None, int(value))
 
 
+#: A key in one pair of quotes, as sd-webui-deforum writes keys (``"max_f-1": (3)``): at the start of the text or
+#: after a comma, followed by ':'. (A quote anywhere else stays an error.)
+_QUOTED_KEY_RE = re.compile(r"""(^|,)(\s*)(["'])([^"',:]*)\3(?=\s*:)""")
+
+
+def _unquote_keys(text: str) -> str:
+    """``text`` with the quotes around keys replaced by spaces: same length, so error columns stay right."""
+    if "'" not in text and '"' not in text:
+        return text
+    return _QUOTED_KEY_RE.sub(lambda m: f"{m[1]}{m[2]} {m[4]} ", text)
+
+
 def parse_frame_key(text: str | int, *, setting: str | None = None) -> FrameKey:
-    """Parse one key (``"10"``, ``"max_f/2"``, or an ``int``); shared with the prompt schedules."""
+    """Parse one key (``"10"``, ``"max_f/2"``, ``'"max_f/2"'``, or an ``int``); shared with the prompt schedules."""
     if not isinstance(text, str):
         return FrameKey.from_int(text, setting=setting)  # type: ignore[arg-type]
     check_length(text, setting, "frame key")
+    stripped = text.strip()
+    if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "'\"":
+        text = text.replace(stripped[0], " ", 1)[::-1].replace(stripped[0], " ", 1)[::-1]  # one pair, same columns
     tokens = tokenize(text, setting)
     if tokens[0].kind == "end":
         raise ScheduleError("expected a frame number, found an empty key", setting=setting)
@@ -200,6 +244,18 @@ def resolve_keys(
     by_frame: dict[int, int] = {}
     for index, key in enumerate(keys):
         frame = key.resolve(n_frames)
+        if frame in by_frame and (key.uses_max_f or keys[by_frame[frame]].uses_max_f):
+            _duplicate_warning(setting, key, frame, stacklevel)
+        by_frame[frame] = index
+    return sorted(by_frame.items())
+
+
+def _key_frames(keys: Sequence[FrameKey], n_frames: int, setting: str | None, stacklevel: int) -> list[tuple[int, int]]:
+    """:func:`resolve_keys` for keyframe schedules: ``max_f`` keys may land outside the frames (the schedule
+    ignores those, as Deforum does) instead of failing."""
+    by_frame: dict[int, int] = {}
+    for index, key in enumerate(keys):
+        frame = key.frame_for(n_frames)
         if frame in by_frame and (key.uses_max_f or keys[by_frame[frame]].uses_max_f):
             _duplicate_warning(setting, key, frame, stacklevel)
         by_frame[frame] = index
@@ -251,10 +307,19 @@ def _first_top_level(tokens: Sequence[Token], text: str) -> int | None:
     return None
 
 
+def _is_number_text(raw: str) -> bool:
+    """Deforum's ``check_is_number`` on a value's text inside its one pair of parentheses (``(0.5 )`` is not)."""
+    raw = raw.strip()
+    if len(raw) >= 2 and raw[0] == "(" and raw[-1] == ")":
+        raw = raw[1:-1]  # (inner parentheses would make it an expression anyway)
+    return _NUMBER_RE.fullmatch(raw) is not None and any("0" <= ch <= "9" for ch in raw)
+
+
 @dataclass(frozen=True)
 class _Keyframe:
     key: FrameKey
     program: Program
+    is_number: bool  # placed at its frame and interpolated; else evaluated at every frame up to the next key
 
     @property
     def uses_t(self) -> bool:
@@ -274,6 +339,7 @@ def _parse_keyframes_cached(text: str, setting: str | None) -> tuple[_Keyframe, 
 
 
 def _parse_keyframes(text: str, setting: str | None) -> list[_Keyframe]:
+    text = _unquote_keys(text)
     tokens = tokenize(text, setting)
     if tokens[0].kind == "end":
         raise ScheduleError("empty schedule (expected e.g. '0: (1.0)')", setting=setting)
@@ -296,6 +362,7 @@ def _parse_keyframes(text: str, setting: str | None) -> list[_Keyframe]:
                 )
             key = FrameKey("0", None, setting, None, 0)  # a bare expression means "0: (...)"
             value_tokens = [*seg, Token("end", closer.text, closer.pos)]
+            raw = text[seg[0].pos : closer.pos]
         else:
             if colon == 0:
                 raise ScheduleError(
@@ -303,67 +370,169 @@ def _parse_keyframes(text: str, setting: str | None) -> list[_Keyframe]:
                 )
             key = _key_from_tokens([*seg[:colon], Token("end", ":", seg[colon].pos)], text, setting)
             value_tokens = [*seg[colon + 1 :], Token("end", closer.text, closer.pos)]
+            raw = text[seg[colon].pos + 1 : closer.pos]
         program = Parser(value_tokens, text, setting, frozenset(VARIABLES), "a keyframe value").parse_all()
-        keyframes.append(_Keyframe(key, fold_constants(program, setting)))
+        keyframes.append(_Keyframe(key, fold_constants(program, setting), _is_number_text(raw)))
     return keyframes
 
 
-def _static_value(kf: _Keyframe, env: dict[str, Any], setting: str | None) -> float:
-    """A key's value without ``t``: a folded number as it is (checked finite by fold_constants), else evaluated."""
-    value = kf.program.constant()
-    return float(kf.program.evaluate(env, setting)) if value is None else value
-
-
 def _pchip_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Shape-preserving slopes (Fritsch-Carlson with Butland's weighted harmonic mean) at each knot."""
+    """Shape-preserving slopes (Fritsch-Carlson with Butland's weighted harmonic mean) at each knot, shape (n,)."""
     h = np.diff(x)
     delta = np.diff(y) / h
     n = len(x)
-    m = np.zeros(n)
     if n == 2:
-        m[:] = delta[0]
-        return m
-    for k in range(1, n - 1):
-        if delta[k - 1] * delta[k] > 0:
-            w1 = 2 * h[k] + h[k - 1]
-            w2 = h[k] + 2 * h[k - 1]
-            m[k] = (w1 + w2) / (w1 / delta[k - 1] + w2 / delta[k])
-    for end, (h0, h1, d0, d1) in ((0, (h[0], h[1], delta[0], delta[1])), (n - 1, (h[-1], h[-2], delta[-1], delta[-2]))):
+        return np.full(2, delta[0])
+    m = np.zeros(n)
+    d0, d1, h0, h1 = delta[:-1], delta[1:], h[:-1], h[1:]
+    w1, w2 = 2 * h1 + h0, h1 + 2 * h0
+    with np.errstate(all="ignore"):  # the harmonic mean is only taken where both secants have the same sign
+        m[1:-1] = np.where(d0 * d1 > 0, (w1 + w2) / (w1 / d0 + w2 / d1), 0.0)
+    for end, (e0, e1, s0, s1) in ((0, (h[0], h[1], delta[0], delta[1])), (n - 1, (h[-1], h[-2], delta[-1], delta[-2]))):
         # one-sided three-point estimate, then limited so the end interval stays monotone
-        slope = ((2 * h0 + h1) * d0 - h0 * d1) / (h0 + h1)
-        if np.sign(slope) != np.sign(d0):
+        slope = ((2 * e0 + e1) * s0 - e0 * s1) / (e0 + e1)
+        if np.sign(slope) != np.sign(s0):
             slope = 0.0
-        elif np.sign(d0) != np.sign(d1) and abs(slope) > 3 * abs(d0):
-            slope = 3 * d0
+        elif np.sign(s0) != np.sign(s1) and abs(slope) > 3 * abs(s0):
+            slope = 3 * s0
         m[end] = slope
     return m
 
 
-def _interpolate(x: np.ndarray, y: np.ndarray, q: np.ndarray, mode: str) -> np.ndarray:
-    """Interpolate knots (x, y) (x increasing) at q >= x[0]; past the last knot the last value holds."""
-    if len(x) == 1:
-        return np.full(q.shape, y[0])
-    seg = np.clip(np.searchsorted(x, q, side="right") - 1, 0, len(x) - 2)
+def _spline_knots(x: np.ndarray, k: int) -> np.ndarray:
+    """The knots of the degree-``k`` interpolating spline through frames ``x`` as scipy's ``interp1d`` (and so
+    pandas, and so Deforum) builds it: not-a-knot for cubics; for quadratics midway between the frames, bar the
+    second and the second-to-last midpoint. Shape (len(x) + k + 1,)."""
+    inner = ((x[1:] + x[:-1]) / 2)[1:-1] if k == 2 else x[2:-2]
+    return np.concatenate([np.full(k + 1, x[0]), inner, np.full(k + 1, x[-1])])
+
+
+def _bspline_basis(knots: np.ndarray, k: int, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each point of ``q`` (m,): the index of its first non-zero B-spline (m,) and the ``k + 1`` non-zero
+    B-spline values (m, k+1), by the Cox-de Boor recursion."""
+    n_coef = len(knots) - k - 1
+    span = np.clip(np.searchsorted(knots, q, side="right") - 1, k, n_coef - 1)
+    basis = np.zeros((len(q), k + 1))
+    basis[:, 0] = 1.0
+    left = np.zeros((len(q), k + 1))
+    right = np.zeros((len(q), k + 1))
+    for j in range(1, k + 1):
+        left[:, j] = q - knots[span + 1 - j]
+        right[:, j] = knots[span + j] - q
+        saved = np.zeros(len(q))
+        for r in range(j):
+            temp = basis[:, r] / (right[:, r + 1] + left[:, j - r])
+            basis[:, r] = saved + right[:, r + 1] * temp
+            saved = left[:, j - r] * temp
+        basis[:, j] = saved
+    return span - k, basis
+
+
+def _solve_collocation(first: np.ndarray, basis: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """B-spline coefficients (n,) from the banded collocation system (row i: ``basis[i]`` at columns
+    ``first[i] ..``). Gaussian elimination without pivoting, which is stable here: B-spline collocation matrices
+    are totally positive. Bandwidth ``k`` each side, so O(n k^2)."""
+    n = len(y)
+    band = np.zeros((n, 2 * k + 1))  # entry (i, j) at band[i, j - i + k]
+    rows = np.arange(n)[:, None]
+    band[rows, first[:, None] + np.arange(k + 1) - rows + k] = basis
+    a = band.tolist()
+    b = y.tolist()
+    for i in range(n):
+        ai = a[i]
+        pivot = ai[k]
+        for r in range(i + 1, min(i + k + 1, n)):
+            ar = a[r]
+            f = ar[i - r + k] / pivot
+            if f != 0.0:
+                for c in range(i, min(i + k + 1, n)):
+                    ar[c - r + k] -= f * ai[c - i + k]
+                b[r] -= f * b[i]
+    coef = [0.0] * n
+    for i in range(n - 1, -1, -1):
+        ai = a[i]
+        acc = b[i]
+        for c in range(i + 1, min(i + k + 1, n)):
+            acc -= ai[c - i + k] * coef[c]
+        coef[i] = acc / ai[k]
+    return np.asarray(coef)
+
+
+def _spline_fill(x: np.ndarray, y: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    """Values at ``q`` (sorted frames strictly between placed frames ``x``) of the degree-``k`` interpolating spline
+    through (x, y). Only the ``SPLINE_REACH`` placed values on each side of each gap are fitted (see the module
+    docstring); the fit is split where a longer run of placed values separates two gaps."""
+    gaps = np.flatnonzero(np.diff(x) > 1)  # x[g] < (frames of gap g) < x[g + 1]
+    marks = np.zeros(len(x) + 1, dtype=np.int64)
+    np.add.at(marks, np.maximum(gaps - SPLINE_REACH + 1, 0), 1)
+    np.add.at(marks, np.minimum(gaps + SPLINE_REACH + 1, len(x)), -1)
+    kept = np.flatnonzero(np.cumsum(marks[:-1]) > 0)
+    out = np.empty(len(q))
+    for chunk in np.split(kept, np.flatnonzero(np.diff(kept) > 1) + 1):
+        xs, ys = x[chunk], y[chunk]
+        sel = slice(np.searchsorted(q, xs[0], side="right"), np.searchsorted(q, xs[-1]))  # q is sorted
+        degree = min(k, len(xs) - 1)  # (Deforum's fallbacks leave at least k + 1 values; a short run may not)
+        if degree < 2:
+            out[sel] = np.interp(q[sel], xs, ys)
+            continue
+        knots = _spline_knots(xs, degree)
+        coef = _solve_collocation(*_bspline_basis(knots, degree, xs), ys, degree)
+        # Evaluated as one polynomial per knot interval, in Lagrange form on degree + 1 evenly spaced points of the
+        # interval (the B-spline recursion on every frame of a long gap would be several times slower; the
+        # polynomial through the spline's values at those points is the spline there).
+        edges = np.unique(knots)
+        nodes = np.arange(degree + 1) / degree
+        samples = (edges[:-1, None] + nodes * np.diff(edges)[:, None]).ravel()
+        first, basis = _bspline_basis(knots, degree, samples)
+        at = np.sum(basis * coef[first[:, None] + np.arange(degree + 1)], axis=1).reshape(-1, degree + 1)
+        qs = q[sel]
+        seg = np.clip(np.searchsorted(edges, qs, side="right") - 1, 0, len(edges) - 2)
+        u = (qs - edges[seg]) / (edges[seg + 1] - edges[seg])
+        value = np.zeros(len(qs))
+        for j in range(degree + 1):
+            weight = np.ones(len(qs))
+            for m in range(degree + 1):
+                if m != j:
+                    weight *= (u - nodes[m]) / (nodes[j] - nodes[m])
+            value += at[seg, j] * weight
+        out[sel] = value
+    return out
+
+
+def _fill(x: np.ndarray, y: np.ndarray, q: np.ndarray, mode: str) -> np.ndarray:
+    """Interpolate placed values (x increasing, float frames) at frames ``q`` strictly inside ``x[0] .. x[-1]``."""
+    if mode == "linear":
+        return np.interp(q, x, y)  # what pandas' 'linear' computes, to the bit
+    if mode in ("quadratic", "cubic"):
+        return _spline_fill(x, y, q, 2 if mode == "quadratic" else 3)
+    seg = np.searchsorted(x, q, side="right") - 1
     x0, x1, y0, y1 = x[seg], x[seg + 1], y[seg], y[seg + 1]
-    s = np.clip((q - x0) / (x1 - x0), 0.0, 1.0)
     if mode == "step":
-        return np.where(s >= 1.0, y1, y0)
-    if mode == "cubic":
+        return y0
+    s = (q - x0) / (x1 - x0)
+    if mode == "pchip":
         m = _pchip_slopes(x, y)
         h = x1 - x0
         s2, s3 = s * s, s * s * s
         out = (2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * h * m[seg] + (3 * s2 - 2 * s3) * y1 + (s3 - s2) * h * m[seg + 1]
-    else:
-        w = s * s * (3.0 - 2.0 * s) if mode == "ease-in-out" else s
+    else:  # ease-in-out
+        w = s * s * (3.0 - 2.0 * s)
         out = y0 * (1.0 - w) + y1 * w
-    # exact at the knots, and never outside the two neighbouring key values (float rounding aside)
-    out = np.clip(out, np.minimum(y0, y1), np.maximum(y0, y1))
-    return np.where(s >= 1.0, y1, np.where(s <= 0.0, y0, out))
+    return np.clip(out, np.minimum(y0, y1), np.maximum(y0, y1))  # never outside the neighbours (rounding aside)
+
+
+_ALIASES = {
+    "easeinout": "ease-in-out",
+    "ease": "ease-in-out",
+    "smoothstep": "ease-in-out",
+    "monotone": "pchip",
+    "monotone-cubic": "pchip",
+}
 
 
 def _normalise_interpolation(interpolation: str, setting: str | None) -> str:
     mode = str(interpolation).strip().lower().replace("_", "-")
-    mode = {"easeinout": "ease-in-out", "ease": "ease-in-out", "smoothstep": "ease-in-out"}.get(mode, mode)
+    mode = _ALIASES.get(mode, mode)
     if mode not in INTERPOLATIONS:
         raise ScheduleError(
             f"unknown interpolation {interpolation!r} (expected one of {', '.join(INTERPOLATIONS)})", setting=setting
@@ -449,40 +618,44 @@ class Schedule:
     def _compute(self, n: int, seed: int) -> np.ndarray:
         setting = self.setting
         env: dict[str, Any] = {"max_f": np.float64(n - 1), "s": np.float64(seed)}
-        order = resolve_keys([kf.key for kf in self._keyframes], n, setting, stacklevel=4)
-        frames_of = [f for f, _ in order]
-        kfs = [self._keyframes[i] for _, i in order]
-        static = [None if kf.uses_t else _static_value(kf, env, setting) for kf in kfs]
-        out = np.empty(n, dtype=np.float64)
+        order = _key_frames([kf.key for kf in self._keyframes], n, setting, stacklevel=4)
+        inside = [(frame, index) for frame, index in order if 0 <= frame < n]
+        if not inside:  # Deforum fails here; the value of the key nearest to the frames holds
+            frame, index = min(order, key=lambda fi: -fi[0] if fi[0] < 0 else fi[0] - (n - 1))
+            value = self._keyframes[index].program.evaluate({**env, "t": np.float64(frame)}, setting)
+            return np.full(n, float(value))
+
+        out = np.full(n, np.nan)
+        placed = np.zeros(n, dtype=bool)
         all_frames = np.arange(n, dtype=np.float64)
-
-        first = frames_of[0]
-        if first > 0:  # before the first key, its value (at its own frame) holds
-            held = static[0]
-            if held is None:
-                held = float(kfs[0].program.evaluate({**env, "t": np.float64(first)}, setting))
-            out[: min(first, n)] = held
-
-        i = 0
-        while i < len(kfs):
-            lo = frames_of[i]
-            if kfs[i].uses_t:
-                hi = min(frames_of[i + 1] if i + 1 < len(kfs) else n, n)
-                if lo < hi:
-                    t = all_frames[lo:hi]
-                    out[lo:hi] = np.broadcast_to(kfs[i].program.evaluate({**env, "t": t}, setting, t), t.shape)
-                i += 1
+        for pos, (lo, index) in enumerate(inside):
+            kf = self._keyframes[index]
+            if kf.is_number:  # placed at its frame (folded to a float at parse time)
+                out[lo] = kf.program.code[0].arg
+                placed[lo] = True
                 continue
-            j = i  # a run of consecutive static keys is interpolated as one curve
-            while j + 1 < len(kfs) and not kfs[j + 1].uses_t:
-                j += 1
-            hi = min(frames_of[j + 1] if j + 1 < len(kfs) else n, n)
-            if lo < hi:
-                x = np.asarray(frames_of[i : j + 1], dtype=np.float64)
-                y = np.asarray(static[i : j + 1], dtype=np.float64)
-                with np.errstate(all="ignore"):
-                    out[lo:hi] = _interpolate(x, y, all_frames[lo:hi], self.interpolation)
-            i = j + 1
+            hi = inside[pos + 1][0] if pos + 1 < len(inside) else n  # an expression runs up to the next key
+            t = all_frames[lo:hi]
+            out[lo:hi] = np.broadcast_to(kf.program.evaluate({**env, "t": t}, setting, t), t.shape)
+            placed[lo:hi] = True
+
+        known = np.flatnonzero(placed)
+        out[0], out[n - 1] = out[known[0]], out[known[-1]]  # Deforum: the ends take the first and last values
+        placed[0] = placed[n - 1] = True
+        if placed.all():
+            return out
+        mode = self.interpolation
+        if mode == "cubic" and len(order) <= 3:  # Deforum's fallbacks, counting its keys (distinct frames)
+            mode = "quadratic"
+        if mode == "quadratic" and len(order) <= 2:
+            mode = "linear"
+        x = np.flatnonzero(placed)
+        q = np.flatnonzero(~placed)
+        with np.errstate(all="ignore"):
+            out[q] = _fill(x.astype(np.float64), out[x], q.astype(np.float64), mode)
+        bad = np.flatnonzero(~np.isfinite(out[q]))
+        if len(bad):  # a spline overshooting past float64 between huge keys
+            raise ScheduleError(f"{mode} interpolation overflows at frame {int(q[bad[0]])}", setting=setting)
         return out
 
     def __repr__(self) -> str:
@@ -565,7 +738,8 @@ def _unwrap_value(raw: str) -> str:
 class StringSchedule:
     """String-valued keyframes (sampler or model names): ``"0: (euler_a), 10: (dpmpp_2m)"`` or ``"euler_a"``.
 
-    Values hold step-wise from their key; before the first key the first value holds. A text whose first
+    Values hold step-wise from their key; before the first key the first value holds; keys outside the frames
+    are ignored and keys may be quoted, as for :class:`Schedule`. A text whose first
     ``name:`` part is not a valid key (``"C:/models/x.ckpt"``, ``"https://..."``) is one bare value. Values that
     contain commas must be wrapped in parentheses.
     """
@@ -577,9 +751,10 @@ class StringSchedule:
 
     @classmethod
     def parse(cls, text: str, *, setting: str | None = None) -> StringSchedule:
-        text = check_length(text, setting)
+        original = text = check_length(text, setting)
         if not text.strip():
             raise ScheduleError("empty schedule (expected e.g. '0: (euler_a)')", setting=setting)
+        text = _unquote_keys(text)
         spans = _split_chars(text)
         if len(spans) > 1 and not text[spans[-1][0] : spans[-1][1]].strip():
             spans = spans[:-1]
@@ -597,7 +772,7 @@ class StringSchedule:
             value = _unwrap_value(text)
             if not value:
                 raise ScheduleError("expected a value, found empty parentheses", setting=setting, column=1)
-            return cls(text, [(FrameKey("0", None, setting, None, 0), value)], setting)
+            return cls(original, [(FrameKey("0", None, setting, None, 0), value)], setting)
 
         entries: list[tuple[FrameKey, str]] = []
         for a, b in spans:
@@ -616,7 +791,7 @@ class StringSchedule:
                 raise ScheduleError("expected a value after ':'", setting=setting, column=colon + 2)
             entries.append((key, value))
         warn_duplicate_keys([k for k, _ in entries], setting, stacklevel=2)
-        return cls(text, entries, setting)
+        return cls(original, entries, setting)
 
     @property
     def text(self) -> str:
@@ -634,12 +809,16 @@ class StringSchedule:
     def values(self, n_frames: int) -> list[str]:
         """One string per frame ``0 .. n_frames-1``."""
         n = check_frames(n_frames, self.setting)
-        order = resolve_keys([k for k, _ in self._entries], n, self.setting, stacklevel=2)
+        order = _key_frames([k for k, _ in self._entries], n, self.setting, stacklevel=2)
+        inside = [(frame, index) for frame, index in order if 0 <= frame < n]  # others are ignored, as in Deforum
+        if not inside:
+            _, index = min(order, key=lambda fi: -fi[0] if fi[0] < 0 else fi[0] - (n - 1))
+            return [self._entries[index][1]] * n
         out: list[str] = []
-        for pos, (frame, index) in enumerate(order):
-            start = 0 if pos == 0 else min(frame, n)
-            end = min(order[pos + 1][0], n) if pos + 1 < len(order) else n
-            out.extend([self._entries[index][1]] * max(0, end - start))
+        for pos, (frame, index) in enumerate(inside):
+            start = 0 if pos == 0 else frame
+            end = inside[pos + 1][0] if pos + 1 < len(inside) else n
+            out.extend([self._entries[index][1]] * (end - start))
         return out
 
     def value_at(self, frame: int, *, n_frames: int) -> str:

@@ -55,7 +55,7 @@ def plot_schedule(
     else:
         values = sched.values(n_frames, seed=seed)
         ax.plot(frames, values, lw=1.5)
-        keys = sorted({k.resolve(n_frames) for k in sched.keys} & set(range(n_frames)))
+        keys = sorted({k.frame_for(n_frames) for k in sched.keys} & set(range(n_frames)))  # keys outside the run are ignored
         ax.plot(keys, values[keys], "o", ms=4)
     ax.set_xlabel("frame")
     ax.set_title(sched.setting or sched.text[:60], fontsize=9)
