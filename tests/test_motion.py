@@ -219,7 +219,7 @@ def test_zero_motion_is_identity(device: torch.device, dtype: torch.dtype) -> No
 def test_z_rotation_equals_2d_rotation(device: torch.device, dtype: torch.dtype, angle: float) -> None:
     image = smooth(1, 40, 56, device, dtype)
     depth = 1.0 + torch.rand(1, 1, 40, 56, device=device, dtype=dtype)  # depth is irrelevant for rotations
-    warped, mask = reproject_3d(image, depth, [0.0, 0.0, angle], [0.0, 0.0, 0.0])
+    warped, mask = reproject_3d(image, depth, [0.0, 0.0, angle], [0.0, 0.0, 0.0], camera="pinhole")
     as_2d = warp_2d(image, angle_deg=angle)
     angle_t = torch.tensor([angle], device=device, dtype=dtype)
     ref = rotate(image, angle_t, padding_mode="border", align_corners=True)
@@ -235,7 +235,9 @@ def test_pure_xy_rotation_is_the_rotation_homography(device: torch.device, dtype
     image = smooth(1, h, w, device, dtype)
     depth = 1.0 + torch.rand(1, 1, h, w, device=device, dtype=dtype)
     rot_deg = torch.tensor([[3.0, -4.0, 2.0]], device=device, dtype=dtype)
-    warped, mask = reproject_3d(image, depth, rot_deg, [0.0, 0.0, 0.0], fov_deg=fov, padding_mode="zeros")
+    warped, mask = reproject_3d(
+        image, depth, rot_deg, [0.0, 0.0, 0.0], fov_deg=fov, padding_mode="zeros", camera="pinhole"
+    )
     k = camera_intrinsics(h, w, fov, device=device, dtype=dtype)
     rot = rotation_matrix_3d(rot_deg)
     # Old pixel -> new pixel: X_new = R^T X_old, so x_new ~ K R^T K^-1 x_old (kornia: src -> dst matrix).
@@ -246,13 +248,14 @@ def test_pure_xy_rotation_is_the_rotation_homography(device: torch.device, dtype
     assert ((interior(warped, 2) - interior(ref, 2)).abs() * keep).max() < tol(dtype)
 
 
-def test_rotation_directions_follow_deforum() -> None:
+@pytest.mark.parametrize("camera", ["deforum", "pinhole"])
+def test_rotation_directions_follow_deforum(camera: str) -> None:
     image = ramps(1, 21, 31, torch.device("cpu"), torch.float64)
     depth = torch.ones(1, 1, 21, 31, dtype=torch.float64)
     centre = (slice(None), slice(None), 10, 15)
-    pan, _ = reproject_3d(image, depth, [0.0, 2.0, 0.0], [0.0, 0.0, 0.0])
+    pan, _ = reproject_3d(image, depth, [0.0, 2.0, 0.0], [0.0, 0.0, 0.0], camera=camera)
     assert pan[centre][0, 0] > 15.5  # rotation_3d_y > 0: camera pans right, content moves left
-    tilt, _ = reproject_3d(image, depth, [2.0, 0.0, 0.0], [0.0, 0.0, 0.0])
+    tilt, _ = reproject_3d(image, depth, [2.0, 0.0, 0.0], [0.0, 0.0, 0.0], camera=camera)
     assert tilt[centre][0, 1] < 9.5  # rotation_3d_x > 0: camera tilts up, content moves down
 
 
@@ -263,14 +266,18 @@ def test_sideways_translation_is_exact_pixel_shift(device: torch.device, dtype: 
     d = focal(h, fov) * tx * TRANSLATION_SCALE / shift_px
     image = ramps(1, h, w, device, dtype)
     depth = torch.full((1, 1, h, w), d, device=device, dtype=dtype)
-    warped, mask = reproject_3d(image, depth, [0, 0, 0], [tx, 0, 0], fov_deg=fov, depth_refinement_steps=steps)
+    warped, mask = reproject_3d(
+        image, depth, [0, 0, 0], [tx, 0, 0], fov_deg=fov, depth_refinement_steps=steps, camera="pinhole"
+    )
     # translation_x > 0: camera moves right, content moves left: pixel u shows old pixel u + 3.
     torch.testing.assert_close(warped[:, 0, :, :-3], image[:, 0, :, :-3] + shift_px, atol=tol(dtype), rtol=0)
     torch.testing.assert_close(warped[:, 1], image[:, 1], atol=tol(dtype), rtol=0)
     assert mask[..., -3:].all() and not mask[..., :-3].any()
 
     # translation_y > 0: camera moves up, content moves down: pixel v shows old pixel v - 3.
-    warped, mask = reproject_3d(image, depth, [0, 0, 0], [0, tx, 0], fov_deg=fov, depth_refinement_steps=steps)
+    warped, mask = reproject_3d(
+        image, depth, [0, 0, 0], [0, tx, 0], fov_deg=fov, depth_refinement_steps=steps, camera="pinhole"
+    )
     torch.testing.assert_close(warped[:, 1, 3:], image[:, 1, 3:] - shift_px, atol=tol(dtype), rtol=0)
     assert mask[..., :3, :].all() and not mask[..., 3:, :].any()
 
@@ -279,7 +286,8 @@ def test_sideways_translation_of_random_image_is_a_shift(device: torch.device, d
     h, w, fov, tx = 16, 20, 60.0, -8.0
     d = focal(h, fov) * abs(tx) * TRANSLATION_SCALE / 2.0  # 2 pixels
     image = torch.rand(2, 3, h, w, device=device, dtype=dtype)
-    warped, _ = reproject_3d(image, torch.full((2, 1, h, w), d, device=device, dtype=dtype), [0, 0, 0], [tx, 0, 0], fov)
+    depth = torch.full((2, 1, h, w), d, device=device, dtype=dtype)
+    warped, _ = reproject_3d(image, depth, [0, 0, 0], [tx, 0, 0], fov, camera="pinhole")
     torch.testing.assert_close(warped[..., 2:], image[..., :-2], atol=tol(dtype), rtol=0)
 
 
@@ -288,7 +296,7 @@ def test_forward_translation_is_zoom_by_depth_ratio(device: torch.device, dtype:
     h, w, d = 30, 44, 1.5
     image = ramps(1, h, w, device, dtype)
     depth = torch.full((1, 1, h, w), d, device=device, dtype=dtype)
-    warped, mask = reproject_3d(image, depth, [0, 0, 0], [0, 0, tz], fov_deg=45.0)
+    warped, mask = reproject_3d(image, depth, [0, 0, 0], [0, 0, tz], fov_deg=45.0, camera="pinhole")
     ratio = d / (d - tz * TRANSLATION_SCALE)  # translation_z > 0 moves the camera forward: zoom in
     cx, cy = (w - 1) / 2, (h - 1) / 2
     expected_u = cx + (image[:, 0] - cx) / ratio
@@ -298,7 +306,9 @@ def test_forward_translation_is_zoom_by_depth_ratio(device: torch.device, dtype:
     assert ((warped[:, 0] - expected_u).abs() * keep).max() < tol(dtype)
     assert ((warped[:, 1] - expected_v).abs() * keep).max() < tol(dtype)
     zoomed = warp_2d(smooth(1, h, w, device, dtype), zoom=ratio)
-    warped_smooth, _ = reproject_3d(smooth(1, h, w, device, dtype), depth, [0, 0, 0], [0, 0, tz], fov_deg=45.0)
+    warped_smooth, _ = reproject_3d(
+        smooth(1, h, w, device, dtype), depth, [0, 0, 0], [0, 0, tz], fov_deg=45.0, camera="pinhole"
+    )
     assert ((warped_smooth - zoomed).abs() * keep).max() < tol(dtype)
     # Zooming in has a source for every pixel; zooming out uncovers a border.
     assert mask.any() == (tz < 0)
@@ -329,7 +339,9 @@ def test_tilted_plane_converges_to_exact_reprojection() -> None:
     image = ramps(1, h, w, torch.device("cpu"), dtype)
     errors = []
     for steps in (0, 1, 4):
-        warped, mask = reproject_3d(image, depth, rotation, translation, fov, depth_refinement_steps=steps)
+        warped, mask = reproject_3d(
+            image, depth, rotation, translation, fov, depth_refinement_steps=steps, camera="pinhole"
+        )
         keep = (exact[0] >= 0) & (exact[0] <= w - 1) & (exact[1] >= 0) & (exact[1] <= h - 1)
         assert keep.float().mean() > 0.5 and not (keep & mask[0, 0]).any()
         errors.append(float(((warped[0, :2] - exact).abs() * keep).max()))
@@ -345,7 +357,7 @@ def test_first_order_grid_matches_kornia_unprojection(device: torch.device, dtyp
     depth = (1.0 + torch.rand(b, 1, h, w, generator=gen, dtype=torch.float64)).to(device, dtype)
     rotation = torch.tensor([[2.0, -3.0, 4.0], [-1.0, 0.5, -6.0]], device=device, dtype=dtype)
     translation = torch.tensor([[10.0, -5.0, 20.0], [-4.0, 8.0, -12.0]], device=device, dtype=dtype)
-    grid, _ = reproject_3d_grid(depth, rotation, translation, fov, depth_refinement_steps=0)
+    grid, _ = reproject_3d_grid(depth, rotation, translation, fov, depth_refinement_steps=0, camera="pinhole")
 
     k = camera_intrinsics(h, w, fov, device=device, dtype=dtype).expand(b, 3, 3)
     rot, t = camera_motion(rotation, translation, batch=b, device=device, dtype=dtype)
@@ -415,19 +427,20 @@ def test_banded_sampling_is_bit_identical_to_grid_sample(threads: int, mode: str
         assert torch.equal(banded, direct)
 
 
-def test_reproject_3d_is_differentiable() -> None:
+@pytest.mark.parametrize("camera", ["deforum", "pinhole"])
+def test_reproject_3d_is_differentiable(camera: str) -> None:
     # The CPU fast path writes in place; with gradients wanted it must fall back to differentiable ops, same values.
     gen = torch.Generator().manual_seed(4)
     image = torch.rand(1, 3, 24, 32, generator=gen, dtype=torch.float64)
     depth = (1.0 + torch.rand(1, 1, 24, 32, generator=gen, dtype=torch.float64)).requires_grad_()
     rot = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64, requires_grad=True)
     trans = torch.tensor([[3.0, 1.0, 8.0]], dtype=torch.float64)
-    warped, mask = reproject_3d(image, depth, rot, trans, depth_refinement_steps=2)
+    warped, mask = reproject_3d(image, depth, rot, trans, depth_refinement_steps=2, camera=camera)
     warped.sum().backward()
     assert depth.grad is not None and rot.grad is not None
     assert torch.isfinite(depth.grad).all() and depth.grad.abs().sum() > 0 and rot.grad.abs().sum() > 0
     with torch.no_grad():
-        fast, fast_mask = reproject_3d(image, depth, rot, trans, depth_refinement_steps=2)
+        fast, fast_mask = reproject_3d(image, depth, rot, trans, depth_refinement_steps=2, camera=camera)
     torch.testing.assert_close(fast, warped.detach(), rtol=0, atol=1e-12)
     assert torch.equal(fast_mask, mask)
     # And the gradient is the true derivative (central differences on a few depth entries).
@@ -437,6 +450,6 @@ def test_reproject_3d_is_differentiable() -> None:
         d_plus[index] += eps
         d_minus[index] -= eps
         with torch.no_grad():
-            numeric = (reproject_3d(image, d_plus, rot, trans, depth_refinement_steps=2)[0].sum()
-                       - reproject_3d(image, d_minus, rot, trans, depth_refinement_steps=2)[0].sum()) / (2 * eps)
+            numeric = (reproject_3d(image, d_plus, rot, trans, depth_refinement_steps=2, camera=camera)[0].sum()
+                       - reproject_3d(image, d_minus, rot, trans, depth_refinement_steps=2, camera=camera)[0].sum()) / (2 * eps)
         torch.testing.assert_close(depth.grad[index], numeric, rtol=1e-4, atol=1e-6)

@@ -21,10 +21,10 @@ unknown scale and shift, larger = nearer). :class:`TransformersDepth` turns it i
 
 Metric models (``config.depth_estimation_type == "metric"``, ZoeDepth) are passed through in metres.
 
-Depth units for :func:`discolib.animation.motion.reproject_3d`: Deforum (sd-webui) min/max-normalises every frame's
-depth into ``[1, 2]`` world units (:data:`DEFORUM_DEPTH_RANGE`, optionally after histogram equalisation) and its
-``near_plane``/``far_plane`` settings never reach the warp; ``normalize_depth(depth, *DEFORUM_DEPTH_RANGE)``
-therefore gives motion of the same size as Deforum for the same translation settings.
+Depth units for :func:`discolib.animation.motion.reproject_3d`: its ``camera="deforum"`` reads depth in the
+originals' units, which :func:`depth_for_warp` produces from any estimator's output (``"disco"``: Disco v5.7 and
+deforum-stable-diffusion's raw MiDaS scale; ``"webui"``: sd-webui-deforum's per-frame ``[1, 2]``). The originals'
+``near_plane``/``far_plane`` never reach the warp.
 """
 
 from __future__ import annotations
@@ -54,10 +54,12 @@ from discolib.ops import check_image_batch, mid_ranks, seeded
 __all__ = [
     "DEFAULT_DEPTH_MODEL",
     "DEFORUM_DEPTH_RANGE",
+    "DISCO_DEPTH_RANGE",
     "KNOWN_DEPTH_MODELS",
     "TINY_DEPTH_PRESET",
     "BlendedDepth",
     "ConstantDepth",
+    "DepthConvention",
     "DepthError",
     "DepthEstimator",
     "DepthModelUnavailable",
@@ -65,6 +67,7 @@ __all__ = [
     "blend_depth",
     "build_tiny_depth_anything",
     "clear_depth_cache",
+    "depth_for_warp",
     "load_depth",
     "normalize_depth",
     "random_depth_anything_small",
@@ -81,8 +84,15 @@ KNOWN_DEPTH_MODELS: tuple[str, ...] = (
     "Intel/dpt-large",
 )
 TINY_DEPTH_PRESET = "tiny-depth-anything"
-#: The world-unit depth range Deforum warps with (see module docstring).
+#: sd-webui-deforum's depth range: each frame's depth normalised (and histogram-equalised) into ``[1, 2]``.
 DEFORUM_DEPTH_RANGE: tuple[float, float] = (1.0, 2.0)
+#: Disco v5.7 / deforum-stable-diffusion's MiDaS depth ``(50 - disparity) / 19`` over the span of DPT-Large's
+#: disparity on a typical frame, ``[0, 30]`` (nearest pixel at 20/19, farthest at 50/19; see :func:`depth_for_warp`).
+DISCO_DEPTH_RANGE: tuple[float, float] = (20.0 / 19.0, 50.0 / 19.0)
+
+#: Whose depth units the 3D warp sees (:func:`depth_for_warp`).
+DepthConvention = Literal["disco", "webui"]
+_DEPTH_CONVENTIONS = ("disco", "webui")
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -486,6 +496,52 @@ def normalize_depth(
         hi = depth.amax(dim=(1, 2, 3), keepdim=True)
         unit = (depth - lo) / (hi - lo).clamp(min=torch.finfo(depth.dtype).tiny)
     return near + (far - near) * unit
+
+
+def depth_for_warp(
+    depth: torch.Tensor, convention: DepthConvention = "disco", *, metric: bool = False
+) -> torch.Tensor:
+    """An estimator's depth in the units the originals' 3D camera sees (``reproject_3d(camera="deforum")``).
+
+    The originals' motion at a pixel scales with ``1 / depth`` (:mod:`discolib.animation.motion`), so the depth
+    *scale* sets the size of every 3D motion. Our estimators are not MiDaS: relative models give disparity up to an
+    unknown scale and shift, which :class:`TransformersDepth` turns into depth linear in disparity. The equivalent
+    of each original is therefore taken from the frame's own depth range:
+
+    * ``"disco"`` (Disco v5.7 ``transform_image_3d``, deforum-stable-diffusion ``DepthModel.predict``): MiDaS
+      DPT-Large disparity ``m`` becomes ``(50 - m) / 19``, linear in disparity. DPT-Large's disparity spans about
+      ``[0, 30]`` on a typical frame (0 at the far end or sky; near objects in the 20s-30), so the nearest pixel is
+      at ``20/19`` and the farthest at ``50/19`` (:data:`DISCO_DEPTH_RANGE`); our depth is mapped linearly onto
+      that range, nearest to nearest. Not modelled: the originals blend this with AdaBins' metric depth (weight
+      ``1 - midas_weight`` = 0.7 by default, NYU metres), which is usually larger (their motion then smaller);
+      ``metric=True`` passes a metric estimator's metres through unchanged, as that term.
+    * ``"webui"`` (sd-webui-deforum ``transform_image_3d_new``, ``prepare_depth_tensor``): each frame min/max
+      normalised, histogram-equalised (here by rank, which webui's 1024-bin CDF approximates) and put on ``[1, 2]``,
+      nearest at 1 (:data:`DEFORUM_DEPTH_RANGE`). Equalisation depends only on the depth *order*, so any estimator
+      gives webui's depth exactly up to that order.
+
+    Both give flat depth 1 for a flat frame: the originals' depth when no depth model is used (``torch.ones``).
+
+    Args:
+        depth: ``(B, 1, H, W)`` estimator output, larger = farther.
+        convention: ``"disco"`` or ``"webui"``.
+        metric: the depth is metric metres (``TransformersDepth.metric``); only read by ``"disco"``.
+
+    Returns:
+        ``(B, 1, H, W)`` depth in the original's units.
+    """
+    if convention not in _DEPTH_CONVENTIONS:
+        raise DepthError(f"depth convention must be one of {', '.join(_DEPTH_CONVENTIONS)}; got {convention!r}")
+    if depth.ndim != 4 or depth.shape[1] != 1:
+        raise DepthError(f"depth must have shape (B, 1, H, W), got {tuple(depth.shape)}")
+    if convention == "webui":
+        return normalize_depth(depth, *DEFORUM_DEPTH_RANGE, equalize=True)
+    if metric:
+        return depth.clamp(min=1e-3)
+    near, far = DISCO_DEPTH_RANGE
+    flat = (depth.amax(dim=(1, 2, 3), keepdim=True) - depth.amin(dim=(1, 2, 3), keepdim=True)) <= 0
+    mapped = normalize_depth(depth, near, far)
+    return torch.where(flat, torch.ones_like(mapped), mapped)
 
 
 class BlendedDepth:
