@@ -19,10 +19,11 @@ from typing import Literal
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from kornia.color import hsv_to_rgb, lab_to_rgb, rgb_to_hsv, rgb_to_lab
-from kornia.filters import gaussian_blur2d
+from kornia.filters import filter2d_separable
 
-from discolib.animation.noise import perlin_noise
+from discolib.animation.noise import lattice_perlin
 from discolib.errors import InputError
 from discolib.ops import check_image_batch, scratch
 
@@ -32,12 +33,14 @@ __all__ = [
     "HistogramReference",
     "adjust_contrast",
     "add_noise",
+    "antiblur_kernel_size",
+    "gaussian_kernel_1d",
     "match_histogram",
     "unsharp_mask",
 ]
 
 ColorSpace = Literal["LAB", "HSV", "RGB"]
-NoiseKind = Literal["gaussian", "uniform", "perlin"]
+NoiseKind = Literal["gaussian", "uniform", "perlin", "webui-uniform", "webui-perlin"]
 Amount = float | int | Sequence[float] | torch.Tensor
 
 # Hue histogram bins used to pick where to cut the hue circle (10 degrees each).
@@ -595,40 +598,128 @@ def adjust_contrast(
 # --------------------------------------------------------------------------------------------------- anti-blur
 
 
+#: OpenCV's fixed Gaussian kernels for sizes 1-9 when sigma <= 0 (``getGaussianKernel``'s table; OpenCV 4.x).
+_CV_SMALL_GAUSSIANS = {
+    1: (1.0,),
+    3: (0.25, 0.5, 0.25),
+    5: (0.0625, 0.25, 0.375, 0.25, 0.0625),
+    7: (0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125),
+    9: tuple(v / 256 for v in (4, 13, 30, 51, 60, 51, 30, 13, 4)),
+}
+
+
+def gaussian_kernel_1d(kernel_size: int, sigma: float) -> tuple[int, list[float]]:
+    """OpenCV's ``GaussianBlur`` kernel on a float image: ``(size, weights)`` for a (size, sigma) pair.
+
+    ``kernel_size`` 0 derives the size from sigma (``round(8 * sigma + 1)``, made odd: OpenCV's rule for float
+    images, which Deforum's are at that point); ``sigma <= 0`` derives sigma from the size
+    (``0.3 * ((k - 1) / 2 - 1) + 0.8``) except for sizes 1-9, where OpenCV uses fixed binomial-like kernels.
+    """
+    if kernel_size < 0 or (kernel_size > 0 and kernel_size % 2 == 0):
+        raise CoherenceError(f"kernel_size must be a positive odd number of pixels or 0, got {kernel_size}")
+    if kernel_size == 0:
+        if not sigma > 0:
+            raise CoherenceError("kernel_size 0 derives the kernel from sigma, which must then be > 0")
+        kernel_size = int(math.floor(sigma * 8 + 1 + 0.5)) | 1
+    if sigma <= 0 and kernel_size in _CV_SMALL_GAUSSIANS:
+        return kernel_size, list(_CV_SMALL_GAUSSIANS[kernel_size])
+    if sigma <= 0:
+        sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+    c = (kernel_size - 1) / 2
+    weights = [math.exp(-((i - c) ** 2) / (2.0 * sigma * sigma)) for i in range(kernel_size)]
+    total = sum(weights)
+    return kernel_size, [w / total for w in weights]
+
+
+def antiblur_kernel_size(value: float) -> int:
+    """Deforum's ``int(kernel_schedule)`` as an OpenCV kernel size: truncated; an even size (on which both
+    originals' ``cv2.GaussianBlur`` fails, so no working settings file has one) becomes the next odd size."""
+    k = int(value)
+    if k < 0:
+        raise CoherenceError(f"the anti-blur kernel size must be >= 0, got {value}")
+    return k + 1 if k > 0 and k % 2 == 0 else k
+
+
 def unsharp_mask(
     image: torch.Tensor,
     amount: Amount,
     kernel_size: int = 5,
     sigma: float = 1.0,
     threshold: float = 0.0,
+    *,
+    quantize: bool = False,
 ) -> torch.Tensor:
     """Deforum's anti-blur: ``(1 + amount) * image - amount * blur(image)``, clamped to ``[0, 1]``.
 
-    The blur is :func:`kornia.filters.gaussian_blur2d` with reflect-101 borders (OpenCV's ``GaussianBlur``
-    default, as Deforum). kornia's own ``unsharp_mask`` has no amount or threshold, so it is not used here.
+    The blur is OpenCV's ``GaussianBlur`` on a float image (what deforum-stable-diffusion's ``unsharp_mask``
+    gets: the contrast-scaled frame): the kernel of :func:`gaussian_kernel_1d`, separable, with reflect-101
+    borders. kornia's own ``unsharp_mask`` has no amount or threshold, so it is not used here.
 
     Args:
         image: ``(B, 3, H, W)`` in ``[0, 1]``.
         amount: sharpening strength, number or ``(B,)`` (Deforum ``amount_schedule``); 0 is the identity.
-        kernel_size: odd Gaussian kernel size in pixels (Deforum ``kernel_schedule``).
+        kernel_size: odd Gaussian kernel size in pixels, or 0 to derive it from sigma (Deforum ``kernel_schedule``).
         sigma: Gaussian standard deviation in pixels (Deforum ``sigma_schedule``); ``<= 0`` derives it from the
-            kernel size as OpenCV does: ``0.3 * ((k - 1) * 0.5 - 1) + 0.8``.
+            kernel size as OpenCV does.
         threshold: pixels whose difference to the blur is below it stay unchanged (Deforum
-            ``threshold_schedule`` / 255: here in ``[0, 1]`` intensity units).
+            ``threshold_schedule`` / 255: here in ``[0, 1]`` intensity units). Both originals crash on a
+            threshold > 0 (they copy a float frame into an 8-bit one); this is what their code intends.
+        quantize: round the result to 8-bit levels (``round(x * 255) / 255``, half to even) as Deforum's uint8
+            result is; off keeps the float frame (a difference of at most half a level).
     """
     _check_image(image)
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise CoherenceError(f"kernel_size must be a positive odd number of pixels, got {kernel_size}")
     if threshold < 0:
         raise CoherenceError(f"threshold must be >= 0, got {threshold}")
     a = _per_image(amount, image, "amount")
-    if sigma <= 0:
-        sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
-    blurred = gaussian_blur2d(image, (kernel_size, kernel_size), (sigma, sigma), border_type="reflect")
+    size, weights = gaussian_kernel_1d(int(kernel_size), float(sigma))
+    kernel = torch.tensor([weights], device=image.device, dtype=image.dtype)  # (1, k)
+    blurred = filter2d_separable(image, kernel, kernel, border_type="reflect") if size > 1 else image
     sharpened = ((1.0 + a) * image - a * blurred).clamp(0.0, 1.0)
+    if quantize:
+        sharpened = torch.round(sharpened * 255.0) / 255.0
     if threshold > 0:
         sharpened = torch.where((image - blurred).abs() < threshold, image, sharpened)
     return sharpened
+
+
+#: 8-bit pixel grid of sd-webui-deforum's Perlin noise: it draws the noise at the size rounded down to it.
+_WEBUI_PERLIN_GRID = 64
+
+
+def _frame_noise(
+    image: torch.Tensor,
+    kind: str,
+    generator: torch.Generator | None,
+    perlin_cells: tuple[float, float],
+    perlin_octaves: int,
+    perlin_persistence: float,
+) -> torch.Tensor:
+    """The white (or Perlin-modulated white) noise ``(B, 3, H, W)`` of :func:`add_noise`, on the image's device.
+
+    Perlin kinds follow sd-webui-deforum: white noise drawn at the size rounded down to a multiple of 64 (the
+    full size where a side is under 64), times ``(perlin + 1) / 2`` (one pattern for the three channels, drawn
+    after the white noise), resized back to the frame with nearest-neighbour sampling.
+    """
+    b, c, h, w = image.shape
+    gen_device = generator.device if generator is not None else image.device
+    # Drawn in float32 whatever the image's dtype: the same generator state gives the same noise in float16,
+    # bfloat16, float32 and float64 runs (and the originals' float32 values).
+    f32 = torch.float32
+    if kind in ("gaussian", "webui-uniform"):
+        noise = torch.randn(image.shape, generator=generator, device=gen_device, dtype=f32)
+        return noise.to(image.device, image.dtype)
+    nh = h - h % _WEBUI_PERLIN_GRID if h >= _WEBUI_PERLIN_GRID else h
+    nw = w - w % _WEBUI_PERLIN_GRID if w >= _WEBUI_PERLIN_GRID else w
+    noise = torch.randn((b, c, nh, nw), generator=generator, device=gen_device, dtype=f32)
+    cells = (max(1, int(perlin_cells[0])), max(1, int(perlin_cells[1])))  # webui truncates its sliders' values
+    pattern = lattice_perlin(
+        (b, 1, nh, nw), cells, int(perlin_octaves), float(perlin_persistence),
+        generator=generator, device=gen_device, dtype=f32,
+    )
+    noise = noise * ((pattern + 1.0) * 0.5)
+    if (nh, nw) != (h, w):
+        noise = F.interpolate(noise, size=(h, w), mode="nearest")
+    return noise.to(image.device, image.dtype)
 
 
 def add_noise(
@@ -644,43 +735,39 @@ def add_noise(
 ) -> torch.Tensor:
     """Add Deforum's per-frame noise (``noise_schedule``) to ``image``.
 
-    ``amount`` is in Deforum's units: the standard deviation of Gaussian noise added to the frame in the model's
-    ``[-1, 1]`` range (``sample + randn * noise_amt``), i.e. ``amount / 2`` for our ``[0, 1]`` images.
-
-    * ``"gaussian"`` (also ``"uniform"``, Deforum's name for this same white noise): independent N(0, 1) per
-      pixel and channel, times ``amount / 2``.
-    * ``"perlin"``: the same Gaussian noise modulated by a fractal Perlin mask ``(perlin + 1) / 2`` in
-      ``[0, 1]`` shared by the channels (Deforum's ``noise_type="perlin"``): grainy in some regions, clean in
-      others.
+    * ``"gaussian"`` (deforum-stable-diffusion's ``add_noise``; alias ``"uniform"``): ``amount`` is the
+      standard deviation of white noise added in the model's ``[-1, 1]`` range (``sample + randn * amount``),
+      i.e. ``image + N(0, 1) * amount / 2`` on our ``[0, 1]`` images.
+    * ``"perlin"``: the same, with the white noise modulated by sd-webui-deforum's Perlin pattern
+      (:func:`~discolib.animation.noise.lattice_perlin`, ``(perlin + 1) / 2`` shared by the channels): grainy in
+      some regions, clean in others.
+    * ``"webui-uniform"`` / ``"webui-perlin"``: sd-webui-deforum's ``add_noise``, which blends the frame with an
+      8-bit noise image: ``(1 - amount) * image + amount * floor(255 * clip(noise / 2 + 1/2, 0, 1)) / 255``.
+      Unlike the additive kinds this also fades the frame towards grey by ``1 - amount`` each frame.
 
     Args:
         image: ``(B, 3, H, W)`` in ``[0, 1]``.
         amount: number or ``(B,)``; 0 returns the image unchanged.
+        kind: one of the above.
         generator: for reproducible noise. Noise is drawn on the generator's device and moved to the image's,
             so a CPU generator gives the same noise on every device.
-        perlin_cells, perlin_octaves, perlin_persistence: see :func:`perlin_noise` (Deforum: ``perlin_w/h``,
-            ``perlin_octaves``, ``perlin_persistence``).
+        perlin_cells, perlin_octaves, perlin_persistence: the Perlin lattice cells across ``(H, W)`` (truncated
+            to integers, as sd-webui-deforum's ``perlin_w``/``perlin_h``: its ``perlin_w`` is the rows' count),
+            octaves and persistence.
         clamp: clamp the result to ``[0, 1]`` (Deforum does not: the init image may leave the range slightly).
     """
     _check_image(image)
-    if kind == "uniform":  # Deforum's name for its (Gaussian) white noise
+    if kind == "uniform":  # the name of deforum's plain white noise in its settings files
         kind = "gaussian"
-    if kind not in ("gaussian", "perlin"):
-        raise CoherenceError(f"noise kind must be 'gaussian' (alias 'uniform') or 'perlin', got {kind!r}")
-    std = _per_image(amount, image, "amount") * 0.5
-    gen_device = generator.device if generator is not None else image.device
-    noise = torch.randn(image.shape, generator=generator, device=gen_device, dtype=image.dtype)
-    if kind == "perlin":
-        b, _, h, w = image.shape
-        mask = perlin_noise(
-            (b, 1, h, w),
-            perlin_cells,
-            perlin_octaves,
-            perlin_persistence,
-            generator=generator,
-            device=gen_device,
-            dtype=image.dtype,
+    if kind not in ("gaussian", "perlin", "webui-uniform", "webui-perlin"):
+        raise CoherenceError(
+            f"noise kind must be 'gaussian' (alias 'uniform'), 'perlin', 'webui-uniform' or 'webui-perlin', got {kind!r}"
         )
-        noise = noise * ((mask + 1.0) * 0.5)
-    out = image + noise.to(image.device) * std
+    a = _per_image(amount, image, "amount")
+    noise = _frame_noise(image, kind, generator, perlin_cells, perlin_octaves, perlin_persistence)
+    if kind.startswith("webui-"):
+        levels = torch.floor((noise * 0.5 + 0.5).clamp(0.0, 1.0) * 255.0) / 255.0
+        out = (1.0 - a) * image + a * levels
+    else:
+        out = image + noise * (a * 0.5)
     return out.clamp(0.0, 1.0) if clamp else out

@@ -1,4 +1,4 @@
-"""Fractal 2D Perlin noise: Disco's ``perlin_init`` start images and Deforum's ``noise_type: perlin``."""
+"""2D Perlin noise: Disco's ``perlin_init`` start images (:func:`perlin_noise`) and Deforum's ``noise_type: perlin`` (:func:`lattice_perlin`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from discolib.errors import InputError
 
-__all__ = ["NoiseError", "perlin_noise"]
+__all__ = ["NoiseError", "lattice_perlin", "perlin_noise"]
 
 
 class NoiseError(InputError):
@@ -93,3 +93,69 @@ def perlin_noise(
     return (total / weight).clamp(-1.0, 1.0).reshape(shape)
 
 
+
+
+def lattice_perlin(
+    shape: tuple[int, ...],
+    cells: tuple[int, int] = (8, 8),
+    octaves: int = 4,
+    persistence: float = 0.5,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """sd-webui-deforum's Perlin pattern (its ``noise_type: perlin``), independent per leading index.
+
+    Octave ``k`` has ``cells * 2**k`` lattice cells across ``(H, W)`` and amplitude ``persistence**k``; unlike
+    :func:`perlin_noise` the octaves are summed without normalising (as webui does: with 4 octaves the sum can
+    reach +-1.875) and pixel ``i`` sits at lattice coordinate ``i * cells / size`` (the lattice's corner, not the
+    pixel's centre). Each octave draws its ``(cells + 1)`` gradient angles from ``generator`` in turn, so with
+    the same generator state a single field equals webui's for sizes that are multiples of the cells (webui
+    refuses other sizes; this works for any).
+
+    Args:
+        shape: ``(..., H, W)``.
+        cells: lattice cells across ``(H, W)`` of the first octave, positive integers.
+        octaves: number of octaves (>= 1).
+        persistence: amplitude factor between octaves.
+        generator: seeds the gradient angles; noise is drawn on its device (default: CPU).
+
+    Returns:
+        Tensor of ``shape`` on ``device``.
+    """
+    if len(shape) < 2:
+        raise NoiseError(f"lattice_perlin shape must end with (H, W), got {shape}")
+    if octaves < 1 or min(cells) < 1 or not persistence >= 0:
+        raise NoiseError(
+            f"perlin noise needs octaves >= 1, cells >= 1 and persistence >= 0; got cells={cells}, octaves={octaves}, "
+            f"persistence={persistence}"
+        )
+    if device is None:
+        device = generator.device if generator is not None else torch.device("cpu")
+    device = torch.device(device)
+    *lead, height, width = shape
+    n = math.prod(lead)
+    total = torch.zeros(n, height, width, device=device, dtype=dtype)
+    for k in range(int(octaves)):
+        cy, cx = cells[0] * 2**k, cells[1] * 2**k
+        angles = torch.rand(n, cy + 1, cx + 1, generator=generator, device=device, dtype=dtype) * (2 * math.pi)
+        grads = torch.stack((torch.cos(angles), torch.sin(angles)), dim=-1)  # (n, cy + 1, cx + 1, 2)
+        # Pixel i sits at lattice coordinate i * cells / size: cell and fraction in integers, so a pixel on a
+        # lattice line is exactly on it (a float product can land just below it and pick the previous cell).
+        ry = torch.arange(height, device=device) * cy
+        rx = torch.arange(width, device=device) * cx
+        iy, ix = (ry // height).view(height, 1), (rx // width).view(1, width)
+        fy = ((ry % height).to(torch.float64) / height).to(dtype).view(height, 1)
+        fx = ((rx % width).to(torch.float64) / width).to(dtype).view(1, width)
+
+        def corner(dy: int, dx: int, g: torch.Tensor = grads, iy: torch.Tensor = iy, ix: torch.Tensor = ix,
+                   fy: torch.Tensor = fy, fx: torch.Tensor = fx) -> torch.Tensor:
+            v = g[:, iy + dy, ix + dx]  # (n, H, W, 2): gradient at the corner (dy, dx) of each pixel's cell
+            return v[..., 0] * (fy - dy) + v[..., 1] * (fx - dx)  # gradient . offset (first axis = rows)
+
+        ty, tx = _fade(fy), _fade(fx)
+        along_y0 = torch.lerp(corner(0, 0), corner(1, 0), ty)
+        along_y1 = torch.lerp(corner(0, 1), corner(1, 1), ty)
+        total += (persistence**k) * math.sqrt(2.0) * torch.lerp(along_y0, along_y1, tx)
+    return total.reshape(shape)

@@ -35,11 +35,14 @@ class ImportReport:
     source_format: str
     mapped: dict[str, str] = field(default_factory=dict)  # source key -> our dotted field(s)
     ignored: dict[str, str] = field(default_factory=dict)  # source key -> reason
+    notes: dict[str, str] = field(default_factory=dict)  # mapped source key -> how discolib's value differs
 
     def summary(self) -> str:
         lines = [f"imported a {self.source_format} settings file: {len(self.mapped)} keys mapped, {len(self.ignored)} ignored"]
         for k, why in sorted(self.ignored.items()):
             lines.append(f"  ignored {k}: {why}")
+        for k, note in sorted(self.notes.items()):
+            lines.append(f"  note {k}: {note}")
         return "\n".join(lines)
 
 
@@ -133,8 +136,46 @@ _DEFORUM_SAME: dict[str, str] = {
     "fps": "output.fps",
     "amount_schedule": "animation.antiblur_amount",
     "sigma_schedule": "animation.antiblur_sigma",
-    "noise_type": "animation.noise_type",
+    "kernel_schedule": "animation.antiblur_kernel",
+    "threshold_schedule": "animation.antiblur_threshold",
+    "perlin_w": "animation.perlin_w",
+    "perlin_h": "animation.perlin_h",
+    "perlin_octaves": "animation.perlin_octaves",
+    "perlin_persistence": "animation.perlin_persistence",
     "midas_weight": "models.depth_weight_2",
+}
+
+# Keys of other helpers' fields, mapped only where this discolib has the field (same name in our animation group).
+_DISCO_OPTIONAL = (
+    "vr_mode", "vr_eye_angle", "vr_ipd",
+    "video_init_steps", "video_init_clip_guidance_scale", "video_init_tv_scale", "video_init_range_scale",
+    "video_init_sat_scale", "video_init_cutn_batches", "video_init_skip_steps", "video_init_frames_scale",
+    "video_init_frames_skip_steps", "video_init_seed_continuity", "video_init_flow_warp", "video_init_flow_blend",
+    "video_init_check_consistency", "video_init_blend_mode",
+)
+_DEFORUM_OPTIONAL = ("aspect_ratio_schedule",)
+
+#: Keys only sd-webui-deforum writes (deforum-stable-diffusion has none of them): a file with one is webui's.
+_WEBUI_KEYS = frozenset({
+    "noise_type", "perlin_w", "perlin_h", "perlin_octaves", "perlin_persistence", "aspect_ratio_schedule",
+    "aspect_ratio_use_old_formula", "enable_perspective_flip", "depth_algorithm", "optical_flow_cadence",
+    "cadence_flow_factor_schedule", "legacy_colormatch", "diffusion_redo", "reroll_blank_frames",
+    "color_coherence_image_path", "enable_steps_scheduling", "enable_ddim_eta_scheduling", "motion_preview_mode",
+    "optical_flow_redo_generation",
+})
+
+#: sd-webui-deforum's defaults for the coherence settings where they differ from deforum-stable-diffusion's
+#: (its args.py), applied to a webui file before its keys, so a key it leaves out means what it meant there.
+WEBUI_DEFAULTS: dict[str, Any] = {
+    "animation.antiblur_amount": "0: (0.1)",
+    "animation.noise_schedule": "0: (0.065)",
+    "animation.noise_type": "webui-perlin",
+    "animation.color_coherence": "LAB",
+    "animation.border": "replicate",
+    # webui's camera sees its normalised depth, and it re-matches colours after sampling (other parts of issue 13;
+    # set only where this discolib has the fields).
+    "animation.depth_convention": "webui",
+    "animation.color_coherence_reference": "webui",
 }
 
 _DISCO_CLIP_FLAGS = {
@@ -170,10 +211,6 @@ _DISCO_IGNORED = {
     "height": None,
     "init_image": None,
     "animation_mode": None,
-    "video_init_seed_continuity": "discolib's seed_behavior covers this",
-    "vr_mode": "VR mode is not supported",
-    "vr_eye_angle": "VR mode is not supported",
-    "vr_ipd": "VR mode is not supported",
     "resume_run": "use `discolib render --resume RUN`",
     "diffusion_steps": "discolib keeps the model's 1000-step noise schedule (Disco's (1000 // steps) * steps rounding changed it silently)",
     "user_comment": "a free-text note, not a setting",
@@ -220,19 +257,45 @@ def _conv_size(v: Any) -> int:
 
 
 def _conv_interp(v: Any) -> str:
-    names = {"linear": "linear", "quadratic": "cubic", "cubic": "cubic"}
+    names = {"linear": "linear", "quadratic": "quadratic", "cubic": "cubic"}
     s = _expect_str(v, "one of 'Linear', 'Quadratic', 'Cubic'")
     if s.strip().lower() not in names:
         raise SettingsError(f"expected one of 'Linear', 'Quadratic', 'Cubic', got {short_repr(v)}")
     return names[s.strip().lower()]
 
 
+_COLOR_COHERENCE_NOTES = {
+    "video input": "matching to the video's frames is not supported; matches frame 0 in LAB (what both Deforums "
+    "do without hybrid video)",
+    "image": "matching to an image (color_coherence_image_path) is not supported; matches frame 0 in LAB",
+}
+
+
 def _conv_color_coherence(v: Any) -> str:
-    s = _expect_str(v, "a colour coherence name such as 'Match Frame 0 LAB'")
+    """deforum-stable-diffusion's ``'Match Frame 0 LAB'`` ... and sd-webui-deforum's ``'LAB'`` ... names."""
+    s = _expect_str(v, "a colour coherence name such as 'Match Frame 0 LAB'").strip()
+    if s.lower() == "none":
+        return "None"
     for space in ("LAB", "HSV", "RGB"):
-        if s.endswith(space):
+        if s.upper() == space or s.upper() == f"MATCH FRAME 0 {space}":
             return space
-    return "None"
+    if s.lower() in _COLOR_COHERENCE_NOTES:
+        return "LAB"  # both originals fall back to their LAB branch for these (see the report's note)
+    raise SettingsError(
+        "expected one of 'None', 'Match Frame 0 LAB', 'Match Frame 0 HSV', 'Match Frame 0 RGB', 'LAB', 'HSV', "
+        f"'RGB', 'Video Input', 'Image', got {short_repr(v)}"
+    )
+
+
+def _conv_webui_noise_type(v: Any) -> str:
+    """sd-webui-deforum's ``noise_type`` (its own blend formula): ``uniform`` / ``perlin``; our names pass."""
+    s = _expect_str(v, "'uniform' or 'perlin'").strip().lower()
+    names = {"uniform": "webui-uniform", "perlin": "webui-perlin"}
+    if s in names:
+        return names[s]
+    if s in field_info("animation.noise_type").choices:
+        return s
+    raise SettingsError(f"expected 'uniform' or 'perlin', got {short_repr(v)}")
 
 
 def _deforum_animation_mode(v: Any) -> str:
@@ -301,6 +364,24 @@ def _apply(s: Settings, report: ImportReport, key: str, target: str, value: Any,
     report.mapped[key] = f"{mapped}, {target}" if mapped and target not in mapped.split(", ") else target
 
 
+def _has_field(name: str) -> bool:
+    try:
+        field_info(name)
+    except SettingsError:
+        return False
+    return True
+
+
+def _apply_optional(
+    s: Settings, report: ImportReport, key: str, target: str, value: Any, conv: Callable[[Any], Any] | None = None
+) -> None:
+    """:func:`_apply` where this discolib has ``target``; otherwise the key is reported as not supported."""
+    if not _has_field(target):
+        report.ignored[key] = f"{target} is not supported by this version of discolib"
+        return
+    _apply(s, report, key, target, value, conv)
+
+
 def _validate(s: Settings, report: ImportReport) -> None:
     """``s.validate()``; a problem with a mapped field names the source key it came from."""
     try:
@@ -348,6 +429,8 @@ def import_disco(data: dict[str, Any]) -> ImportReport:
             _apply(s, r, key, "models.depth_weight_2", value)
         elif key in ("turbo_mode", "turbo_steps"):
             continue  # handled together below
+        elif key in _DISCO_OPTIONAL:
+            _apply_optional(s, r, key, f"animation.{key}", value)
         elif key in _DISCO_CLIP_FLAGS:
             r.mapped[key] = "models.clip_models"
         else:
@@ -356,13 +439,18 @@ def import_disco(data: dict[str, Any]) -> ImportReport:
     if clip_flags:
         chosen = [_DISCO_CLIP_FLAGS[k] for k in clip_flags if _expect_bool(data, k, "models.clip_models")]
         s.set("models.clip_models", [name for k, name in _DISCO_CLIP_FLAGS.items() if name in chosen])
-    if _expect_bool(data, "turbo_mode", "animation.cadence"):
+    if s.animation.vr_mode and s.animation.animation_mode != "3D":
+        s.animation.vr_mode = False
+        r.notes["vr_mode"] = "Disco turns VR mode off outside 3D mode (vr_mode false)"
+    turbo = _expect_bool(data, "turbo_mode", "animation.cadence")
+    if turbo and s.animation.animation_mode == "3D":
         _apply(s, r, "turbo_steps", "animation.cadence", data.get("turbo_steps", 3))
         r.mapped["turbo_mode"] = "animation.cadence"
     else:
+        why = "turbo mode was off (cadence 1)" if not turbo else "Disco turns turbo mode off outside 3D mode (cadence 1)"
         for k in ("turbo_mode", "turbo_steps"):
             if k in data:
-                r.ignored[k] = "turbo mode was off (cadence 1)"
+                r.ignored[k] = why
     _validate(s, r)
     return r
 
@@ -370,9 +458,30 @@ def import_disco(data: dict[str, Any]) -> ImportReport:
 def import_deforum(data: dict[str, Any]) -> ImportReport:
     """Map a Deforum settings file (the JSON Deforum's notebook saves with each run)."""
     s = Settings.defaults("latent")
-    r = ImportReport(s, "Deforum")
+    webui = bool(_WEBUI_KEYS & data.keys())
+    r = ImportReport(s, "Deforum (sd-webui-deforum)" if webui else "Deforum")
+    if webui:
+        for name, value in WEBUI_DEFAULTS.items():
+            if _has_field(name):
+                s.set(name, value)
     for key, value in data.items():
-        if key in _DEFORUM_SAME:
+        if key in _DEFORUM_OPTIONAL:
+            _apply_optional(s, r, key, f"animation.{key}", value, _schedule_of)
+        elif key == "aspect_ratio_use_old_formula":
+            continue  # after the loop: it overrides aspect_ratio_schedule wherever the two keys are
+        elif key == "legacy_colormatch":
+            # webui's legacy colour match is deforum-stable-diffusion's (no re-match after sampling).
+            legacy = _expect_bool(data, key, "animation.color_coherence_reference")
+            _apply_optional(s, r, key, "animation.color_coherence_reference", "deforum" if legacy else "webui")
+        elif key == "noise_type":
+            _apply(s, r, key, "animation.noise_type", value, _conv_webui_noise_type)
+        elif key == "depth_algorithm":
+            # webui's legacy "... +AdaBins (old)" models give the raw MiDaS-style blend Disco and dsd use; its
+            # other models are normalised (webui's default convention). The model itself is models.depth_model's.
+            name = _expect_str(value, "a depth algorithm name")
+            old_scale = "adabins" in name.lower() and "(old)" in name.lower()
+            _apply_optional(s, r, key, "animation.depth_convention", "disco" if old_scale else "webui")
+        elif key in _DEFORUM_SAME:
             target = _DEFORUM_SAME[key]
             _apply(s, r, key, target, value)
         elif key in ("W", "H"):
@@ -389,6 +498,8 @@ def import_deforum(data: dict[str, Any]) -> ImportReport:
             _apply(s, r, key, "animation.animation_mode", value, _deforum_animation_mode)
         elif key == "color_coherence":
             _apply(s, r, key, "animation.color_coherence", value, _conv_color_coherence)
+            if isinstance(value, str) and value.strip().lower() in _COLOR_COHERENCE_NOTES:
+                r.notes[key] = _COLOR_COHERENCE_NOTES[value.strip().lower()]
         elif key in ("near_plane", "far_plane", "fov"):
             target = {"near_plane": "animation.near", "far_plane": "animation.far", "fov": "animation.fov"}[key]
             _apply(s, r, key, target, value, _schedule_of)
@@ -401,6 +512,14 @@ def import_deforum(data: dict[str, Any]) -> ImportReport:
             _apply(s, r, key, "run.output_root", value)
         else:
             r.ignored[key] = "not a discolib setting"
+    key = "aspect_ratio_use_old_formula"
+    if key in data:
+        if _expect_bool(data, key, "animation.aspect_ratio_schedule"):
+            # webui's old formula: the camera's aspect ratio is the frame's W / H instead of the schedule.
+            ratio = s.image.width / s.image.height
+            _apply_optional(s, r, key, "animation.aspect_ratio_schedule", f"0: ({ratio:.6g})")
+        else:
+            r.ignored[key] = "the old formula was off (aspect_ratio_schedule applies)"
     _validate(s, r)
     return r
 

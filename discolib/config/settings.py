@@ -4,7 +4,9 @@ Settings are grouped (``run``, ``image``, ``models``, ``prompts``, ``guidance``,
 ``output``). Each field carries metadata (help text, choices, bounds, a ``kind`` such as ``schedule``) that the
 validator, the CLI and the widget panel all read, so there is one source of truth.
 
-Defaults follow Disco Diffusion v5.7 for guided runs and Deforum for latent runs (``Settings.defaults(mode)``).
+Defaults follow Disco Diffusion v5.7 for guided runs and deforum-stable-diffusion for latent runs: the class
+defaults are Disco's, :data:`LATENT_DEFAULTS` holds Deforum's where they differ (``Settings.defaults(mode)``,
+:meth:`Settings.from_dict` per ``image.mode``). docs/COMPAT.md lists them setting by setting.
 Keyframe strings keep the exact syntax of those tools (see :mod:`discolib.schedules.keyframes`).
 
 Units (compatible with Disco and Deforum): ``angle`` and ``rotation_3d_*`` in degrees per frame, 2D
@@ -34,7 +36,7 @@ from discolib.errors import InputError
 from discolib.io.files import write_text_atomic
 from discolib.io.inputs import MAX_JSON_DEPTH, expand_path, json_depth_ok, loads_json, read_user_text
 from discolib.schedules.cuts import parse_cut_schedule
-from discolib.schedules.keyframes import validate_schedule
+from discolib.schedules.keyframes import Schedule, validate_schedule
 from discolib.schedules.prompts import PromptSchedule
 
 __all__ = [
@@ -191,7 +193,7 @@ class AnimationSettings:
 
     animation_mode: Literal["None", "2D", "3D", "Video Input"] = _f("None", help="None (stills), 2D, 3D or Video Input.")
     max_frames: int = _f(10000, help="Number of frames of an animation.", min=1, max=1_000_000)
-    interpolation: Literal["linear", "step", "cubic", "ease-in-out"] = _f("linear", help="How numeric keyframes are tweened.")
+    interpolation: Literal["linear", "quadratic", "cubic", "step", "ease-in-out", "pchip"] = _f("linear", help="How numeric keyframes are tweened: Deforum's linear, quadratic and cubic (splines, as its pandas interpolation); step, ease-in-out and pchip (monotone cubic) are discolib's.")
     angle: str = _f("0:(0)", help="2D rotation, degrees per frame (counter-clockwise).", kind="schedule")
     zoom: str = _f("0: (1), 10: (1.05)", help="2D zoom factor per frame.", kind="schedule")
     translation_x: str = _f("0: (0)", help="x translation per frame (pixels in 2D, Disco/Deforum units in 3D).", kind="schedule")
@@ -203,30 +205,62 @@ class AnimationSettings:
     transform_center_x: str = _f("0: (0.5)", help="2D transform centre, fraction of the width.", kind="schedule")
     transform_center_y: str = _f("0: (0.5)", help="2D transform centre, fraction of the height.", kind="schedule")
     fov: str = _f("0: (40)", help="3D field of view, degrees.", kind="schedule")
-    near: str = _f("0: (200)", help="Disco/Deforum's camera near plane. Kept so their settings import; as in both tools it does not change the warp (depth maps are normalised to Deforum's [1, 2]).", kind="schedule")
+    near: str = _f("0: (200)", help="Disco/Deforum's camera near plane. Kept so their settings import: in all three originals it only reaches PyTorch3D's NDC depth, which their warp drops, so it never changes the motion.", kind="schedule")
     far: str = _f("0: (10000)", help="Disco/Deforum's camera far plane. Kept so their settings import; as in both tools it does not change the warp.", kind="schedule")
-    border: Literal["replicate", "wrap", "reflect", "zeros"] = _f("replicate", help="2D border mode.")
+    aspect_ratio_schedule: str = _f("0: (1)", help="3D: the camera's aspect ratio, sd-webui-deforum's aspect_ratio_schedule (PyTorch3D FoVPerspectiveCameras aspect_ratio): the horizontal 3D motion is divided by it. 1 = Disco and deforum-stable-diffusion (and webui's default); webui's aspect_ratio_use_old_formula is width/height. Must stay > 0.", kind="schedule")
+    depth_convention: Literal["disco", "webui"] = _f("disco", help="3D: the depth units the camera sees (3D motion scales as 1/depth): disco = Disco v5.7 and deforum-stable-diffusion's raw MiDaS scale (nearest pixel 20/19, farthest 50/19, linear in disparity); webui = sd-webui-deforum's (each frame histogram-equalised into [1, 2]). Flat depth is 1 in both.")
+    border: Literal["replicate", "wrap", "reflect", "zeros"] = _f("wrap", help="2D border mode: wrap (Disco's 2D warp always wraps: the guided default) or replicate (deforum-stable-diffusion's default: the latent one); reflect and zeros are discolib's.")
     padding_mode: Literal["border", "reflection", "zeros"] = _f("border", help="3D warp padding mode (grid_sample).")
-    sampling_mode: Literal["bicubic", "bilinear", "nearest"] = _f("bicubic", help="Warp sampling mode of 2D and 3D motion (grid_sample).")
+    sampling_mode: Literal["bicubic", "bilinear", "nearest"] = _f("bicubic", help="Sampling of the 3D warp (grid_sample), the originals' meaning of sampling_mode (Disco, Deforum: bicubic).")
+    sampling_mode_2d: Literal["bilinear", "bicubic", "nearest"] = _f("bilinear", help="Sampling of the 2D warp; the originals' 2D warp is linear (OpenCV warpPerspective's default), so bilinear reproduces their look.")
     noise_schedule: str = _f("0: (0.02)", help="Noise added to the warped frame (latent mode).", kind="schedule")
-    noise_type: Literal["gaussian", "perlin"] = _f("gaussian", help="Kind of noise added to the warped frame.")
+    noise_type: Literal["gaussian", "perlin", "webui-uniform", "webui-perlin"] = _f("gaussian", help="Noise added to the warped frame: gaussian (deforum-stable-diffusion: + N(0,1) * amount in [-1, 1] units), perlin (the same, modulated by sd-webui-deforum's Perlin pattern), webui-uniform / webui-perlin (sd-webui-deforum's blend: (1 - amount) * frame + amount * noise image, which also fades the frame).")
+    perlin_w: float = _f(8.0, help="Perlin noise lattice cells along the frame's rows (sd-webui-deforum's perlin_w, which sets the first image axis; truncated to an integer as there).", min=0.1, max=64.0)
+    perlin_h: float = _f(8.0, help="Perlin noise lattice cells along the frame's columns (sd-webui-deforum's perlin_h; truncated to an integer).", min=0.1, max=64.0)
+    perlin_octaves: int = _f(4, help="Perlin noise octaves (each doubles the lattice frequency).", min=1, max=7)
+    perlin_persistence: float = _f(0.5, help="Perlin noise amplitude factor from one octave to the next.", min=0.0, max=1.0)
     strength_schedule: str = _f("0: (0.65)", help="Fraction of the warped frame kept per frame (latent mode).", kind="schedule")
     contrast_schedule: str = _f("0: (1.0)", help="Contrast factor applied to the warped frame.", kind="schedule")
     cfg_scale_schedule: str = _f("0: (7)", help="CFG scale per frame (latent mode).", kind="schedule")
-    antiblur_amount: str = _f("0: (0)", help="Unsharp-mask amount per frame (0 off).", kind="schedule")
-    antiblur_sigma: str = _f("0: (1.0)", help="Unsharp-mask blur sigma per frame.", kind="schedule")
-    color_coherence: Literal["None", "LAB", "HSV", "RGB"] = _f("LAB", help="Match each frame's colours to frame 0 in this colour space.")
+    antiblur_amount: str = _f("0: (0)", help="Unsharp-mask (anti-blur) amount per frame, 0 off (Deforum's amount_schedule; Disco has none).", kind="schedule")
+    antiblur_sigma: str = _f("0: (1.0)", help="Unsharp-mask Gaussian sigma in pixels per frame; <= 0 derives it from the kernel as OpenCV does (Deforum's sigma_schedule).", kind="schedule")
+    antiblur_kernel: str = _f("0: (5)", help="Unsharp-mask Gaussian kernel size in pixels per frame: odd, or 0 to derive it from sigma (Deforum's kernel_schedule).", kind="schedule")
+    antiblur_threshold: str = _f("0: (0)", help="Unsharp-mask threshold in 8-bit levels per frame: pixels within it of their blur stay unsharpened (Deforum's threshold_schedule).", kind="schedule")
+    color_coherence: Literal["None", "LAB", "HSV", "RGB"] = _f("None", help="Match each frame's colour histogram to the reference frame in this colour space (Deforum's color_coherence; Disco has no such step, hence None for guided runs and LAB for latent ones).")
     seed_behavior: Literal["iter", "fixed", "random", "ladder", "alternate", "schedule"] = _f("iter", help="How the seed changes between frames.")
     seed_iter_n: int = _f(1, help="With iter: advance the seed every N frames.", min=1)
     seed_schedule: str = _f("0:(s), 1:(-1), 2:(-1)", help="With schedule: the seed per frame (s is the run seed).", kind="schedule")
-    cadence: int = _f(1, help="Diffuse every N frames; warp and blend in between (Deforum cadence, Disco turbo).", min=1, max=1000)
-    turbo_preroll: int = _f(10, help="Frames diffused every frame before cadence starts (Disco's turbo_preroll).", min=0)
+    color_coherence_reference: Literal["deforum", "webui", "frame0"] = _f("deforum", help="What color_coherence matches to. deforum (deforum-stable-diffusion): the first diffused frame after frame 0's warped init, taken before its own matching; each later diffused frame's warped init is matched before contrast, anti-blur and noise. webui (sd-webui-deforum): frame 0's sample when frame 0 had no init image (else as deforum), and every sampled frame is matched again after sampling. frame0 (discolib before 0.13): frame 0 as written.")
+    cadence: int = _f(1, help="Diffuse every N frames; each written frame blends the last two diffused frames, both warped on to it (Deforum's diffusion_cadence, Disco's turbo_steps).", min=1, max=1000)
+    turbo_preroll: int = _f(10, help="Guided mode: frames 0 .. turbo_preroll are all diffused before cadence starts (Disco: frame_num <= turbo_preroll).", min=0)
+    fill_disocclusions: bool = _f(False, help="Latent 3D: fill the pixels a 3D warp uncovers with fresh noise before img2img, so the model invents content there instead of stretching the border (a discolib extension; the originals keep the border fill).")
     frames_scale: float = _f(1500.0, help="Guided mode: init-image loss scale for frames after the first.", min=0.0)
     frames_skip_steps: str = _f("60%", help="Guided mode: fraction (\"60%\") or count of steps skipped for later frames.", kind="steps_or_percent")
     use_depth_warping: bool = _f(True, help="3D: warp with estimated depth (off: constant depth).")
+    vr_mode: bool = _f(False, help="3D only: also render Disco's VR stereo pair of every frame (frames_l/, frames_r/, fish-eye views) and a side-by-side video.")
+    vr_eye_angle: float = _f(0.5, help="VR: each eye's y-axis rotation towards the centre, degrees (Disco's vr_eye_angle).")
+    vr_ipd: float = _f(5.0, help="VR: distance between the eyes, in 3D translation units (Disco's vr_ipd).")
     save_depth_maps: bool = _f(False, help="Save each frame's depth map as a 16-bit PNG.")
     video_init_path: str = _f("", help="Video Input mode: path of the video whose frames are the inits.", kind="path")
     extract_nth_frame: int = _f(1, help="Video Input mode: use every Nth frame of the video.", min=1)
+    video_init_steps: int = _f(100, help="Video Input (guided): sampler steps per frame, replacing image.steps (Disco's video_init_steps).", min=1, max=10000)
+    video_init_clip_guidance_scale: float = _f(1000.0, help="Video Input (guided): CLIP loss scale, replacing guidance.clip_guidance_scale.", min=0.0)
+    video_init_tv_scale: float = _f(0.1, help="Video Input (guided): total-variation loss scale, replacing guidance.tv_scale.", min=0.0)
+    video_init_range_scale: float = _f(150.0, help="Video Input (guided): range loss scale, replacing guidance.range_scale.", min=0.0)
+    video_init_sat_scale: float = _f(300.0, help="Video Input (guided): saturation loss scale, replacing guidance.sat_scale.", min=0.0)
+    video_init_cutn_batches: int = _f(4, help="Video Input (guided): cutout batches per step, replacing guidance.cutn_batches.", min=1, max=64)
+    video_init_skip_steps: int = _f(50, help="Video Input (guided): steps skipped on frame 0 when video_init_flow_warp is on (smaller than video_init_steps).", min=0)
+    video_init_frames_scale: float = _f(15000.0, help="Video Input (guided): init-image loss scale of every frame, replacing frames_scale.", min=0.0)
+    video_init_frames_skip_steps: str = _f("70%", help="Video Input (guided): steps skipped on later frames, fraction (\"70%\") or count of video_init_steps. Used only with video_init_honor_frames_skip_steps: Disco v5.7 skips animation.frames_skip_steps instead.", kind="steps_or_percent")
+    video_init_honor_frames_skip_steps: bool = _f(False, help="Video Input (guided): skip video_init_frames_skip_steps on later frames. Off (Disco v5.7, which computes the skip before its Video Input overrides): frames_skip_steps of video_init_steps.")
+    video_init_seed_continuity: bool = _f(False, help="Video Input (guided): every frame keeps the run seed. Off (Disco): frame k takes seed + 1 + k (seed_behavior iter).")
+    video_init_flow_warp: bool = _f(True, help="Video Input (guided): frame k > 0 starts from the previous written frame warped by the video's optical flow, blended with video frame k.")
+    video_init_flow_blend: float = _f(0.999, help="Video Input (guided): weight of the warped previous frame in the init (0: the video frame, 1: the warped previous frame).", min=0.0, max=1.0)
+    video_init_check_consistency: bool = _f(False, help="Video Input (guided): where forward and backward flow disagree (occlusions, motion edges, off-frame), the init takes the video frame. Disco v5.7 has this as a no-op placeholder.")
+    video_init_blend_mode: Literal["None", "linear", "optical flow"] = _f("optical flow", help="Video Input (guided): how Disco's output video blends consecutive written frames (None: as written; linear; optical flow: the previous frame warped onto the next).")
+    video_output_blend: float = _f(0.5, help="Video Input (guided): weight of video_init_blend_mode's blend (Disco's video cell 'blend').", min=0.0, max=1.0)
+    video_flow_method: Literal["raft", "farneback", "dis"] = _f("raft", help="Optical flow of Video Input: raft (Disco; torchvision RAFT-large weights, downloaded once; offline it needs models.random_weights, which gives meaningless flow), farneback or dis (OpenCV, no weights, as Deforum's hybrid video).")
+    video_flow_padding: Literal["zeros", "border", "reflection"] = _f("zeros", help="Video Input: what the flow warp samples outside the frame (zeros: black, as Disco's cv2.remap).")
 
 
 @dataclass
@@ -251,7 +285,7 @@ GROUPS: dict[str, type] = {
     "output": OutputSettings,
 }
 
-# Deforum's defaults for latent runs, as overrides of the Disco-flavoured defaults above.
+# deforum-stable-diffusion's defaults for latent runs, as overrides of the Disco v5.7 defaults above.
 LATENT_DEFAULTS: dict[str, Any] = {
     "run.batch_name": "Deforum",
     "run.n_batches": 1,
@@ -263,6 +297,10 @@ LATENT_DEFAULTS: dict[str, Any] = {
     "animation.translation_x": "0:(10*sin(2*3.14*t/10))",
     "animation.translation_z": "0:(10)",
     "animation.padding_mode": "border",
+    # deforum-stable-diffusion's DeforumAnimArgs where they differ from Disco's (which has no such steps):
+    "animation.border": "replicate",
+    "animation.color_coherence": "LAB",
+    "animation.antiblur_amount": "0: (0.2)",
     "prompts.text_prompts": {
         "0": "a beautiful lake by Asher Brown Durand, trending on Artstation --neg blurry, low quality",
         "60": "a beautiful portrait of a woman by Artgerm, trending on Artstation --neg blurry, low quality",
@@ -423,8 +461,16 @@ class Settings:
             )
         if anim.animation_mode == "Video Input" and not anim.video_init_path:
             raise SettingsError("Video Input mode needs a video path", field="animation.video_init_path")
+        if anim.vr_mode and anim.animation_mode != "3D":
+            # Disco silently turns VR off outside 3D; a setting that would do nothing is refused here instead.
+            raise SettingsError(
+                f"VR stereo views need 3D motion: set animation.animation_mode to '3D' (it is {anim.animation_mode!r}) "
+                "or turn VR mode off",
+                field="animation.vr_mode",
+            )
         self._validate_paths()
         self._validate_schedules()
+        self._validate_antiblur_kernel()
         if mode == "latent":
             names = latent_scheduler_names()
             if self.latent.scheduler not in names:
@@ -452,6 +498,19 @@ class Settings:
         for name in iter_fields():
             if _FIELDS[name].kind in ("path", "model"):
                 _check_path(name, self.get(name))
+
+    def _validate_antiblur_kernel(self) -> None:
+        """``animation.antiblur_kernel`` (a kernel size in pixels, truncated as Deforum's ``int()``) must stay within
+        0 .. 255 on every frame."""
+        name = "animation.antiblur_kernel"
+        n = max(1, min(self.animation.max_frames, 100_000))
+        values = Schedule.parse(self.animation.antiblur_kernel, setting=name, interpolation=self.animation.interpolation).values(n)
+        bad = [i for i, v in enumerate(values.tolist()) if not -1 < v < 256]
+        if bad:
+            raise SettingsError(
+                f"expected a kernel size from 0 to 255 pixels on every frame, got {values[bad[0]]:g} at frame {bad[0]}",
+                field=name,
+            )
 
     def _validate_schedules(self) -> None:
         """Each keyframe string, cut schedule and prompt dict is parsed and evaluated once (parses are cached)."""
