@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from discolib.animation.video_input import video_guidance
 from discolib.config.settings import Settings
 from discolib.samplers.base import FrameSampler
 from discolib.samplers.config import GuidanceConfig, GuidedConfig, LatentConfig
@@ -21,16 +22,26 @@ __all__ = ["build_sampler", "guidance_config", "guided_config", "latent_config"]
 _AUG_BY_MODE = {"None": "still", "2D": "animation", "3D": "animation", "Video Input": "video"}
 
 
-def guidance_config(settings: Settings, *, clip_guidance_scale: float, augmentation: str) -> GuidanceConfig:
-    """The CLIP-guidance part of a sampler's config, with the CLIP scale and cut augmentation of that sampler."""
+def guidance_config(
+    settings: Settings,
+    *,
+    clip_guidance_scale: float,
+    augmentation: str,
+    tv_scale: float | None = None,
+    range_scale: float | None = None,
+    sat_scale: float | None = None,
+    cutn_batches: int | None = None,
+) -> GuidanceConfig:
+    """The CLIP-guidance part of a sampler's config, with the CLIP scale and cut augmentation of that sampler; the
+    loss scales and cut batches are ``settings.guidance``'s unless given (Video Input's overrides)."""
     g = settings.guidance
     return GuidanceConfig(
         clip_models=tuple(settings.models.clip_models),
         clip_guidance_scale=clip_guidance_scale,
-        tv_scale=g.tv_scale,
-        range_scale=g.range_scale,
-        sat_scale=g.sat_scale,
-        cutn_batches=g.cutn_batches,
+        tv_scale=g.tv_scale if tv_scale is None else tv_scale,
+        range_scale=g.range_scale if range_scale is None else range_scale,
+        sat_scale=g.sat_scale if sat_scale is None else sat_scale,
+        cutn_batches=g.cutn_batches if cutn_batches is None else cutn_batches,
         cut_overview=g.cut_overview,
         cut_innercut=g.cut_innercut,
         cut_ic_pow=g.cut_ic_pow,
@@ -57,10 +68,31 @@ def _common(settings: Settings) -> dict[str, Any]:
 
 
 def guided_config(settings: Settings) -> GuidedConfig:
-    """Disco's guided sampler as ``settings`` describe it (cut augmentation by ``animation.animation_mode``)."""
+    """Disco's guided sampler as ``settings`` describe it (cut augmentation by ``animation.animation_mode``).
+
+    In Video Input mode the ``animation.video_init_*`` settings replace steps, the CLIP / TV / range / saturation
+    scales, cut batches, skip steps and init scale, as Disco's ``args[...] = args['video_init_...']``.
+    """
     m, g = settings.models, settings.guidance
+    common = _common(settings)
+    scales = {"clip_guidance_scale": g.clip_guidance_scale, "skip_steps": g.skip_steps, "init_scale": g.init_scale}
+    loss = {"tv_scale": g.tv_scale, "range_scale": g.range_scale, "sat_scale": g.sat_scale, "cutn_batches": g.cutn_batches}
+    video = video_guidance(settings)
+    if video is not None:
+        common["steps"] = video.steps
+        scales = {
+            "clip_guidance_scale": video.clip_guidance_scale,
+            "skip_steps": video.skip_steps,
+            "init_scale": video.init_scale,
+        }
+        loss = {
+            "tv_scale": video.tv_scale,
+            "range_scale": video.range_scale,
+            "sat_scale": video.sat_scale,
+            "cutn_batches": video.cutn_batches,
+        }
     return GuidedConfig(
-        **_common(settings),
+        **common,
         diffusion_model=m.diffusion_model,
         use_secondary_model=m.use_secondary_model,
         secondary_model=m.secondary_model,
@@ -68,8 +100,8 @@ def guided_config(settings: Settings) -> GuidedConfig:
         sampler=g.sampler,
         eta=g.eta,
         clip_denoised=g.clip_denoised,
-        skip_steps=g.skip_steps,
-        init_scale=g.init_scale,
+        skip_steps=scales["skip_steps"],
+        init_scale=scales["init_scale"],
         perlin_init=g.perlin_init,
         perlin_mode=g.perlin_mode,
         fuzzy_prompt=g.fuzzy_prompt,
@@ -79,8 +111,9 @@ def guided_config(settings: Settings) -> GuidedConfig:
         transformation_percent=tuple(g.transformation_percent),
         guidance=guidance_config(
             settings,
-            clip_guidance_scale=g.clip_guidance_scale,
+            clip_guidance_scale=scales["clip_guidance_scale"],
             augmentation=_AUG_BY_MODE.get(settings.animation.animation_mode, "still"),
+            **loss,
         ),
     )
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from discolib.animation.video_input import video_guidance
 from discolib.config.settings import Settings
 from discolib.errors import InputError, ResourceLimitError
 from discolib.models.hub import catalogue_entry
@@ -403,6 +404,12 @@ def _plan(settings: Settings) -> _Plan:
     n = anim.max_frames
     idx = np.arange(n)
     video = anim.animation_mode == "Video Input"
+    if guided and video and (vg := video_guidance(settings)) is not None:
+        # Disco's Video Input runs its own step count and skips (video_init_*), every frame diffused.
+        run = np.full(n, vg.steps - round(vg.strength * vg.steps))
+        run[0] = vg.steps - round(vg.first_strength * vg.steps)
+        run = run[run > 0]
+        return _Plan(_group(run, np.ones_like(run), 1.0 - run / vg.steps), 0, n)
     if guided:
         diffused = np.ones(n, dtype=bool)
         if not video and anim.cadence > 1:
@@ -469,6 +476,10 @@ def estimate(settings: Settings) -> Estimate:
     bf16 = settings.models.dtype == "bfloat16"
     costs = _Costs(p, CAL_THREADS / _threads(settings), 0.5 if bf16 else 1.0)
     fp32 = _Costs(p, costs.thread_scale, 1.0)  # CLIP and depth run in float32 on the CPU
+    vg = video_guidance(settings)
+    if vg is not None:  # the per-step cost reads guidance.cutn_batches: Video Input's own count
+        settings = settings.copy()
+        settings.guidance.cutn_batches = vg.cutn_batches
     plan = _plan(settings)
     weight_bytes = 2 if bf16 else 4
     anim = settings.animation.animation_mode != "None"
