@@ -18,6 +18,8 @@ Writing (:func:`frames_to_video`):
 * A contiguous run of ``000000.png``-style frames in one folder is read by ffmpeg directly
   (``-framerate fps -start_number k -i folder/%06d.png``); anything else (gaps, frames from several folders, other
   names) is decoded with Pillow and piped to ffmpeg as raw RGB.
+* :func:`stereo_to_video` writes a stereo pair side by side (left | right, ``2W x H``) with ffmpeg's ``hstack``
+  from the two eyes' PNG sequences (a list that is not one is linked into a temporary numbered folder first).
 * The output is written atomically (:func:`~discolib.io.files.atomic_path`): ffmpeg writes ``.<name>.<random>.tmp``
   in the output folder, which replaces the final name only after ffmpeg succeeded and wrote every frame; on any
   failure the temporary file is removed.
@@ -37,10 +39,12 @@ import math
 import numbers
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -58,6 +62,7 @@ __all__ = [
     "VideoProbe",
     "ffmpeg_exe",
     "frames_to_video",
+    "stereo_to_video",
     "probe_video",
     "video_info",
     "read_video_frames",
@@ -344,6 +349,115 @@ def _encode(args: list[str], pipe_frames: list[Path] | None, n_expected: int, si
             f"ffmpeg wrote {done} of {n_expected} frames to {out}; a frame is probably corrupt"
             + (f":\n{_tail(stderr)}" if stderr.strip() else "")
         )
+
+
+# ---------------------------------------------------------------------------------------------- stereo (side by side)
+
+
+def _sequence_folder(paths: list[Path], stack: ExitStack) -> tuple[Path, int]:
+    """A folder and first index in which ``paths`` are ``k.png, k+1.png, ...`` (``%06d``): their own folder when
+    they already are, else a temporary folder of links to them (copies where links are not allowed), removed with
+    ``stack``."""
+    start = _sequence_start(paths)
+    if start is not None:
+        return paths[0].parent, start
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="discolib-sbs-")))
+    for i, p in enumerate(paths):
+        link = folder / f"{i:06d}.png"
+        try:
+            link.symlink_to(os.path.abspath(p))
+        except OSError:
+            shutil.copyfile(p, link)
+    return folder, 0
+
+
+def stereo_to_video(
+    left: Sequence[str | Path] | str | Path,
+    right: Sequence[str | Path] | str | Path,
+    out: str | Path,
+    *,
+    fps: float,
+    fmt: Literal["mp4", "gif"] | None = None,
+    crf: int = 17,
+    soundtrack: str | Path | None = None,
+    threads: int | None = None,
+) -> Path:
+    """Encode a stereo pair of frame sequences side by side (left | right, ``2W x H``), written atomically.
+
+    Full-width side-by-side, left eye on the left: the layout VR180 tools (Google's VR180 Creator, which Disco's VR
+    notes recommend) and headset players read. ffmpeg's ``hstack`` joins the two PNG sequences, so no frame is
+    re-encoded in Python. Everything else is as :func:`frames_to_video`: H.264 ``yuv420p`` mp4 (an odd height padded
+    with a copy of the edge row) or a looping gif, an optional soundtrack cut to the video's length.
+
+    Args:
+        left, right: each a folder of numbered frames or a list of image files in order; the same number of frames
+            of one size.
+        out, fps, fmt, crf, soundtrack, threads: see :func:`frames_to_video`.
+
+    Raises:
+        VideoError: as :func:`frames_to_video`, and when the eyes differ in frame count or size.
+    """
+    out = expand_path(out, setting="video output")
+    fmt_s = str(fmt).lower() if fmt is not None else out.suffix.lower().lstrip(".")
+    if fmt_s not in ("mp4", "gif"):
+        raise VideoError(f"output.video_format: expected 'mp4' or 'gif' (or an .mp4/.gif name), got {fmt or out.name!r}")
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+        raise VideoError(f"output.fps: expected a number > 0, got {fps!r}")
+    if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:
+        raise VideoError(f"crf: expected an integer in 0..51, got {crf!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
+        raise VideoError(f"threads: expected an integer >= 1, got {threads!r}")
+    audio: Path | None = None
+    if soundtrack is not None and str(soundtrack) != "":
+        if fmt_s == "gif":
+            warnings.warn("output.soundtrack is ignored for a gif (gif has no audio)", stacklevel=2)
+        else:
+            audio = check_soundtrack(soundtrack)
+
+    eyes = [_collect_frames(left), _collect_frames(right)]
+    n = len(eyes[0])
+    if len(eyes[1]) != n:
+        raise VideoError(f"stereo video: the left eye has {n} frames and the right eye {len(eyes[1])}; they must match")
+    sizes = [_check_frames(paths) for paths in eyes]
+    if sizes[0] != sizes[1]:
+        (lw, lh), (rw, rh) = sizes
+        raise VideoError(f"stereo video: the left eye's frames are {lw}x{lh} and the right eye's {rw}x{rh}; they must match")
+    width, height = 2 * sizes[0][0], sizes[0][1]
+    rate = _fps_arg(float(fps))
+
+    args = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1", "-y", "-nostdin"]
+    if threads is not None:
+        args += ["-filter_threads", str(int(threads))]
+    # format=rgb24 on each eye: hstack needs one pixel format, and a PNG may be palette, grey or RGBA.
+    stack = "[0:v]format=rgb24[l];[1:v]format=rgb24[r];[l][r]hstack=inputs=2"
+    if fmt_s == "mp4":
+        graph = f"{stack},{_even_pad_filter(width, height)}format=yuv420p[v]"
+        codec = ["-c:v", "libx264", "-crf", str(int(crf)), "-pix_fmt", "yuv420p", "-movflags", "+faststart"]
+        if audio is not None:
+            codec += ["-map", "2:a:0", "-c:a", "aac", "-b:a", "192k"]
+        codec += ["-f", "mp4"]
+    else:
+        graph = f"{stack},split[a][b];[a]palettegen=stats_mode=single[p];[b][p]paletteuse=new=1[v]"
+        codec = ["-loop", "0", "-f", "gif"]
+
+    def cannot_write(exc: OSError) -> VideoError:
+        return VideoError(f"cannot write {out}: {exc.strerror or exc}")
+
+    with ExitStack() as stack_ctx:
+        for paths in eyes:
+            # '%' in the folder name must not be read as part of the pattern.
+            folder, start = _sequence_folder(paths, stack_ctx)
+            pattern = _ff_path(folder).replace("%", "%%") + "/%06d.png"
+            args += ["-framerate", rate, "-f", "image2", "-pattern_type", "sequence", "-start_number", str(start)]
+            args += ["-i", pattern]
+        if audio is not None:
+            args += ["-t", f"{n / float(fps):.6f}", "-i", _ff_path(audio)]
+        args += ["-filter_complex", graph, "-map", "[v]", "-frames:v", str(n)]
+        if threads is not None:
+            args += ["-threads", str(int(threads))]
+        with atomic_path(out, mkdir=True, error=cannot_write) as tmp:
+            _encode([*args, *codec, _ff_path(tmp)], None, n, (width, height), out)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- reading
