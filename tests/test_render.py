@@ -166,7 +166,7 @@ def test_seed_behaviors() -> None:
     assert frame_seeds(s, 4, 10) == [10, 11, 10, 11]
     s.animation.seed_behavior = "iter"
     s.animation.seed_iter_n = 2
-    assert frame_seeds(s, 5, 10) == [10, 10, 11, 11, 12]
+    assert frame_seeds(s, 5, 10) == [10, 11, 11, 12, 12]  # Deforum's next_seed (issue 13; tests/test_seeds.py)
     s.animation.seed_behavior = "schedule"
     s.animation.seed_schedule = "0:(s), 2:(s+100), 3:(-1)"
     seeds = frame_seeds(s, 4, 10)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from discolib.animation.policy import AnimationPolicy, policy_for
+from discolib.animation.video_input import video_guidance, video_seed_base
 from discolib.config.settings import Settings, SettingsError
 from discolib.io.images import check_image, load_image
 from discolib.io.video import check_soundtrack, first_frame, read_video_frames, video_info
@@ -25,7 +27,15 @@ from discolib.ops import stream_seed
 from discolib.schedules.keyframes import Schedule
 from discolib.schedules.prompts import FramePrompts, PromptSchedule
 
-__all__ = ["RenderPlan", "check_inputs", "SCHEDULE_FIELDS", "VIDEO_SUFFIXES", "frame_seeds", "evaluate_schedules"]
+__all__ = [
+    "RenderPlan",
+    "check_inputs",
+    "SCHEDULE_FIELDS",
+    "VIDEO_SUFFIXES",
+    "diffused_frames",
+    "frame_seeds",
+    "evaluate_schedules",
+]
 
 #: Settings whose keyframe strings are evaluated per frame.
 SCHEDULE_FIELDS = (
@@ -42,12 +52,15 @@ SCHEDULE_FIELDS = (
     "fov",
     "near",
     "far",
+    "aspect_ratio_schedule",
     "noise_schedule",
     "strength_schedule",
     "contrast_schedule",
     "cfg_scale_schedule",
     "antiblur_amount",
     "antiblur_sigma",
+    "antiblur_kernel",
+    "antiblur_threshold",
 )
 
 #: An init image with one of these suffixes is a video: its first frame starts the animation.
@@ -63,39 +76,75 @@ def evaluate_schedules(settings: Settings, n_frames: int, seed: int) -> dict[str
     return out
 
 
-def frame_seeds(settings: Settings, n_frames: int, seed: int) -> list[int]:
+def diffused_frames(settings: Settings, n_frames: int, policy: AnimationPolicy | None = None) -> list[bool]:
+    """Which frames the sampler diffuses: every frame, except that with ``animation.cadence`` c > 1 in 2D / 3D only
+    frames ``i % c == 0`` are (Deforum's ``diffusion_cadence``, Disco's ``turbo_steps``), plus frames
+    ``0 .. turbo_preroll`` when the policy has a preroll (Disco: ``frame_num <= turbo_preroll``). Video Input and
+    stills diffuse every frame (Deforum sets its cadence to 1 for video inits)."""
+    anim = settings.animation
+    policy = policy or policy_for(settings.image.mode)
+    c = anim.cadence
+    if anim.animation_mode not in ("2D", "3D") or c <= 1:
+        return [True] * n_frames
+    preroll = anim.turbo_preroll if policy.preroll else -1
+    return [i % c == 0 or i <= preroll for i in range(n_frames)]
+
+
+def _next_seed(behavior: str, seed: int, k: int, iter_n: int, rng: np.random.Generator) -> int:
+    """The seed of the ``k``-th diffusion (k >= 1) from the one before it, re-deriving Deforum's ``next_seed``: a
+    counter that starts at 0 and counts calls decides the step (iter: +1 when ``counter % N == 0``, so N 2 gives
+    +1, +0, +1, +0 ...; ladder: +2, -1, ...; alternate: +1, -1, ...); random draws from the run's generator."""
+    if behavior == "iter":
+        return seed + 1 if (k - 1) % iter_n == 0 else seed
+    if behavior == "ladder":
+        return seed + 2 if (k - 1) % 2 == 0 else seed - 1
+    if behavior == "alternate":
+        return seed + 1 if (k - 1) % 2 == 0 else seed - 1
+    if behavior == "random":
+        return int(rng.integers(0, 2**32))
+    return seed  # fixed
+
+
+def frame_seeds(settings: Settings, n_frames: int, seed: int, policy: AnimationPolicy | None = None) -> list[int]:
     """The seed of every frame (Deforum's ``seed_behavior``), fixed before the loop so a resume reuses them.
 
-    ``iter``: +1 every ``seed_iter_n`` frames; ``fixed``; ``random`` (drawn from a generator seeded with the run
-    seed, so a run is reproducible); ``ladder``: +2, -1, +2, -1 ...; ``alternate``: +1, -1, +1 ...;
-    ``schedule``: ``seed_schedule`` evaluated per frame (``s`` is the run seed; -1 means random).
-    Stills take the next seed for every image, as Disco's batches.
+    The seed advances once per diffused frame when the policy says so (Deforum calls ``next_seed`` after each
+    diffusion: with cadence 3 frames 0, 3, 6 get seed, seed+1, seed+2), else once per frame (Disco). An in-between
+    cadence frame records the seed of the diffused frame before it (the one whose sample it carries).
+    ``iter``: seed + ceil(k / seed_iter_n) for the k-th step (N 2: 1000, 1001, 1001, 1002 ...); ``fixed``;
+    ``random`` (drawn from a generator seeded with the run seed, so a run is reproducible); ``ladder``: +2, -1,
+    +2, -1 ...; ``alternate``: +1, -1 ...; ``schedule`` (sd-webui-deforum): ``seed_schedule`` interpolated linearly
+    and truncated to an integer at each diffused frame (``s`` is the run seed; -1 means random). Stills take the
+    next seed for every image, as Disco's batches.
     """
     anim = settings.animation
     still = anim.animation_mode == "None"
+    policy = policy or policy_for(settings.image.mode)
     behavior = "iter" if still else anim.seed_behavior
+    base, continuity = video_seed_base(settings, seed)  # Disco's Video Input: seed + 1 + k, or the run seed
+    if continuity:
+        behavior = "fixed"
     iter_n = 1 if still else anim.seed_iter_n
+    diffused = [True] * n_frames if still else diffused_frames(settings, n_frames, policy)
+    per_diffusion = still or policy.seeds_per_diffused_frame
     rng = np.random.default_rng(seed)
-    seeds: list[int] = []
-    s = seed
-    for i in range(n_frames):
-        if i > 0:
-            if behavior == "iter":
-                s = seed + i // iter_n
-            elif behavior == "ladder":
-                s += 2 if i % 2 == 1 else -1
-            elif behavior == "alternate":
-                s += 1 if i % 2 == 1 else -1
-            elif behavior == "random":
-                s = int(rng.integers(0, 2**32))
-        seeds.append(s % 2**32)
+    scheduled = None
     if behavior == "schedule":
-        values = Schedule.parse(anim.seed_schedule, setting="animation.seed_schedule", interpolation="step").values(
+        scheduled = Schedule.parse(anim.seed_schedule, setting="animation.seed_schedule", interpolation="linear").values(
             n_frames, seed=seed
         )
-        seeds = [int(rng.integers(0, 2**32)) if v == -1 else int(v) % 2**32 for v in values]
+    seeds: list[int] = []
+    s, k = base, 0
+    for i in range(n_frames):
+        if i > 0 and (diffused[i] or not per_diffusion):
+            k += 1
+            if scheduled is None:
+                s = _next_seed(behavior, s, k, iter_n, rng)
+        if scheduled is not None and (diffused[i] or not per_diffusion):
+            v = int(scheduled[i])  # webui: int() of the interpolated series (truncation towards zero)
+            s = int(rng.integers(0, 2**32)) if v == -1 else v
+        seeds.append(s % 2**32)
     return seeds
-
 
 
 def check_inputs(settings: Settings) -> None:
@@ -167,6 +216,9 @@ class RenderPlan:
             strength = np.full(n, settings.frames_skip_fraction() if animated else 0.0)
             first = settings.guidance.skip_steps / settings.image.steps
             init_scale: float | None = anim.frames_scale
+            video = video_guidance(settings)
+            if video is not None:  # Disco's Video Input overrides: video_init_steps' skips, video_init_frames_scale
+                strength, first, init_scale = video.strengths(n), video.first_strength, video.init_scale
         else:
             strength = values["strength_schedule"] if animated else np.zeros(n)
             first = settings.latent.strength

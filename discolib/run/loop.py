@@ -6,8 +6,9 @@ per frame, the :class:`~discolib.animation.step.AnimationStep` says what the fra
 coherence -> cadence rule) and the sampler diffuses it -> the frame is handed to the background
 :class:`~discolib.run.runs.FrameWriter` (PNG written atomically, then ``run.json``) -> the video.
 
-Each frame depends only on the previous frame and frame 0, both read back exactly as written (the loop continues
-from the 8-bit frame it saved), so ``--resume`` produces frames byte-identical to an uninterrupted run on the CPU
+Each frame depends only on 8-bit images the run folder keeps: the previous frame, or with cadence the last two
+diffused samples (``kept/diffused/``; the step replays their warps up to the resume point), and the colour
+reference (``kept/color_ref.png``), each on disk before any frame made from it; so ``--resume`` produces frames byte-identical to an uninterrupted run on the CPU
 (on CUDA, nondeterministic kernels such as the atomic adds in ``grid_sample``'s backward pass can change the last
 bits of guided frames). A resume renders with the torch thread count recorded when the run started, refuses a
 ``settings.json`` changed since, and continues from the first recorded frame that is missing or whose bytes
@@ -33,9 +34,9 @@ import torch
 from tqdm.auto import tqdm
 
 from discolib.animation.plan import RenderPlan, check_inputs
-from discolib.animation.step import AnimationStep, FrameInit, quantize
+from discolib.animation.step import AnimationStep, FrameInit
 from discolib.config.settings import Settings
-from discolib.errors import one_line
+from discolib.errors import InputError, one_line
 from discolib.io.files import save_png_atomic
 from discolib.io.images import load_image
 from discolib.io.video import frames_to_video
@@ -46,6 +47,7 @@ from discolib.run.adapter import build_sampler
 from discolib.run.budget import check_budget
 from discolib.run.events import EventCallback, RenderEvent, RenderResult
 from discolib.run.runs import FrameWriter, PendingFrame, RunError, RunFolder, RunLock, RunRecord, threads_for
+from discolib.run.stereo import EyeWriter, missing_eye_frames, write_stereo_video
 from discolib.samplers.base import FrameRequest, FrameSampler, RenderStopped
 
 __all__ = ["render", "frame_request", "load_run_settings"]
@@ -189,7 +191,8 @@ def render(
             video = None
             try:
                 try:
-                    if start < n_frames:
+                    eyes_missing = settings.animation.vr_mode and bool(missing_eye_frames(folder.path, n_frames))
+                    if start < n_frames or eyes_missing:  # (a finished run may still lack stereo pairs a crash lost)
                         if sampler is None:
                             sampler = build_sampler(settings, progress=progress)
                         _render_frames(run, sampler, start)
@@ -199,6 +202,8 @@ def render(
                 run.writer.close()  # every frame handed over is on disk before the run's status changes
                 if plan.animated and settings.output.make_video:
                     video = _write_video(settings, folder, n_frames, final=True)
+                    if settings.animation.vr_mode:
+                        _write_stereo_video(settings, folder, n_frames, final=True)
             except RenderStopped:
                 record.status = "interrupted"
                 folder.write_record(record)
@@ -249,20 +254,75 @@ def _render_frames(run: _Run, sampler: FrameSampler, start: int) -> None:
         depth=_depth_estimator(s, device) if plan.motion == "3D" else None,
         depth_dir=_depth_dir(run) if plan.motion == "3D" else None,
         start=start,
-        color_ref=_load_frame(run.folder, 0, device) if start > 0 else None,
+        store=_KeptImages(run, device),
     )
-    prev = _load_frame(run.folder, start - 1, device) if start > 0 else None
+    if step.start < start:  # a kept image the resume needed was missing: the frames from its frame on are made again
+        start = step.start
+        del run.frames[start:]
     n = plan.n_frames
     every = s.output.preview_video_every
-    for i in tqdm(range(start, n), disable=not run.progress, desc="frames", initial=start, total=n):
-        frame_init = step.first() if prev is None else step(i, prev)
-        image = quantize(_sample(run, sampler, i, frame_init))
-        step.note_written(i, image)
-        _finish_frame(run, i, image)
-        prev = image
-        if every and (i + 1) % every == 0 and i + 1 < n:
-            run.writer.flush()  # the preview video shows every frame so far
-            _write_video(s, run.folder, i + 1, final=False)
+    # VR mode (Disco): each written frame's stereo pair, from the frame as written and the 3D warp's camera.
+    eyes = EyeWriter.from_settings(s, run.folder.path, depth_fn=step.depth_of, camera_fn=step.camera)
+    if eyes is not None and start > 0:  # pairs a crash lost for done frames: remade from the frames as written
+        eyes.regenerate(eyes.missing(start), lambda k: load_image(run.folder.frame_path(k)).to(device))
+    try:
+        for i in tqdm(range(start, n), disable=not run.progress, desc="frames", initial=start, total=n):
+            frame_init = step.first() if i == 0 else step(i)
+            # The step turns the sample into the frame to write (a cadence blend; 8-bit, as the loop continues from it).
+            image = step.finish(i, _sample(run, sampler, i, frame_init))
+            _finish_frame(run, i, image)
+            if eyes is not None:
+                eyes(i, image)
+            if every and (i + 1) % every == 0 and i + 1 < n:
+                run.writer.flush()  # the preview video shows every frame so far
+                _write_video(s, run.folder, i + 1, final=False)
+                if eyes is not None:
+                    eyes.flush()
+                    _write_stereo_video(s, run.folder, i + 1, final=False)
+    except BaseException:
+        if eyes is not None:
+            eyes.close(raise_errors=False)
+        raise
+    if eyes is not None:
+        eyes.close()
+
+
+def _write_stereo_video(settings: Settings, folder: RunFolder, n_frames: int, *, final: bool) -> Path:
+    """VR mode's side-by-side video of the eye frames ``0 .. n_frames - 1`` (left eye on the left)."""
+    out = settings.output
+    soundtrack = out.soundtrack if out.soundtrack and final else None
+    return write_stereo_video(
+        folder.path, n_frames, fps=out.fps, fmt=out.video_format, soundtrack=soundtrack,
+        threads=torch.get_num_threads(), final=final,
+    )
+
+
+class _KeptImages:
+    """The animation step's :class:`~discolib.animation.step.FrameStore` on a run folder: images go through the
+    run's writer (in order with the frames, so an image is on disk before any frame made from it), ``kept/`` in
+    the run folder; ``frames/...`` names read written frames."""
+
+    def __init__(self, run: _Run, device: torch.device) -> None:
+        self.run, self.device = run, device
+
+    def _path(self, name: str) -> Path:
+        if name.startswith("frames/"):
+            return self.run.folder.frame_path(int(name.split("/", 1)[1]))
+        return self.run.folder.kept_path(name)
+
+    def save(self, name: str, image: torch.Tensor) -> None:
+        self.run.writer.submit_image(self._path(name), _to_uint8(image))
+
+    def load(self, name: str) -> torch.Tensor | None:
+        path = self._path(name)
+        size = (self.run.plan.settings.image.width, self.run.plan.settings.image.height)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # an image of another size is not one this run kept
+                image = load_image(path, size, setting=str(path))
+        except (InputError, OSError, UserWarning, ValueError):
+            return None
+        return image.to(self.device)
 
 
 def _still_init(plan: RenderPlan, init: torch.Tensor | None) -> FrameInit:
@@ -321,11 +381,6 @@ def _depth_dir(run: _Run) -> Path | None:
     path = run.folder.path / "depth"
     path.mkdir(exist_ok=True)
     return path
-
-
-def _load_frame(folder: RunFolder, i: int, device: torch.device) -> torch.Tensor:
-    """Frame ``i`` as written, ``(1, 3, H, W)`` in [0, 1] on ``device`` (a resume continues from it)."""
-    return load_image(folder.frame_path(i)).to(device)
 
 
 def _finish_frame(run: _Run, i: int, image: torch.Tensor) -> None:

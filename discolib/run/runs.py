@@ -5,6 +5,9 @@ Layout::
     <output_root>/<batch_name>/<run_id>/
         settings.json      written before any frame
         frames/000000.png  each written atomically (temporary file in the same folder + os.replace)
+        kept/              what a resume needs besides the frames (written through the FrameWriter, in order,
+                           atomically): diffused/000012.png, each diffused frame's sample while cadence blends,
+                           and color_ref.png, the colour coherence reference
         run.json           status, frames done, seed and SHA-256 of each frame, the settings' hash, torch's thread
                            count, package versions: the resume point
 
@@ -365,6 +368,16 @@ class RunFolder:
 
     def frame_path(self, index: int) -> Path:
         return self.frames_dir / f"{index:06d}.png"
+
+    @property
+    def kept_dir(self) -> Path:
+        """Images a resume needs besides the frames: ``diffused/`` (each diffused frame's sample while cadence
+        blends: the written frames are blends of them) and ``color_ref.png`` (the colour coherence reference)."""
+        return self.path / "kept"
+
+    def kept_path(self, name: str) -> Path:
+        """``kept/<name>.png`` (``name``: ``diffused/000012`` or ``color_ref``)."""
+        return self.kept_dir / f"{name}.png"
 
     # ------------------------------------------------------------------ create / open
     @classmethod
@@ -759,6 +772,9 @@ class FrameWriter:
                 if self._error is not None:
                     continue  # after a failure, drain without writing (close() reports the error)
                 index, encoded, seed = item
+                if isinstance(index, Path):  # an extra image (submit_image): written in order, not recorded
+                    write_bytes_atomic(index, encoded.result()[1])
+                    continue
                 array, data = encoded.result()
                 path = write_bytes_atomic(self.folder.frame_path(index), data)
                 # The record follows the PNG (never the other way round) and vouches for its exact bytes.
@@ -786,6 +802,15 @@ class FrameWriter:
         # Encoding starts now on the pool; the bounded queue (not the pool) limits how many frames are in flight.
         self._queue.put((index, self._pool.submit(self._encode, array), seed))
         return self.folder.frame_path(index)
+
+    def submit_image(self, path: Path, array: Any) -> Path:
+        """Queue an image that is not a frame (e.g. a diffused cadence frame a resume needs, under
+        :meth:`RunFolder.kept_path`): written atomically to ``path`` after everything submitted before it and
+        before everything submitted after it; the record does not list it."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put((path, self._pool.submit(self._encode, array), -1))  # type: ignore[arg-type]
+        return path
 
     def flush(self) -> None:
         """Wait until every submitted frame is on disk."""
