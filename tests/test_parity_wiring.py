@@ -131,7 +131,7 @@ def test_disco_video_input_through_the_loop(tmp_path: Path) -> None:
     for i in range(6):  # a texture sliding right by 2 px a frame: flow a weight-free method can find
         save_png_atomic(src / f"{i:06d}.png", torch.roll(base, 2 * i, dims=-1)[..., :64])
     clip = frames_to_video(src, tmp_path / "in.mp4", fps=10)
-    s = tiny("guided", "2D", max_frames=4, make_video=False)
+    s = tiny("guided", "2D", max_frames=4)
     s.animation.animation_mode = "Video Input"
     s.animation.video_init_path = str(clip)
     s.set("video_flow_method", "farneback")
@@ -143,6 +143,11 @@ def test_disco_video_input_through_the_loop(tmp_path: Path) -> None:
     seed = result.seeds[0]
     assert result.seeds == [seed, seed + 1, seed + 2, seed + 3]  # Disco: seed + 1 + k from the run seed
     assert Settings.load(Path(result.run_dir) / "settings.json").run.seed + 1 == seed
+    # Disco's blended output video (video_init_blend_mode "optical flow", its default) beside the plain one.
+    run = Path(result.run_dir)
+    assert count_video_frames(run / "video_blend.mp4") == 4 == count_video_frames(run / "video.mp4")
+    assert (run / "frames_blend" / "000000.png").read_bytes() == Path(result.frames[0]).read_bytes()
+    assert (run / "frames_blend" / "000002.png").read_bytes() != Path(result.frames[2]).read_bytes()
     again = render(s, out=tmp_path / "again", progress=False)
     for a, b in zip(result.frames, again.frames, strict=True):
         assert Path(a).read_bytes() == Path(b).read_bytes()

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from discolib.animation.plan import RenderPlan, check_inputs
 from discolib.animation.step import AnimationStep, FrameInit
+from discolib.animation.video_input import VideoInput
 from discolib.config.settings import Settings
 from discolib.errors import InputError, one_line
 from discolib.io.files import save_png_atomic
@@ -204,6 +205,7 @@ def render(
                     video = _write_video(settings, folder, n_frames, final=True)
                     if settings.animation.vr_mode:
                         _write_stereo_video(settings, folder, n_frames, final=True)
+                    _write_blend_video(settings, folder, n_frames)
             except RenderStopped:
                 record.status = "interrupted"
                 folder.write_record(record)
@@ -285,6 +287,39 @@ def _render_frames(run: _Run, sampler: FrameSampler, start: int) -> None:
         raise
     if eyes is not None:
         eyes.close()
+
+
+def _write_blend_video(settings: Settings, folder: RunFolder, n_frames: int) -> Path | None:
+    """Disco's blended output video of a guided Video Input run (``video_init_blend_mode``: linear, or the previous
+    written frame warped by the video's flow onto the next), ``video_blend.<fmt>`` beside the plain video; None when
+    the mode is off or does not apply.
+
+    Made after the last frame from the frames as written and the video (its frames in ``frames_blend/``), as Disco's
+    video cell does after its run: a resumed run gets the same video.
+    """
+    anim, out = settings.animation, settings.output
+    mode = anim.video_init_blend_mode
+    if anim.animation_mode != "Video Input" or settings.image.mode != "guided" or mode == "None":
+        return None
+    if mode == "optical flow" and not anim.video_init_flow_warp:
+        warnings.warn(
+            "animation.video_init_blend_mode 'optical flow' needs animation.video_init_flow_warp (the flow): "
+            "no blended video was made",
+            stacklevel=3,
+        )
+        return None
+    device = resolve_device(settings.models.device)
+    plan = RenderPlan.from_settings(settings)
+    video = VideoInput.from_settings(settings, plan.video_frames(0), device=device)
+    paths: list[Path] = []
+    prev: torch.Tensor | None = None
+    for i in range(n_frames):
+        cur = load_image(folder.frame_path(i)).to(device)
+        frame = cur if prev is None else video.output_frame(i, prev, cur, mode, anim.video_output_blend)
+        paths.append(save_png_atomic(folder.path / "frames_blend" / f"{i:06d}.png", frame.clamp(0, 1)))
+        prev = cur
+    name = f"video_blend.{out.video_format}"
+    return frames_to_video(paths, folder.path / name, fps=out.fps, fmt=out.video_format, threads=torch.get_num_threads())
 
 
 def _write_stereo_video(settings: Settings, folder: RunFolder, n_frames: int, *, final: bool) -> Path:
