@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below i
     from discolib.run.loop import render
     from discolib.run.runs import RunFolder
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["RenderResult", "RunFolder", "Settings", "__version__", "apply_preset", "preset_mode", "render"]
 

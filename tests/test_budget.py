@@ -143,9 +143,9 @@ def test_guided_steps_follow_skip_steps_frames_skip_steps_cadence_and_preroll() 
     full = estimate(preset("tiny", **anim, animation__frames_skip_steps="60%"))
     assert full.steps == 40 + 19 * 20  # frame 0: 50 - 10; later frames: 50 - round(0.6 * 50)
     assert estimate(preset("tiny", **anim, animation__frames_skip_steps="30")).steps == 40 + 19 * 20
-    # Cadence 4 after a pre-roll of 10 frames: frames 1-9 diffused, then 12 and 16.
+    # Cadence 4 after a pre-roll of 10 frames (Disco: frame_num <= turbo_preroll): frames 1-10, then 12 and 16.
     turbo = estimate(preset("tiny", **anim, animation__frames_skip_steps="60%", animation__cadence=4, animation__turbo_preroll=10))
-    assert turbo.steps == 40 + (9 + 2) * 20
+    assert turbo.steps == 40 + (10 + 2) * 20
     assert turbo.seconds < full.seconds
 
 

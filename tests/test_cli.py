@@ -88,7 +88,7 @@ def test_python_m_runs_the_command(tmp_path: Path, module: str) -> None:
     assert res.returncode == 2
     assert res.stderr.strip() == f"discolib: error: settings file not found: {tmp_path / 'missing.json'}"
     res = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
-    assert res.returncode == 0 and res.stdout.strip() == "discolib 0.1.0"
+    assert res.returncode == 0 and res.stdout.strip() == "discolib 0.2.0"
 
 
 def test_schedule_plot_without_matplotlib_names_the_extra(

@@ -151,3 +151,69 @@ def test_disco_video_input_through_the_loop(tmp_path: Path) -> None:
     again = render(s, out=tmp_path / "again", progress=False)
     for a, b in zip(result.frames, again.frames, strict=True):
         assert Path(a).read_bytes() == Path(b).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("aspect_ratio_schedule", "0: (1), 3: (0)", r"animation\.aspect_ratio_schedule: expected an aspect ratio > 0 on every frame, got 0 at frame 3"),
+        ("fov", "0: (180)", r"animation\.fov: expected a field of view with 0 < \|fov\| < 180 degrees"),
+        ("antiblur_threshold", "0: (-5)", r"animation\.antiblur_threshold: expected a threshold >= 0"),
+    ],
+)
+def test_schedule_ranges_are_checked_before_a_run(field: str, value: str, message: str) -> None:
+    s = tiny("latent", "3D", **{field: value})
+    with pytest.raises(SettingsError, match=message):
+        s.validate()
+
+
+def test_antiblur_sigma_must_be_positive_where_the_kernel_comes_from_it() -> None:
+    s = tiny("latent", "2D", antiblur_kernel="0: (0)", antiblur_sigma="0: (-1)")
+    with pytest.raises(SettingsError, match=r"animation\.antiblur_sigma: expected a sigma > 0 where antiblur_kernel is 0"):
+        s.validate()
+    s.set("antiblur_kernel", "0: (5)")
+    s.validate()  # a fixed kernel size: OpenCV takes any sigma
+    s.set("fov", "0: (-70)")
+    s.validate()  # webui's negative fov (reversed motion)
+
+
+def test_budget_counts_disco_turbo_preroll_inclusive() -> None:
+    s = tiny("guided", "3D", max_frames=12, cadence=3, turbo_preroll=4)
+    s.set("frames_skip_steps", "50%")
+    # Disco diffuses frame_num <= turbo_preroll (0..4) and then every 3rd frame (6, 9): 7 frames.
+    est = estimate(s)
+    assert est.steps == 10 + 6 * 5
+
+
+def test_latent_video_input_keeps_latent_strength(tmp_path: Path) -> None:
+    s = tiny("latent", "2D", max_frames=4, strength_schedule="0: (0.2), 2: (0.9)", strength=0.4)
+    s.animation.animation_mode = "Video Input"
+    s.animation.video_init_path = str(tmp_path / "in.mp4")
+    plan = RenderPlan.from_settings(s)
+    # deforum-stable-diffusion: a video frame is an init image with args.strength, every frame.
+    assert plan.strength.tolist() == [0.4] * 4 and plan.first_strength == 0.4
+
+
+@pytest.mark.slow
+def test_resume_without_the_kept_colour_reference_warns_and_stays_identical(tmp_path: Path) -> None:
+    s = tiny("latent", "2D", max_frames=5, color_coherence="LAB", make_video=False)
+    whole = render(s, out=tmp_path / "whole", progress=False)
+    run = Path(whole.run_dir)
+    (run / "kept" / "color_ref.png").unlink()
+    RunFolder.open(run).frame_path(4).unlink()
+    starts: list[int] = []
+    with pytest.warns(UserWarning, match="rendering again from frame 1 instead of 4"):
+        again = render(s, resume=run, progress=False, callback=lambda e: starts.append(e.frame) if e.kind == "start" else None)
+    assert again.status == "done" and starts == [4, 1]
+    other = render(s, out=tmp_path / "other", progress=False)
+    for i in range(5):
+        assert RunFolder.open(run).frame_path(i).read_bytes() == RunFolder.open(other.run_dir).frame_path(i).read_bytes()
+    # frame0 reference: frame 0 as written stands in for a lost kept copy, nothing is rendered again.
+    s.set("color_coherence_reference", "frame0")
+    first = render(s, out=tmp_path / "f0", progress=False)
+    run = Path(first.run_dir)
+    (run / "kept" / "color_ref.png").unlink(missing_ok=True)
+    RunFolder.open(run).frame_path(4).unlink()
+    starts.clear()
+    render(s, resume=run, progress=False, callback=lambda e: starts.append(e.frame) if e.kind == "start" else None)
+    assert starts == [4]

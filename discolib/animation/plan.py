@@ -222,6 +222,10 @@ class RenderPlan:
         else:
             strength = values["strength_schedule"] if animated else np.zeros(n)
             first = settings.latent.strength
+            if anim.animation_mode == "Video Input":
+                # deforum-stable-diffusion: a video frame is an init image, with latent.strength on every frame (the
+                # strength schedule only applies to warped frames; webui uses the schedule: docs/COMPAT.md).
+                strength = np.full(n, first)
             init_scale = None
         image_prompts = None
         if settings.prompts.image_prompts:

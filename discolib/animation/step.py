@@ -148,7 +148,8 @@ class AnimationStep:
             if start > 0:
                 self._new = store.load(f"frames/{start - 1:06d}") if store is not None else None
                 if self._new is None and self._video.flow is not None:  # nothing to warp: make the run again
-                    self._video = VideoInput.from_settings(plan.settings, plan.video_frames(0), device=device)
+                    flow = self._video.flow  # (built once: RAFT is large)
+                    self._video = VideoInput.from_settings(plan.settings, plan.video_frames(0), device=device, flow=flow)
                     self.start = 0
         elif start > 0 and store is not None:
             self.start = self._resume(start, store)
@@ -179,7 +180,8 @@ class AnimationStep:
         if prev is not None:
             self._new = prev
         if self._video is not None:
-            assert self._new is not None, "frame 0 has not been finished"
+            # Only the flow warp reads the previous frame (without it, each frame starts from its video frame).
+            assert self._new is not None or self._video.flow is None, "frame 0 has not been finished"
             return self._diffused(i, self._video(i, self._new))
         assert self._new is not None, "frame 0 has not been finished"
         if not self.diffused[i]:
@@ -221,7 +223,10 @@ class AnimationStep:
             no_init = not self.plan.settings.guidance.init_image
             if ref_mode == "frame0" or (ref_mode == "webui" and no_init):
                 self._set_color_ref(0, sample)  # webui: frame 0 as sampled when it had no init
-        return quantize(self._blend(i))
+        out = self._blend(i)
+        # Without an older chain the frame is the (8-bit) sample itself: the same tensor, so the depth the next
+        # warp (and VR's eye views) asks for is estimated once.
+        return out if out is self._new else quantize(out)
 
     # ------------------------------------------------------------------------------------------ chains
 
@@ -301,6 +306,8 @@ class AnimationStep:
             ref_at = self._color_ref_frame()
             if ref_at < start:
                 ref = store.load("color_ref")
+                if ref is None and ref_at == 0 and anim.color_coherence_reference == "frame0":
+                    ref = store.load("frames/000000")  # frame 0 as written is that reference
                 if ref is None:
                     return False
                 self.color_ref, self._unmatched = ref, (ref_at if anim.color_coherence_reference != "frame0" else -1)

@@ -233,7 +233,7 @@ class VideoInput:
         """Frame 0's init: video frame 0, ``(1, 3, H, W)``."""
         return self.video_frame(0)
 
-    def __call__(self, i: int, prev: torch.Tensor) -> torch.Tensor:
+    def __call__(self, i: int, prev: torch.Tensor | None) -> torch.Tensor:
         """Frame ``i > 0``'s init from the previous written frame ``prev`` ``(1, 3, H, W)`` in [0, 1].
 
         Without a flow: video frame ``i``. With one: ``(1 - blend) * video[i] + blend * warp(prev, flow(video[i] ->
@@ -242,6 +242,7 @@ class VideoInput:
         frame = self.video_frame(i)
         if self.flow is None:
             return frame
+        assert prev is not None, "the flow warp needs the previous written frame"
         flow21 = self.flow_back(i)
         warped = warp_by_flow(prev.to(frame.dtype), flow21.to(frame.dtype), padding=self.padding)
         mask = None

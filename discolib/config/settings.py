@@ -470,7 +470,8 @@ class Settings:
             )
         self._validate_paths()
         self._validate_schedules()
-        self._validate_antiblur_kernel()
+        if self.animation.animation_mode != "None":
+            self._validate_schedule_ranges()
         if mode == "latent":
             names = latent_scheduler_names()
             if self.latent.scheduler not in names:
@@ -499,18 +500,33 @@ class Settings:
             if _FIELDS[name].kind in ("path", "model"):
                 _check_path(name, self.get(name))
 
-    def _validate_antiblur_kernel(self) -> None:
-        """``animation.antiblur_kernel`` (a kernel size in pixels, truncated as Deforum's ``int()``) must stay within
-        0 .. 255 on every frame."""
-        name = "animation.antiblur_kernel"
-        n = max(1, min(self.animation.max_frames, 100_000))
-        values = Schedule.parse(self.animation.antiblur_kernel, setting=name, interpolation=self.animation.interpolation).values(n)
-        bad = [i for i, v in enumerate(values.tolist()) if not -1 < v < 256]
-        if bad:
-            raise SettingsError(
-                f"expected a kernel size from 0 to 255 pixels on every frame, got {values[bad[0]]:g} at frame {bad[0]}",
-                field=name,
-            )
+    def _validate_schedule_ranges(self) -> None:
+        """Keyframe schedules with a range must stay in it on every frame: checked here, before a run folder exists,
+        not mid-run by the warp or the anti-blur."""
+        anim = self.animation
+        n = max(1, min(anim.max_frames, 100_000))
+
+        def values(field_name: str) -> Any:
+            text = getattr(anim, field_name)
+            return Schedule.parse(text, setting=f"animation.{field_name}", interpolation=anim.interpolation).values(n)
+
+        kernel = values("antiblur_kernel")
+        checks = (
+            # (field, per-frame values, ok(values) -> bool array, what was expected)
+            ("antiblur_kernel", kernel, lambda v: (v > -1) & (v < 256), "a kernel size from 0 to 255 pixels"),
+            ("antiblur_threshold", values("antiblur_threshold"), lambda v: v >= 0, "a threshold >= 0 (8-bit levels)"),
+            # OpenCV derives a kernel of size 0 from sigma: it must then be positive.
+            ("antiblur_sigma", values("antiblur_sigma"), lambda v: (v > 0) | (kernel.astype(int) != 0),
+             "a sigma > 0 where antiblur_kernel is 0"),
+            ("aspect_ratio_schedule", values("aspect_ratio_schedule"), lambda v: v > 0, "an aspect ratio > 0"),
+            # webui's negative fov (reversed motion) is the camera's too; 0 and +-180 have no projection.
+            ("fov", values("fov"), lambda v: (v != 0) & (abs(v) < 180), "a field of view with 0 < |fov| < 180 degrees"),
+        )
+        for field_name, vals, ok, expected in checks:
+            bad = (~ok(vals)).nonzero()[0]
+            if bad.size:
+                k = int(bad[0])
+                raise SettingsError(f"expected {expected} on every frame, got {vals[k]:g} at frame {k}", field=f"animation.{field_name}")
 
     def _validate_schedules(self) -> None:
         """Each keyframe string, cut schedule and prompt dict is parsed and evaluated once (parses are cached)."""

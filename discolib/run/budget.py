@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from discolib.animation.plan import diffused_frames
+from discolib.animation.policy import GUIDED_POLICY, LATENT_POLICY
 from discolib.animation.video_input import video_guidance
 from discolib.config.settings import Settings
 from discolib.errors import InputError, ResourceLimitError
@@ -378,9 +380,11 @@ def _schedule(settings: Settings, name: str, n: int) -> Any:
 
 
 def _guided_skip(settings: Settings) -> int:
-    """Steps skipped on animation frames after the first (Disco's ``frames_skip_steps``, as render does)."""
+    """Steps skipped on animation frames after the first: Disco's ``calc_frames_skip_steps``, ``floor(steps * pct)``
+    (25 steps at 70%: 17). The fraction is a whole count over ``steps``, so rounding recovers that count exactly, as
+    the sampler does."""
     steps = settings.image.steps
-    return min(steps - 1, int(round(steps * settings.frames_skip_fraction())))
+    return min(steps - 1, round(steps * settings.frames_skip_fraction()))
 
 
 def _latent_steps(steps: int, keep: float) -> int:
@@ -402,7 +406,6 @@ def _plan(settings: Settings) -> _Plan:
         run = _latent_steps(steps, settings.latent.strength) if has_init else steps
         return _Plan([(run, 2 if settings.latent.cfg_scale > 1.0 else 1, 0.0, n)], n if has_init else 0, n)
     n = anim.max_frames
-    idx = np.arange(n)
     video = anim.animation_mode == "Video Input"
     if guided and video and (vg := video_guidance(settings)) is not None:
         # Disco's Video Input runs its own step count and skips (video_init_*), every frame diffused.
@@ -413,17 +416,18 @@ def _plan(settings: Settings) -> _Plan:
     if guided:
         diffused = np.ones(n, dtype=bool)
         if not video and anim.cadence > 1:
-            diffused = (idx % anim.cadence == 0) | (idx < anim.turbo_preroll)
+            diffused = np.asarray(diffused_frames(settings, n, GUIDED_POLICY))  # the render's rule, preroll included
         run = np.where(diffused, steps - _guided_skip(settings), 0)
         if not video:  # frame 0 starts from noise or the init image, skipping guidance.skip_steps
             run[0] = steps - settings.guidance.skip_steps
         run = run[run > 0]
         return _Plan(_group(run, np.ones_like(run), 1.0 - run / steps), 0, n)
-    keep = _schedule(settings, "strength_schedule", n)
+    # Deforum's Video Input keeps latent.strength on every frame (the schedule is for warped frames).
+    keep = np.full(n, settings.latent.strength) if video else _schedule(settings, "strength_schedule", n)
     passes = np.where(_schedule(settings, "cfg_scale_schedule", n) > 1.0, 2, 1)
     sampled = keep < 1.0  # strength 1 keeps the warped frame: no sampler call
     if not video and anim.cadence > 1:
-        sampled &= idx % anim.cadence == 0
+        sampled &= np.asarray(diffused_frames(settings, n, LATENT_POLICY))
     run = np.minimum(np.floor(steps * (1.0 - keep)), steps).astype(np.int64)
     encoded = sampled.copy()
     if not video:  # frame 0: from noise, or img2img of the init image with latent.strength

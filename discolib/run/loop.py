@@ -47,7 +47,16 @@ from discolib.models.load import load_depth_estimator
 from discolib.run.adapter import build_sampler
 from discolib.run.budget import check_budget
 from discolib.run.events import EventCallback, RenderEvent, RenderResult
-from discolib.run.runs import FrameWriter, PendingFrame, RunError, RunFolder, RunLock, RunRecord, threads_for
+from discolib.run.runs import (
+    FrameWriter,
+    PendingFrame,
+    RunError,
+    RunFolder,
+    RunLock,
+    RunRecord,
+    package_versions,
+    threads_for,
+)
 from discolib.run.stereo import EyeWriter, missing_eye_frames, write_stereo_video
 from discolib.samplers.base import FrameRequest, FrameSampler, RenderStopped
 
@@ -74,6 +83,13 @@ def _prepare(
             record, problem = folder.try_read_record()
             if record is not None:
                 folder.check_settings(record)  # before loading: "changed" says more than an error from the new file
+                made_with, now = record.versions.get("discolib"), package_versions().get("discolib")
+                if made_with and made_with != now:
+                    warnings.warn(
+                        f"{folder.record_path}: the run was started with discolib {made_with} and this is {now}: the "
+                        "frames rendered from here on may differ from those the first version would have made",
+                        stacklevel=3,
+                    )
             used = Settings.load(folder.settings_path)
             size = (used.image.width, used.image.height)
             n_frames = used.n_frames()
@@ -259,6 +275,12 @@ def _render_frames(run: _Run, sampler: FrameSampler, start: int) -> None:
         store=_KeptImages(run, device),
     )
     if step.start < start:  # a kept image the resume needed was missing: the frames from its frame on are made again
+        warnings.warn(
+            f"{run.folder.path}: an image the resume needs is missing from kept/ (or frames/); rendering again from "
+            f"frame {step.start} instead of {start}",
+            stacklevel=3,
+        )
+        run.emit(RenderEvent("start", frame=step.start, total_frames=plan.n_frames, path=run.folder.path))
         start = step.start
         del run.frames[start:]
     n = plan.n_frames
@@ -310,7 +332,10 @@ def _write_blend_video(settings: Settings, folder: RunFolder, n_frames: int) -> 
         return None
     device = resolve_device(settings.models.device)
     plan = RenderPlan.from_settings(settings)
-    video = VideoInput.from_settings(settings, plan.video_frames(0), device=device)
+    if mode == "optical flow":
+        video = VideoInput.from_settings(settings, plan.video_frames(0), device=device)
+    else:  # the linear blend reads no flow: no flow estimator (RAFT) to build
+        video = VideoInput(plan.video_frames(0), device=device)
     paths: list[Path] = []
     prev: torch.Tensor | None = None
     for i in range(n_frames):
