@@ -203,7 +203,8 @@ def test_weights_summing_to_zero_refused() -> None:
 
 
 def test_steps_do_not_change_noise_schedule() -> None:
-    # Disco's `diffusion_steps = (1000 // steps) * steps` changed the betas with the step count; ours never does.
+    # Without a step count make_pixel_scheduler keeps the 1000-step schedule; with one it is Disco's
+    # `diffusion_steps = (1000 // steps) * steps` schedule (tests/test_disco_stepping.py).
     a, b = make_pixel_scheduler("ddim"), make_pixel_scheduler("ddim")
     a.set_timesteps(250)
     b.set_timesteps(300)

@@ -19,7 +19,6 @@ resumed run makes the same inits as an uninterrupted one.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -35,23 +34,10 @@ from discolib.animation.flow import (
     flow_init,
     warp_by_flow,
 )
-from discolib.config.settings import Settings
+from discolib.config.settings import Settings, skip_fraction
 from discolib.errors import InputError
 
 __all__ = ["VideoGuidance", "VideoInput", "skip_fraction", "video_guidance", "video_seed_base"]
-
-
-def skip_fraction(text: str, steps: int, *, setting: str) -> float:
-    """Skipped steps as a fraction of ``steps``: ``"70%"`` skips ``floor(steps * 0.7)`` (Disco's
-    ``calc_frames_skip_steps``), a count ``n`` skips ``min(n, steps - 1)``. The fraction times ``steps`` rounds back
-    to that whole count."""
-    v = text.strip()
-    try:
-        # Disco: math.floor(steps * (int(pct) / 100)), float rounding included (29% of 100 skips 28).
-        count = math.floor(steps * (float(v[:-1]) / 100)) if v.endswith("%") else int(v)
-    except ValueError:
-        raise InputError(f"{setting}: expected a percentage such as '70%' or a step count, got {text!r}") from None
-    return min(max(count, 0), steps - 1) / steps
 
 
 @dataclass(frozen=True)

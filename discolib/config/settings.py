@@ -46,6 +46,7 @@ __all__ = [
     "field_info",
     "iter_fields",
     "normalise_animation_mode",
+    "skip_fraction",
     "read_settings_json",
     "short_repr",
 ]
@@ -151,7 +152,7 @@ class GuidanceSettings:
 
     clip_guidance_scale: float = _f(5000.0, help="Strength of the CLIP loss.", min=0.0)
     tv_scale: float = _f(0.0, help="Total-variation loss scale: smooths the image.", min=0.0)
-    range_scale: float = _f(150.0, help="Penalises pixel values outside [-1, 1].", min=0.0)
+    range_scale: float = _f(150.0, help="Penalises predicted pixel values outside [-1, 1]; only with range_loss_active (a no-op in Disco).", min=0.0)
     sat_scale: float = _f(0.0, help="Saturation loss scale.", min=0.0)
     cutn_batches: int = _f(4, help="Cutout batches per step (gradient accumulated over them).", min=1, max=64)
     cut_overview: str = _f("[12]*400+[4]*600", help="Overview cuts per step over 1000 steps.", kind="cut_schedule")
@@ -165,13 +166,17 @@ class GuidanceSettings:
     eta: float = _f(0.8, help="DDIM eta (0 deterministic, 1 DDPM-like).", min=0.0, max=1.0)
     clip_denoised: bool = _f(False, help="Clamp the predicted x0 to [-1, 1].")
     init_image: str = _f("", help="Init image path or URL (empty for none).", kind="path")
-    init_scale: float = _f(1000.0, help="Init-image loss scale.", min=0.0)
+    init_scale: float = _f(1000.0, help="Init-image loss scale (init_loss to the init image, or to the Perlin init as Disco).", min=0.0)
     skip_steps: int = _f(10, help="Steps skipped at the start (more keeps more of the init).", min=0)
     perlin_init: bool = _f(False, help="Start from Perlin noise instead of Gaussian noise.")
     perlin_mode: Literal["mixed", "color", "gray"] = _f("mixed", help="Perlin init colour mode.")
-    use_vertical_symmetry: bool = _f(False, help="Mirror left/right at the transformation steps.")
-    use_horizontal_symmetry: bool = _f(False, help="Mirror top/bottom at the transformation steps.")
+    perlin_init_every_frame: bool = _f(True, help="With perlin_init, animation frames start from fresh Perlin noise too, not from the warped previous frame (Disco regenerates the Perlin init for every frame); off keeps the animation's own init.")
+    use_vertical_symmetry: bool = _f(False, help="Mirror the top half onto the bottom at the transformation steps (Disco's vertical symmetry).")
+    use_horizontal_symmetry: bool = _f(False, help="Mirror the left half onto the right at the transformation steps (Disco's horizontal symmetry).")
+    symmetry_any_sampler: bool = _f(False, help="Apply the symmetry transformation with every sampler. Off (Disco): only ddim applies it; Disco's PLMS loop takes no transformation.")
     transformation_percent: list[float] = _f(help="Fractions of the steps at which symmetry is applied.", factory=lambda: [0.09])
+    init_loss: Literal["lpips", "mse"] = _f("lpips", help="Init / frames loss: lpips (Disco: VGG LPIPS; backbone weights from torchvision, random only with models.random_weights) or mse (no weights).")
+    range_loss_active: bool = _f(False, help="Apply range_scale to the predicted image. Off reproduces Disco, whose range loss is a no-op (computed on a detached tensor).")
     fuzzy_prompt: bool = _f(False, help="Add noise to prompt embeddings (rand_mag).")
     rand_mag: float = _f(0.05, help="Magnitude of fuzzy-prompt noise.", min=0.0)
 
@@ -180,6 +185,7 @@ class GuidanceSettings:
 class LatentSettings:
     """Stable-Diffusion-family settings (latent mode), Deforum's names and meanings."""
 
+    ddim_eta: float = _f(0.0, help="Latent mode: DDIM eta when latent.scheduler is ddim (deforum-stable-diffusion's ddim_eta; it uses 0 for every other sampler).", min=0.0, max=1.0)
     cfg_scale: float = _f(7.0, help="Classifier-free guidance scale (<= 1 disables CFG, e.g. sd-turbo).", min=0.0, max=100.0)
     negative_prompt: str = _f("", help="Negative prompt for CFG (Deforum's --neg per prompt also works).")
     scheduler: str = _f("euler_a", help="Scheduler name: euler_a, euler, dpmpp_2m, ddim, pndm, lcm, heun.", kind="scheduler")
@@ -236,6 +242,12 @@ class AnimationSettings:
     fill_disocclusions: bool = _f(False, help="Latent 3D: fill the pixels a 3D warp uncovers with fresh noise before img2img, so the model invents content there instead of stretching the border (a discolib extension; the originals keep the border fill).")
     frames_scale: float = _f(1500.0, help="Guided mode: init-image loss scale for frames after the first.", min=0.0)
     frames_skip_steps: str = _f("60%", help="Guided mode: fraction (\"60%\") or count of steps skipped for later frames.", kind="steps_or_percent")
+    color_force_grayscale: bool = _f(False, help="Make every frame greyscale, after colour matching and again after sampling (deforum-stable-diffusion / sd-webui-deforum's color_force_grayscale).")
+    enable_perspective_flip: bool = _f(False, help="2D: also tilt the frame with a perspective (homography) flip each frame (Deforum's flip_2d_perspective / enable_perspective_flip).")
+    perspective_flip_theta: str = _f("0:(0)", help="Perspective flip: tilt about the vertical axis, degrees per frame (Deforum's perspective_flip_theta).", kind="schedule")
+    perspective_flip_phi: str = _f("0:(t%15)", help="Perspective flip: tilt about the horizontal axis, degrees per frame (Deforum's perspective_flip_phi).", kind="schedule")
+    perspective_flip_gamma: str = _f("0:(0)", help="Perspective flip: rotation in the image plane, degrees per frame (Deforum's perspective_flip_gamma).", kind="schedule")
+    perspective_flip_fv: str = _f("0:(53)", help="Perspective flip: the virtual camera's field of view, degrees (Deforum's perspective_flip_fv).", kind="schedule")
     use_depth_warping: bool = _f(True, help="3D: warp with estimated depth (off: constant depth).")
     vr_mode: bool = _f(False, help="3D only: also render Disco's VR stereo pair of every frame (frames_l/, frames_r/, fish-eye views) and a side-by-side video.")
     vr_eye_angle: float = _f(0.5, help="VR: each eye's y-axis rotation towards the centre, degrees (Disco's vr_eye_angle).")
@@ -488,11 +500,9 @@ class Settings:
         return self.animation.max_frames if self.animation.animation_mode != "None" else self.run.n_batches
 
     def frames_skip_fraction(self) -> float:
-        """Disco's ``animation.frames_skip_steps`` (``"60%"`` or a step count) as a fraction of ``image.steps``."""
-        v = self.animation.frames_skip_steps.strip()
-        if v.endswith("%"):
-            return float(v[:-1]) / 100.0
-        return min(int(v), self.image.steps - 1) / self.image.steps
+        """Disco's ``animation.frames_skip_steps`` (``"60%"`` or a step count) as a fraction of ``image.steps``:
+        the whole count skipped over ``image.steps`` (see :func:`skip_fraction`; 70% of 25 steps skips 17)."""
+        return skip_fraction(self.animation.frames_skip_steps, self.image.steps, setting="animation.frames_skip_steps")
 
     def _validate_paths(self) -> None:
         """Paths (and model ids that may be paths) must expand: ``~nouser/x`` or a NUL byte fails here, by name."""
@@ -894,6 +904,23 @@ def _loads_settings_json(text: str, what: str) -> Any:
             shown = number if len(number) <= 24 else f"{number[:10]}... ({len(number)} characters)"
             reason = f"the number {shown} is too large; expected a finite number"
         raise SettingsError(f"{what}: {_short_name(where)}: {reason}") from None
+
+
+def skip_fraction(text: str, steps: int, *, setting: str) -> float:
+    """Skipped steps as a fraction of ``steps``: ``"70%"`` skips ``floor(steps * 0.7)`` (Disco's
+    ``calc_frames_skip_steps``), a count ``n`` skips ``min(n, steps - 1)``. The fraction times ``steps`` rounds back
+    to that whole count.
+
+    Raises:
+        SettingsError: ``text`` is neither a percentage nor a count (named ``setting``).
+    """
+    v = text.strip()
+    try:
+        # Disco: math.floor(steps * (int(pct) / 100)), float rounding included (29% of 100 skips 28).
+        count = math.floor(steps * (float(v[:-1]) / 100)) if v.endswith("%") else int(v)
+    except ValueError:
+        raise SettingsError(f"expected a percentage such as '70%' or a step count, got {text!r}", field=setting) from None
+    return min(max(count, 0), steps - 1) / steps
 
 
 def _check_steps_or_percent(name: str, value: str) -> None:

@@ -22,11 +22,14 @@ Differences from Disco, on purpose:
 
 * Disco's inner-cut greyscale test is ``if i <= int(IC_Grey_P * InnerCrop)`` with ``i`` counting from
   0, so the first inner cut is *always* grey (even with ``IC_Grey_P = 0``) and one more cut than asked
-  is grey. Here each inner cut is grey with probability ``ic_grey_p``, independently.
-* Disco applies its torchvision transforms to the whole concatenated cut batch, so a single flip /
-  rotation / greyscale / jitter draw is shared by every cut of a step. Here every cut draws its own
-  parameters from the same distributions (kornia-style per-sample augmentation), which gives CLIP more
-  varied views for the same cost.
+  is grey. Here each inner cut is grey with probability ``ic_grey_p``, independently. Measured over a run
+  (benchmarks/guidance_deviation.py, tiny models, 10 seeds): the summed guidance gradient moves no more than a
+  change of seed moves it (cosine of the seed means 0.991 vs 0.991 between seed halves; per run 0.293 vs 0.294
+  relative difference), so the deviation is kept.
+
+As Disco, the augmentations are drawn once per call and shared by every cut (Disco runs its torchvision transforms
+on the whole concatenated batch); ``shared_draws=False`` draws them per cut (per-run gradient 1.6x further from
+Disco's than a change of seed, so it is not the default).
 * Disco pads by ``diff // 2`` on both sides, leaving a non-square frame when the difference is odd
   (then squashed by the resize). We pad ``diff // 2`` and ``diff - diff // 2`` so it is square.
 * Resizing uses ``F.interpolate(mode="bicubic", antialias=True)``, the closest built-in to Disco's
@@ -199,8 +202,10 @@ def _resize(x: Tensor, size: int) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def augment_cuts(cuts: Tensor, aug: str | AugmentConfig, *, generator: torch.Generator) -> Tensor:
-    """Apply Disco's cutout augmentations with per-cut random parameters.
+def augment_cuts(
+    cuts: Tensor, aug: str | AugmentConfig, *, generator: torch.Generator, shared_draws: bool = True
+) -> Tensor:
+    """Apply Disco's cutout augmentations: one random draw for the whole batch (Disco) or one per cut.
 
     Order as in Disco: flip, noise, rotate+translate, noise, [perspective, noise,] greyscale, noise,
     colour jitter (brightness/contrast/saturation/hue in a random order, values clamped to [0, 1]).
@@ -209,12 +214,17 @@ def augment_cuts(cuts: Tensor, aug: str | AugmentConfig, *, generator: torch.Gen
         cuts: ``(N, 3, S, S)`` cuts in [0, 1] (noise may push values slightly outside).
         aug: a preset name from :data:`AUG_PRESETS` or an :class:`AugmentConfig`.
         generator: source of all random draws.
+        shared_draws: Disco runs its torchvision transforms once on the whole concatenated batch, so every cut of a
+            call gets the same flip, rotation, translation, perspective, greyscale and jitter draw (the pixel noise
+            is still per pixel). False draws them per cut (discolib before issue 14: it makes each run's gradient
+            differ from Disco's 1.6x more than a change of seed does, benchmarks/guidance_deviation.py).
 
     Returns:
         ``(N, 3, S, S)`` augmented cuts, differentiable w.r.t. ``cuts``.
     """
     cfg = _resolve_aug(aug)
-    n, _, h, w = cuts.shape
+    n_cuts, _, h, w = cuts.shape
+    n = 1 if shared_draws else n_cuts  # how many parameter draws; each broadcasts over the cuts
     dev, dt = cuts.device, cuts.dtype
     noise_gen = _noise_generator(generator, dev)
 
@@ -233,22 +243,22 @@ def augment_cuts(cuts: Tensor, aug: str | AugmentConfig, *, generator: torch.Gen
     x = noise(x)
 
     if cfg.degrees > 0 or cfg.translate > 0:
-        angle = _uniform(n, -cfg.degrees, cfg.degrees, generator, dev, dt)
-        shift = _uniform(2 * n, -cfg.translate, cfg.translate, generator, dev, dt).view(n, 2)
+        angle = _uniform(n, -cfg.degrees, cfg.degrees, generator, dev, dt).expand(n_cuts)
+        shift = _uniform(2 * n, -cfg.translate, cfg.translate, generator, dev, dt).view(n, 2).expand(n_cuts, 2)
         shift = shift * torch.tensor([w, h], device=dev, dtype=dt)
-        center = torch.tensor([(w - 1) / 2, (h - 1) / 2], device=dev, dtype=dt).expand(n, 2)
-        mat = get_rotation_matrix2d(center, angle, torch.ones(n, 2, device=dev, dtype=dt))
+        center = torch.tensor([(w - 1) / 2, (h - 1) / 2], device=dev, dtype=dt).expand(n_cuts, 2)
+        mat = get_rotation_matrix2d(center, angle, torch.ones(n_cuts, 2, device=dev, dtype=dt))
         mat = torch.cat([mat[..., :2], mat[..., 2:] + shift.unsqueeze(-1)], dim=-1)
         x = warp_affine(x, mat, dsize=(h, w), mode="bilinear", padding_mode="zeros", align_corners=True)
         x = noise(x)
 
     if cfg.perspective_scale > 0 and cfg.perspective_p > 0:
         corners = torch.tensor([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], device=dev, dtype=dt)
-        src = corners.expand(n, 4, 2)
+        src = corners.expand(n_cuts, 4, 2)
         # Each corner moves inward by up to scale * half side along each axis (torchvision's rule).
         inward = torch.tensor([[1, 1], [-1, 1], [-1, -1], [1, -1]], device=dev, dtype=dt)
         reach = torch.tensor([w / 2, h / 2], device=dev, dtype=dt) * cfg.perspective_scale
-        offs = _rand(8 * n, generator, dev, dt).view(n, 4, 2) * reach * inward
+        offs = (_rand(8 * n, generator, dev, dt).view(n, 4, 2) * reach * inward).expand(n_cuts, 4, 2)
         dst = src + offs
         mat = get_perspective_transform(src, dst)
         warped = warp_perspective(x, mat, dsize=(h, w), mode="bilinear", padding_mode="zeros", align_corners=True)
@@ -259,13 +269,14 @@ def augment_cuts(cuts: Tensor, aug: str | AugmentConfig, *, generator: torch.Gen
         x = torch.where(bernoulli(cfg.grey_p), _grey3(x), x)
         x = noise(x)
 
-    x = _colour_jitter(x, cfg, generator)
+    x = _colour_jitter(x, cfg, generator, n)
     return x
 
 
-def _colour_jitter(x: Tensor, cfg: AugmentConfig, generator: torch.Generator) -> Tensor:
-    """torchvision-style ColorJitter with per-cut factors. (N,3,H,W) -> (N,3,H,W), clamped to [0, 1]."""
-    n, dev, dt = x.shape[0], x.device, x.dtype
+def _colour_jitter(x: Tensor, cfg: AugmentConfig, generator: torch.Generator, n: int) -> Tensor:
+    """torchvision-style ColorJitter, ``n`` factor draws (1: shared, or one per cut). (N,3,H,W) -> (N,3,H,W), in
+    [0, 1]."""
+    n_cuts, dev, dt = x.shape[0], x.device, x.dtype
     ops: list[str] = []
     if cfg.brightness > 0:
         ops.append("brightness")
@@ -281,17 +292,17 @@ def _colour_jitter(x: Tensor, cfg: AugmentConfig, generator: torch.Generator) ->
     for k in order:
         op = ops[k]
         if op == "brightness":
-            f = _uniform(n, 1 - cfg.brightness, 1 + cfg.brightness, generator, dev, dt)
-            x = (x * f.view(n, 1, 1, 1)).clamp(0, 1)
+            f = _uniform(n, 1 - cfg.brightness, 1 + cfg.brightness, generator, dev, dt).expand(n_cuts)
+            x = (x * f.view(n_cuts, 1, 1, 1)).clamp(0, 1)
         elif op == "contrast":
-            f = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, generator, dev, dt)
+            f = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, generator, dev, dt).expand(n_cuts)
             x = adjust_contrast_with_mean_subtraction(x, f)
         elif op == "saturation":
-            f = _uniform(n, 1 - cfg.saturation, 1 + cfg.saturation, generator, dev, dt)
+            f = _uniform(n, 1 - cfg.saturation, 1 + cfg.saturation, generator, dev, dt).expand(n_cuts)
             x = adjust_saturation_with_gray_subtraction(x, f)
         else:
             # torchvision's hue factor is a fraction of the colour circle; kornia wants radians.
-            f = _uniform(n, -cfg.hue, cfg.hue, generator, dev, dt) * (2 * math.pi)
+            f = _uniform(n, -cfg.hue, cfg.hue, generator, dev, dt).expand(n_cuts) * (2 * math.pi)
             x = adjust_hue(x.clamp(0, 1), f)
     return x
 
@@ -312,6 +323,7 @@ def make_cutouts(
     generator: torch.Generator,
     augment: bool = True,
     aug: str | AugmentConfig = "still",
+    shared_draws: bool = True,
 ) -> Tensor:
     """Disco v5.7 Dango cutouts of an image, as one tensor for a single CLIP forward.
 
@@ -329,6 +341,7 @@ def make_cutouts(
             and a GPU image, image-sized noise comes from a GPU generator seeded from it.
         augment: apply :func:`augment_cuts` to the whole batch of cuts.
         aug: augmentation preset name (:data:`AUG_PRESETS`) or an :class:`AugmentConfig`.
+        shared_draws: one augmentation draw for all cuts (Disco) or one per cut (see :func:`augment_cuts`).
 
     Returns:
         ``(overview + inner) * B`` cuts of shape ``(N * B, 3, cut_size, cut_size)``, cut-major; values
@@ -381,7 +394,7 @@ def make_cutouts(
 
     out = torch.cat(cuts, dim=0).to(dtype=dt, device=dev)
     if augment:
-        out = augment_cuts(out, aug, generator=generator)
+        out = augment_cuts(out, aug, generator=generator, shared_draws=shared_draws)
     return out
 
 

@@ -16,19 +16,19 @@ with prompt weights ``w`` divided by ``|sum(w)|`` (Disco raises when that is bel
 Notes on Disco's behaviour:
 
 * Disco differentiates the total loss w.r.t. ``x_in`` only, while its range loss is computed on
-  ``pred_xstart`` (an *input* of ``x_in``), so ``range_scale`` has no effect in Disco v5.x. Here the
-  range term is applied to ``pred_x0`` when given (else to ``x_in``) and its gradient is returned
-  separately by :meth:`ClipGuidance.grad`, so it works as the original CLIP-guided diffusion notebook
-  intended. Set ``range_scale=0`` to reproduce Disco exactly.
-* Disco's init loss is LPIPS (VGG/AlexNet features + learned linear heads). Those weights are not
-  available offline, so :func:`init_image_loss` is a plain per-image **MSE**, not LPIPS; values are of a
-  similar order for [-1, 1] images but ``init_scale`` settings tuned for LPIPS will not transfer 1:1.
+  ``pred_xstart`` (an *input* of ``x_in``, never chained back), so ``range_scale`` has no effect in Disco v5.x.
+  Here the range term is applied to ``pred_x0`` when given (else to ``x_in``) and its gradient is returned
+  separately by :meth:`ClipGuidance.grad`, so it works as the original CLIP-guided diffusion notebook intended.
+  The settings reproduce Disco: ``guidance.range_loss_active`` (off by default) decides whether the run adapter
+  passes ``range_scale`` on at all.
+* Disco's init / frames loss is LPIPS (``lpips.LPIPS(net='vgg')``, :mod:`discolib.models.lpips`), passed in as
+  ``init_loss``; without one the init loss is :func:`init_image_loss`, a per-image MSE (``guidance.init_loss mse``).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -272,7 +272,9 @@ class ClipGuidance:
         schedules: Disco cut schedules indexed by timestep, or fixed :class:`CutSettings`.
         clip_guidance_scale, tv_scale, range_scale, sat_scale, init_scale: term weights (Disco defaults
             5000, 0, 150, 0, 1000; ``init_scale`` only applies with an ``init_image``).
-        init_image: ``(1, 3, H, W)`` in [-1, 1] for the init loss (MSE, see module notes).
+        init_image: ``(1, 3, H, W)`` in [-1, 1], the init loss's target.
+        init_loss: ``d(x_in, init_image)`` -> ``(B, ...)`` per image (summed), e.g. an
+            :class:`~discolib.models.lpips.Lpips` (Disco); ``None``: :func:`init_image_loss` (MSE).
         cutn_batches: how many independent cut batches per model per step (results are averaged).
         augment, aug: cutout augmentation switch and preset (see :mod:`discolib.guidance.cutouts`).
         total_steps: number of diffusion (training) timesteps that ``step`` values refer to.
@@ -291,6 +293,7 @@ class ClipGuidance:
         sat_scale: float = 0.0,
         init_scale: float = 0.0,
         init_image: Tensor | None = None,
+        init_loss: Callable[[Tensor, Tensor], Tensor] | None = None,
         cutn_batches: int = 4,
         augment: bool = True,
         aug: str | AugmentConfig = "still",
@@ -319,6 +322,7 @@ class ClipGuidance:
         self.sat_scale = float(sat_scale)
         self.init_scale = float(init_scale)
         self.init_image = init_image
+        self.init_loss = init_image_loss if init_loss is None else init_loss
         self.cutn_batches = int(cutn_batches)
         self.augment = augment
         self.aug = aug
@@ -373,7 +377,8 @@ class ClipGuidance:
         if self.sat_scale:
             total = total + sat_loss(x_in).mean() * self.sat_scale
         if self.init_scale and self.init_image is not None:
-            total = total + init_image_loss(x_in, self.init_image).sum() * self.init_scale
+            init = self.init_image.to(device=x_in.device, dtype=x_in.dtype)
+            total = total + self.init_loss(x_in, init).sum() * self.init_scale
         return total
 
     def _check(self, x_in: Tensor) -> None:

@@ -33,13 +33,17 @@ def guidance_config(
     cutn_batches: int | None = None,
 ) -> GuidanceConfig:
     """The CLIP-guidance part of a sampler's config, with the CLIP scale and cut augmentation of that sampler; the
-    loss scales and cut batches are ``settings.guidance``'s unless given (Video Input's overrides)."""
+    loss scales and cut batches are ``settings.guidance``'s unless given (Video Input's overrides).
+
+    ``range_scale`` applies only with ``guidance.range_loss_active`` (see ``GuidanceConfig.range_scale_applied``):
+    Disco computes its range loss on a detached tensor, so a Disco settings file's ``range_scale`` has no effect."""
     g = settings.guidance
     return GuidanceConfig(
         clip_models=tuple(settings.models.clip_models),
         clip_guidance_scale=clip_guidance_scale,
         tv_scale=g.tv_scale if tv_scale is None else tv_scale,
         range_scale=g.range_scale if range_scale is None else range_scale,
+        range_loss_active=g.range_loss_active,
         sat_scale=g.sat_scale if sat_scale is None else sat_scale,
         cutn_batches=g.cutn_batches if cutn_batches is None else cutn_batches,
         cut_overview=g.cut_overview,
@@ -102,13 +106,16 @@ def guided_config(settings: Settings) -> GuidedConfig:
         clip_denoised=g.clip_denoised,
         skip_steps=scales["skip_steps"],
         init_scale=scales["init_scale"],
+        init_loss=g.init_loss,
         perlin_init=g.perlin_init,
         perlin_mode=g.perlin_mode,
+        perlin_init_every_frame=g.perlin_init_every_frame,
         fuzzy_prompt=g.fuzzy_prompt,
         rand_mag=g.rand_mag,
         use_horizontal_symmetry=g.use_horizontal_symmetry,
         use_vertical_symmetry=g.use_vertical_symmetry,
         transformation_percent=tuple(g.transformation_percent),
+        symmetry_any_sampler=g.symmetry_any_sampler,
         guidance=guidance_config(
             settings,
             clip_guidance_scale=scales["clip_guidance_scale"],
@@ -128,6 +135,7 @@ def latent_config(settings: Settings) -> LatentConfig:
         scheduler=lat.scheduler,
         cfg_scale=lat.cfg_scale,
         negative_prompt=lat.negative_prompt,
+        eta=lat.ddim_eta,
         # Latent mode has always cut with the still augmentation, animation or not.
         guidance=guidance_config(settings, clip_guidance_scale=lat.clip_scale, augmentation="still"),
     )

@@ -21,7 +21,10 @@ class GuidanceConfig:
         clip_models: the CLIP ensemble (open_clip ``name/pretrained`` pairs, Disco names or ``hf-hub:`` ids).
         clip_guidance_scale: weight of the CLIP loss (guided: ``guidance.clip_guidance_scale``; latent:
             ``latent.clip_scale``, where 0 loads no CLIP model at all).
-        tv_scale, range_scale, sat_scale: weights of the other loss terms.
+        tv_scale, range_scale, sat_scale: weights of the other loss terms (``range_scale`` as set; see
+            :attr:`range_scale_applied`).
+        range_loss_active: apply ``range_scale`` at all. Off (the default) reproduces Disco, whose range loss is
+            computed on a detached tensor and so has no effect.
         cutn_batches: cut batches per step (gradients accumulated over them).
         cut_overview, cut_innercut, cut_ic_pow, cut_icgray_p: Disco's cut schedules over 1000 timesteps, as text.
         skip_augs: no cutout augmentation.
@@ -45,6 +48,12 @@ class GuidanceConfig:
     augmentation: str
     clamp_grad: bool
     clamp_max: float
+    range_loss_active: bool = False
+
+    @property
+    def range_scale_applied(self) -> float:
+        """The range loss weight the guidance applies: ``range_scale`` when ``range_loss_active``, else 0 (Disco)."""
+        return self.range_scale if self.range_loss_active else 0.0
 
     @property
     def grad_clamp(self) -> float | None:
@@ -90,14 +99,20 @@ class GuidedConfig(SamplerConfig):
         eta: DDIM's eta.
         clip_denoised: clamp the scheduler's predicted x0 to [-1, 1].
         skip_steps: steps skipped when an image starts without an init (from Perlin noise or a noised zero image).
-        init_scale: init-image loss scale when a request brings an init and no ``init_scale`` of its own.
+        init_scale: init-image loss scale when a request brings an init and no ``init_scale`` of its own; also the
+            scale of the loss to a Perlin init (Disco).
+        init_loss: the init / frames loss, ``"lpips"`` (Disco, :mod:`discolib.models.lpips`) or ``"mse"``.
         perlin_init: start an image without an init from Perlin noise.
         perlin_mode: ``"color"``, ``"gray"`` or ``"mixed"``.
-        fuzzy_prompt: add 25 noisy copies of each prompt embedding, of magnitude ``rand_mag``.
+        perlin_init_every_frame: with ``perlin_init``, a request's init (an animation frame's) is replaced by fresh
+            Perlin noise too (Disco), keeping the request's skip and init-loss scale.
+        fuzzy_prompt: replace each prompt embedding by 25 noisy copies of magnitude ``rand_mag``, clamped to [0, 1]
+            (Disco).
         rand_mag: magnitude of the fuzzy-prompt noise.
         use_horizontal_symmetry, use_vertical_symmetry: Disco's symmetry flags (see
             :func:`discolib.samplers.guided.mirror`).
         transformation_percent: fractions of the steps run at which symmetry is applied.
+        symmetry_any_sampler: apply symmetry with PLMS and DPM++ too (Disco: DDIM only).
         guidance: the CLIP guidance.
     """
 
@@ -110,13 +125,16 @@ class GuidedConfig(SamplerConfig):
     clip_denoised: bool
     skip_steps: int
     init_scale: float
+    init_loss: str = "lpips"
     perlin_init: bool
     perlin_mode: str
+    perlin_init_every_frame: bool = True
     fuzzy_prompt: bool
     rand_mag: float
     use_horizontal_symmetry: bool
     use_vertical_symmetry: bool
     transformation_percent: tuple[float, ...]
+    symmetry_any_sampler: bool = False
     guidance: GuidanceConfig
 
 
@@ -132,6 +150,7 @@ class LatentConfig(SamplerConfig):
         scheduler: scheduler name (see :func:`discolib.models.latent.scheduler_names`).
         cfg_scale: classifier-free guidance scale when a request brings none.
         negative_prompt: the negative prompt when a request's prompts have no negative part.
+        eta: DDIM's eta (Deforum's ``ddim_eta``; schedulers without one ignore it).
         guidance: optional CLIP guidance, on when ``guidance.clip_guidance_scale > 0``.
     """
 
@@ -140,4 +159,5 @@ class LatentConfig(SamplerConfig):
     scheduler: str
     cfg_scale: float
     negative_prompt: str
+    eta: float = 0.0
     guidance: GuidanceConfig

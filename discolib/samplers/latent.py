@@ -359,6 +359,7 @@ class LatentRequest:
         steps: scheduler steps for the full schedule (img2img runs ``int(steps * strength)`` of them).
         cfg_scale: classifier-free guidance scale; ``<= 1`` skips the unconditional pass (sd-turbo uses 0).
         scheduler: name for :func:`discolib.models.latent.make_scheduler`.
+        eta: DDIM's eta (Deforum's ``ddim_eta``), for schedulers whose ``step`` takes one; others ignore it.
         seed: int or a ``torch.Generator``: same seed and settings give the same image.
         init_image: (B, 3, H, W) in [0, 1] for img2img; another size is resized (bicubic) with a
             :class:`LatentSizeWarning`.
@@ -384,6 +385,7 @@ class LatentRequest:
     steps: int = 30
     cfg_scale: float = 7.5
     scheduler: str = "euler_a"
+    eta: float = 0.0
     seed: int | torch.Generator = 0
     init_image: torch.Tensor | None = None
     strength: float = 0.75
@@ -478,7 +480,10 @@ def denoise_latents(comps: LatentComponents, request: LatentRequest) -> torch.Te
     model_fn = _make_base_model_fn(comps)
     for wrap in request.model_fn_wrappers:
         model_fn = wrap(model_fn)
-    step_kwargs = {"generator": step_gen} if "generator" in inspect.signature(sched.step).parameters else {}
+    step_params = inspect.signature(sched.step).parameters
+    step_kwargs: dict[str, object] = {"generator": step_gen} if "generator" in step_params else {}
+    if "eta" in step_params:
+        step_kwargs["eta"] = float(request.eta)
     n = len(timesteps)
     # The UNet gets the timestep on its device; the scheduler the host copy: DDIM, PNDM and LCM branch on its
     # value (``prev_t >= 0``), which would read a device tensor back every step.
@@ -643,7 +648,7 @@ class LatentSampler:
                 schedules=self.cut_schedules,
                 clip_guidance_scale=g.clip_guidance_scale,
                 tv_scale=g.tv_scale,
-                range_scale=g.range_scale,
+                range_scale=g.range_scale_applied,
                 sat_scale=g.sat_scale,
                 cutn_batches=g.cutn_batches,
                 augment=not g.skip_augs,
@@ -665,6 +670,7 @@ class LatentSampler:
                 steps=c.steps,
                 cfg_scale=c.cfg_scale if request.cfg_scale is None else request.cfg_scale,
                 scheduler=c.scheduler,
+                eta=c.eta,
                 seed=gen,
                 # FrameRequest.init is in [0, 1] by contract (the render loop's frames are clamped). On the CPU the
                 # range check is free and refuses a bad init; on an accelerator it would read the range back every
