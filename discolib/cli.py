@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file")
     imp.add_argument("-o", "--output", required=True, help="settings file to write")
     imp.add_argument("--force", action="store_true", help="overwrite an existing file")
+    imp.add_argument(
+        "--animation",
+        default=None,
+        metavar="{none,2D,3D,video}",
+        help="the animation mode the file was rendered in (Disco's files do not record it; default: inferred, with a warning)",
+    )
 
     ren = sub.add_parser("render", help="render the stills or animation of a settings file into a run folder")
     ren.add_argument("file", nargs="?", help="settings file (not needed with --resume RUN_FOLDER)")
@@ -126,7 +132,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    report = import_settings(args.file)
+    report = import_settings(args.file, args.animation)
     out = _write_settings(report.settings, args.output, args.force)
     print(report.summary())
     print(f"wrote {out}")

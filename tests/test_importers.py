@@ -144,3 +144,31 @@ def test_unknown_animation_mode_names_the_source_key(tmp_path: Path, value: obje
     p.write_text(json.dumps(data))
     with pytest.raises(SettingsError, match=r"animation_mode \(-> animation.animation_mode\): expected one of none, 2D, 3D, video, got"):
         import_settings(p)
+
+
+def test_deforum_ddim_eta_flip_and_grayscale(tmp_path: Path) -> None:
+    data = json.loads((DATA / "deforum_settings.txt").read_text())
+    data.update(sampler="ddim", ddim_eta=0.3, color_force_grayscale=True, flip_2d_perspective=True,
+                perspective_flip_phi="0:(t%10)", animation_mode="2D")  # fmt: skip
+    p = tmp_path / "d.txt"
+    p.write_text(json.dumps(data))
+    r = import_settings(p)
+    a = r.settings.animation
+    assert r.settings.latent.ddim_eta == 0.3 and r.settings.latent.scheduler == "ddim"
+    assert a.color_force_grayscale and a.enable_perspective_flip and a.perspective_flip_phi == "0:(t%10)"
+    assert r.status("flip_2d_perspective") == "implemented differently"  # the flip replaces translation_x/y
+    # deforum-stable-diffusion's 3D warp ignores its flip: so does the import (with why)
+    data["animation_mode"] = "3D"
+    p.write_text(json.dumps(data))
+    r = import_settings(p)
+    assert not r.settings.animation.enable_perspective_flip and "2D mode only" in r.ignored["flip_2d_perspective"]
+
+
+def test_deforum_weighted_prompts_and_animation_override(tmp_path: Path) -> None:
+    data = json.loads((DATA / "deforum_settings.txt").read_text())
+    data["prompts"] = {"0": "a castle:2 fog:-0.5 --neg blurry"}
+    p = tmp_path / "d.txt"
+    p.write_text(json.dumps(data))
+    r = import_settings(p, animation_mode="2D")
+    assert r.settings.prompts.text_prompts == {"0": ["a castle:2", "--neg fog:0.5", "--neg blurry:1"]}
+    assert r.settings.animation.animation_mode == "2D" and "--animation" in r.ignored["animation_mode"]

@@ -217,3 +217,31 @@ def test_resume_without_the_kept_colour_reference_warns_and_stays_identical(tmp_
     starts.clear()
     render(s, resume=run, progress=False, callback=lambda e: starts.append(e.frame) if e.kind == "start" else None)
     assert starts == [4]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("animation", ["2D", "3D"])
+def test_perspective_flip_and_grayscale_through_the_loop(tmp_path: Path, animation: str) -> None:
+    import numpy as np
+    from PIL import Image
+
+    s = tiny("latent", animation, max_frames=3, make_video=False, enable_perspective_flip=True, color_force_grayscale=True)
+    s.set("perspective_flip_phi", "0: (8)")
+    flipped = render(s, out=tmp_path / "flip", progress=False)
+    for path in flipped.frames[1:]:
+        rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        assert np.abs(rgb[..., 0] - rgb[..., 1]).max() <= 1 and np.abs(rgb[..., 2] - rgb[..., 1]).max() <= 1  # grey
+    s.set("enable_perspective_flip", False)
+    plain = render(s, out=tmp_path / "plain", progress=False)
+    assert Path(flipped.frames[1]).read_bytes() != Path(plain.frames[1]).read_bytes()
+
+
+@pytest.mark.slow
+def test_disco_perlin_init_replaces_every_frames_init(tmp_path: Path) -> None:
+    s = tiny("guided", "2D", max_frames=2, make_video=False, perlin_init=True, init_loss="mse")
+    assert s.guidance.perlin_init_every_frame  # Disco: regen_perlin() for every frame
+    fresh = render(s, out=tmp_path / "fresh", progress=False)
+    s.set("perlin_init_every_frame", False)
+    warped = render(s, out=tmp_path / "warped", progress=False)
+    assert Path(fresh.frames[0]).read_bytes() == Path(warped.frames[0]).read_bytes()  # frame 0 has no other init
+    assert Path(fresh.frames[1]).read_bytes() != Path(warped.frames[1]).read_bytes()

@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from discolib.schedules.expr import ScheduleError
-from discolib.schedules.prompts import FramePrompts, PromptError, PromptSchedule, WeightedPrompt, split_weight
+from discolib.schedules.prompts import (
+    FramePrompts,
+    PromptError,
+    PromptSchedule,
+    WeightedPrompt,
+    split_weight,
+    split_weighted_subprompts,
+)
 
 
 @pytest.mark.parametrize(
@@ -225,3 +232,106 @@ def test_long_texts_parse_in_linear_time() -> None:
 def test_json_text_nested_too_deeply_is_a_prompt_error() -> None:
     with pytest.raises(PromptError, match=r"^text_prompts: JSON nested deeper than 64 levels$"):
         PromptSchedule.from_any("{" + '"0": ' + "[" * 5000 + "]" * 5000 + "}", setting="text_prompts")
+
+
+# ------------------------------------------------------------------------------------ Deforum weighted sub-prompts
+
+
+def _deforum_reference(text: str, t: int = 0) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """deforum-stable-diffusion's split_weighted_subprompts (skip_normalize), re-derived as a character scanner:
+    a sub-prompt runs to the next unescaped ':', any run of ':' follows, then an optional weight (-?digits[.digits]
+    or a `backtick expression`, here only `t/10` style: evaluated by Python on t), then spaces. Weight < 0: negative
+    with -w; 0: dropped."""
+    pos: list[tuple[str, float]] = []
+    neg: list[tuple[str, float]] = []
+    i, n = 0, len(text)
+    while i < n:
+        j = i
+        buf = ""
+        while j < n and text[j] != ":":
+            if text.startswith("\\:", j):
+                buf += ":"
+                j += 2
+            else:
+                buf += text[j]
+                j += 1
+        w = 1.0
+        if j < n:  # at ':'
+            while j < n and text[j] == ":":
+                j += 1
+            k = j
+            if k < n and text[k] == "`":
+                end = text.index("`", k + 1)
+                expr = text[k + 1 : end]
+                w = float({"t/10": t / 10, "1-t/5": 1 - t / 5}[expr]) if len(expr) >= 1 else 1.0
+                j = end + 1
+            else:
+                if k < n and text[k] == "-":
+                    k += 1
+                d = k
+                while d < n and text[d].isdigit():
+                    d += 1
+                if d > k:
+                    if d + 1 < n and text[d] == "." and text[d + 1].isdigit():
+                        d += 1
+                        while d < n and text[d].isdigit():
+                            d += 1
+                    w = float(text[j:d])
+                    j = d
+            while j < n and text[j].isspace():
+                j += 1
+        if w > 0:
+            pos.append((buf.strip(), w))
+        elif w < 0:
+            neg.append((buf.strip(), -w))
+        i = j
+    return pos, neg
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a castle:2 fog:-0.5",
+        "a castle",
+        "bacon:0.75 eggs:0.25",
+        "a:: b:3.5 c",
+        "ratio 16\\:9 poster:1.5 ugly:-1",
+        "zero:0 one:1",
+        "sea:1 a castle:`t/10` fog:-0.5",
+        "dusk:`1-t/5` sea:1",
+    ],
+)
+@pytest.mark.parametrize("frame", [0, 3, 8])
+def test_deforum_weighted_subprompts_match_the_original(text: str, frame: int) -> None:
+    pos, neg = _deforum_reference(text, frame)
+    ps = PromptSchedule.from_any({"0": split_weighted_subprompts(text)})
+    fp = ps.at(frame, 10)
+
+    def close(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool:
+        return [t for t, _ in a] == [t for t, _ in b] and all(abs(x - y) < 1e-12 for (_, x), (_, y) in zip(a, b, strict=True))
+
+    assert close([(p.text, p.weight) for p in fp.positive], pos)
+    assert close(sorted((p.text, p.weight) for p in fp.negative), sorted(neg))
+
+
+def test_deforum_issue_example_and_backtick_items() -> None:
+    assert split_weighted_subprompts("a castle:2 fog:-0.5") == ["a castle:2", "--neg fog:0.5"]
+    assert split_weighted_subprompts("a castle:`t/10`") == ["a castle:`t/10`"]
+    ps = PromptSchedule.from_any({"0": ["a castle:`1 + t/10`", "fog:`t - 2`"]})
+    assert [(p.text, p.weight) for p in ps.at(4, 10).positive] == [("a castle", 1.4), ("fog", 2.0)]
+    assert ps.at(1, 10).negative == [WeightedPrompt("fog", 1.0)]  # negative weight: a negative prompt
+    assert ps.at(2, 10).texts == ["a castle"]  # weight 0 leaves it out
+    assert ps.changes(5) == [0, 1, 2, 3, 4]
+    assert ps.to_json() == {"0": ["a castle:`1 + t/10`", "fog:`t - 2`"]}
+
+
+def test_backtick_weights_use_the_safe_evaluator() -> None:
+    with pytest.raises(PromptError, match="weight"):
+        PromptSchedule.from_any({"0": ["a:`__import__('os')`"]})
+    with pytest.raises(PromptError, match="max_f"):
+        PromptSchedule.from_any({"0": ["a:`max_f/2`"]}).at(0)
+    assert PromptSchedule.from_any({"0": ["a:`max_f/2`"]}).at(0, 11).weights == [5.0]
+    with pytest.raises(PromptError, match="frame 3"):
+        PromptSchedule.from_any({"0": ["a:`1/(t-3)`", "b"]}).at(3, 10)
+    with pytest.raises(PromptError, match="positive weight"):
+        PromptSchedule.from_any({"0": ["a:`-1`"]}).at(0, 10)

@@ -61,6 +61,10 @@ SCHEDULE_FIELDS = (
     "antiblur_sigma",
     "antiblur_kernel",
     "antiblur_threshold",
+    "perspective_flip_theta",
+    "perspective_flip_phi",
+    "perspective_flip_gamma",
+    "perspective_flip_fv",
 )
 
 #: An init image with one of these suffixes is a video: its first frame starts the animation.

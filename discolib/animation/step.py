@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import torch
 
-from discolib.animation import coherence, motion
+from discolib.animation import coherence, motion, perspective
 from discolib.animation.plan import RenderPlan, diffused_frames
 from discolib.animation.policy import AnimationPolicy
 from discolib.animation.video_input import VideoInput
@@ -215,6 +215,8 @@ class AnimationStep:
         if ref_mode == "webui" and self.color_ref is not None and self.anim.color_coherence != "None":
             # sd-webui-deforum matches every sampled frame again after sampling (not legacy_colormatch).
             sample = coherence.match_histogram(sample.clamp(0, 1), self._histogram(), self.anim.color_coherence)
+        if self.anim.color_force_grayscale:  # both Deforums grey the sample too
+            sample = perspective.force_grayscale(sample)
         sample = quantize(sample)
         if self.blends and self.store is not None:
             self.store.save(f"diffused/{i:06d}", sample)  # before frame i is handed over: a resume may need it
@@ -367,6 +369,13 @@ class AnimationStep:
         :meth:`depth_of`)."""
         plan, anim = self.plan, self.anim
         if plan.motion == "2D":
+            if anim.enable_perspective_flip:  # both Deforums: flip @ rotation-zoom (their matmul drops the translation)
+                v = plan.value
+                m = perspective.flip_2d_motion(
+                    (prev.shape[-2], prev.shape[-1]), v("angle", i), v("zoom", i), v("transform_center_x", i),
+                    v("transform_center_y", i), self._flip(i, prev),
+                )
+                return perspective.warp_perspective(prev, m, anim.border, anim.sampling_mode_2d).clamp(0, 1), None
             warped = motion.warp_2d(
                 prev,
                 plan.value("angle", i),
@@ -382,12 +391,23 @@ class AnimationStep:
         if plan.motion == "3D":
             if depth is None:
                 depth = self.depth_of(prev)
+            if anim.enable_perspective_flip:  # sd-webui-deforum flips before the 3D warp, after predicting depth
+                prev = perspective.warp_perspective(prev, self._flip(i, prev), anim.border, anim.sampling_mode_2d).clamp(0, 1)
             if self._motion_3d is None:
                 self._motion_3d = motion_3d_table(plan, prev.device, prev.dtype)
             rot, trans = self._motion_3d[i : i + 1, :3], self._motion_3d[i : i + 1, 3:]
             warped, mask = motion.reproject_3d(prev, depth, rot, trans, **self.camera(i))
             return warped.clamp(0, 1), mask
         return prev, None
+
+    def _flip(self, i: int, image: torch.Tensor) -> torch.Tensor:
+        """Deforum's perspective flip of frame ``i`` as a ``(3, 3)`` homography of ``image``'s size."""
+        h, w = image.shape[-2:]
+        v = self.plan.value
+        return perspective.perspective_flip_matrix(
+            w, h, v("perspective_flip_theta", i), v("perspective_flip_phi", i), v("perspective_flip_gamma", i),
+            v("perspective_flip_fv", i),
+        )
 
     def camera(self, i: int) -> dict[str, Any]:
         """Keyword arguments of :func:`~discolib.animation.motion.reproject_3d` for frame ``i``: the 3D warp's camera,
@@ -414,6 +434,10 @@ class AnimationStep:
         x = warped
         if anim.color_coherence != "None" and self.color_ref is not None and i != self._unmatched:
             x = coherence.match_histogram(x, self._histogram(), anim.color_coherence)
+        if anim.color_force_grayscale:
+            # dsd's warp-side grey applies OpenCV's BGR weights to its RGB frame (red and blue swapped); webui's not.
+            dsd = anim.color_coherence_reference == "deforum"
+            x = perspective.force_grayscale(x, perspective.DSD_WARP_GREY_WEIGHTS if dsd else perspective.GREY_WEIGHTS)
         contrast = plan.value("contrast_schedule", i)
         if contrast != 1.0:
             x = coherence.adjust_contrast(x, contrast)

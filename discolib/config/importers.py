@@ -2,7 +2,8 @@
 
 Known keys map onto ours (some with a conversion, e.g. Disco's ``width_height`` or its ``ViTB32`` flags);
 every other key is reported as ignored with a reason. Nothing is dropped silently: :class:`ImportReport`
-lists what was mapped and what was not. A value of the wrong type is a :class:`SettingsError` that names the
+lists every key as mapped (with a note where discolib implements it differently) or ignored (with why), and
+warns where the file leaves something to inference (Disco's files do not say their animation mode). A value of the wrong type is a :class:`SettingsError` that names the
 file and the source key (``TimeToDisco_settings.txt: seed (-> run.seed): expected an integer, got [1]``).
 """
 
@@ -23,6 +24,7 @@ from discolib.config.settings import (
     short_repr,
 )
 from discolib.errors import InputError
+from discolib.schedules.prompts import split_weighted_subprompts
 
 __all__ = ["ImportReport", "import_settings", "import_disco", "import_deforum", "detect_format"]
 
@@ -36,9 +38,29 @@ class ImportReport:
     mapped: dict[str, str] = field(default_factory=dict)  # source key -> our dotted field(s)
     ignored: dict[str, str] = field(default_factory=dict)  # source key -> reason
     notes: dict[str, str] = field(default_factory=dict)  # mapped source key -> how discolib's value differs
+    warnings: list[str] = field(default_factory=list)  # what the file left to inference, or a default used
+
+    def status(self, key: str) -> str:
+        """``'mapped'``, ``'implemented differently'`` (mapped with a note) or ``'ignored'``; KeyError if unknown."""
+        if key in self.ignored:
+            return "ignored"
+        if key in self.mapped:
+            return "implemented differently" if key in self.notes else "mapped"
+        raise KeyError(key)
 
     def summary(self) -> str:
-        lines = [f"imported a {self.source_format} settings file: {len(self.mapped)} keys mapped, {len(self.ignored)} ignored"]
+        """Every key: mapped (-> our fields), implemented differently (how) or ignored (why); warnings first."""
+        n_diff = sum(1 for k in self.mapped if k in self.notes)
+        lines = [
+            f"imported a {self.source_format} settings file: {len(self.mapped)} keys mapped ({n_diff} implemented "
+            f"differently), {len(self.ignored)} ignored"
+        ]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        for k, target in sorted(self.mapped.items()):
+            if k in self.notes:
+                lines.append(f"  implemented differently {k} -> {target} (see its note)")
+            else:
+                lines.append(f"  mapped {k} -> {target}")
         for k, why in sorted(self.ignored.items()):
             lines.append(f"  ignored {k}: {why}")
         for k, note in sorted(self.notes.items()):
@@ -188,6 +210,21 @@ _DISCO_CLIP_FLAGS = {
     "RN50x4": "RN50x4",
     "RN50x16": "RN50x16",
     "RN50x64": "RN50x64",
+    # Disco v5.7's open_clip members (its own flag spellings, e.g. "laion400m_32" = open_clip's laion400m_e32):
+    # open_clip "architecture/pretrained tag" ids, which discolib.models.clip loads the way Disco does.
+    "ViTB32_laion2b_e16": "ViT-B-32/laion2b_e16",
+    "ViTB32_laion400m_e31": "ViT-B-32/laion400m_e31",
+    "ViTB32_laion400m_32": "ViT-B-32/laion400m_e32",
+    "ViTB32quickgelu_laion400m_e31": "ViT-B-32-quickgelu/laion400m_e31",
+    "ViTB32quickgelu_laion400m_e32": "ViT-B-32-quickgelu/laion400m_e32",
+    "ViTB16_laion400m_e31": "ViT-B-16/laion400m_e31",
+    "ViTB16_laion400m_e32": "ViT-B-16/laion400m_e32",
+    "RN50_yffcc15m": "RN50/yfcc15m",
+    "RN50_cc12m": "RN50/cc12m",
+    "RN50_quickgelu_yfcc15m": "RN50-quickgelu/yfcc15m",
+    "RN50_quickgelu_cc12m": "RN50-quickgelu/cc12m",
+    "RN101_yfcc15m": "RN101/yfcc15m",
+    "RN101_quickgelu_yfcc15m": "RN101-quickgelu/yfcc15m",
 }
 
 # Keys of the source files that have no counterpart, with why (shown to the user).
@@ -195,6 +232,7 @@ _DISCO_IGNORED = {
     "seed": None,  # handled below
     "batchNum": "batch counter of a Disco session, not a setting",
     "randomize_class": "only for class-conditional models; Disco's models are unconditional",
+    "persistent_frame_output_in_batch_folder": "discolib always writes frames into the run folder",
     "use_checkpoint": "Disco's gradient checkpointing flag; set models.gradient_checkpointing if needed",
     "diffusion_sampling_mode": None,
     "key_frames": "keyframes are always on in discolib",
@@ -395,11 +433,69 @@ def _validate(s: Settings, report: ImportReport) -> None:
         raise SettingsError(f"{sources[0]} (-> {target}): {reason}") from None
 
 
-def import_disco(data: dict[str, Any]) -> ImportReport:
-    """Map the JSON Disco Diffusion v5.x writes beside its images (``*_settings.txt``)."""
+# Disco v5.7's notebook defaults of the motion settings (its cells), to tell what a user changed.
+_DISCO_MOTION_DEFAULTS = {
+    "angle": "0:(0)",
+    "zoom": "0: (1), 10: (1.05)",
+    "translation_x": "0: (0)",
+    "translation_y": "0: (0)",
+    "translation_z": "0: (10.0)",
+    "rotation_3d_x": "0: (0)",
+    "rotation_3d_y": "0: (0)",
+    "rotation_3d_z": "0: (0)",
+}
+_DISCO_VIDEO_DEFAULTS = ("init.mp4", "/content/drive/MyDrive/init.mp4")
+
+
+def _same_schedule(a: Any, b: str) -> bool:
+    return isinstance(a, str) and "".join(a.split()) == "".join(b.split())
+
+
+def infer_disco_mode(data: dict[str, Any]) -> tuple[str, str]:
+    """The animation mode a Disco ``*_settings.txt`` (which does not say it) was most likely rendered in, and why.
+
+    Disco writes every animation key whatever the mode, so the values decide: ``turbo_mode`` true means 3D (Disco
+    turns turbo off outside 3D before it saves); a video path other than the notebook's default means Video
+    Input; 3D-only motion (``translation_z``, ``rotation_3d_*``) changed from the defaults means 3D; 2D motion
+    (``angle``, ``zoom``, ``translation_x/y``) changed means 2D; otherwise stills.
+    """
+    if data.get("turbo_mode") is True:
+        return "3D", "turbo_mode is true (Disco turns turbo mode off outside 3D mode before saving)"
+    path = data.get("video_init_path")
+    if isinstance(path, str) and path.strip() and path not in _DISCO_VIDEO_DEFAULTS:
+        return "Video Input", f"video_init_path is set ({short_repr(path)}, not the notebook's default)"
+    changed = [k for k, d in _DISCO_MOTION_DEFAULTS.items() if k in data and not _same_schedule(data[k], d)]
+    three_d = [k for k in changed if k == "translation_z" or k.startswith("rotation_3d_")]
+    if three_d:
+        return "3D", f"3D motion changed from Disco's defaults ({', '.join(three_d)})"
+    if changed:
+        return "2D", f"2D motion changed from Disco's defaults ({', '.join(changed)})"
+    return "None", "no animation setting differs from Disco's defaults"
+
+
+def import_disco(data: dict[str, Any], animation_mode: str | None = None) -> ImportReport:
+    """Map the JSON Disco Diffusion v5.x writes beside its images (``*_settings.txt``).
+
+    ``animation_mode`` (None, 2D, 3D, Video Input) says the mode the file was rendered in: Disco v5.7 does not
+    save it. Without it, a file's own ``animation_mode`` key (older notebooks) holds, else the mode is inferred
+    (:func:`infer_disco_mode`) and the report warns.
+    """
     s = Settings.defaults("guided")
     r = ImportReport(s, "Disco Diffusion")
     clip_flags = [k for k in _DISCO_CLIP_FLAGS if k in data]
+    if animation_mode is not None:
+        mode = normalise_animation_mode(animation_mode)
+        s.set("animation.animation_mode", mode)
+        if "animation_mode" in data and data["animation_mode"] != animation_mode:
+            r.warnings.append(f"--animation {mode} replaces the file's animation_mode {short_repr(data['animation_mode'])}")
+            r.ignored["animation_mode"] = f"replaced by --animation {mode}"
+    elif "animation_mode" not in data:
+        mode, why = infer_disco_mode(data)
+        s.set("animation.animation_mode", mode)
+        r.warnings.append(
+            f"Disco's settings file does not record its animation mode: inferred {mode!r} because {why}; "
+            "pass --animation (None, 2D, 3D, Video Input) to say it"
+        )
     for key, value in data.items():
         if key in _DISCO_SAME:
             # Numbers given for keyframe settings become "0: (v)" in Settings.set.
@@ -419,7 +515,8 @@ def import_disco(data: dict[str, Any]) -> ImportReport:
         elif key == "init_image":
             _apply(s, r, key, "guidance.init_image", value or "")
         elif key == "animation_mode":
-            _apply(s, r, key, "animation.animation_mode", value, normalise_animation_mode)
+            if animation_mode is None:
+                _apply(s, r, key, "animation.animation_mode", value, normalise_animation_mode)
         elif key == "interp_spline":
             _apply(s, r, key, "animation.interpolation", value, _conv_interp)
         elif key in ("near_plane", "far_plane", "fov"):
@@ -455,8 +552,11 @@ def import_disco(data: dict[str, Any]) -> ImportReport:
     return r
 
 
-def import_deforum(data: dict[str, Any]) -> ImportReport:
-    """Map a Deforum settings file (the JSON Deforum's notebook saves with each run)."""
+def import_deforum(data: dict[str, Any], animation_mode: str | None = None) -> ImportReport:
+    """Map a Deforum settings file (the JSON deforum-stable-diffusion or sd-webui-deforum saves with each run).
+
+    ``animation_mode`` replaces the file's ``animation_mode`` when given.
+    """
     s = Settings.defaults("latent")
     webui = bool(_WEBUI_KEYS & data.keys())
     r = ImportReport(s, "Deforum (sd-webui-deforum)" if webui else "Deforum")
@@ -464,7 +564,13 @@ def import_deforum(data: dict[str, Any]) -> ImportReport:
         for name, value in WEBUI_DEFAULTS.items():
             if _has_field(name):
                 s.set(name, value)
+    _import_deforum_prompts(data, s, r, webui)
     for key, value in data.items():
+        if key in r.mapped or key in r.ignored:
+            continue  # the prompts, done above
+        if key == "animation_mode" and animation_mode is not None:
+            r.ignored[key] = f"replaced by --animation {animation_mode}"
+            continue
         if key in _DEFORUM_OPTIONAL:
             _apply_optional(s, r, key, f"animation.{key}", value, _schedule_of)
         elif key == "aspect_ratio_use_old_formula":
@@ -481,6 +587,10 @@ def import_deforum(data: dict[str, Any]) -> ImportReport:
             name = _expect_str(value, "a depth algorithm name")
             old_scale = "adabins" in name.lower() and "(old)" in name.lower()
             _apply_optional(s, r, key, "animation.depth_convention", "disco" if old_scale else "webui")
+            r.notes[key] = (
+                f"sets the depth units ({'raw MiDaS scale' if old_scale else 'webui normalised'}); the depth model "
+                "itself is models.depth_model's (discolib's transformers depth models)"
+            )
         elif key in _DEFORUM_SAME:
             target = _DEFORUM_SAME[key]
             _apply(s, r, key, target, value)
@@ -490,10 +600,51 @@ def import_deforum(data: dict[str, Any]) -> ImportReport:
             _apply(s, r, key, "run.seed", value, _conv_seed)
         elif key == "sampler":
             _apply(s, r, key, "latent.scheduler", value, _deforum_sampler)
-        elif key in ("prompts", "animation_prompts"):
-            _apply(s, r, key, "prompts.text_prompts", value, _conv_prompts)
-        elif key == "negative_prompts" or key == "negative_prompt":
-            _apply(s, r, key, "latent.negative_prompt", value, _conv_negative)
+            note = _SAMPLER_NOTES.get(value.strip().lower()) if isinstance(value, str) else None
+            if note:
+                r.notes[key] = note
+        elif key == "ddim_eta":
+            _apply(s, r, key, "latent.ddim_eta", value)
+            if value != 0 and data.get("sampler") not in ("ddim", "DDIM"):
+                r.notes[key] = "used with latent.scheduler ddim only (both Deforums zero it for other samplers)"
+        elif key in ("flip_2d_perspective", "enable_perspective_flip"):
+            on = _expect_bool(data, key, "animation.enable_perspective_flip")
+            mode = data.get("animation_mode")
+            if on and not webui and isinstance(mode, str) and mode.strip().upper() == "3D":
+                r.ignored[key] = "deforum-stable-diffusion applies the perspective flip in 2D mode only (its 3D warp ignores it)"
+            else:
+                _apply(s, r, key, "animation.enable_perspective_flip", on)
+                if on:
+                    r.notes[key] = (
+                        "as both Deforums, the flip replaces translation_x/y in 2D mode (their np.matmul(bM, rot_mat, "
+                        "trans_mat) passes the translation as numpy's out argument); sd-webui-deforum also flips "
+                        "before the 3D warp"
+                    )
+        elif key in _PERSPECTIVE_KEYS:
+            _apply(s, r, key, f"animation.{key}", value, _schedule_of)
+        elif key == "color_force_grayscale":
+            _apply(s, r, key, "animation.color_force_grayscale", value)
+        elif key == "soundtrack_path":
+            choice = data.get("add_soundtrack", "File")
+            if choice == "File":
+                _apply(s, r, key, "output.soundtrack", value)
+            else:
+                r.ignored[key] = f"add_soundtrack is {short_repr(choice)}, not 'File'"
+        elif key == "add_soundtrack":
+            if value == "File":
+                r.mapped[key] = "output.soundtrack"
+            elif value == "Init Video":
+                r.ignored[key] = "muxing the init video's audio is not supported; set output.soundtrack to the video's path"
+            else:
+                r.ignored[key] = "no soundtrack (add_soundtrack 'None')"
+        elif key == "make_gif":
+            if _expect_bool(data, key, "output.video_format"):
+                _apply(s, r, key, "output.video_format", "gif")
+                r.notes[key] = "discolib writes one video per run: the GIF instead of sd-webui-deforum's MP4 + GIF"
+            else:
+                r.ignored[key] = "make_gif was false (discolib writes the MP4, output.video_format mp4)"
+        elif key == "skip_video_creation":
+            _apply(s, r, key, "output.make_video", not _expect_bool(data, key, "output.make_video"))
         elif key == "animation_mode":
             _apply(s, r, key, "animation.animation_mode", value, _deforum_animation_mode)
         elif key == "color_coherence":
@@ -510,8 +661,11 @@ def import_deforum(data: dict[str, Any]) -> ImportReport:
                 r.ignored[key] = "use_init was false"
         elif key == "outdir":
             _apply(s, r, key, "run.output_root", value)
+        elif key == "use_init":
+            _expect_bool(data, key, "guidance.init_image")
+            r.mapped[key] = "guidance.init_image"
         else:
-            r.ignored[key] = "not a discolib setting"
+            r.ignored[key] = _deforum_ignore_reason(key, value, data)
     key = "aspect_ratio_use_old_formula"
     if key in data:
         if _expect_bool(data, key, "animation.aspect_ratio_schedule"):
@@ -520,8 +674,286 @@ def import_deforum(data: dict[str, Any]) -> ImportReport:
             _apply_optional(s, r, key, "animation.aspect_ratio_schedule", f"0: ({ratio:.6g})")
         else:
             r.ignored[key] = "the old formula was off (aspect_ratio_schedule applies)"
+    if animation_mode is not None:
+        s.set("animation.animation_mode", _deforum_animation_mode(animation_mode))
     _validate(s, r)
     return r
+
+
+_PERSPECTIVE_KEYS = ("perspective_flip_theta", "perspective_flip_phi", "perspective_flip_gamma", "perspective_flip_fv")
+
+#: Prompt keys handled by _import_deforum_prompts.
+_PROMPT_KEYS = (
+    "cond_prompts", "uncond_prompts", "prompts", "animation_prompts", "positive_prompts", "negative_prompts",
+    "animation_prompts_positive", "animation_prompts_negative", "negative_prompt", "cond_prompt", "uncond_prompt",
+    "prompt",
+)
+
+
+def _frame_prompt_dict(key: str, value: Any) -> dict[str, str] | None:
+    """A Deforum ``{frame: text}`` dict (keys as JSON writes them), None for an empty ``""``; else SettingsError."""
+    if value == "" or value == {}:
+        return None
+    if isinstance(value, str):
+        return {"0": value}
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return {str(i): v for i, v in enumerate(value)} if value else None
+    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return {str(k): v for k, v in value.items()}
+    raise SettingsError(f"{key} (-> prompts.text_prompts): expected a {{frame: prompt}} object or a string, got {short_repr(value)}")
+
+
+def _is_batch_dict(d: dict[str, str]) -> bool:
+    """deforum-stable-diffusion's stills batch saves ``{prompt: "00000", ...}`` (prompt -> index, inverted)."""
+    return all(len(v) == 5 and v.isdigit() for v in d.values()) and not all(k.strip().isdigit() for k in d)
+
+
+def _hold(d: dict[str, str], frame: int) -> str:
+    """Deforum's ffill/bfill: the text of the last key <= frame, else of the first key."""
+    order = sorted(((int(k), v) for k, v in d.items()), key=lambda kv: kv[0])
+    text = order[0][1]
+    for f, v in order:
+        if f <= frame:
+            text = v
+    return text
+
+
+def _weighted_items(text: str, key: str, negative: str = "") -> str | list[str]:
+    """One deforum-stable-diffusion prompt (and its negative prompt) as a discolib prompt value.
+
+    Text without ``:`` or backticks stays one string (``"a lake --neg mountain"``); otherwise the weighted
+    sub-prompts are split (see :func:`split_weighted_subprompts`) into a list of items.
+    """
+    pos, *neg = text.split("--neg", 1)
+    negs = [t.strip() for t in (*neg, negative) if t.strip()]
+    if ":" not in pos and "`" not in pos:
+        return f"{pos.strip()} --neg {', '.join(negs)}" if negs else pos.strip()
+    return split_weighted_subprompts(pos, setting=key) + [f"--neg {t}:1" for t in negs]
+
+
+def _import_deforum_prompts(data: dict[str, Any], s: Settings, r: ImportReport, webui: bool) -> None:
+    """Deforum's prompts -> prompts.text_prompts (negatives as ``--neg`` items), every prompt key reported.
+
+    deforum-stable-diffusion saves what it rendered as ``cond_prompts`` / ``uncond_prompts`` ({frame: text}, each
+    held until its next key; the negative ones independently of the positive ones); sd-webui-deforum saves
+    ``prompts`` plus ``positive_prompts`` / ``negative_prompts``, which it wraps around every prompt as
+    ``"{positive} {prompt} --neg {negative}"``. Weighted sub-prompts (``"a castle:2 fog:-0.5"``) and backtick
+    weights are split as deforum-stable-diffusion's ``split_weighted_subprompts`` does; sd-webui-deforum hands its
+    prompt text to the WebUI unchanged (its ``(word:1.2)`` attention syntax is not discolib's), so its texts stay
+    whole.
+    """
+    present = [k for k in _PROMPT_KEYS if k in data]
+    cond = _frame_prompt_dict("cond_prompts", data["cond_prompts"]) if "cond_prompts" in data else None
+    uncond = _frame_prompt_dict("uncond_prompts", data["uncond_prompts"]) if "uncond_prompts" in data else None
+    source = "cond_prompts"
+    if cond is not None and _is_batch_dict(cond):
+        texts = list(cond)
+        cond = {"0": texts[0]}
+        r.notes["cond_prompts"] = (
+            f"deforum-stable-diffusion rendered one still per prompt ({len(texts)}); discolib renders the first "
+            "(run the others with --set prompts.text_prompts=...)"
+        )
+        if uncond is not None and _is_batch_dict(uncond):
+            uncond = {"0": next(iter(uncond))}
+    if cond is None:
+        for k in ("prompts", "animation_prompts"):
+            if k in data and isinstance(data[k], (str, list, dict)):
+                cond = _frame_prompt_dict(k, data[k])
+                if cond is not None:
+                    source = k
+                    break
+    if cond is None:
+        r.warnings.append(
+            "the file holds no prompts (no cond_prompts, prompts or animation_prompts): discolib's default prompt "
+            f"{short_repr(s.prompts.text_prompts)} is used; set prompts.text_prompts"
+        )
+        for k in present:
+            r.ignored[k] = "empty"
+        return
+    if webui:
+        pos = data.get("positive_prompts", data.get("animation_prompts_positive", ""))
+        neg = data.get("negative_prompts", data.get("animation_prompts_negative", ""))
+        if not isinstance(pos, str) or not isinstance(neg, str):
+            raise SettingsError(f"positive_prompts/negative_prompts (-> prompts.text_prompts): expected strings, got {short_repr([pos, neg])}")
+        neg = neg.replace("--neg", "")
+        # sd-webui-deforum's composition (args.py process_args), whitespace then normalised by the prompt parser.
+        text = {k: f"{pos} {v} {'' if '--neg' in v else '--neg'} {neg}".strip() for k, v in cond.items()}
+        _apply(s, r, source, "prompts.text_prompts", text)
+        for k in ("positive_prompts", "negative_prompts", "animation_prompts_positive", "animation_prompts_negative"):
+            if k in data:
+                r.mapped[k] = "prompts.text_prompts"
+                r.notes[k] = "wrapped around every prompt as sd-webui-deforum does: '{positive} {prompt} --neg {negative}'"
+    else:
+        keys = sorted({*cond, *(uncond or {})}, key=lambda k: int(k) if k.strip().lstrip("-").isdigit() else 0)
+        numeric = all(k.strip().lstrip("-").isdigit() for k in keys)
+        merged: dict[str, str | list[str]]
+        if uncond and numeric:
+            merged = {k: _weighted_items(_hold(cond, int(k)), source, _hold(uncond, int(k))) for k in keys}
+        else:
+            first_neg = next(iter(uncond.values())) if uncond else ""
+            merged = {k: _weighted_items(v, source, first_neg) for k, v in cond.items()}
+            if uncond and len(uncond) > 1:
+                r.warnings.append("uncond_prompts with max_f keys: every prompt takes the first negative prompt")
+        _apply(s, r, source, "prompts.text_prompts", merged)
+        if uncond is not None:
+            r.mapped["uncond_prompts"] = "prompts.text_prompts"
+            r.notes["uncond_prompts"] = "negative prompts as '--neg' items of each key (Deforum holds them per frame)"
+        if any(":" in v for v in cond.values()):
+            r.notes[source] = (
+                "weighted sub-prompts ('text:weight', backtick weights) split as deforum-stable-diffusion's "
+                "split_weighted_subprompts; weights normalised by their sum in the latent sampler"
+            )
+    for k in present:
+        if k not in r.mapped:
+            if k in ("cond_prompt", "uncond_prompt", "prompt"):
+                r.ignored[k] = "the prompt of the frame being rendered when the file was saved (cond_prompts holds them all)"
+            elif k == "uncond_prompts":
+                r.ignored[k] = "empty"
+            elif k in ("negative_prompt", "negative_prompts") and not webui:
+                _apply(s, r, k, "latent.negative_prompt", data[k], _conv_negative)
+            else:
+                r.ignored[k] = f"superseded by {source}"
+
+
+#: Why common Deforum keys have no discolib counterpart (the report's text; prefixes end with '_').
+_DEFORUM_IGNORE_REASONS: dict[str, str] = {
+    "cn_": "ControlNet is not supported",
+    "hybrid_": "hybrid video is not supported",
+    "parseq_": "Parseq manifests are not supported; paste the keyframe strings instead",
+    "frame_interpolation_": "frame interpolation (RIFE/FILM) is not supported; interpolate the video afterwards",
+    "r_upscale": "video upscaling is not supported",
+    "mask_": "inpainting masks are not supported",
+    "use_mask": "inpainting masks are not supported",
+    "invert_mask": "inpainting masks are not supported",
+    "overlay_mask": "inpainting masks are not supported",
+    "use_alpha_as_mask": "inpainting masks are not supported",
+    "full_res_mask": "inpainting masks are not supported",
+    "full_res_mask_": "inpainting masks are not supported",
+    "mask_sample": "run-time state",
+    "init_sample_raw": "run-time state",
+    "use_noise_mask": "inpainting masks are not supported",
+    "noise_mask_schedule": "inpainting masks are not supported",
+    "video_mask_path": "inpainting masks are not supported",
+    "use_mask_video": "inpainting masks are not supported",
+    "fill": "inpainting masks are not supported",
+    "use_looper": "Guided Images (looper) mode is not supported",
+    "init_images": "Guided Images (looper) mode is not supported",
+    "image_strength_schedule": "Guided Images (looper) mode is not supported",
+    "blendFactor": "Guided Images (looper) mode is not supported",
+    "tweening_frames_schedule": "Guided Images (looper) mode is not supported",
+    "color_correction_factor": "Guided Images (looper) mode is not supported",
+    "enable_": "a scheduling switch of a setting discolib does not schedule",
+    "steps_schedule": "discolib keeps image.steps for every frame (step scheduling is not supported)",
+    "ddim_eta_schedule": "discolib keeps latent.ddim_eta for every frame",
+    "ancestral_eta_schedule": "ancestral eta is fixed at 1 in discolib's euler_a",
+    "sampler_schedule": "discolib keeps one scheduler per run",
+    "checkpoint_schedule": "discolib keeps one model per run",
+    "clipskip_schedule": "CLIP skip is not supported",
+    "noise_multiplier_schedule": "the WebUI's noise multiplier is not supported (1: standard noise)",
+    "subseed": "the WebUI's variation seeds are not supported",
+    "pix2pix_img_cfg_scale_schedule": "instruct-pix2pix is not supported",
+    "seed_resize_from": "the WebUI's seed resize is not supported",
+    "show_info_on_ui": "a WebUI display option",
+    "motion_preview_mode": "a WebUI preview option",
+    "tiling": "seamless tiling is not supported",
+    "restore_faces": "face restoration is not supported",
+    "reroll_": "re-rolling blank frames is not supported",
+    "optical_flow_": "optical-flow cadence/redo is not supported (cadence blends warped frames)",
+    "cadence_flow_factor_schedule": "optical-flow cadence is not supported",
+    "redo_flow_factor_schedule": "optical-flow redo is not supported",
+    "diffusion_redo": "diffusion redo is not supported",
+    "color_coherence_video_every_N_frames": "matching to the video's frames is not supported",
+    "color_coherence_image_path": "matching to an image is not supported",
+    "extract_from_frame": "discolib reads the whole video (extract_nth_frame applies)",
+    "extract_to_frame": "discolib reads the whole video (extract_nth_frame applies)",
+    "overwrite_extracted_frames": "discolib reads video frames directly, nothing is extracted",
+    "resume_": "use `discolib render --resume RUN`",
+    "delete_": "discolib keeps the frames of a run",
+    "store_frames_in_ram": "a WebUI memory option",
+    "sd_model_": "which Stable Diffusion checkpoint: set models.latent_model",
+    "deforum_git_commit_id": "the version of sd-webui-deforum that wrote the file",
+    "save_": "discolib always saves frames and settings",
+    "display_samples": "a notebook display option",
+    "show_sample_per_step": "a notebook display option",
+    "filename_format": "discolib names frames itself",
+    "make_grid": "image grids are not supported",
+    "grid_rows": "image grids are not supported",
+    "n_samples": "discolib renders one image per seed (run.n_batches)",
+    "bit_depth_output": "discolib writes 8-bit PNGs",
+    "dynamic_threshold": "sample thresholding is not supported",
+    "static_threshold": "sample thresholding is not supported",
+    "strength_0_no_init": "discolib ignores strength without an init image, as this option does",
+    "add_init_noise": "init noise is not supported",
+    "init_noise": "init noise is not supported",
+    "mean_scale": "deforum-stable-diffusion's conditional losses are not supported",
+    "var_scale": "deforum-stable-diffusion's conditional losses are not supported",
+    "exposure_": "deforum-stable-diffusion's conditional losses are not supported",
+    "colormatch_": "deforum-stable-diffusion's conditional losses are not supported",
+    "ignore_sat_weight": "deforum-stable-diffusion's conditional losses are not supported",
+    "clip_name": "CLIP guidance in latent mode uses models.clip_models (latent.clip_scale)",
+    "clip_scale": "deforum-stable-diffusion's CLIP loss is not mapped; use latent.clip_scale",
+    "aesthetics_scale": "aesthetics loss is not supported",
+    "cutn": "deforum-stable-diffusion's conditional losses are not supported",
+    "cut_pow": "deforum-stable-diffusion's conditional losses are not supported",
+    "init_mse_": "deforum-stable-diffusion's conditional losses are not supported",
+    "blue_scale": "deforum-stable-diffusion's conditional losses are not supported",
+    "gradient_": "deforum-stable-diffusion's conditional losses are not supported",
+    "decode_method": "deforum-stable-diffusion's conditional losses are not supported",
+    "grad_": "deforum-stable-diffusion's conditional losses are not supported",
+    "clamp_": "deforum-stable-diffusion's conditional losses are not supported",
+    "cond_uncond_sync": "deforum-stable-diffusion's conditional losses are not supported",
+    "precision": "discolib picks the dtype from the device",
+    "C": "latent channels come from the model",
+    "f": "the VAE factor comes from the model",
+    "timestring": "the run's time stamp",
+    "init_latent": "run-time state",
+    "init_sample": "run-time state",
+    "init_c": "run-time state",
+    "seed_internal": "run-time state",
+    "using_vid_init": "run-time state",
+    "interpolate_": "Deforum's Interpolation mode renders as stills",
+}
+#: Entries of the table above that are prefixes without a trailing '_'.
+_IGNORE_PREFIXES = ("blendFactor", "subseed", "seed_resize_from", "r_upscale", "mask_")
+
+
+def _deforum_ignore_reason(key: str, value: Any, data: dict[str, Any]) -> str:
+    """Why ``key`` is ignored: the table above (exact key, then the longest prefix), else a generic reason."""
+    reason = _DEFORUM_IGNORE_REASONS.get(key)
+    if not reason:
+        prefixes = [p for p in _DEFORUM_IGNORE_REASONS if (p.endswith("_") or p in _IGNORE_PREFIXES) and key.startswith(p)]
+        reason = _DEFORUM_IGNORE_REASONS[max(prefixes, key=len)] if prefixes else ""
+    if not reason:
+        reason = "not a discolib setting"
+    if key.startswith("enable_") and value is False:
+        reason = "off"
+    return reason
+
+
+_SAMPLER_NOTES = {
+    "klms": "LMS runs as euler (diffusers' LMS needs scipy)",
+    "lms": "LMS runs as euler (diffusers' LMS needs scipy)",
+    "lms karras": "LMS Karras runs as euler",
+    "dpm2": "DPM2 runs as heun (the same second-order step without the midpoint sigma)",
+    "dpm2 karras": "DPM2 Karras runs as heun",
+    "dpm2_ancestral": "DPM2 ancestral runs as euler_a",
+    "dpm2 a": "DPM2 a runs as euler_a",
+    "dpm2 a karras": "DPM2 a Karras runs as euler_a",
+    "dpmpp_2s_a": "DPM++ 2S a runs as euler_a",
+    "dpm++ 2s a": "DPM++ 2S a runs as euler_a",
+    "dpm++ 2s a karras": "DPM++ 2S a Karras runs as euler_a",
+    "dpm_fast": "DPM fast runs as dpmpp_2m",
+    "dpm_adaptive": "DPM adaptive runs as dpmpp_2m",
+    "dpm fast": "DPM fast runs as dpmpp_2m",
+    "dpm adaptive": "DPM adaptive runs as dpmpp_2m",
+    "dpm++ sde": "DPM++ SDE runs as dpmpp_2m_sde",
+    "dpm++ sde karras": "DPM++ SDE Karras runs as dpmpp_2m_sde",
+    "dpm++ 2m sde karras": "DPM++ 2M SDE Karras runs as dpmpp_2m_sde (no Karras sigmas)",
+    "dpm++ 3m sde": "DPM++ 3M SDE runs as dpmpp_2m_sde",
+    "dpm++ 3m sde karras": "DPM++ 3M SDE Karras runs as dpmpp_2m_sde",
+    "dpm++ 2m sde exponential": "runs as dpmpp_2m_sde",
+    "dpm++ 3m sde exponential": "runs as dpmpp_2m_sde",
+}
 
 
 _DEFORUM_SAMPLERS = {
@@ -533,17 +965,57 @@ _DEFORUM_SAMPLERS = {
     "plms": "pndm",
     "dpmpp_2m": "dpmpp_2m",
     "klms": "euler",
+    "dpm2_ancestral": "euler_a",
+    "dpmpp_2s_a": "euler_a",
+    "dpm_fast": "dpmpp_2m",
+    "dpm_adaptive": "dpmpp_2m",
+}
+
+#: sd-webui-deforum's samplers (the WebUI's names), matched case-insensitively.
+_WEBUI_SAMPLERS = {
+    "euler a": "euler_a",
+    "euler": "euler",
+    "lms": "euler",
+    "lms karras": "euler",
+    "heun": "heun",
+    "dpm2": "heun",
+    "dpm2 karras": "heun",
+    "dpm2 a": "euler_a",
+    "dpm2 a karras": "euler_a",
+    "dpm++ 2s a": "euler_a",
+    "dpm++ 2s a karras": "euler_a",
+    "dpm++ 2m": "dpmpp_2m",
+    "dpm++ 2m karras": "dpmpp_2m_karras",
+    "dpm++ sde": "dpmpp_2m_sde",
+    "dpm++ sde karras": "dpmpp_2m_sde",
+    "dpm++ 2m sde": "dpmpp_2m_sde",
+    "dpm++ 2m sde karras": "dpmpp_2m_sde",
+    "dpm++ 2m sde exponential": "dpmpp_2m_sde",
+    "dpm++ 3m sde": "dpmpp_2m_sde",
+    "dpm++ 3m sde karras": "dpmpp_2m_sde",
+    "dpm++ 3m sde exponential": "dpmpp_2m_sde",
+    "dpm fast": "dpmpp_2m",
+    "dpm adaptive": "dpmpp_2m",
+    "ddim": "ddim",
+    "plms": "pndm",
+    "unipc": "unipc",
 }
 
 
 def _deforum_sampler(v: Any) -> str:
-    if not isinstance(v, str) or v not in _DEFORUM_SAMPLERS:
-        raise SettingsError(f"expected one of {', '.join(sorted(_DEFORUM_SAMPLERS))}, got {short_repr(v)}")
-    return _DEFORUM_SAMPLERS[v]
+    """deforum-stable-diffusion's sampler names (``euler_ancestral``) and the WebUI's (``'Euler a'``)."""
+    if isinstance(v, str) and v in _DEFORUM_SAMPLERS:
+        return _DEFORUM_SAMPLERS[v]
+    if isinstance(v, str) and v.strip().lower() in _WEBUI_SAMPLERS:
+        return _WEBUI_SAMPLERS[v.strip().lower()]
+    names = [*sorted(_DEFORUM_SAMPLERS), "'Euler a'", "'DPM++ 2M Karras'", "..."]
+    raise SettingsError(f"expected one of {', '.join(names)}, got {short_repr(v)}")
 
 
-def import_settings(path: str | Path) -> ImportReport:
+def import_settings(path: str | Path, animation_mode: str | None = None) -> ImportReport:
     """Read a Disco or Deforum settings file, detect which it is, and map it.
+
+    ``animation_mode`` (None, 2D, 3D, Video Input) says the file's mode: Disco's files do not record it.
 
     The file is read like a discolib settings file (a regular file of at most 4 MiB, JSON nested at most 64
     levels, finite numbers); every problem is a one-line :class:`SettingsError` naming the file and the key.
@@ -553,6 +1025,8 @@ def import_settings(path: str | Path) -> ImportReport:
         raise SettingsError(f"{p}: expected a JSON object, got {type(data).__name__}")
     try:
         fmt = detect_format(data)
-        return import_disco(data) if fmt == "disco" else import_deforum(data)
+        if fmt == "disco":
+            return import_disco(data, animation_mode)
+        return import_deforum(data, animation_mode)
     except InputError as exc:
         raise SettingsError(f"{p}: {exc}") from None

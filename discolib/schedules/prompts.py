@@ -16,6 +16,12 @@ Weights: a trailing ``:number`` is a weight (default 1.0) only when it is a numb
 and ``"a castle: at dusk"`` stay whole while ``"castle:2"``, ``"fog:-0.5"``, ``"x: 1.5"`` split. Negative weights
 are allowed (Disco steers away from them); the positive weights of a frame must not sum to zero (Disco
 normalises by that sum).
+
+Weight expressions (Deforum): a trailing ``:`...``` is a weight computed per frame by discolib's safe expression
+language (:mod:`discolib.schedules.expr`; ``t`` the frame, ``max_f`` the last frame), as Deforum's backtick weights
+(which it hands to numexpr). At each frame a prompt whose weight comes out negative moves to the negative prompts
+with its magnitude and one at exactly 0 is left out, as deforum-stable-diffusion's ``split_weighted_subprompts``
+does. :func:`split_weighted_subprompts` turns one Deforum prompt text (``"a castle:2 fog:-0.5"``) into such items.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from discolib.io.inputs import MAX_JSON_DEPTH, json_depth_ok
-from discolib.schedules.expr import ScheduleError
+from discolib.schedules.expr import Parser, Program, ScheduleError, tokenize
 from discolib.schedules.keyframes import FrameKey, parse_frame_key, resolve_keys, warn_duplicate_keys
 
 __all__ = [
@@ -40,6 +46,7 @@ __all__ = [
     "PromptSchedule",
     "WeightedPrompt",
     "split_weight",
+    "split_weighted_subprompts",
 ]
 
 # Written so that no two branches can match the same digits: "[0-9]+\.?[0-9]*" backtracks quadratically on a
@@ -71,6 +78,31 @@ def split_weight(text: str) -> tuple[str, float]:
     return text[:colon].strip(), float(m.group("weight"))
 
 
+# A trailing ":`expression`" (Deforum's backtick weight); the expression itself has no backtick.
+_EXPR_WEIGHT_RE = re.compile(r"`(?P<expr>[^`]*)`\s*")
+_WEIGHT_NAMES = frozenset({"t", "max_f"})
+
+
+def _weight_program(expr: str, setting: str | None) -> Program:
+    """Parse a backtick weight expression (names ``t``, ``max_f``); a PromptError names the expression."""
+    try:
+        return Parser(tokenize(expr, setting), expr, setting, _WEIGHT_NAMES, "a prompt weight").parse_all()
+    except ScheduleError as err:
+        where = f" (column {err.column})" if err.column is not None else ""
+        raise PromptError(f"weight `{_shorten(expr, 60)}`{where}: {err.reason}", setting=setting) from None
+
+
+def split_weight_expr(text: str, setting: str | None = None) -> tuple[str, float, str | None]:
+    """:func:`split_weight`, also taking a trailing ``:`expression``` (weight 1.0 until evaluated at a frame)."""
+    colon = text.rfind(":", 0, text.rfind("`") if text.rstrip().endswith("`") else None)
+    if colon >= 0 and text.rstrip().endswith("`"):
+        m = _EXPR_WEIGHT_RE.fullmatch(text, colon + 1)
+        if m is not None and m.group("expr").strip():
+            _weight_program(m.group("expr"), setting)
+            return text[:colon].strip(), 1.0, m.group("expr").strip()
+    return (*split_weight(text), None)
+
+
 def _format_weight(weight: float) -> str:
     return str(int(weight)) if weight.is_integer() and abs(weight) < 1e15 else repr(weight)
 
@@ -81,13 +113,16 @@ class WeightedPrompt:
 
     text: str
     weight: float = 1.0
+    weight_expr: str | None = None  # a Deforum backtick weight, evaluated per frame by PromptSchedule.at
 
     @classmethod
     def parse(cls, text: str) -> WeightedPrompt:
-        return cls(*split_weight(text))
+        return cls(*split_weight_expr(text))
 
     def to_str(self) -> str:
         """The ``"text:weight"`` form that :meth:`parse` reads back to an equal prompt."""
+        if self.weight_expr is not None:
+            return f"{self.text}:`{self.weight_expr}`"
         if self.weight == 1.0 and split_weight(self.text) == (self.text, 1.0):
             return self.text
         return f"{self.text}:{_format_weight(float(self.weight))}"
@@ -218,8 +253,81 @@ def _parse_items(raw: object, key: FrameKey, split_neg: bool, setting: str | Non
         (negative if is_neg else positive).append(prompt)
     if not positive:
         raise PromptError(f"{label}: no positive prompt (expected at least one)", setting=setting)
+    if not any(p.weight_expr for p in positive):  # with expressions the sum is checked per frame
+        _check_weights(positive, label, setting)
+    return FramePrompts(positive, negative)
+
+
+def _evaluate_weights(fp: FramePrompts, frame: int, n_frames: int | None, setting: str | None) -> FramePrompts:
+    """``fp`` with its backtick weights evaluated at ``frame`` (Deforum's sign rule, see the module docstring)."""
+    env: dict[str, Any] = {"t": np.float64(frame)}
+    if n_frames is not None:
+        env["max_f"] = np.float64(n_frames - 1)
+    positive: list[WeightedPrompt] = []
+    negative: list[WeightedPrompt] = []
+    for p, is_neg in [(p, False) for p in fp.positive] + [(p, True) for p in fp.negative]:
+        if p.weight_expr is None:
+            (negative if is_neg else positive).append(p)
+            continue
+        program = _weight_program(p.weight_expr, setting)
+        if "max_f" in program.names and n_frames is None:
+            raise PromptError(f"weight `{p.weight_expr}` uses max_f: pass n_frames to look prompts up", setting=setting)
+        try:
+            w = float(program.evaluate(env, setting))
+        except ScheduleError as err:
+            raise PromptError(f"frame {frame}, weight `{_shorten(p.weight_expr, 60)}`: {err.reason}", setting=setting) from None
+        if is_neg:  # a negative prompt's weight counts by its magnitude, as a constant one does
+            if w != 0:
+                negative.append(WeightedPrompt(p.text, abs(w)))
+        elif w > 0:
+            positive.append(WeightedPrompt(p.text, w))
+        elif w < 0:
+            negative.append(WeightedPrompt(p.text, -w))
+    label = f"prompts at frame {frame}"
+    if not positive:
+        raise PromptError(f"{label}: no prompt with a positive weight (expected at least one)", setting=setting)
     _check_weights(positive, label, setting)
     return FramePrompts(positive, negative)
+
+
+def _has_expr(fp: FramePrompts) -> bool:
+    return any(p.weight_expr is not None for p in [*fp.positive, *fp.negative])
+
+
+# Deforum's sub-prompt grammar: text up to a ':' (a '\:' is a literal colon), one or more ':', then an optional
+# weight (an optionally negative decimal, or a `backtick expression`), then spaces; or text up to the end.
+_SUBPROMPT_RE = re.compile(
+    r"(?P<prompt>(?:\\:|[^:])+)(?::+(?P<weight>-?[0-9]+(?:\.[0-9]+)?|`[^`]*`)?\s*|$)"
+)
+
+
+def split_weighted_subprompts(text: str, setting: str | None = None) -> list[str]:
+    """Deforum's ``"a castle:2 fog:-0.5"`` as discolib prompt items: ``["a castle:2", "--neg fog:0.5"]``.
+
+    Follows deforum-stable-diffusion's ``split_weighted_subprompts``: every ``:`` ends a sub-prompt (``\\:`` is
+    a literal colon), the number after it is its weight (1 when none), a negative weight makes it a negative
+    prompt with the magnitude, weight 0 drops it. Backtick weights stay expressions (``"fog:`t/10`"``), resolved per
+    frame by :meth:`PromptSchedule.at`. Every item carries an explicit weight, so colons inside the text survive.
+    """
+    items: list[str] = []
+    for m in _SUBPROMPT_RE.finditer(text):
+        prompt = m.group("prompt").replace("\\:", ":").strip()
+        raw = m.group("weight")
+        if not prompt:
+            continue
+        if raw is not None and raw.startswith("`"):
+            expr = raw[1:-1].strip()
+            if expr:
+                _weight_program(expr, setting)
+                items.append(f"{prompt}:`{expr}`")
+                continue
+            raw = None  # Deforum: a too-short backtick expression counts as weight 1
+        w = float(raw) if raw is not None else 1.0
+        if w > 0:
+            items.append(f"{prompt}:{_format_weight(w)}")
+        elif w < 0:
+            items.append(f"--neg {prompt}:{_format_weight(-w)}")
+    return items
 
 
 class PromptSchedule:
@@ -323,7 +431,8 @@ class PromptSchedule:
         if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
             raise PromptError(f"frame must be an integer >= 0, found {frame!r}", setting=self.setting)
         frames, prompts = self._resolved(n_frames)
-        return prompts[max(0, bisect.bisect_right(frames, int(frame)) - 1)]
+        fp = prompts[max(0, bisect.bisect_right(frames, int(frame)) - 1)]
+        return _evaluate_weights(fp, int(frame), n_frames, self.setting) if _has_expr(fp) else fp
 
     def items(self, n_frames: int | None = None) -> list[tuple[int, FramePrompts]]:
         """(frame, prompts) for each key, sorted by frame, duplicates resolved (last wins)."""
@@ -333,6 +442,16 @@ class PromptSchedule:
     def changes(self, n_frames: int) -> list[int]:
         """Sorted frames in ``[0, n_frames)`` where the prompts differ from the previous frame (0 always)."""
         frames, prompts = self._resolved(n_frames)
+        if any(_has_expr(fp) for fp in prompts):
+            # Weights that follow the frame: compare every frame with the one before it.
+            out = [0]
+            prev = self.at(0, n_frames)
+            for frame in range(1, n_frames):
+                cur = self.at(frame, n_frames)
+                if cur != prev:
+                    out.append(frame)
+                prev = cur
+            return out
         out = [0]
         current = prompts[0]
         for frame, fp in zip(frames, prompts, strict=True):
