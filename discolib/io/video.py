@@ -202,6 +202,34 @@ def _even_pad_filter(width: int, height: int) -> str:
     )
 
 
+def _encode_options(
+    out: str | Path, fmt: str | None, fps: float, crf: int, threads: int | None, soundtrack: str | Path | None
+) -> tuple[Path, str, Path | None]:
+    """The checked options of an encode: (output path, ``"mp4"`` or ``"gif"``, the soundtrack to mux or None)."""
+    out = expand_path(out, setting="video output")
+    if fmt is None:
+        fmt_s = out.suffix.lower().lstrip(".")
+        if fmt_s not in ("mp4", "gif"):
+            raise VideoError(f"output.video_format: cannot tell the format from {out.name!r}; expected .mp4 or .gif")
+    else:
+        fmt_s = str(fmt).lower()
+        if fmt_s not in ("mp4", "gif"):
+            raise VideoError(f"output.video_format: expected 'mp4' or 'gif', got {fmt!r}")
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+        raise VideoError(f"output.fps: expected a number > 0, got {fps!r}")
+    if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:
+        raise VideoError(f"crf: expected an integer in 0..51, got {crf!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
+        raise VideoError(f"threads: expected an integer >= 1, got {threads!r}")
+    audio: Path | None = None
+    if soundtrack is not None and str(soundtrack) != "":
+        if fmt_s == "gif":
+            warnings.warn("output.soundtrack is ignored for a gif (gif has no audio)", stacklevel=3)
+        else:
+            audio = check_soundtrack(soundtrack)
+    return out, fmt_s, audio
+
+
 def frames_to_video(
     frames: Sequence[str | Path] | str | Path,
     out: str | Path,
@@ -233,29 +261,7 @@ def frames_to_video(
         VideoError: no frames, unreadable or differently sized frames, a missing soundtrack, or ffmpeg failing
             (the message carries the end of ffmpeg's stderr).
     """
-    out = expand_path(out, setting="video output")
-    if fmt is None:
-        fmt_s = out.suffix.lower().lstrip(".")
-        if fmt_s not in ("mp4", "gif"):
-            raise VideoError(f"output.video_format: cannot tell the format from {out.name!r}; expected .mp4 or .gif")
-    else:
-        fmt_s = str(fmt).lower()
-        if fmt_s not in ("mp4", "gif"):
-            raise VideoError(f"output.video_format: expected 'mp4' or 'gif', got {fmt!r}")
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
-        raise VideoError(f"output.fps: expected a number > 0, got {fps!r}")
-    if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:
-        raise VideoError(f"crf: expected an integer in 0..51, got {crf!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
-        raise VideoError(f"threads: expected an integer >= 1, got {threads!r}")
-
-    audio: Path | None = None
-    if soundtrack is not None and str(soundtrack) != "":
-        if fmt_s == "gif":
-            warnings.warn("output.soundtrack is ignored for a gif (gif has no audio)", stacklevel=2)
-        else:
-            audio = check_soundtrack(soundtrack)
-
+    out, fmt_s, audio = _encode_options(out, fmt, fps, crf, threads, soundtrack)
     paths = _collect_frames(frames)
     width, height = _check_frames(paths)
     n = len(paths)
@@ -397,22 +403,7 @@ def stereo_to_video(
     Raises:
         VideoError: as :func:`frames_to_video`, and when the eyes differ in frame count or size.
     """
-    out = expand_path(out, setting="video output")
-    fmt_s = str(fmt).lower() if fmt is not None else out.suffix.lower().lstrip(".")
-    if fmt_s not in ("mp4", "gif"):
-        raise VideoError(f"output.video_format: expected 'mp4' or 'gif' (or an .mp4/.gif name), got {fmt or out.name!r}")
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
-        raise VideoError(f"output.fps: expected a number > 0, got {fps!r}")
-    if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:
-        raise VideoError(f"crf: expected an integer in 0..51, got {crf!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
-        raise VideoError(f"threads: expected an integer >= 1, got {threads!r}")
-    audio: Path | None = None
-    if soundtrack is not None and str(soundtrack) != "":
-        if fmt_s == "gif":
-            warnings.warn("output.soundtrack is ignored for a gif (gif has no audio)", stacklevel=2)
-        else:
-            audio = check_soundtrack(soundtrack)
+    out, fmt_s, audio = _encode_options(out, fmt, fps, crf, threads, soundtrack)
 
     eyes = [_collect_frames(left), _collect_frames(right)]
     n = len(eyes[0])

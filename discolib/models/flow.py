@@ -16,15 +16,13 @@ of ``image1`` to where it is in ``image2``: ``image1(p) ~ image2(p + flow(p))``.
 
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from discolib.errors import WeightsUnavailable, one_line
-from discolib.models.hub import models_dir
+from discolib.errors import WeightsUnavailable
+from discolib.models.hub import models_dir, torchvision_state_dict
 
 __all__ = ["RaftFlow", "RaftWeightsUnavailable", "load_raft", "random_raft", "DISCO_RAFT_WEIGHTS", "DISCO_RAFT_ITERS"]
 
@@ -33,7 +31,6 @@ DISCO_RAFT_WEIGHTS = "C_T_V1"
 #: Disco's ``get_flow(..., iters=20)``.
 DISCO_RAFT_ITERS = 20
 
-_TRUE = {"1", "ON", "YES", "TRUE"}
 _MIN_SIDE = 128
 
 
@@ -72,9 +69,6 @@ class RaftFlow(torch.nn.Module):
         return flow[..., pad[2] : pad[2] + h, pad[0] : pad[0] + w].float()
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE
-
 
 def _weights_enum(name: str, small: bool):  # -> torchvision WeightsEnum member
     from torchvision.models.optical_flow import Raft_Large_Weights, Raft_Small_Weights
@@ -90,30 +84,10 @@ def _weights_enum(name: str, small: bool):  # -> torchvision WeightsEnum member
 
 
 def _state_dict(url: str) -> dict[str, torch.Tensor]:
-    """The checkpoint at ``url``: from discolib's models folder or torch hub's cache, else downloaded (once) into
-    discolib's models folder. Raises RaftWeightsUnavailable when absent and offline or the download fails."""
-    name = url.rsplit("/", 1)[-1]
-    ours = models_dir() / "raft"
-    for folder in (ours, Path(torch.hub.get_dir()) / "checkpoints"):
-        if (folder / name).is_file():
-            return torch.load(folder / name, map_location="cpu", weights_only=True)
-    if _offline():
-        raise RaftWeightsUnavailable(
-            f"RAFT weights {name} are not in {ours} and HF_HUB_OFFLINE is set. Download {url} into {ours}, "
-            "or pick animation.video_flow_method farneback or dis (no weights)",
-            reason="offline",
-        )
-    try:
-        # check_hash: torchvision's file names carry the first hex digits of the file's SHA-256.
-        return torch.hub.load_state_dict_from_url(
-            url, model_dir=str(ours), map_location="cpu", progress=False, check_hash=True, weights_only=True
-        )
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a hash mismatch is a RuntimeError
-        raise RaftWeightsUnavailable(
-            f"RAFT weights {name} could not be downloaded from {url}: {one_line(exc, 200)}. "
-            f"Put the file in {ours}, or pick animation.video_flow_method farneback or dis (no weights)",
-            reason="download failed",
-        ) from exc
+    """The checkpoint at ``url`` (:func:`~discolib.models.hub.torchvision_state_dict`, folder ``raft``).
+    Raises RaftWeightsUnavailable when absent and offline or the download fails."""
+    hint = f"Put {url.rsplit('/', 1)[-1]} (from {url}) in {models_dir() / 'raft'}, or pick animation.video_flow_method farneback or dis (no weights)"
+    return torchvision_state_dict(url, "raft", what="RAFT weights", hint=hint, error=RaftWeightsUnavailable)
 
 
 def _build(small: bool) -> torch.nn.Module:

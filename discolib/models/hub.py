@@ -156,6 +156,40 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE
 
 
+def torchvision_state_dict(
+    url: str, folder: str, *, what: str, hint: str, error: type[WeightsUnavailable] = WeightsUnavailable
+) -> dict[str, Any]:
+    """A torchvision checkpoint (``download.pytorch.org``) as a state dict: from ``models_dir() / folder`` or torch
+    hub's cache, else downloaded once into the former (never with ``HF_HUB_OFFLINE`` set), loaded with
+    ``weights_only=True``.
+
+    Args:
+        url: the checkpoint's URL (torchvision's file names carry the first hex digits of the SHA-256, checked).
+        folder: the models folder's subfolder for it.
+        what: the weights, for messages (``"RAFT weights"``).
+        hint: what the user can do instead, appended to the error.
+        error: the :class:`~discolib.errors.WeightsUnavailable` subclass raised (``reason`` "offline" or
+            "download failed").
+    """
+    import torch  # the catalogue side of this module needs no torch
+
+    name = url.rsplit("/", 1)[-1]
+    ours = models_dir() / folder
+    for place in (ours, Path(torch.hub.get_dir()) / "checkpoints"):
+        if (place / name).is_file():
+            return torch.load(place / name, map_location="cpu", weights_only=True)
+    if _offline():
+        raise error(f"{what} {name} are not in {ours} and HF_HUB_OFFLINE is set. {hint}", reason="offline")
+    try:
+        return torch.hub.load_state_dict_from_url(
+            url, model_dir=str(ours), map_location="cpu", progress=False, check_hash=True, weights_only=True
+        )
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a hash mismatch is a RuntimeError
+        raise error(
+            f"{what} {name} could not be downloaded from {url}: {one_line(exc, 200)}. {hint}", reason="download failed"
+        ) from exc
+
+
 def _parse_hf_repo(text: str) -> tuple[str, str]:
     """``"owner/name"`` -> (repo_id, "model"); ``"spaces/owner/name (a Space)"`` -> (``owner/name``, "space")."""
     token = text.strip().split()[0] if text.strip() else ""

@@ -18,16 +18,14 @@ backbone with fixed random weights is used instead, with a :class:`~discolib.mod
 
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from discolib.errors import WeightsUnavailable, one_line
-from discolib.models.hub import models_dir
+from discolib.models.hub import models_dir, torchvision_state_dict
 
 __all__ = ["LPIPS_NETS", "Lpips", "LpipsWeightsUnavailable", "lpips_heads", "load_lpips", "random_lpips"]
 
@@ -50,7 +48,6 @@ LPIPS_NETS: dict[str, dict[str, object]] = {
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 _EPS = 1e-10
-_TRUE = {"1", "ON", "YES", "TRUE"}
 
 
 class LpipsWeightsUnavailable(WeightsUnavailable):
@@ -129,9 +126,6 @@ class Lpips(nn.Module):
         return total
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE
-
 
 def lpips_heads(net: Net) -> list[Tensor]:
     """The learned linear heads of LPIPS v0.1 for ``net``, from the ``lpips`` package's own weight file."""
@@ -151,29 +145,13 @@ def lpips_heads(net: Net) -> list[Tensor]:
 
 
 def _backbone_state(net: Net) -> dict[str, Tensor]:
-    """torchvision's ImageNet checkpoint of ``net``: from discolib's models folder or torch hub's cache, else
-    downloaded once into discolib's models folder."""
+    """torchvision's ImageNet checkpoint of ``net`` (:func:`~discolib.models.hub.torchvision_state_dict`, folder
+    ``lpips``)."""
     url = str(LPIPS_NETS[net]["url"])
-    name = url.rsplit("/", 1)[-1]
-    ours = models_dir() / "lpips"
-    for folder in (ours, Path(torch.hub.get_dir()) / "checkpoints"):
-        if (folder / name).is_file():
-            return torch.load(folder / name, map_location="cpu", weights_only=True)
-    hint = f"Put {name} (from {url}) in {ours}, or set guidance.init_loss to mse (no weights)"
-    if _offline():
-        raise LpipsWeightsUnavailable(
-            f"LPIPS ({net}) backbone weights {name} are not in {ours} and HF_HUB_OFFLINE is set. {hint}",
-            reason="offline",
-        )
-    try:
-        return torch.hub.load_state_dict_from_url(
-            url, model_dir=str(ours), map_location="cpu", progress=False, check_hash=True, weights_only=True
-        )
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a hash mismatch is a RuntimeError
-        raise LpipsWeightsUnavailable(
-            f"LPIPS ({net}) backbone weights {name} could not be downloaded: {one_line(exc, 200)}. {hint}",
-            reason="download failed",
-        ) from exc
+    hint = f"Put {url.rsplit('/', 1)[-1]} (from {url}) in {models_dir() / 'lpips'}, or set guidance.init_loss to mse (no weights)"
+    return torchvision_state_dict(
+        url, "lpips", what=f"LPIPS ({net}) backbone weights", hint=hint, error=LpipsWeightsUnavailable
+    )
 
 
 def random_lpips(device: torch.device | str = "cpu", *, net: Net = "vgg", seed: int = 0) -> Lpips:
