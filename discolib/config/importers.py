@@ -250,7 +250,7 @@ _DISCO_IGNORED = {
     "init_image": None,
     "animation_mode": None,
     "resume_run": "use `discolib render --resume RUN`",
-    "diffusion_steps": "discolib keeps the model's 1000-step noise schedule (Disco's (1000 // steps) * steps rounding changed it silently)",
+    "diffusion_steps": "derived from image.steps as Disco derives it ((1000 // steps) * steps, the respaced noise schedule)",
     "user_comment": "a free-text note, not a setting",
 }
 
