@@ -46,6 +46,18 @@ def _perlin_octave(
     return torch.lerp(top, bottom, v) * math.sqrt(2.0)
 
 
+def _zero_fields(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str | None, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.device]:
+    """The zero accumulator ``(N, H, W)`` of noise of ``shape`` ``(..., H, W)`` (N the leading dims' product) and
+    its device: ``device``, else the generator's, else the CPU."""
+    if device is None:
+        device = generator.device if generator is not None else torch.device("cpu")
+    device = torch.device(device)
+    *lead, height, width = shape
+    return torch.zeros(math.prod(lead), height, width, device=device, dtype=dtype), device
+
+
 def perlin_noise(
     shape: tuple[int, ...],
     cells: tuple[float, float] = (8.0, 8.0),
@@ -77,12 +89,8 @@ def perlin_noise(
             "perlin noise needs octaves >= 1 and positive cells, persistence and lacunarity; "
             f"got cells={cells}, octaves={octaves}, persistence={persistence}, lacunarity={lacunarity}"
         )
-    if device is None:
-        device = generator.device if generator is not None else torch.device("cpu")
-    device = torch.device(device)
-    *lead, height, width = shape
-    n = math.prod(lead)
-    total = torch.zeros(n, height, width, device=device, dtype=dtype)
+    total, device = _zero_fields(shape, generator, device, dtype)
+    n, height, width = total.shape
     amplitude, scale, weight = 1.0, 1.0, 0.0
     for _ in range(octaves):
         cells_k = (cells[0] * scale, cells[1] * scale)
@@ -131,12 +139,8 @@ def lattice_perlin(
             f"perlin noise needs octaves >= 1, cells >= 1 and persistence >= 0; got cells={cells}, octaves={octaves}, "
             f"persistence={persistence}"
         )
-    if device is None:
-        device = generator.device if generator is not None else torch.device("cpu")
-    device = torch.device(device)
-    *lead, height, width = shape
-    n = math.prod(lead)
-    total = torch.zeros(n, height, width, device=device, dtype=dtype)
+    total, device = _zero_fields(shape, generator, device, dtype)
+    n, height, width = total.shape
     for k in range(int(octaves)):
         cy, cx = cells[0] * 2**k, cells[1] * 2**k
         angles = torch.rand(n, cy + 1, cx + 1, generator=generator, device=device, dtype=dtype) * (2 * math.pi)

@@ -221,7 +221,7 @@ def render(
                     video = _write_video(settings, folder, n_frames, final=True)
                     if settings.animation.vr_mode:
                         _write_stereo_video(settings, folder, n_frames, final=True)
-                    _write_blend_video(settings, folder, n_frames)
+                    _write_blend_video(plan, folder)
             except RenderStopped:
                 record.status = "interrupted"
                 folder.write_record(record)
@@ -311,7 +311,7 @@ def _render_frames(run: _Run, sampler: FrameSampler, start: int) -> None:
         eyes.close()
 
 
-def _write_blend_video(settings: Settings, folder: RunFolder, n_frames: int) -> Path | None:
+def _write_blend_video(plan: RenderPlan, folder: RunFolder) -> Path | None:
     """Disco's blended output video of a guided Video Input run (``video_init_blend_mode``: linear, or the previous
     written frame warped by the video's flow onto the next), ``video_blend.<fmt>`` beside the plain video; None when
     the mode is off or does not apply.
@@ -319,6 +319,7 @@ def _write_blend_video(settings: Settings, folder: RunFolder, n_frames: int) -> 
     Made after the last frame from the frames as written and the video (its frames in ``frames_blend/``), as Disco's
     video cell does after its run: a resumed run gets the same video.
     """
+    settings, n_frames = plan.settings, plan.n_frames
     anim, out = settings.animation, settings.output
     mode = anim.video_init_blend_mode
     if anim.animation_mode != "Video Input" or settings.image.mode != "guided" or mode == "None":
@@ -331,7 +332,6 @@ def _write_blend_video(settings: Settings, folder: RunFolder, n_frames: int) -> 
         )
         return None
     device = resolve_device(settings.models.device)
-    plan = RenderPlan.from_settings(settings)
     if mode == "optical flow":
         video = VideoInput.from_settings(settings, plan.video_frames(0), device=device)
     else:  # the linear blend reads no flow: no flow estimator (RAFT) to build

@@ -241,21 +241,22 @@ def resolve_keys(
     with ``max_f`` that lands on the frame of another key warns here (once per frame count). ``stacklevel`` as
     in :func:`warn_duplicate_keys`.
     """
-    by_frame: dict[int, int] = {}
-    for index, key in enumerate(keys):
-        frame = key.resolve(n_frames)
-        if frame in by_frame and (key.uses_max_f or keys[by_frame[frame]].uses_max_f):
-            _duplicate_warning(setting, key, frame, stacklevel)
-        by_frame[frame] = index
-    return sorted(by_frame.items())
+    return _by_frame(keys, [key.resolve(n_frames) for key in keys], setting, stacklevel + 1)  # + 1: _by_frame
 
 
 def _key_frames(keys: Sequence[FrameKey], n_frames: int, setting: str | None, stacklevel: int) -> list[tuple[int, int]]:
     """:func:`resolve_keys` for keyframe schedules: ``max_f`` keys may land outside the frames (the schedule
     ignores those, as Deforum does) instead of failing."""
+    return _by_frame(keys, [key.frame_for(n_frames) for key in keys], setting, stacklevel + 1)  # + 1: _by_frame
+
+
+def _by_frame(
+    keys: Sequence[FrameKey], frames: Sequence[int], setting: str | None, stacklevel: int
+) -> list[tuple[int, int]]:
+    """(frame, index into ``keys``) sorted by frame, ``frames[i]`` being key ``i``'s; the later of two keys on one
+    frame wins, with a warning when either uses ``max_f`` (``stacklevel`` counted from this function)."""
     by_frame: dict[int, int] = {}
-    for index, key in enumerate(keys):
-        frame = key.frame_for(n_frames)
+    for index, (key, frame) in enumerate(zip(keys, frames, strict=True)):
         if frame in by_frame and (key.uses_max_f or keys[by_frame[frame]].uses_max_f):
             _duplicate_warning(setting, key, frame, stacklevel)
         by_frame[frame] = index
