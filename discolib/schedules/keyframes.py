@@ -64,7 +64,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -87,6 +87,7 @@ __all__ = [
     "PARSE_CACHE_SIZE",
     "SPLINE_REACH",
     "FrameKey",
+    "KeyframeEntry",
     "Schedule",
     "StringSchedule",
     "check_frames",
@@ -314,6 +315,14 @@ def _is_number_text(raw: str) -> bool:
     if len(raw) >= 2 and raw[0] == "(" and raw[-1] == ")":
         raw = raw[1:-1]  # (inner parentheses would make it an expression anyway)
     return _NUMBER_RE.fullmatch(raw) is not None and any("0" <= ch <= "9" for ch in raw)
+
+
+class KeyframeEntry(NamedTuple):
+    """One key of a schedule as written (see :attr:`Schedule.keyframes`)."""
+
+    key: FrameKey
+    number: float | None  # the key's value when it is a plain number (tweened between keys), else None
+    text: str  # the value's text, parentheses included
 
 
 @dataclass(frozen=True)
@@ -580,6 +589,15 @@ class Schedule:
     @property
     def keys(self) -> list[FrameKey]:
         return [kf.key for kf in self._keyframes]
+
+    @property
+    def keyframes(self) -> list[KeyframeEntry]:
+        """The keys as written, in order: each key, its number when it is a plain (tweened) number, else None, and
+        the value's text (an editor shows expressions read-only and writes them back verbatim)."""
+        return [
+            KeyframeEntry(kf.key, kf.program.constant() if kf.is_number else None, kf.program.text)
+            for kf in self._keyframes
+        ]
 
     @property
     def uses_t(self) -> bool:

@@ -1,0 +1,195 @@
+"""Real-browser test of the keyframe curve editor: JupyterLab + chromium, a key dragged with the mouse.
+
+A small notebook (written into tmp_path) shows a :class:`~discolib_widgets.curve.CurveEditor`; the test drags a key
+with the mouse and checks that the keyframe string changed both in the page and in the kernel (a cell prints
+``editor.text``), then sets ``editor.text`` from a cell and checks that the keys in the page moved. JupyterLab and
+the browser come from tests/test_browser.py's helpers. Screenshots go to ``$DISCOLIB_SCREENSHOT_DIR`` or tmp_path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_browser import (
+    _STRIP_ANSI,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    KERNEL_READY_TIMEOUT_MS,
+    _notebook_state,
+    _require_browser_stack,
+    _shot_dir,
+    jupyterlab,
+)
+
+START = "0: (1.0), 10: (1.5), 20: (1.0)"
+TYPED = "0: (1.0), 5: (0.5), 25: (2.0)"
+CELLS = [
+    "from discolib_widgets.curve import CurveEditor\n"
+    f"editor = CurveEditor({START!r}, setting='animation.zoom', max_frames=30)\n"
+    "editor",
+    "print('TEXT=' + editor.text)",
+    f"editor.text = {TYPED!r}",
+    "print('STATE=' + editor.interpolation + '|' + editor.text)",
+]
+CELL_TIMEOUT_MS = 60_000
+
+# Runs one code cell through JupyterLab's own command; resolves with the cell's text outputs.
+_RUN_CELL_JS = """async (index) => {
+  const app = window.jupyterapp;
+  const panel = app.shell.currentWidget;
+  panel.content.activeCellIndex = index;
+  const ok = await app.commands.execute('notebook:run-cell');
+  const cell = panel.content.widgets[index];
+  const out = [];
+  for (const o of cell.model.outputs.toJSON()) {
+    if (o.output_type === 'stream') out.push(Array.isArray(o.text) ? o.text.join('') : o.text);
+    if (o.output_type === 'error') out.push('ERROR ' + o.ename + ': ' + o.evalue);
+  }
+  return {ok: ok !== false, text: out.join('')};
+}"""
+
+
+def _write_notebook(path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in CELLS]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def _run_cell(page: Any, index: int) -> str:
+    result = page.evaluate(_RUN_CELL_JS, index)
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+        timeout=CELL_TIMEOUT_MS,
+    )
+    assert result["ok"], f"cell {index} did not run: {result}"
+    assert "ERROR" not in result["text"], _STRIP_ANSI.sub("", result["text"])
+    return str(result["text"])
+
+
+def _key_points(editor: Any) -> list[tuple[int, float | None]]:
+    """(frame, value) of each key marker in the page, from its data attributes."""
+    points = editor.locator("circle.dc-curve-key").evaluate_all(
+        "cs => cs.map(c => [Number(c.dataset.frame), c.dataset.value === '' ? null : Number(c.dataset.value)])"
+    )
+    return [(int(f), v) for f, v in points]
+
+
+@pytest.mark.slow
+def test_curve_editor_drag_in_jupyterlab(tmp_path: Path) -> None:
+    """Drag a key with the mouse: the string changes in the page and in the kernel; a string set in Python moves keys."""
+    _require_browser_stack()
+    pytest.importorskip("anywidget")
+    from playwright.sync_api import expect, sync_playwright
+
+    root = tmp_path / "root"
+    root.mkdir()
+    _write_notebook(root / "curve.ipynb")
+    shots = _shot_dir(Path(os.environ.get("DISCOLIB_SCREENSHOT_DIR") or tmp_path / "screenshots"))
+    browser_errors: list[str] = []
+
+    with jupyterlab(root, tmp_path / "jupyter") as lab, sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1200, "height": 900},
+            device_scale_factor=2,  # HiDPI: the SVG must stay crisp
+        )
+        page = context.pages[0] if context.pages else context.new_page()
+        page.on("pageerror", lambda exc: browser_errors.append(str(exc)))
+        console_errors: list[str] = []  # printed on failure (JupyterLab logs benign errors too, so not asserted)
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        editor = page.locator(".dc-curve")
+        try:
+            page.goto(f"{lab.url}/lab/tree/curve.ipynb?token={lab.token}", wait_until="domcontentloaded")
+            page.wait_for_function(
+                "() => { const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
+                " return !!(w && w.sessionContext && w.sessionContext.isReady"
+                " && w.sessionContext.session && w.sessionContext.session.kernel"
+                " && w.sessionContext.session.kernel.status === 'idle'); }",
+                timeout=KERNEL_READY_TIMEOUT_MS,
+            )
+            assert _notebook_state(page)["kernelName"] == "python3"
+
+            _run_cell(page, 0)
+            expect(editor).to_have_count(1, timeout=30_000)
+            keys = editor.locator("circle.dc-curve-key")
+            expect(keys).to_have_count(3, timeout=30_000)
+            text_box = editor.locator("input.dc-curve-text")
+            expect(text_box).to_have_value(START)
+            assert _key_points(editor) == [(0, 1.0), (10, 1.5), (20, 1.0)]
+            width = editor.locator("svg.dc-curve-svg").bounding_box()
+            assert width is not None and 300 <= width["width"] <= 641, width  # 100% of the cell, at most 640 px
+            editor.screenshot(path=str(shots / "curve_editor_start.png"))
+
+            # Drag the middle key right and up, in small steps as a hand would.
+            box = keys.nth(1).bounding_box()
+            assert box is not None
+            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.move(x, y)
+            page.mouse.down()
+            for step in range(1, 11):
+                page.mouse.move(x + 6 * step, y - 4 * step)
+                page.wait_for_timeout(30)
+            page.mouse.up()
+            expect(text_box).not_to_have_value(START, timeout=15_000)
+            page.wait_for_timeout(500)  # the last message's echo
+            shown = text_box.input_value()
+            assert re.fullmatch(r"0: \(1\.0\), 1\d: \([0-9.]+\), 20: \(1\.0\)", shown), shown
+            frame, value = _key_points(editor)[1]
+            assert frame > 10 and value is not None and value > 1.5, (frame, value)
+            assert f"{frame}: (" in shown
+            label = editor.locator(".dc-curve-label").inner_text()
+            editor.screenshot(path=str(shots / "curve_editor_dragged.png"))
+
+            printed = _run_cell(page, 1)
+            kernel_text = printed.strip().removeprefix("TEXT=")
+            assert kernel_text != START
+            assert kernel_text == shown, (kernel_text, shown)
+            assert label == f"{frame}: {value:g}", label  # the dragged (selected) key's "frame: value"
+
+            # A string set in Python moves the keys in the page.
+            _run_cell(page, 2)
+            expect(text_box).to_have_value(TYPED, timeout=15_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('circle.dc-curve-key')].map(c => c.dataset.frame).join() === '0,5,25'",
+                timeout=15_000,
+            )
+            assert _key_points(editor) == [(0, 1.0), (5, 0.5), (25, 2.0)]
+            editor.screenshot(path=str(shots / "curve_editor_typed.png"))
+
+            # The dropdown changes the interpolation (and the drawn curve); Delete on a selected key removes it.
+            path = editor.locator("path.dc-curve-line")
+            linear_d = path.get_attribute("d")
+            editor.locator("select.dc-curve-interp").select_option("cubic")
+            expect(path).not_to_have_attribute("d", linear_d or "", timeout=15_000)
+            keys.nth(1).click()
+            page.keyboard.press("Delete")
+            expect(text_box).to_have_value("0: (1.0), 25: (2.0)", timeout=15_000)
+            expect(keys).to_have_count(2)
+            page.wait_for_timeout(300)
+            state = _run_cell(page, 3).strip()
+            assert state == "STATE=cubic|0: (1.0), 25: (2.0)", state
+            assert _notebook_state(page)["counts"][:4] == [1, 2, 3, 4]  # Delete did not touch the notebook's cells
+            editor.screenshot(path=str(shots / "curve_editor_cubic.png"))
+            assert not browser_errors, browser_errors
+        except Exception:
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(shots / "curve_editor_failure.png"), full_page=True)
+            with contextlib.suppress(Exception):  # ipywidgets' error box shows the JS error once clicked
+                shown_error = page.locator(".jupyter-widgets-error-widget").first
+                shown_error.click(timeout=2000)
+                console_errors.append("widget error: " + shown_error.inner_text(timeout=2000))
+            print(f"JupyterLab log tail:\n{lab.log_tail()}\nbrowser errors: {browser_errors}\nconsole: {console_errors}")
+            raise
+        finally:
+            context.close()
