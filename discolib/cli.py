@@ -33,6 +33,7 @@ examples:
   discolib render settings.json --threads 2
   discolib render --resume runs/TimeToDisco/20260101-120000
   discolib import-settings TimeToDisco(0)_settings.txt -o settings.json
+  discolib video runs/TimeToDisco/20260101-120000 --fps 24 --from 10 --to 59 --gif
   discolib schedule "0:(0), 30:(sin(t/5))" --frames 60 --plot curve.png
 """
 
@@ -87,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     ren.add_argument("--no-progress", action="store_true", help="no progress bars")
     ren.add_argument("--force", action="store_true", help="start even when the run looks too large for this machine's memory")
+
+    vid = sub.add_parser("video", help="(re)make the video of a run folder from its complete frames; prints its path")
+    vid.add_argument("run", metavar="RUN", help="run folder (also one still rendering: only complete frames are used)")
+    vid.add_argument("--fps", default=None, metavar="F", help="frames per second (default: the run's output.fps)")
+    vid.add_argument("--from", dest="start", default=None, metavar="N", help="first frame, 0-based (default 0)")
+    vid.add_argument("--to", dest="end", default=None, metavar="N", help="last frame, inclusive (default: the last complete one)")
+    vid.add_argument("--gif", action="store_true", help="a looping GIF instead of the run's output.video_format")
 
     sch = sub.add_parser("schedule", help="evaluate a keyframe string: prints 'frame value' per line")
     sch.add_argument("text", help='keyframe string, e.g. "0:(0), 30:(sin(t/5))"')
@@ -181,6 +189,32 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(text: str | None, option: str, kind: type[int] | type[float]) -> int | float | None:
+    """An option's number, or a one-line CliError naming the option (argparse's own error prints the usage)."""
+    if text is None:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        what = "a frame number (0-based)" if kind is int else "a number of frames per second"
+        raise CliError(f"{option}: expected {what}, got {text!r}") from None
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    # Here for start-up time: the video module imports torch through discolib.io.video.
+    from discolib.run.video import make_run_video
+
+    path = make_run_video(
+        args.run,
+        fps=_number(args.fps, "--fps", float),
+        start=_number(args.start, "--from", int),  # type: ignore[arg-type]
+        end=_number(args.end, "--to", int),  # type: ignore[arg-type]
+        gif=args.gif,
+    )
+    print(path)
+    return 0
+
+
 def _cmd_schedule(args: argparse.Namespace) -> int:
     if args.frames < 1:
         raise CliError(f"--frames: expected a positive number of frames, got {args.frames}")
@@ -210,6 +244,7 @@ COMMANDS = {
     "validate": _cmd_validate,
     "import-settings": _cmd_import,
     "render": _cmd_render,
+    "video": _cmd_video,
     "schedule": _cmd_schedule,
 }
 

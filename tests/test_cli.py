@@ -207,3 +207,24 @@ def test_resume_refuses_threads(tmp_path: Path, capsys: pytest.CaptureFixture[st
     code, _, err = run(["render", "--resume", str(tmp_path), "--threads", "2"], capsys)
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith("discolib: error: --threads cannot change a run being resumed: it renders with the thread count recorded")
+
+
+def test_video_command_remakes_a_run_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from discolib.io.video import probe_video
+    from discolib.run.runs import RunFolder
+
+    s = Settings.defaults("latent", "2D")
+    s.set("animation.max_frames", 3)
+    run_dir = RunFolder.create(tmp_path, "b", s.to_json(), run_id="r").path
+    for i in range(3):
+        RunFolder(run_dir).save_frame(i, np.full((8, 8, 3), 60 * i, np.uint8))
+    code, stdout, _ = run(["video", str(run_dir), "--fps", "6"], capsys)
+    assert code == 0 and stdout.strip() == str(run_dir / "video_0-2_6fps.mp4")
+    assert probe_video(stdout.strip()).fps == pytest.approx(6)
+    code, _, err = run(["video", str(run_dir), "--fps", "-1"], capsys)
+    assert code == 2 and err.strip() == "discolib: error: --fps: expected a number of frames per second > 0, got -1.0"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "video" in capsys.readouterr().out

@@ -32,6 +32,7 @@ class RenderEvent:
         preview: (1, 3, H, W) float in [0, 1] on the CPU: the current predicted image, when there is one.
         path: the frame file (``frame``) or the run folder (``start``, ``done``, ``stopped``).
         message: human-readable text (the error for ``error``).
+        seed: on ``frame`` events, the seed that frame (or still) was made with; None on the others.
     """
 
     kind: EventKind
@@ -42,6 +43,7 @@ class RenderEvent:
     preview: torch.Tensor | None = None
     path: Path | None = None
     message: str = ""
+    seed: int | None = None
 
 
 EventCallback = Callable[[RenderEvent], None]

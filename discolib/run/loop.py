@@ -203,7 +203,7 @@ def render(
             emit(RenderEvent("start", frame=start, total_frames=n_frames, path=folder.path))
             frames = [folder.frame_path(i) for i in range(start)]
             # PNG encoders: half the render's threads, at most 4 (as FrameWriter's default does with the cores).
-            writer = FrameWriter(folder, record, _frame_emitter(emit, n_frames), encoders=min(4, max(1, threads // 2)))
+            writer = FrameWriter(folder, record, _frame_emitter(emit, n_frames, seeds), encoders=min(4, max(1, threads // 2)))
             run = _Run(plan, folder, writer, frames, emit, stop, progress)
             video = None
             try:
@@ -500,10 +500,10 @@ def _to_uint8(image: torch.Tensor) -> Any:
     return PendingFrame.from_tensor(frame.contiguous())
 
 
-def _frame_emitter(emit: EventCallback, n_frames: int) -> Callable[[int, Path, np.ndarray], None]:
+def _frame_emitter(emit: EventCallback, n_frames: int, seeds: list[int]) -> Callable[[int, Path, np.ndarray], None]:
     def on_written(i: int, path: Path, array: np.ndarray) -> None:
         preview = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float().div(255)
-        emit(RenderEvent("frame", frame=i, total_frames=n_frames, path=path, preview=preview))
+        emit(RenderEvent("frame", frame=i, total_frames=n_frames, path=path, preview=preview, seed=seeds[i]))
 
     return on_written
 

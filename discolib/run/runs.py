@@ -56,6 +56,7 @@ __all__ = [
     "RunError",
     "settings_digest",
     "RunFolder",
+    "resolve_resume",
     "RunRecord",
     "package_versions",
 ]
@@ -451,6 +452,30 @@ class RunFolder:
             raise RunError(f"no runs to resume in {batch_dir}")
         return cls(runs[-1])
 
+    def resume_state(self) -> tuple[bool, str]:
+        """Whether a resume of this run can continue it, and why (for a Resume button and its tooltip).
+
+        ``(True, "N of M frames done")`` when at least one frame is complete (on disk and in ``run.json``) and the
+        run is not done; ``(False, why)`` otherwise: no complete frame yet (a resume would only start it again),
+        already done, being rendered now, or an unreadable ``run.json`` / ``settings.json``. Cheap: nothing is
+        decoded or hashed (the resume itself verifies the frames).
+        """
+        if not self.settings_path.is_file():
+            return False, f"{self.path} is not a run folder: settings.json is missing"
+        record, problem = self.try_read_record()
+        if record is None:
+            return False, f"cannot resume: {problem}"
+        if record.status == "done":
+            return False, "already done"
+        if record.status == "running" and _locked(self.path / "run.lock"):
+            return False, "being rendered now"
+        # The record vouches for frames 0..frames_done-1, the disk says which of them are still there.
+        done = min(record.frames_done, self.resume_point())
+        if done == 0:
+            return False, "no complete frame yet: render it again"
+        total = record.frames_total or done
+        return True, f"{done} of {total} frames done"
+
     # ------------------------------------------------------------------ record
     def read_record(self) -> RunRecord:
         """The run record (a new one when ``run.json`` does not exist).
@@ -610,6 +635,35 @@ class RunFolder:
         it would delete the running process's temporary files and both would rewrite run.json.
         """
         return RunLock(self.path / "run.lock")
+
+
+def _locked(path: Path) -> bool:
+    """True when another open file (this process's included) holds the flock of ``path``; False without fcntl.
+
+    Asked only of runs whose record says "running" (a crash leaves that status behind), so the brief test lock
+    never races with a render starting in a folder at rest.
+    """
+    if not path.is_file():
+        return False
+    try:
+        RunLock(path).release()
+    except RunError:
+        return True
+    return False
+
+
+def resolve_resume(spec: str | Path | None, output_root: str | Path, batch_name: str) -> RunFolder | None:
+    """The run folder a resume parameter names, as Disco's ``resume_run`` does: None or ``""`` -> None (a new run);
+    ``"latest"`` -> the newest run of ``output_root/batch_name``; anything else -> that run folder.
+
+    Raises:
+        RunError: no runs in the batch, or the path is not a run folder (the message names the path).
+    """
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return None
+    if isinstance(spec, str) and spec.strip() == "latest":
+        return RunFolder.latest(output_root, batch_name)
+    return RunFolder.open(spec.strip() if isinstance(spec, str) else spec)
 
 
 class RunLock:
