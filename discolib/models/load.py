@@ -17,9 +17,10 @@ unavailability falls back: an unknown name, a SHA-256 mismatch or a refused file
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -45,6 +46,7 @@ from discolib.models.latent import (
 
 __all__ = [
     "RandomWeightsWarning",
+    "library_progress_bars",
     "load",
     "load_clip_ensemble",
     "load_depth_estimator",
@@ -54,6 +56,37 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+
+@contextlib.contextmanager
+def library_progress_bars(enabled: bool) -> Iterator[None]:
+    """Switch the model libraries' own tqdm bars (transformers' "Loading weights", diffusers' pipeline loading,
+    huggingface_hub's downloads) on or off for the duration, then restore each library's previous state.
+
+    A render with ``progress=False`` reports through its callback; the libraries' bars would otherwise end up as
+    frozen "0%" lines in notebook outputs (papermill keeps them).
+    """
+    if enabled:
+        yield
+        return
+    import diffusers.utils.logging as diffusers_logging  # why here: only to switch bars off, never needed otherwise
+    import huggingface_hub.utils as hf_utils
+    import transformers.utils.logging as transformers_logging
+
+    was = (transformers_logging.is_progress_bar_enabled(), diffusers_logging.is_progress_bar_enabled(),
+           not hf_utils.are_progress_bars_disabled())
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    hf_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was[0]:
+            transformers_logging.enable_progress_bar()
+        if was[1]:
+            diffusers_logging.enable_progress_bar()
+        if was[2]:
+            hf_utils.enable_progress_bars()
 
 
 class RandomWeightsWarning(UserWarning):

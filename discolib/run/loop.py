@@ -43,7 +43,7 @@ from discolib.io.images import load_image
 from discolib.io.video import frames_to_video
 from discolib.models.depth import ConstantDepth, DepthEstimator, blend_depth
 from discolib.models.device import resolve_device
-from discolib.models.load import load_depth_estimator
+from discolib.models.load import library_progress_bars, load_depth_estimator
 from discolib.run.adapter import build_sampler
 from discolib.run.budget import check_budget
 from discolib.run.events import EventCallback, RenderEvent, RenderResult
@@ -210,9 +210,11 @@ def render(
                 try:
                     eyes_missing = settings.animation.vr_mode and bool(missing_eye_frames(folder.path, n_frames))
                     if start < n_frames or eyes_missing:  # (a finished run may still lack stereo pairs a crash lost)
-                        if sampler is None:
-                            sampler = build_sampler(settings, progress=progress)
-                        _render_frames(run, sampler, start)
+                        # Models may load lazily during the first frames: the libraries' bars stay off throughout.
+                        with library_progress_bars(progress):
+                            if sampler is None:
+                                sampler = build_sampler(settings, progress=progress)
+                            _render_frames(run, sampler, start)
                 except BaseException:
                     run.writer.close(raise_errors=False)  # keep the frames handed over; the first error is the one reported
                     raise
