@@ -156,3 +156,33 @@ def test_load_dispatches_by_kind() -> None:
     assert ens.image_sizes == [32]
     with pytest.raises(InputError, match="unknown model kind 'vae'"):
         load("vae", "tiny")  # type: ignore[arg-type]
+
+
+def test_library_progress_bars_off_for_the_duration_then_restored() -> None:
+    """progress=False renders switch the libraries' bars off (no frozen bars in notebook outputs), then restore them."""
+    import diffusers.utils.logging as diffusers_logging
+    import huggingface_hub.utils as hf_utils
+    import transformers.utils.logging as transformers_logging
+
+    from discolib.models.load import library_progress_bars
+
+    def state() -> tuple[bool, bool, bool]:
+        return (
+            transformers_logging.is_progress_bar_enabled(),
+            diffusers_logging.is_progress_bar_enabled(),
+            not hf_utils.are_progress_bars_disabled(),
+        )
+
+    before = state()
+    with library_progress_bars(True):
+        assert state() == before
+    with library_progress_bars(False):
+        assert state() == (False, False, False)
+    assert state() == before
+    transformers_logging.disable_progress_bar()  # a user's own choice survives a render
+    try:
+        with library_progress_bars(False):
+            pass
+        assert not transformers_logging.is_progress_bar_enabled()
+    finally:
+        transformers_logging.enable_progress_bar()
