@@ -25,7 +25,8 @@ from PIL import Image
 import discolib
 import discolib_widgets.notebook as notebook
 from discolib import RenderResult, RunFolder, Settings, apply_preset
-from discolib.config.settings import GROUPS, SettingsError, field_info, iter_fields
+from discolib.config.settings import SettingsError, field_info, iter_fields
+from discolib.config.ui import field_ui, panel_layout
 from discolib.run.events import RenderEvent
 from discolib.run.runs import RunRecord
 from discolib_widgets import (
@@ -36,18 +37,23 @@ from discolib_widgets import (
     show_panel,
     show_result,
 )
-from discolib_widgets.fields import PLOT_POINTS, schedule_png
+from discolib_widgets.fields import PLOT_POINTS, PLOT_SCALE, PLOT_SIZE, schedule_png
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 # ----------------------------------------------------------------------------------------------- helpers
 def make_fake_render(
-    n_frames: int = 3, steps: int = 4, delay: float = 0.0, preview_shape: tuple[int, ...] = (1, 3, 8, 8)
+    n_frames: int = 3,
+    steps: int = 4,
+    delay: float = 0.0,
+    preview_shape: tuple[int, ...] = (1, 3, 8, 8),
+    frame_done: threading.Event | None = None,
 ) -> tuple[Callable[..., RenderResult], list[dict[str, Any]]]:
-    """A render function with the real signature: writes frames into a RunFolder and emits RenderEvents.
+    """A render function with the real signature: writes frames and run.json into a RunFolder, emits RenderEvents.
 
-    Returns it and a list that records the keyword arguments of every call.
+    ``frame_done`` is set after the second frame is written. Returns the function and a list that records the
+    keyword arguments of every call.
     """
     calls: list[dict[str, Any]] = []
 
@@ -59,6 +65,7 @@ def make_fake_render(
         callback: Callable[[RenderEvent], None] | None = None,
         stop: threading.Event | None = None,
         progress: bool = True,
+        force: bool = False,
     ) -> RenderResult:
         calls.append({"out": out, "resume": resume, "stop": stop, "progress": progress, "settings": settings})
         emit = callback or (lambda _e: None)
@@ -68,12 +75,21 @@ def make_fake_render(
         else:
             folder = RunFolder.create(settings.run.output_root, settings.run.batch_name, settings.to_json())
             first = 0
+        record = folder.read_record()
+        record.status, record.frames_total = "running", n_frames
+
+        def write(status: str, done: int) -> None:  # as the real render: run.json vouches for the frames done
+            record.status, record.frames_done = status, done
+            folder.write_record(record)
+
+        write("running", first)
         emit(RenderEvent("start", frame=first, total_frames=n_frames, path=folder.path))
         frames = [folder.frame_path(i) for i in range(first)]
         for f in range(first, n_frames):
             image = torch.zeros(1, 3, 8, 8)
             for s in range(1, steps + 1):
                 if stop is not None and stop.is_set():  # the real render checks between steps
+                    write("interrupted", f)
                     emit(RenderEvent("stopped", frame=f, total_frames=n_frames, path=folder.path))
                     return RenderResult(run_dir=folder.path, status="stopped", frames=frames)
                 image = torch.full((1, 3, 8, 8), s / steps)
@@ -82,11 +98,23 @@ def make_fake_render(
                 if delay:
                     time.sleep(delay)
             frames.append(folder.save_frame(f, image))
-            emit(RenderEvent("frame", frame=f, total_frames=n_frames, path=frames[-1]))
+            write("running", f + 1)
+            emit(RenderEvent("frame", frame=f, total_frames=n_frames, path=frames[-1], seed=100 + f))
+            if f == 1 and frame_done is not None:
+                frame_done.set()
+        write("done", n_frames)
         emit(RenderEvent("done", frame=n_frames, total_frames=n_frames, path=folder.path))  # as render: frames done
         return RenderResult(run_dir=folder.path, status="done", frames=frames)
 
     return fake_render, calls
+
+
+def _tree(widget: widgets.Widget) -> list[widgets.Widget]:
+    """Every widget under ``widget`` (children of boxes, tabs and the panel's sections), itself first."""
+    out = [widget]
+    for child in getattr(widget, "children", ()):
+        out += _tree(child)
+    return out
 
 
 def panel_in(tmp_path: Path, **kw: Any) -> SettingsPanel:
@@ -109,6 +137,7 @@ def panel(shared: SettingsPanel) -> SettingsPanel:
             control.plot_toggle.value = False
     shared.path.value = ""
     shared.file_message.value = ""
+    shared.show_all.value = False
     shared.settings = Settings.defaults()
     assert shared.errors == {}
     return shared
@@ -131,19 +160,24 @@ def _expected_class(name: str) -> type:
 
 
 def test_every_schema_field_has_a_widget_of_its_kind(panel: SettingsPanel) -> None:
-    assert list(panel.controls) == iter_fields()
+    assert sorted(panel.controls) == sorted(iter_fields())
     for name in iter_fields():
         info = field_info(name)
         control = panel.controls[name]
         assert type(control.input) is _expected_class(name), name
-        assert control.input.description == info.field
+        # the readable label, the setting's own name (small, grey) and the one-line help are shown; the full help
+        # stays in the tooltip
+        ui = field_ui(name)
+        assert html.escape(ui.label) in control.label.value and f">{html.escape(info.field)}" in control.label.value
+        assert html.escape(ui.help) in control.help_line.value and control.help_line in control.box.children
         assert control.input.tooltip == info.help and info.help
         if isinstance(control.input, widgets.Dropdown):
             assert tuple(control.input.options) == info.choices
         if isinstance(control.input, (widgets.BoundedIntText, widgets.BoundedFloatText)):
             assert (control.input.min, control.input.max) == (info.min, info.max)
-        # keyframe strings, and only they, get a plot
+        # keyframe strings, and only they, get a plot and a curve editor
         assert (control.plot is not None) == (info.kind == "schedule"), name
+        assert (control.curve_toggle is not None) == (info.kind == "schedule"), name
     # spot checks of the rule above on real fields
     assert isinstance(panel.controls["image.width"].input, widgets.BoundedIntText)
     assert isinstance(panel.controls["run.display_rate"].input, widgets.IntText)
@@ -151,12 +185,18 @@ def test_every_schema_field_has_a_widget_of_its_kind(panel: SettingsPanel) -> No
     assert isinstance(panel.controls["prompts.text_prompts"].input, widgets.Textarea)
 
 
-def test_one_tab_per_group_holding_its_fields(panel: SettingsPanel) -> None:
-    assert isinstance(panel.tabs, widgets.Tab)
-    assert list(panel.tabs.titles) == [g.capitalize() for g in GROUPS]
-    for page, group in zip(panel.tabs.children, GROUPS, strict=True):
-        boxes = [c for c in page.children if not isinstance(c, widgets.HTML)]
-        assert boxes == [panel.controls[n].box for n in iter_fields(group)]
+def test_tabs_and_sections_follow_the_panel_layout(panel: SettingsPanel) -> None:
+    """Every field sits once in its tab's section (from discolib.config.ui); with "show all" every tab shows."""
+    panel.show_all.value = True
+    layout = panel_layout()
+    assert list(panel.tabs.titles) == [tab for tab, _ in layout]
+    for page, (_tab, sections) in zip(panel.tabs.children, layout, strict=True):
+        assert len(page.children) == len(sections)
+        for box, (section, names) in zip(page.children, sections, strict=True):
+            heading, *boxes = box.children
+            assert html.escape(section) in heading.value
+            assert boxes == [panel.controls[n].box for n in names]
+    assert sorted(n for _, secs in layout for _, names in secs for n in names) == sorted(iter_fields())
 
 
 def test_widgets_show_the_settings_values(panel: SettingsPanel) -> None:
@@ -293,7 +333,7 @@ def test_schedule_png_caps_the_points_drawn() -> None:
     for png in (small, big):
         assert png.startswith(PNG_MAGIC)
         w, h = Image.open(io.BytesIO(png)).size
-        assert w <= 320 and h <= 130  # small plots
+        assert (w, h) == (PLOT_SIZE[0] * PLOT_SCALE, PLOT_SIZE[1] * PLOT_SCALE)  # drawn at the shown size, x2
 
 
 def test_assigning_settings_updates_every_widget(panel: SettingsPanel) -> None:
@@ -379,10 +419,6 @@ def test_save_refuses_settings_that_would_not_load(tmp_path: Path) -> None:
 def test_render_runs_in_a_thread_and_reports_progress(tmp_path: Path) -> None:
     fake, calls = make_fake_render(n_frames=3, steps=4)
     p = panel_in(tmp_path, render_fn=fake)
-    seen_steps: list[int] = []
-    seen_frames: list[str] = []
-    p.progress.observe(lambda ch: seen_steps.append(ch["new"]), names="value")
-    p.frame_label.observe(lambda ch: seen_frames.append(ch["new"]), names="value")
     p.render_button.click()
     assert p.wait(10)
     assert p.last_error is None, p.error_area.value
@@ -391,20 +427,15 @@ def test_render_runs_in_a_thread_and_reports_progress(tmp_path: Path) -> None:
     assert [f.name for f in result.frames] == ["000000.png", "000001.png", "000002.png"]
     assert all(f.is_file() for f in result.frames)
     assert RunFolder.open(result.run_dir).complete_frames() == [0, 1, 2]
-    # the progress bar went through the steps, the frame counter through the frames
-    assert p.progress.max == 4 and p.progress.value == 4
-    assert {1, 2, 3, 4} <= set(seen_steps)
-    assert p.frame_label.value == "frame 3/3"
-    assert [f for i, f in enumerate(seen_frames) if i == 0 or seen_frames[i - 1] != f] == [
-        "frame 1/3",
-        "frame 2/3",
-        "frame 3/3",
-    ]
-    # the preview holds a PNG of the (1, 3, 8, 8) preview tensor
-    preview = bytes(p.preview.value)
-    assert preview.startswith(PNG_MAGIC) and Image.open(io.BytesIO(preview)).size == (8, 8)
-    assert "done" in p.status.value and p.error_area.value == ""
-    assert not p.render_button.disabled and p.stop_button.disabled and p.resume_button.disabled
+    # the panel's view (render_here's callback) went through the frames and shows the last one
+    state = p.view.state
+    assert state.status == "done" and state.frames_done == state.total_frames == 3 and state.fraction == 1.0
+    assert state.run_dir == result.run_dir
+    assert state.preview_png == result.frames[-1].read_bytes()
+    assert p.view.widget in _tree(p.widget)
+    assert f"done: 3 frame(s) in {result.run_dir}" in p.status.value and p.error_area.value == ""
+    assert not p.render_button.disabled and p.stop_button.disabled
+    assert p.resume_button.disabled and "already done" in p.resume_note.value  # nothing left to resume
     # the call: a copy of the settings, a stop event, no console progress
     (call,) = calls
     assert call["progress"] is False and isinstance(call["stop"], threading.Event) and call["resume"] is None
@@ -412,12 +443,11 @@ def test_render_runs_in_a_thread_and_reports_progress(tmp_path: Path) -> None:
 
 
 def test_render_button_disabled_while_running_and_stop_ends_stopped(tmp_path: Path) -> None:
-    fake, calls = make_fake_render(n_frames=50, steps=4, delay=0.03)
+    second_frame = threading.Event()
+    fake, calls = make_fake_render(n_frames=50, steps=4, delay=0.03, frame_done=second_frame)
     p = panel_in(tmp_path, render_fn=fake)
-    first_frame = threading.Event()
-    p.frame_label.observe(lambda ch: first_frame.set() if ch["new"] == "frame 2/50" else None, names="value")
     p.render_button.click()
-    assert first_frame.wait(10)
+    assert second_frame.wait(10)
     assert p.running and p.render_button.disabled and not p.stop_button.disabled
     with pytest.raises(RuntimeError, match="already running"):
         p.render()
@@ -425,11 +455,11 @@ def test_render_button_disabled_while_running_and_stop_ends_stopped(tmp_path: Pa
     assert p.wait(10)
     result = p.last_result
     assert result is not None and result.status == "stopped"
-    assert 1 <= len(result.frames) < 50
+    assert 2 <= len(result.frames) < 50
     assert "stopped" in p.status.value and "resumable" in p.status.value
     assert not p.render_button.disabled and p.stop_button.disabled
     # the run resumes from where it stopped
-    assert not p.resume_button.disabled
+    assert not p.resume_button.disabled and f"{len(result.frames)} of 50 frames done" in p.resume_note.value
     fake_fast, _ = make_fake_render(n_frames=50, steps=1)
     p._render_fn = fake_fast
     p.resume_button.click()
@@ -459,7 +489,7 @@ def test_callback_failure_is_shown_and_render_continues(tmp_path: Path) -> None:
     p.render()
     assert p.wait(10)
     assert p.last_result is not None and p.last_result.status == "done"
-    assert "expected one image" in p.error_area.value
+    assert p.last_error is None and "done: 2 frame(s)" in p.status.value
 
 
 def test_render_refused_while_a_field_is_invalid(tmp_path: Path) -> None:
@@ -665,7 +695,7 @@ def test_panel_displays_as_its_widget(capsys: pytest.CaptureFixture[str]) -> Non
     p = SettingsPanel()
     bundle = p._repr_mimebundle_()
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == p.widget.model_id
-    assert isinstance(p.widget, widgets.VBox) and p.tabs in p.widget.children and p.preview in p.widget.children
+    assert isinstance(p.widget, widgets.VBox) and {p.tabs, p.view.widget, p.render_button} <= set(_tree(p.widget))
     s = Settings.defaults("latent")
     shown = show_panel(s)
     assert isinstance(shown, SettingsPanel) and shown.settings is s
@@ -745,8 +775,8 @@ def test_notebook_setup_without_environment_keeps_the_parameters(capsys: pytest.
     assert (preset, frames, root, overrides) == ("tiny", 5, "runs", {"steps": 8})
     assert overrides is not given  # the notebook's own dict is left as it was
     gpu_line, out_line = capsys.readouterr().out.splitlines()
-    expected_gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    assert gpu_line == f"GPU: {expected_gpu}" and out_line == f"outputs go to {os.path.abspath('runs')}"
+    expected_gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU (rendering on the CPU)"
+    assert gpu_line.startswith(f"GPU: {expected_gpu}") and out_line == f"outputs go to {os.path.abspath('runs')}"
 
 
 @pytest.mark.usefixtures("no_notebook_env")
@@ -761,17 +791,22 @@ def test_notebook_setup_environment_replaces_parameters(monkeypatch: pytest.Monk
 
 @pytest.mark.usefixtures("no_notebook_env")
 def test_notebook_setup_on_colab_mounts_drive_only_with_use_drive(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A stand-in google.colab module: use_drive mounts Drive and moves output_root under it."""
+    """A stand-in google.colab module: the custom widget manager is on; use_drive mounts Drive and moves
+    output_root (and the models, unless overridden) under it."""
     import types
 
     mounted: list[str] = []
+    managers: list[bool] = []
     colab = types.ModuleType("google.colab")
     colab.drive = types.SimpleNamespace(mount=mounted.append)  # type: ignore[attr-defined]
+    colab.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: managers.append(True))  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
     monkeypatch.setitem(sys.modules, "google.colab", colab)
-    assert notebook_setup("tiny", 2, "runs", {})[2] == "runs" and mounted == []
-    root = notebook_setup("tiny", 2, "runs", {}, use_drive=True)[2]
+    assert notebook_setup("tiny", 2, "runs", {})[2] == "runs" and mounted == [] and managers == [True]
+    _, _, root, overrides = notebook_setup("tiny", 2, "runs", {}, use_drive=True)
     assert mounted == ["/content/drive"] and root == "/content/drive/MyDrive/discolib/runs"
+    assert overrides == {"models.models_root": notebook.DRIVE_MODELS}
+    assert notebook_setup("tiny", 2, "runs", {"models.models_root": "/m"}, use_drive=True)[3] == {"models.models_root": "/m"}
 
 
 def test_finish_settings_applies_overrides_last_and_validates(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from discolib.config.settings import (
+    GROUPS,
     Settings,
     SettingsError,
     field_info,
@@ -26,7 +27,7 @@ from discolib.config.settings import (
 from discolib.errors import InputError
 from discolib.schedules.prompts import split_weighted_subprompts
 
-__all__ = ["ImportReport", "import_settings", "import_disco", "import_deforum", "detect_format"]
+__all__ = ["ImportReport", "import_settings", "import_disco", "import_deforum", "detect_format", "load_settings_file"]
 
 
 @dataclass
@@ -1030,3 +1031,29 @@ def import_settings(path: str | Path, animation_mode: str | None = None) -> Impo
         return import_deforum(data, animation_mode)
     except InputError as exc:
         raise SettingsError(f"{p}: {exc}") from None
+
+
+def load_settings_file(path: str | Path, animation_mode: str | None = None) -> tuple[Settings, ImportReport | None]:
+    """Any settings file a user has: a discolib settings JSON, a Disco ``*_settings.txt`` or a Deforum settings file.
+
+    A discolib file is recognised by its shape (every top-level key is a setting group holding an object), not
+    its name: it gives ``(Settings.load(path), None)``. Anything else is imported as Disco or Deforum settings,
+    giving ``(report.settings, report)`` (``animation_mode`` as for :func:`import_settings`). A file that is
+    neither is loaded as a discolib file, whose error names the unknown settings. Every problem is a one-line
+    :class:`SettingsError` naming the file.
+    """
+    data, p = read_settings_json(path)
+    grouped = isinstance(data, dict) and all(k in GROUPS and isinstance(v, dict) for k, v in data.items())
+    if not grouped and isinstance(data, dict) and _has_original_keys(data):
+        report = import_settings(p, animation_mode)
+        return report.settings, report
+    # A discolib file, or neither original's: the discolib loader then says which keys it does not know.
+    return Settings.load(p), None
+
+
+def _has_original_keys(data: dict[str, Any]) -> bool:
+    try:
+        detect_format(data)
+    except SettingsError:
+        return False
+    return True

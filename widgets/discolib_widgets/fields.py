@@ -21,6 +21,7 @@ import numpy as np
 
 from discolib import Settings
 from discolib.config.settings import FieldInfo, SettingsError, field_info
+from discolib.config.ui import FieldUI, field_ui
 from discolib.io.inputs import MAX_JSON_DEPTH, json_depth_ok
 from discolib.schedules.expr import ScheduleError
 from discolib.schedules.keyframes import Schedule
@@ -29,7 +30,10 @@ from discolib.schedules.plot import plot_schedule
 __all__ = [
     "INPUT_ERRORS",
     "MESSAGE_CHARS",
+    "LABEL_PX",
     "PLOT_POINTS",
+    "PLOT_SCALE",
+    "PLOT_SIZE",
     "VALIDATE_FRAMES",
     "FieldControl",
     "PlotError",
@@ -56,7 +60,36 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (
 # A message beside a field is cut to this many characters (an error may quote a 100 KB value).
 MESSAGE_CHARS = 600
 
-_DESCRIPTION_STYLE = {"description_width": "190px"}
+#: Width of the label column (px); help, messages and plots are indented by it.
+LABEL_PX = 200
+#: The CSS size (px) of a schedule plot; its PNG has PLOT_SCALE times as many pixels each way (sharp on HiDPI).
+PLOT_SIZE = (400, 150)
+PLOT_SCALE = 2
+
+
+# Layouts that never change after they are made, shared by every field's widgets: a Layout is a widget of its own
+# (a comm each), and a panel has over a hundred fields. Layouts that change (display) are never shared.
+_SHARED_LAYOUTS: dict[str, dict[str, str]] = {
+    # Buttons size to their text and never shrink (a squeezed button shows "...").
+    "button": {"width": "auto", "flex": "0 0 auto", "margin": "0 0 0 4px"},
+    "label": {"width": f"{LABEL_PX}px", "flex": f"0 0 {LABEL_PX}px"},
+    "below": {"margin": f"0 0 0 {LABEL_PX + 4}px"},
+    "header": {"align_items": "center", "flex_flow": "row nowrap"},
+    "checkbox": {"width": "auto"},
+    # Inputs have a fixed basis: they never grow or shrink with what is shown around them.
+    "number": {"width": "220px", "flex": "0 0 220px"},
+    "text": {"width": "420px", "flex": "0 1 420px", "min_width": "200px"},
+    "textarea": {"width": "420px", "flex": "0 1 420px", "min_width": "200px", "height": "8em"},
+}
+_LAYOUTS: dict[str, widgets.Layout] = {}
+
+
+def shared_layout(kind: str) -> widgets.Layout:
+    """The shared, never-changed Layout of ``kind`` (see ``_SHARED_LAYOUTS``); made on first use."""
+    layout = _LAYOUTS.get(kind)
+    if layout is None or layout.comm is None:  # closed (Widget.close_all): make a new one
+        layout = _LAYOUTS[kind] = widgets.Layout(**_SHARED_LAYOUTS[kind])
+    return layout
 _ERROR_HTML = '<span style="color:#c62828;white-space:pre-wrap">{}</span>'
 _WARNING_HTML = '<span style="color:#a15c00;white-space:pre-wrap">{}</span>'
 
@@ -72,8 +105,19 @@ class PlotError(Exception):
 
 
 @functools.lru_cache(maxsize=256)
-def schedule_png(text: str, setting: str, n_frames: int, interpolation: str = "linear") -> bytes:
-    """PNG bytes (about 290x115 px) of a keyframe schedule over ``n_frames`` frames.
+def schedule_png(
+    text: str,
+    setting: str,
+    n_frames: int,
+    interpolation: str = "linear",
+    *,
+    size: tuple[int, int] = PLOT_SIZE,
+    scale: int = PLOT_SCALE,
+) -> bytes:
+    """PNG bytes of a keyframe schedule over ``n_frames`` frames, for display at ``size`` CSS pixels.
+
+    The PNG is ``size`` times ``scale`` pixels (devicePixelRatio 2 by default): shown at ``size`` it is sharp on
+    HiDPI screens and never stretched.
 
     Up to ``PLOT_POINTS`` frames go through :func:`discolib.schedules.plot.plot_schedule`; longer animations are
     evaluated by the same Schedule and drawn at ``PLOT_POINTS`` evenly spaced frames. Cached: panels made
@@ -89,10 +133,11 @@ def schedule_png(text: str, setting: str, n_frames: int, interpolation: str = "l
         sched = Schedule.parse(text, setting=setting, interpolation=interpolation)
         values = sched.values(n_frames) if n_frames > PLOT_POINTS else None  # the schedule's own errors, here
         try:
-            fig = Figure(figsize=(4.0, 1.6), dpi=72)
+            # Figure inches at 72 dpi are CSS pixels; dpi 72*scale gives scale device pixels per CSS pixel.
+            fig = Figure(figsize=(size[0] / 72, size[1] / 72), dpi=72 * scale)
             FigureCanvasAgg(fig)
             # Fixed margins: constrained layout doubles the drawing time of such a small figure.
-            fig.subplots_adjust(left=0.17, right=0.97, bottom=0.3, top=0.86)
+            fig.subplots_adjust(left=0.14, right=0.97, bottom=0.27, top=0.88)
             ax = fig.add_subplot()
             if values is None:
                 plot_schedule(sched, n_frames, ax=ax)
@@ -133,30 +178,39 @@ def _format_number(x: float) -> str:
     return repr(float(x))
 
 
+def _number_layout() -> widgets.Layout:
+    return shared_layout("number")
+
+
 def _make_input(info: FieldInfo) -> widgets.ValueWidget:
     """The input widget for one field: its type and bounds decide the class; description and tooltip from it."""
-    common: dict[str, Any] = {"description": info.field, "tooltip": info.help, "style": _DESCRIPTION_STYLE}
+    # No description: the FieldControl's label shows the readable name (a description would be cut with "…").
+    common: dict[str, Any] = {"tooltip": info.help}
     t = info.type_name
     bounded = info.min is not None and info.max is not None
     if t == "bool":
-        # width auto: the indent takes most of a checkbox's default 300 px and would cut the field name off.
-        return widgets.Checkbox(value=bool(info.default), indent=True, layout=widgets.Layout(width="auto"), **common)
+        return widgets.Checkbox(value=bool(info.default), indent=False, layout=shared_layout("checkbox"), **common)
     if t == "choice":
-        return widgets.Dropdown(options=list(info.choices), value=info.default, **common)
+        return widgets.Dropdown(options=list(info.choices), value=info.default, layout=_number_layout(), **common)
     if t == "int":
         if bounded:
-            return widgets.BoundedIntText(value=info.default, min=int(info.min), max=int(info.max), **common)  # type: ignore[arg-type]
-        return widgets.IntText(value=info.default, **common)
+            return widgets.BoundedIntText(
+                value=info.default, min=int(info.min), max=int(info.max), layout=_number_layout(), **common  # type: ignore[arg-type]
+            )
+        return widgets.IntText(value=info.default, layout=_number_layout(), **common)
     if t == "float":
         if bounded:
-            return widgets.BoundedFloatText(value=info.default, min=info.min, max=info.max, **common)
-        return widgets.FloatText(value=info.default, **common)
-    layout = widgets.Layout(width="640px")
+            return widgets.BoundedFloatText(
+                value=info.default, min=info.min, max=info.max, layout=_number_layout(), **common
+            )
+        return widgets.FloatText(value=info.default, layout=_number_layout(), **common)
+    # Text boxes have a fixed basis and never grow or shrink with what is shown around them.
+    layout = shared_layout("text")
     if t == "dict":
         return widgets.Textarea(
             value="",
             placeholder='{"0": ["a castle:2", "fog:-0.5"]}',
-            layout=widgets.Layout(width="640px", height="8em"),
+            layout=shared_layout("textarea"),
             **common,
         )
     if t.startswith("list["):
@@ -166,6 +220,23 @@ def _make_input(info: FieldInfo) -> widgets.ValueWidget:
     return widgets.Text(value="", layout=layout, continuous_update=True, **common)
 
 
+def _names_line(field: str, originals: tuple[str, ...]) -> str:
+    """The setting's name and the originals' names for it: ``"seed (Disco, Deforum)"``,
+    ``"width · Disco: width_height · Deforum: W"`` (originals are ``"Tool: key"``)."""
+    same: list[str] = []
+    other: dict[str, list[str]] = {}
+    for item in originals:
+        tool, _, key = item.partition(": ")
+        if not key:
+            tool, key = "", tool
+        if key == field and tool:
+            same.append(tool)
+        elif key != field:
+            other.setdefault(tool, []).append(key)
+    first = f"{field} ({', '.join(same)})" if same else field
+    return " · ".join([first, *(f"{tool}: {', '.join(keys)}" if tool else ", ".join(keys) for tool, keys in other.items())])
+
+
 class FieldControl:
     """The widgets of one Settings field: ``input``, a ``message`` beside it and, for keyframe strings, a plot.
 
@@ -173,29 +244,76 @@ class FieldControl:
     ``write(value)`` shows a Settings value. The panel binds them to a :class:`~discolib.config.settings.Settings`.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, ui: FieldUI | None = None) -> None:
         self.info: FieldInfo = field_info(name)
         self.name: str = self.info.name
+        self.ui: FieldUI = ui if ui is not None else field_ui(self.name)
         self.input: widgets.ValueWidget = _make_input(self.info)
-        self.message = widgets.HTML(value="", layout=widgets.Layout(margin="0 0 0 8px"))
+        # The label is its own widget, not the input's description: ipywidgets cuts a long description with "…",
+        # a label here wraps. The small grey line under it names the setting as discolib and the originals do.
+        names = _names_line(self.info.field, self.ui.originals)
+        self.label = widgets.HTML(
+            value=(
+                f'<div class="discolib-label" title="{html.escape(self.name)}" style="line-height:1.2">'
+                f"{html.escape(self.ui.label)}<br>"
+                f'<span class="discolib-orig" style="color:#888;font-size:80%">{html.escape(names)}'
+                "</span></div>"
+            ),
+            layout=shared_layout("label"),
+        )
+        # The one-line help stays visible under the control; the input's tooltip keeps the full help.
+        self.help_line = widgets.HTML(
+            value=f'<div class="discolib-help" style="color:#555;font-size:90%;line-height:1.3">'
+            f"{html.escape(self.ui.help)}</div>",
+            layout=shared_layout("below"),
+        )
+        # Messages go below the control, never beside it: a long message beside a text box used to squeeze it.
+        self.message = widgets.HTML(value="", layout=shared_layout("below"))
         self._error = ""
         self.plot: widgets.Image | None = None
         self.plot_toggle: widgets.ToggleButton | None = None
-        row: list[widgets.Widget] = [self.input]
+        self.curve_toggle: widgets.ToggleButton | None = None
+        self.curve_box: widgets.Box | None = None  # made with the editor, the first time it is shown
+        self.curve: Any = None  # the CurveEditor (discolib_widgets.curve), made when first shown
+        self._curve_link: widgets.link | None = None
+        row: list[widgets.Widget] = [self.label, self.input]
+        parts: list[widgets.Widget] = []
         if self.info.kind == "schedule":
-            self.plot = widgets.Image(format="png", layout=widgets.Layout(display="none", margin="0 0 0 198px"))
+            # Hidden until it holds a PNG (an empty Image shows a broken-image icon); its CSS size is the size the
+            # PNG is drawn at (PLOT_SCALE times as many pixels), so the browser never stretches it.
+            self.plot = widgets.Image(
+                format="png",
+                width=str(PLOT_SIZE[0]),
+                height=str(PLOT_SIZE[1]),
+                layout=widgets.Layout(
+                    display="none",
+                    width=f"{PLOT_SIZE[0]}px",
+                    height=f"{PLOT_SIZE[1]}px",
+                    margin=f"2px 0 0 {LABEL_PX + 4}px",
+                ),
+            )
+            self.plot.add_class("discolib-plot")
             self.plot_toggle = widgets.ToggleButton(
                 value=False,
                 description="plot",
                 icon="line-chart",
                 tooltip="Show this schedule over animation.max_frames",
-                layout=widgets.Layout(width="70px"),
+                layout=shared_layout("button"),
             )
-            row.append(self.plot_toggle)
-        row.append(self.message)
-        self.box: widgets.Box = widgets.HBox(row)
-        if self.plot is not None:
-            self.box = widgets.VBox([self.box, self.plot])
+            self.curve_toggle = widgets.ToggleButton(
+                value=False,
+                description="curve",
+                icon="pencil",
+                tooltip="Edit this schedule as a curve: drag, add and delete keyframes",
+                layout=shared_layout("button"),
+            )
+            row += [self.plot_toggle, self.curve_toggle]
+            parts = [self.plot]
+        header = widgets.HBox(row, layout=shared_layout("header"))
+        self.box: widgets.Box = widgets.VBox(
+            [header, self.help_line, self.message, *parts], layout=widgets.Layout(margin="0 0 6px 0")
+        )
+        self.box.add_class("discolib-field")
 
     # ------------------------------------------------------------------ values
     def read(self) -> Any:
@@ -289,12 +407,17 @@ class FieldControl:
     def plot_shown(self) -> bool:
         return self.plot_toggle is not None and bool(self.plot_toggle.value)
 
+    def _show_plot(self, shown: bool) -> None:
+        if self.plot is not None:
+            # Never an empty Image on screen: the browser would draw a broken-image icon.
+            self.plot.layout.display = "" if shown and len(self.plot.value) else "none"
+
     def update_plot(self, settings: Settings) -> None:
         """Show or hide the plot per its toggle; when shown, draw the Settings value (always valid text)."""
         if self.plot is None:
             return
-        self.plot.layout.display = "" if self.plot_shown else "none"
         if not self.plot_shown:
+            self._show_plot(False)
             return
         try:
             png = schedule_png(
@@ -304,11 +427,54 @@ class FieldControl:
                 settings.animation.interpolation,
             )
         except PlotError as exc:  # the value is valid, only its drawing failed: a note, not an error
-            self.plot.layout.display = "none"  # not the previous value's plot, which would mislead
+            self._show_plot(False)  # not the previous value's plot, which would mislead
             if not self._error:
                 self.message.value = _WARNING_HTML.format(html.escape(str(exc)[:MESSAGE_CHARS]))
             return
         except INPUT_ERRORS as exc:  # an error past VALIDATE_FRAMES: keep the last good plot
             self.show_error(describe_error(exc))
+            self._show_plot(True)
             return
         self.plot.value = png
+        self._show_plot(True)
+
+    # ------------------------------------------------------------------ curve editor
+    @property
+    def curve_shown(self) -> bool:
+        return self.curve_toggle is not None and bool(self.curve_toggle.value)
+
+    def update_curve(self, settings: Settings) -> None:
+        """Show or hide the curve editor per its toggle; it is made on first show and linked to the text box.
+
+        The editor's ``text`` and the text box's ``value`` are linked both ways (a drag edits the text box, which
+        the panel checks like typing); its ``max_frames`` and ``interpolation`` follow the Settings.
+        """
+        if self.curve_toggle is None:
+            return
+        if not self.curve_shown:
+            if self.curve_box is not None:
+                self.curve_box.layout.display = "none"
+            return
+        if self.curve is None or self.curve_box is None:
+            from discolib_widgets.curve import CurveEditor  # the anywidget and its JS: only when asked for
+
+            self.curve = CurveEditor(
+                self.input.value,
+                setting=self.name,
+                max_frames=settings.animation.max_frames,
+                interpolation=settings.animation.interpolation,
+            )
+            self._curve_link = widgets.link((self.input, "value"), (self.curve, "text"))
+            self.curve_box = widgets.Box([self.curve], layout=widgets.Layout(margin=f"2px 0 0 {LABEL_PX + 4}px"))
+            self.box.children = (*self.box.children, self.curve_box)
+        else:
+            self.sync_curve(settings)
+        self.curve_box.layout.display = ""
+
+    def sync_curve(self, settings: Settings) -> None:
+        """Give the curve editor (when made) the Settings' animation.max_frames and animation.interpolation."""
+        if self.curve is None:
+            return
+        with self.curve.hold_sync():
+            self.curve.max_frames = settings.animation.max_frames
+            self.curve.interpolation = settings.animation.interpolation
