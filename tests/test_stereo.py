@@ -22,10 +22,14 @@ import torch
 from discolib.animation import motion
 from discolib.animation.stereo import (
     DISCO_SPHERICAL_MAGNITUDE,
+    anaglyph,
     eye_poses,
     eye_views,
+    pose_to_motion,
+    side_by_side,
     spherical_grid,
     spherical_projection,
+    stereo_pair,
 )
 from discolib.config.settings import Settings
 from discolib.io.files import save_png_atomic
@@ -375,3 +379,171 @@ def test_side_by_side_refuses_mismatched_eyes(tmp_path: Path) -> None:
     with pytest.raises(VideoError, match="8x8 and the right eye's 10x8"):
         stereo_to_video(a, b, tmp_path / "x.mp4", fps=10)
     assert not (tmp_path / "x.mp4").exists()
+
+
+# ------------------------------------------------------------------------ one photo: pinhole stereo pairs and outputs
+
+
+def _focal_px(height: int, fov_deg: float) -> float:
+    """The pinhole's focal length in pixels for a vertical field of view (re-derived: half height over tan(fov/2))."""
+    return (height / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
+
+
+def _stripe_photo(h: int, w: int, centre: float, sigma: float = 3.0) -> torch.Tensor:
+    """A smooth vertical bright stripe (Gaussian across x) on black, (1, 3, H, W)."""
+    x = torch.arange(w, dtype=torch.float64)
+    profile = torch.exp(-0.5 * ((x - centre) / sigma) ** 2)
+    return profile.view(1, 1, 1, w).expand(1, 3, h, w).float().contiguous()
+
+
+def _centroid_x(image: torch.Tensor, rows: slice = slice(None)) -> float:
+    band = image[0, 0, rows].double()
+    x = torch.arange(band.shape[-1], dtype=torch.float64)
+    return float((band * x).sum() / band.sum())
+
+
+def _pose(centre: tuple[float, float, float] = (0.0, 0.0, 0.0), rotation_deg=(0.0, 0.0, 0.0)) -> torch.Tensor:
+    pose = torch.eye(4, dtype=torch.float64)
+    pose[:3, :3] = motion.rotation_matrix_3d(torch.tensor([rotation_deg], dtype=torch.float64))[0]
+    pose[:3, 3] = torch.tensor(centre, dtype=torch.float64)
+    return pose
+
+
+def test_stereo_pair_integer_disparity_is_a_pure_shift() -> None:
+    h, w = 64, 96
+    photo = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    depth_value, ipd, fov = 2.0, 0.5, 90.0
+    disparity = _focal_px(h, fov) * ipd / depth_value  # 32 * 0.5 / 2 = 8 px, 4 per eye
+    assert disparity == pytest.approx(8.0)
+    half = 4
+    depth = torch.full((1, 1, h, w), depth_value)
+    left, right, (mask_l, mask_r) = stereo_pair(photo, depth, torch.eye(4), fov_deg=fov, ipd=ipd)
+    # The left eye sits left of the centre: the plane appears shifted right in it, and left in the right eye.
+    torch.testing.assert_close(left[..., half:], photo[..., :-half], rtol=0, atol=1e-5)
+    torch.testing.assert_close(right[..., :-half], photo[..., half:], rtol=0, atol=1e-5)
+    # Disoccluded: the columns neither eye's source covers, on the outer side of each.
+    assert mask_l[..., :half].all() and not mask_l[..., half:].any()
+    assert mask_r[..., -half:].all() and not mask_r[..., :-half].any()
+
+
+@pytest.mark.parametrize(("fov", "depth_value", "ipd"), [(60.0, 3.0, 0.4), (40.0, 5.0, 0.25), (75.0, 1.5, 0.1)])
+def test_stereo_pair_disparity_matches_the_pinhole(fov: float, depth_value: float, ipd: float) -> None:
+    h, w = 48, 128
+    photo = _stripe_photo(h, w, centre=63.5)
+    depth = torch.full((1, 1, h, w), depth_value)
+    left, right, _ = stereo_pair(photo, depth, torch.eye(4), fov_deg=fov, ipd=ipd)
+    expected = _focal_px(h, fov) * ipd / depth_value
+    measured = _centroid_x(left) - _centroid_x(right)
+    assert measured == pytest.approx(expected, abs=0.03), (measured, expected)
+    # The eyes are symmetric about the centre camera.
+    assert (_centroid_x(left) + _centroid_x(right)) / 2 == pytest.approx(63.5, abs=0.03)
+
+
+def test_nearer_plane_has_larger_disparity() -> None:
+    h, w, fov, ipd = 64, 128, 50.0, 0.3
+    photo = _stripe_photo(h, w, centre=63.5)
+    depth = torch.full((1, 1, h, w), 4.0)
+    depth[:, :, : h // 2] = 1.0  # top half near, bottom half far
+    left, right, _ = stereo_pair(photo, depth, torch.eye(4), fov_deg=fov, ipd=ipd, depth_refinement_steps=3)
+    f = _focal_px(h, fov)
+    top, bottom = slice(4, h // 2 - 4), slice(h // 2 + 4, h - 4)  # away from the step
+    assert _centroid_x(left, top) - _centroid_x(right, top) == pytest.approx(f * ipd / 1.0, abs=0.05)
+    assert _centroid_x(left, bottom) - _centroid_x(right, bottom) == pytest.approx(f * ipd / 4.0, abs=0.05)
+
+
+def test_stereo_pair_follows_the_camera_pose() -> None:
+    h, w, fov, ipd, depth_value = 48, 160, 60.0, 0.2, 4.0
+    f = _focal_px(h, fov)
+    photo = _stripe_photo(h, w, centre=79.5)
+    depth = torch.full((1, 1, h, w), depth_value)
+    # Moved 1 forward: the plane is at 3, so the disparity grows to f * ipd / 3 (the stripe stays centred).
+    left, right, _ = stereo_pair(photo, depth, _pose((0.0, 0.0, 1.0)), fov_deg=fov, ipd=ipd)
+    assert _centroid_x(left) - _centroid_x(right) == pytest.approx(f * ipd / 3.0, abs=0.05)
+    # Moved 0.5 right (x right in motion's frame): both eyes see the stripe f * 0.5 / 4 px further left.
+    left, right, _ = stereo_pair(photo, depth, _pose((0.5, 0.0, 0.0)), fov_deg=fov, ipd=ipd)
+    assert (_centroid_x(left) + _centroid_x(right)) / 2 == pytest.approx(79.5 - f * 0.5 / depth_value, abs=0.05)
+    assert _centroid_x(left) - _centroid_x(right) == pytest.approx(f * ipd / depth_value, abs=0.05)
+    # Panned right by 5 degrees: content moves left by f * tan(5 deg) at the centre, whatever the depth.
+    left, right, _ = stereo_pair(photo, depth, _pose(rotation_deg=(0.0, 5.0, 0.0)), fov_deg=fov, ipd=0.0)
+    torch.testing.assert_close(left, right)
+    assert _centroid_x(left) == pytest.approx(79.5 - f * math.tan(math.radians(5.0)), abs=0.1)
+
+
+def test_pose_to_motion_round_trip() -> None:
+    rotation = (12.0, -31.0, 47.0)
+    centre = (0.3, -0.2, 0.5)
+    pose = _pose(centre, rotation)
+    rotation_deg, translation = pose_to_motion(pose)
+    torch.testing.assert_close(rotation_deg, torch.tensor([rotation], dtype=torch.float64))
+    # motion: X_new = R^T X_old + t, t = (-tx, ty, -tz) / 200; the camera's centre maps to the new origin.
+    rot, t = motion.camera_motion(rotation_deg, translation, dtype=torch.float64)
+    torch.testing.assert_close(rot[0], pose[:3, :3])
+    origin = rot[0].T @ torch.tensor(centre, dtype=torch.float64) + t[0]
+    torch.testing.assert_close(origin, torch.zeros(3, dtype=torch.float64))
+    # Sideways only: translation_x > 0 is "camera moves right", in 1/200 units.
+    _, side = pose_to_motion(_pose((0.1, 0.0, 0.0)))
+    torch.testing.assert_close(side, torch.tensor([[20.0, 0.0, 0.0]], dtype=torch.float64))
+    # Gimbal lock (90 degrees about y) still gives a rotation that rebuilds the matrix.
+    locked = _pose(rotation_deg=(20.0, 90.0, 0.0))
+    rebuilt = motion.rotation_matrix_3d(pose_to_motion(locked)[0])[0]
+    torch.testing.assert_close(rebuilt, locked[:3, :3])
+
+
+def test_stereo_pair_rejects_bad_poses() -> None:
+    photo, depth = torch.rand(1, 3, 16, 16), torch.ones(1, 1, 16, 16)
+    with pytest.raises(motion.MotionError, match="4, 4"):
+        stereo_pair(photo, depth, torch.eye(3), fov_deg=50.0, ipd=0.1)
+    skew = torch.eye(4)
+    skew[0, 1] = 0.5
+    with pytest.raises(motion.MotionError, match="rotation"):
+        stereo_pair(photo, depth, skew, fov_deg=50.0, ipd=0.1)
+    with pytest.raises(motion.MotionError, match="ipd"):
+        stereo_pair(photo, depth, torch.eye(4), fov_deg=50.0, ipd=-1.0)
+
+
+def test_side_by_side() -> None:
+    left, right = torch.rand(1, 3, 10, 14), torch.rand(1, 3, 10, 14)
+    both = side_by_side(left, right)
+    assert both.shape == (1, 3, 10, 28)
+    torch.testing.assert_close(both[..., :14], left)
+    torch.testing.assert_close(both[..., 14:], right)
+    with pytest.raises(motion.MotionError, match="same shape"):
+        side_by_side(left, right[..., :-1])
+
+
+def test_anaglyph_color_takes_red_from_the_left_eye() -> None:
+    left, right = torch.rand(1, 3, 8, 9), torch.rand(1, 3, 8, 9)
+    out = anaglyph(left, right, mode="color")
+    assert out.shape == (1, 3, 8, 9)
+    torch.testing.assert_close(out[:, 0], left[:, 0])
+    torch.testing.assert_close(out[:, 1:], right[:, 1:])
+
+
+def _srgb_decode(x: np.ndarray) -> np.ndarray:
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def _srgb_encode(x: np.ndarray) -> np.ndarray:
+    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.maximum(x, 0.0031308) ** (1 / 2.4) - 0.055)
+
+
+def test_anaglyph_dubois_matches_the_published_matrices() -> None:
+    # E. Dubois, "Conversion of a stereo pair to anaglyph with the least-squares projection method" (2009),
+    # red-cyan, applied in linear light: typed in here, independently of the module's constants.
+    m_left = np.array([[0.437, 0.449, 0.164], [-0.062, -0.062, -0.024], [-0.048, -0.050, -0.017]])
+    m_right = np.array([[-0.011, -0.032, -0.007], [0.377, 0.761, 0.009], [-0.026, -0.093, 1.234]])
+    gen = torch.Generator().manual_seed(2)
+    left, right = torch.rand(1, 3, 6, 7, generator=gen), torch.rand(1, 3, 6, 7, generator=gen)
+    out = anaglyph(left, right)
+    assert out.shape == (1, 3, 6, 7) and out.min() >= 0 and out.max() <= 1
+    lin_l = _srgb_decode(left[0].double().numpy().reshape(3, -1))
+    lin_r = _srgb_decode(right[0].double().numpy().reshape(3, -1))
+    expected = _srgb_encode(np.clip(m_left @ lin_l + m_right @ lin_r, 0, 1)).reshape(3, 6, 7)
+    np.testing.assert_allclose(out[0].double().numpy(), expected, atol=1e-5)
+    # A red left eye with a black right eye lights only the red channel (what the red filter passes).
+    red = torch.zeros(1, 3, 2, 2)
+    red[:, 0] = 1.0
+    only_red = anaglyph(red, torch.zeros_like(red))
+    assert only_red[0, 0].min() > 0.5 and only_red[0, 1:].max() == 0
+    with pytest.raises(motion.MotionError, match="mode"):
+        anaglyph(left, right, mode="green")  # type: ignore[arg-type]

@@ -5,6 +5,10 @@ decompression bomb (a header claiming more than Pillow's ``Image.MAX_IMAGE_PIXEL
 one :class:`ImageInputError` naming the setting and the source. :func:`check_image` finds these before a run
 folder is made; :func:`load_image` raises the same errors. A URL is downloaded once per process: the bytes are
 kept in a small in-memory cache, so checking an image and then loading it costs one download.
+
+:func:`load_photo` reads the one photo of ``discolib animate``: right side up (EXIF orientation), every mode to RGB
+with its full range (16-bit greyscale, CMYK, palette, transparency over white), at least ``MIN_PHOTO_SIDE`` pixels
+a side, optionally scaled to a ``max_side`` on multiples of 8.
 """
 
 from __future__ import annotations
@@ -16,17 +20,28 @@ import urllib.error
 import urllib.request
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from http.client import HTTPException
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from discolib.errors import InputError, one_line
 from discolib.io.inputs import read_user_bytes
 
-__all__ = ["ImageInputError", "check_image", "load_image", "pil_to_tensor", "tensor_to_pil"]
+__all__ = [
+    "MIN_PHOTO_SIDE",
+    "ImageInputError",
+    "check_image",
+    "load_image",
+    "load_photo",
+    "photo_to_array",
+    "pil_to_tensor",
+    "tensor_to_pil",
+]
 
 #: Largest image file (or download) read; a 8192x8192 PNG of noise is about 200 MB.
 MAX_IMAGE_BYTES = 256 * 1024 * 1024
@@ -35,6 +50,10 @@ URL_TIMEOUT_S = 30.0
 #: Downloads kept in memory (the most recent first to go when the total exceeds this).
 URL_CACHE_BYTES = 64 * 1024 * 1024
 
+#: A photo to animate must be at least this many pixels on each side (a 1x1 image has no depth to speak of).
+MIN_PHOTO_SIDE = 16
+
+_T = TypeVar("_T")
 _url_cache: OrderedDict[str, bytes] = OrderedDict()
 _url_lock = threading.Lock()
 
@@ -132,6 +151,20 @@ def _open_unchecked(data: bytes) -> ImageFile.ImageFile:
 
 def _decode(source: str | Path, setting: str) -> Image.Image:
     """The image at ``source`` fully decoded as RGB; every failure is an :class:`ImageInputError`."""
+    return _open_image(source, setting, lambda img: img.convert("RGB"))
+
+
+def _open_image(
+    source: str | Path,
+    setting: str,
+    finish: Callable[[Image.Image], _T],
+    check_size: Callable[[int, int], str | None] | None = None,
+) -> _T:
+    """The image at ``source``, decoded and passed through ``finish``; every failure is an :class:`ImageInputError`.
+
+    ``check_size(width, height)`` runs on the header's size before decoding; a returned string refuses the image
+    with that reason.
+    """
     text = str(source)
     data = _read_bytes(text, setting)
     limit = Image.MAX_IMAGE_PIXELS
@@ -141,8 +174,13 @@ def _decode(source: str | Path, setting: str) -> Image.Image:
         # Pillow refuses more than twice the limit and only warns between; a user's image past it is refused here.
         if limit and max(1, width) * max(1, height) > limit:
             raise Image.DecompressionBombError(f"{width}x{height}")
+        problem = check_size(width, height) if check_size is not None else None
+        if problem:
+            raise ImageInputError(f"{setting}: {text} is {width}x{height}: {problem}")
         img.load()
-        return img.convert("RGB")
+        return finish(img)
+    except ImageInputError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageInputError(
             f"{setting}: {text} claims more pixels than the limit of {limit} (Image.MAX_IMAGE_PIXELS): "
@@ -182,3 +220,83 @@ def load_image(source: str | Path, size: tuple[int, int] | None = None, *, setti
         warnings.warn(f"{setting}: {text} is {img.size[0]}x{img.size[1]}; resized to {size[0]}x{size[1]}", stacklevel=2)
         img = img.resize(tuple(size), Image.Resampling.LANCZOS)
     return pil_to_tensor(img)
+
+
+#: Pillow modes holding one channel of more than 8 bits, and the value that means white in each.
+_WIDE_GREY = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+
+
+def photo_to_array(img: Image.Image) -> np.ndarray:
+    """A decoded photo as ``(H, W, 3)`` float32 RGB in ``[0, 1]``, whatever its mode.
+
+    16-bit greyscale (``I;16*``, and ``I``, which Pillow gives some 16-bit PNGs) is divided by 65535 (not clipped at
+    255); float greyscale (``F``) is clipped to ``[0, 1]``; CMYK, YCbCr, palette, 1-bit and greyscale become RGB;
+    transparency (RGBA, LA, PA, a palette's or a greyscale's transparent colour) is composited over white, which is
+    how a transparent photo looks on a page.
+    """
+    if img.mode in _WIDE_GREY:
+        grey = np.asarray(img, dtype=np.float32) / np.float32(_WIDE_GREY[img.mode])
+        grey = np.clip(grey, 0.0, 1.0)
+        return np.repeat(grey[..., None], 3, axis=2)
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if has_alpha:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        alpha = rgba[..., 3:]
+        return rgba[..., :3] * alpha + (1.0 - alpha)  # over white
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _photo_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """The loaded size: within ``max_side`` (aspect ratio kept) and multiples of 8; unchanged without ``max_side``."""
+    if max_side is None:
+        return width, height
+    scale = min(1.0, max_side / max(width, height))
+    return max(8, int(round(width * scale)) // 8 * 8), max(8, int(round(height * scale)) // 8 * 8)
+
+
+def load_photo(source: str | Path, *, setting: str = "photo", max_side: int | None = None) -> torch.Tensor:
+    """Read a photo to animate (a path or an http(s) URL) as ``(1, 3, H, W)`` float32 RGB in ``[0, 1]``.
+
+    The camera's EXIF orientation is applied (a portrait shot stored sideways comes out upright), every mode
+    becomes RGB as :func:`photo_to_array` says (16-bit greyscale keeps its precision, transparency is composited
+    over white).
+
+    Args:
+        source: the photo.
+        setting: the setting's name, for error messages.
+        max_side: if given, the photo is downscaled (Lanczos) so its longer side is at most ``max_side`` and both
+            sides are multiples of 8 (what the latent models need), keeping the aspect ratio up to that rounding;
+            a photo already within it and on multiples of 8 is returned unscaled. At least 16.
+
+    Raises:
+        ImageInputError: one line naming ``setting`` and the source: missing or unreadable, not an image, corrupt,
+            smaller than ``MIN_PHOTO_SIDE`` on a side, or more pixels than ``Image.MAX_IMAGE_PIXELS`` (read from
+            the header, before decoding).
+    """
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < MIN_PHOTO_SIDE):
+        raise ImageInputError(f"{setting}: max_side must be an integer >= {MIN_PHOTO_SIDE} or None, got {max_side!r}")
+
+    def too_small(width: int, height: int) -> str | None:
+        if min(width, height) < MIN_PHOTO_SIDE:
+            return f"a photo to animate must be at least {MIN_PHOTO_SIDE}x{MIN_PHOTO_SIDE} pixels"
+        return None
+
+    def finish(img: Image.Image) -> tuple[np.ndarray, bool]:
+        # exif_transpose reads the orientation tag and returns a rotated copy (the original when there is none).
+        # Inside _open_image so that a corrupt EXIF block or an unconvertible mode is a one-line error too.
+        upright = ImageOps.exif_transpose(img) or img
+        return photo_to_array(upright), upright.mode in _WIDE_GREY
+
+    arr, wide = _open_image(source, setting, finish, too_small)
+    height, width = arr.shape[:2]
+    size = _photo_size(width, height, max_side)
+    if size != (width, height):
+        # Resized as 8-bit RGB only when the photo is 8-bit; wider photos go through float32 ("F") per channel.
+        if wide:
+            grey = Image.fromarray(np.ascontiguousarray(arr[..., 0]))  # float32: mode "F"
+            grey = grey.resize(size, Image.Resampling.LANCZOS)
+            arr = np.repeat(np.clip(np.asarray(grey, dtype=np.float32), 0.0, 1.0)[..., None], 3, axis=2)
+        else:
+            rgb = Image.fromarray((arr * 255.0 + 0.5).astype(np.uint8))  # (H, W, 3) uint8: RGB
+            arr = np.asarray(rgb.resize(size, Image.Resampling.LANCZOS), dtype=np.float32) / 255.0
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).contiguous()
