@@ -179,6 +179,13 @@ def test_library_progress_bars_off_for_the_duration_then_restored() -> None:
     with library_progress_bars(False):
         assert state() == (False, False, False)
     assert state() == before
+    outer, inner = library_progress_bars(False), library_progress_bars(False)  # a panel render and a cell render
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)
+    assert state() == (False, False, False)  # the first to end must not switch the bars on under the other
+    inner.__exit__(None, None, None)
+    assert state() == before
     transformers_logging.disable_progress_bar()  # a user's own choice survives a render
     try:
         with library_progress_bars(False):

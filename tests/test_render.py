@@ -94,6 +94,33 @@ def test_animate_a_photo_without_diffusion(tmp_path: Path) -> None:
     assert not np.array_equal(np.asarray(Image.open(result.frames[3])), np.asarray(Image.open(photo)))
 
 
+def test_stop_is_honoured_outside_the_sampler(tmp_path: Path) -> None:
+    """Stop pressed while the models load ends the run before frame 0; an animation whose frames never reach the
+    sampler (pure parallax of a photo) stops too, at the top of the next frame."""
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photo)
+    s = tiny("latent", "3D", init_image=str(photo), strength=1.0, strength_schedule="0: (1)", color_coherence="None",
+             make_video=False, depth_model="constant")
+    stop = threading.Event()
+    early = render(s, out=tmp_path / "early", progress=False, stop=stop,
+                   callback=lambda e: stop.set() if e.kind == "start" else None)
+    assert early.status == "stopped" and early.frames == []
+    assert RunFolder.open(early.run_dir).resume_state()[0] is False  # nothing to resume: render it again
+
+    class StopAtFourthCheck(threading.Event):
+        """Set from the fourth time the loop asks: once after the models are built, then at the top of each frame."""
+
+        checks = 0
+
+        def is_set(self) -> bool:
+            self.checks += 1
+            return self.checks >= 4 or super().is_set()
+
+    late = render(s, out=tmp_path / "late", progress=False, stop=StopAtFourthCheck())
+    assert late.status == "stopped"
+    assert RunFolder.open(late.run_dir).complete_frames() == [0, 1]  # stopped at the top of frame 2
+
+
 def test_stop_event_leaves_resumable_run(tmp_path: Path) -> None:
     s = tiny("latent", "2D", make_video=False)
     stop = threading.Event()

@@ -146,6 +146,13 @@ def test_resume_state(tmp_path: Path) -> None:
     assert running.resume_state() == (True, "2 of 5 frames done")  # "running" left by a killed process
     with running.lock():
         assert running.resume_state() == (False, "being rendered now")
+    if os.geteuid() != 0:  # root opens read-only files for writing anyway
+        lock_file = next(p for p in running.path.iterdir() if p.name.endswith(".lock"))
+        lock_file.chmod(0o444)  # a crashed run copied read-only: not "being rendered"
+        try:
+            assert running.resume_state() == (True, "2 of 5 frames done")
+        finally:
+            lock_file.chmod(0o644)
     broken = _run(tmp_path, 5, 2, run_id="e")
     broken.record_path.write_text("{not json")
     ok, why = broken.resume_state()

@@ -318,3 +318,21 @@ def test_renamed_settings_show_their_original_names() -> None:
     assert "Deforum: scale" in field_ui("latent.cfg_scale").originals
     assert originals_text("animation.fov") == "Disco: fov · Deforum: fov_schedule, fov"
     assert originals_text("animation.fill_disocclusions") == ""
+
+
+def test_border_and_2d_sampling_follow_the_perspective_flip_in_3d() -> None:
+    """In 3D only the perspective flip (a 2D warp before the 3D one, discolib/animation/step.py) reads them."""
+    from discolib.config.settings import Settings
+
+    for name in ("animation.border", "animation.sampling_mode_2d"):
+        s = Settings.defaults("latent", "3D")
+        assert not any(n.holds(s, "latent", "3D") for n in field_ui(name).needs)
+        s.set("animation.enable_perspective_flip", True)
+        assert all(n.holds(s, "latent", "3D") for n in field_ui(name).needs)
+        flat = Settings.defaults("latent", "2D")  # in 2D they always apply, flip or not
+        assert all(n.holds(flat, "latent", "2D") for n in field_ui(name).needs)
+    s = Settings.defaults("guided", "3D")
+    assert not is_shown("animation.border", "guided", "3D", values=s)
+    s.set("animation.enable_perspective_flip", True)
+    assert is_shown("animation.border", "guided", "3D", values=s)
+    assert is_shown("animation.border", "guided", "2D", values=Settings.defaults("guided", "2D"))

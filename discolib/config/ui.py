@@ -52,18 +52,20 @@ _OPS: dict[str, Any] = {
 class Need:
     """A condition on other settings' values for a field to have an effect, e.g. ``rand_mag`` needs
     ``guidance.fuzzy_prompt`` on. Holds when any of ``settings`` satisfies ``op`` (``"true"``, ``"=="``, ``"!="``,
-    ``"in"``, ``">"``) against ``value``; applies only in the image modes ``modes``."""
+    ``"in"``, ``">"``) against ``value``; applies only in the image modes ``modes`` and the animation modes
+    ``animation_modes``."""
 
     settings: tuple[str, ...]
     op: str
     value: Any = None
     modes: frozenset[str] = frozenset(MODES)
+    animation_modes: frozenset[str] = frozenset(ANIMATION_MODES)
 
-    def holds(self, values: Any, mode: str) -> bool:
+    def holds(self, values: Any, mode: str, animation_mode: str | None = None) -> bool:
         """Whether the condition holds for ``values`` (a :class:`~discolib.config.settings.Settings` or a mapping
         of dotted names, anything with ``.get(name)``). A value that cannot be compared (a half-typed entry in
         the panel) counts as holding: the field stays shown."""
-        if mode not in self.modes:
+        if mode not in self.modes or (animation_mode is not None and animation_mode not in self.animation_modes):
             return True
         for name in self.settings:
             try:
@@ -87,6 +89,8 @@ class Need:
         else:
             text = f"{names} {'not' if self.op == '!=' else self.op.strip('=') or '='} {self.value}"
         where = f" in {'/'.join(sorted(self.modes))} mode" if self.modes != frozenset(MODES) else ""
+        if self.animation_modes != frozenset(ANIMATION_MODES):
+            where += f" ({'/'.join(sorted(self.animation_modes))} animation)"
         return f"with {text}{where}"
 
 
@@ -393,11 +397,11 @@ _LAYOUT: list[tuple[str, list[tuple[str, list[_Row]]]]] = [
                "Centre of rotation and zoom, as a fraction of the height (0.5 middle)",
                ("Deforum: transform_center_y",), animation_modes=D2),
             _r("animation.border", "Border",
-               "What fills the edges uncovered by a 2D move: wrap, replicate, reflect or zeros",
-               ("Deforum: border",), animation_modes=D2),
+               "What fills the edges uncovered by a 2D move or the perspective flip: wrap, replicate, reflect, zeros",
+               ("Deforum: border",), animation_modes=MOVING),
             _r("animation.sampling_mode_2d", "2D sampling",
-               "Pixel interpolation of the 2D warp: bilinear (as the originals), bicubic...",
-               (), animation_modes=D2, advanced=True),
+               "Pixel interpolation of the 2D warp and the perspective flip: bilinear (as the originals), bicubic...",
+               (), animation_modes=MOVING, advanced=True),
         ]),
         ("3D rotation and camera", [
             _r("animation.rotation_3d_x", "Rotation X (tilt)",
@@ -615,6 +619,7 @@ _LAYOUT: list[tuple[str, list[tuple[str, list[_Row]]]]] = [
 # Value conditions (FieldUI.needs): what other settings must say for a field to have an effect.
 _CLIP_IN_LATENT = Need(("latent.clip_scale",), ">", 0.0, L)  # latent mode guides with CLIP only above 0
 _FLOW = Need(("animation.video_init_flow_warp",), "true")
+_FLIP_IN_3D = Need(("animation.enable_perspective_flip",), "true", animation_modes=frozenset({"3D"}))
 _NEEDS: dict[str, tuple[Need, ...]] = {
     "animation.seed_iter_n": (Need(("animation.seed_behavior",), "==", "iter"),),
     "animation.seed_schedule": (Need(("animation.seed_behavior",), "==", "schedule"),),
@@ -647,6 +652,9 @@ _NEEDS: dict[str, tuple[Need, ...]] = {
     "guidance.rand_mag": (Need(("guidance.fuzzy_prompt",), "true"),),
     "latent.ddim_eta": (Need(("latent.scheduler",), "==", "ddim"),),
     "animation.turbo_preroll": (Need(("animation.cadence",), ">", 1),),
+    # In 3D only the perspective flip (a 2D warp before the 3D one) reads them.
+    "animation.border": (_FLIP_IN_3D,),
+    "animation.sampling_mode_2d": (_FLIP_IN_3D,),
     "animation.perlin_w": (Need(("animation.noise_type",), "in", ("perlin", "webui-perlin")),),
     "animation.perlin_h": (Need(("animation.noise_type",), "in", ("perlin", "webui-perlin")),),
     "animation.perlin_octaves": (Need(("animation.noise_type",), "in", ("perlin", "webui-perlin")),),
@@ -756,7 +764,7 @@ def is_shown(name: str, mode: str, animation_mode: str, *, show_all: bool = Fals
         and animation_mode in ui.animation_modes
         and (mode, animation_mode) not in ui.excluded
         and not ui.advanced
-        and (values is None or all(need.holds(values, mode) for need in ui.needs))
+        and (values is None or all(need.holds(values, mode, animation_mode) for need in ui.needs))
     )
 
 

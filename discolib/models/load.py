@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
@@ -58,35 +59,52 @@ __all__ = [
 _T = TypeVar("_T")
 
 
+_QUIET_LOCK = threading.Lock()
+_quiet_renders = 0  # quiet renders running now: the bars come back when the last one ends (panel + cell overlap)
+_bars_before: tuple[bool, bool, bool] = (True, True, True)
+
+
 @contextlib.contextmanager
 def library_progress_bars(enabled: bool) -> Iterator[None]:
     """Switch the model libraries' own tqdm bars (transformers' "Loading weights", diffusers' pipeline loading,
-    huggingface_hub's downloads) on or off for the duration, then restore each library's previous state.
+    huggingface_hub's downloads) off for the duration when ``enabled`` is False, then restore each library's state.
 
     A render with ``progress=False`` reports through its callback; the libraries' bars would otherwise end up as
-    frozen "0%" lines in notebook outputs (papermill keeps them).
+    frozen "0%" lines in notebook outputs (papermill keeps them). Renders may overlap (the panel's thread and a
+    cell): the state before the first is restored when the last ends. The three libraries are imported by the
+    render loop anyway (both samplers use them), so importing them here costs nothing.
     """
+    global _quiet_renders, _bars_before
     if enabled:
         yield
         return
-    import diffusers.utils.logging as diffusers_logging  # why here: only to switch bars off, never needed otherwise
+    import diffusers.utils.logging as diffusers_logging  # why here: models/ imports them lazily; see the docstring
     import huggingface_hub.utils as hf_utils
     import transformers.utils.logging as transformers_logging
 
-    was = (transformers_logging.is_progress_bar_enabled(), diffusers_logging.is_progress_bar_enabled(),
-           not hf_utils.are_progress_bars_disabled())
-    transformers_logging.disable_progress_bar()
-    diffusers_logging.disable_progress_bar()
-    hf_utils.disable_progress_bars()
+    with _QUIET_LOCK:
+        if _quiet_renders == 0:
+            _bars_before = (
+                transformers_logging.is_progress_bar_enabled(),
+                diffusers_logging.is_progress_bar_enabled(),
+                not hf_utils.are_progress_bars_disabled(),
+            )
+            transformers_logging.disable_progress_bar()
+            diffusers_logging.disable_progress_bar()
+            hf_utils.disable_progress_bars()
+        _quiet_renders += 1
     try:
         yield
     finally:
-        if was[0]:
-            transformers_logging.enable_progress_bar()
-        if was[1]:
-            diffusers_logging.enable_progress_bar()
-        if was[2]:
-            hf_utils.enable_progress_bars()
+        with _QUIET_LOCK:
+            _quiet_renders -= 1
+            if _quiet_renders == 0:
+                if _bars_before[0]:
+                    transformers_logging.enable_progress_bar()
+                if _bars_before[1]:
+                    diffusers_logging.enable_progress_bar()
+                if _bars_before[2]:
+                    hf_utils.enable_progress_bars()
 
 
 class RandomWeightsWarning(UserWarning):

@@ -58,7 +58,7 @@ from discolib.run.runs import (
     threads_for,
 )
 from discolib.run.stereo import EyeWriter, missing_eye_frames, write_stereo_video
-from discolib.samplers.base import FrameRequest, FrameSampler, RenderStopped
+from discolib.samplers.base import FrameRequest, FrameSampler, RenderStopped, check_stop
 
 __all__ = ["render", "frame_request", "load_run_settings"]
 
@@ -214,6 +214,7 @@ def render(
                         with library_progress_bars(progress):
                             if sampler is None:
                                 sampler = build_sampler(settings, progress=progress)
+                            check_stop(stop)  # a Stop pressed while the models loaded ends the run before frame 1
                             _render_frames(run, sampler, start)
                 except BaseException:
                     run.writer.close(raise_errors=False)  # keep the frames handed over; the first error is the one reported
@@ -265,6 +266,7 @@ def _render_frames(run: _Run, sampler: FrameSampler, start: int) -> None:
     if not plan.animated:
         init = plan.init_image(device)
         for i in tqdm(range(start, plan.n_frames), disable=not run.progress, desc="images", initial=start, total=plan.n_frames):
+            check_stop(run.stop)
             _finish_frame(run, i, _sample(run, sampler, i, _still_init(plan, init)))
         return
     step = AnimationStep(
@@ -293,6 +295,8 @@ def _render_frames(run: _Run, sampler: FrameSampler, start: int) -> None:
         eyes.regenerate(eyes.missing(start), lambda k: load_image(run.folder.frame_path(k)).to(device))
     try:
         for i in tqdm(range(start, n), disable=not run.progress, desc="frames", initial=start, total=n):
+            # Here too, not only between sampler steps: cadence frames and kept inits never reach the sampler.
+            check_stop(run.stop)
             frame_init = step.first() if i == 0 else step(i)
             # The step turns the sample into the frame to write (a cadence blend; 8-bit, as the loop continues from it).
             image = step.finish(i, _sample(run, sampler, i, frame_init))

@@ -646,9 +646,19 @@ def _locked(path: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        RunLock(path).release()
-    except RunError:
+        import fcntl  # why here: POSIX only, as in RunLock
+    except ImportError:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)  # read-only: a crashed run in a read-only folder is not "being rendered"
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # fails only while a render holds its exclusive lock
+    except OSError:
         return True
+    finally:
+        os.close(fd)
     return False
 
 
