@@ -74,7 +74,7 @@ def test_max_f_keys_are_resolved_and_kept() -> None:
     keys = keys_from_text('0: (1), "max_f-1": (3)', max_frames=50)
     assert keys == [CurveKey(0, 1.0, None), CurveKey(48, 3.0, None, "max_f-1")]  # max_f = 49
     assert not keys[1].editable  # moving it would lose max_f
-    assert text_from_keys(keys) == '0: (1.0), "max_f-1": (3.0)'
+    assert text_from_keys(keys) == '0: (1), "max_f-1": (3)'  # the numbers as written
 
 
 def test_duplicate_keys_last_wins_as_in_a_render() -> None:
@@ -84,15 +84,28 @@ def test_duplicate_keys_last_wins_as_in_a_render() -> None:
     assert keys == [CurveKey(0, 1.0, None), CurveKey(10, 3.0, None)]
 
 
-def test_numbers_written_short_and_as_numbers() -> None:
-    assert format_value(1.0250000000000001) == "1.025"
-    assert format_value(1 / 3) == "0.333333"
+def test_numbers_written_shortest_exact_and_as_numbers() -> None:
+    assert format_value(1.025) == "1.025"
+    assert format_value(1 / 3) == "0.3333333333333333"  # every digit the float needs: no 6-digit cap
     assert format_value(1e-7) == "0.0000001"  # positional: Deforum reads "1e-07" as an expression
-    assert format_value(123456789.0) == "123457000.0"
+    assert format_value(123456789.0) == "123456789.0"
+    assert format_value(3141592653.0) == "3141592653.0"
+    assert format_value(1e22) == "10000000000000000000000.0"
     assert format_value(-0.0) == "0.0"
     assert text_from_keys([CurveKey(10, 2.0, None), CurveKey(0, -0.5, None)]) == "0: (-0.5), 10: (2.0)"
     with pytest.raises(InputError):
         format_value(float("nan"))
+
+
+def test_number_keys_keep_their_text_as_written() -> None:
+    text = "0: (1.23456789), 10: (2), 20: (.50), 30: (1234567.5), 40: (-0.0)"
+    keys = keys_from_text(text)
+    assert [k.text for k in keys] == ["1.23456789", "2", ".50", "1234567.5", "-0.0"]
+    assert text_from_keys(keys) == text
+    assert keys[1] == CurveKey(10, 2.0, None)  # the text is notation, not part of the key's identity
+    # A text that no longer reads as the value, or that Deforum would not read as a number, is not written.
+    assert text_from_keys([CurveKey(0, 2.5, None, None, "2")]) == "0: (2.5)"
+    assert text_from_keys([CurveKey(0, 10.0, None, None, "1_0")]) == "0: (10.0)"
 
 
 def test_bad_text_raises_the_parsers_error() -> None:
@@ -104,7 +117,7 @@ def test_bad_text_raises_the_parsers_error() -> None:
 
 _values = st.builds(
     lambda m, e: float(f"{m}e{e}"), st.integers(-999_999, 999_999), st.integers(-9, 9)
-)  # at most 6 significant digits: what text_from_keys writes
+)  # short values as a user types them
 _exprs = st.sampled_from(["sin(t)", "1+0.1*sin(t/5)", "(1)", "1e-3", "max(t, 5)/10", "0.5 "])
 
 
@@ -121,12 +134,13 @@ def test_round_trip_property(entries: dict[int, float | str]) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=8))
-def test_any_float_is_written_to_six_digits(values: list[float]) -> None:
+def test_any_float_is_written_exactly(values: list[float]) -> None:
     keys = [CurveKey(10 * i, v, None) for i, v in enumerate(values)]
-    back = keys_from_text(text_from_keys(keys))
+    text = text_from_keys(keys)
+    assert "e" not in text and "(-0.0)" not in text  # positional (Deforum reads 1e-07 as an expression)
+    back = keys_from_text(text)
     assert [k.frame for k in back] == [k.frame for k in keys] and all(k.editable for k in back)
-    for k, b in zip(keys, back, strict=True):
-        assert b.value == pytest.approx(k.value, rel=5e-6, abs=1e-300)
+    assert [b.value for b in back] == [k.value for k in keys]  # the same floats, bit for bit
 
 
 # ------------------------------------------------------------------------------------------- the widget
@@ -210,9 +224,48 @@ def test_drag_message_rewrites_text() -> None:
     assert editor.text == "0: (1.0), 12: (2.25), 20: (1.0)"
     assert editor.keyframes[1] == {"frame": 12, "value": 2.25, "expr": None, "key": None, "editable": True}
     np.testing.assert_array_equal([v for _, v in editor.curve], _evaluated(editor.text, 30))
-    _drag(editor, 1, 13, 1.0250000000000001)  # float noise from the browser is not written
+    _drag(editor, 1, 13, 1.025)  # the value as curve.js rounds it to the pixel step
     assert editor.text == "0: (1.0), 13: (1.025), 20: (1.0)"
+    _drag(editor, 1, 13, 1.0250000000000001)  # a value the browser sends is written exactly, not rounded
+    assert editor.text == "0: (1.0), 13: (1.0250000000000001), 20: (1.0)"
+    assert keys_from_text(editor.text)[1].value == 1.0250000000000001
     assert editor.error == ""
+
+
+def test_drag_keeps_the_other_keys_text_byte_for_byte() -> None:
+    start = "0: (1.23456789), 10: (2), 30: (1234567.5), 40: (.50), 50: (1+t/10)"
+    editor = CurveEditor(start, max_frames=60)
+    _drag(editor, 1, 10, 2.5)
+    assert editor.text == "0: (1.23456789), 10: (2.5), 30: (1234567.5), 40: (.50), 50: (1+t/10)"
+    _drag(editor, 2, 31, 1234567.5)  # moved in frame only: a moved key is written anew
+    assert editor.text == "0: (1.23456789), 10: (2.5), 31: (1234567.5), 40: (.50), 50: (1+t/10)"
+    keys = [{"frame": k["frame"], "value": k["value"]} for k in editor.keyframes if k["editable"]]
+    _send(editor, {"type": "keys", "keys": [*keys, {"frame": 45, "value": 0.125}, editor.keyframes[4]]})
+    assert editor.text == "0: (1.23456789), 10: (2.5), 31: (1234567.5), 40: (.50), 45: (0.125), 50: (1+t/10)"
+    assert editor.error == ""
+
+
+def test_a_ten_digit_seed_survives_an_unrelated_edit() -> None:
+    editor = CurveEditor("0: (3141592653), 10: (4294967295)", setting="animation.seed_schedule", max_frames=20)
+    assert editor.error == ""
+    _send(editor, {"type": "keys", "keys": [*editor.keyframes[:2], {"frame": 15, "value": 7.0}]})
+    assert editor.text == "0: (3141592653), 10: (4294967295), 15: (7.0)"
+    _drag(editor, 2, 16, 12345678901.0)  # a seed typed or dragged anew keeps every digit too
+    assert editor.text == "0: (3141592653), 10: (4294967295), 16: (12345678901.0)"
+
+
+def test_a_message_equal_to_the_keys_changes_nothing() -> None:
+    editor = CurveEditor("0: (1), 10: (2), 10: (3)", max_frames=20)  # a duplicate key: the string is not canonical
+    texts: list[str] = []
+    editor.observe(lambda change: texts.append(change["new"]), names="text")
+    evaluations: list[str] = []
+    real = editor._evaluate
+    editor._evaluate = lambda text: (evaluations.append(text), real(text))[1]  # type: ignore[method-assign]
+    for _ in range(3):  # a release where the last drag message went, or a drag that ended where it began
+        _send(editor, {"type": "keys", "keys": [{"frame": k["frame"], "value": k["value"]} for k in editor.keyframes]})
+    assert texts == [] and evaluations == [] and editor.text == "0: (1), 10: (2), 10: (3)" and editor.error == ""
+    _drag(editor, 1, 10, 4.0)
+    assert texts == ["0: (1), 10: (4.0)"] and editor.error == ""
 
 
 def test_drag_keeps_expression_keys() -> None:
@@ -283,6 +336,10 @@ def test_editor_statics_ship_with_the_package() -> None:
     assert (curve._STATIC / "curve.css").is_file()
     editor = CurveEditor()
     assert editor.text == "0: (0)" and editor.interpolations[0] == "linear" and "pchip" in editor.interpolations
+    # Each render draws with its own clip id: anywidget loads the module once per widget model, so a counter
+    # restarts and two editors would share `url(#dc-curve-1-clip)` (the browser test checks two editors).
+    assert "++uid" not in js and "randomUUID" in js
+    assert "change:show_interpolation" in js and 'get("show_interpolation")' in js
 
 
 def test_every_trait_reaches_the_browser() -> None:
@@ -292,5 +349,10 @@ def test_every_trait_reaches_the_browser() -> None:
     state = editor.get_state()
     for name in ("text", "setting", "max_frames", "interpolation", "keyframes", "curve", "error", "_esm", "_css"):
         assert name in state, name
+    assert state["show_interpolation"] is True and state["show_text"] is True
+    hidden = CurveEditor("0: (1.0)", show_text=False, show_interpolation=False)
+    assert hidden.get_state()["show_interpolation"] is False
+    hidden.interpolation = "cubic"  # still settable from Python (the panel's own control sets it)
+    assert hidden.interpolation == "cubic" and hidden.error == ""
     assert state["_model_name"] == "AnyModel" and state["text"] == "0: (1.0), 10: (1.5)"
     assert [k["frame"] for k in state["keyframes"]] == [0, 10] and len(state["curve"]) == 20

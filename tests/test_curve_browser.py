@@ -3,7 +3,8 @@
 A small notebook (written into tmp_path) shows a :class:`~discolib_widgets.curve.CurveEditor`; the test drags a key
 with the mouse and checks that the keyframe string changed both in the page and in the kernel (a cell prints
 ``editor.text``), then sets ``editor.text`` from a cell and checks that the keys in the page moved. JupyterLab and
-the browser come from tests/test_browser.py's helpers. Screenshots go to ``$DISCOLIB_SCREENSHOT_DIR`` or tmp_path.
+the browser come from tests/test_browser.py's helpers. A second editor then shows that each editor clips its curve
+with its own clipPath (not the first editor's), so its curve is drawn even while the first editor is hidden. Screenshots go to ``$DISCOLIB_SCREENSHOT_DIR`` or tmp_path.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from test_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     KERNEL_READY_TIMEOUT_MS,
+    _decode_png,
     _notebook_state,
     _require_browser_stack,
     _shot_dir,
@@ -35,6 +37,8 @@ CELLS = [
     "print('TEXT=' + editor.text)",
     f"editor.text = {TYPED!r}",
     "print('STATE=' + editor.interpolation + '|' + editor.text)",
+    "editor2 = CurveEditor('0: (5), 29: (-5)', setting='animation.angle', max_frames=30, show_interpolation=False)\n"
+    "editor2",
 ]
 CELL_TIMEOUT_MS = 60_000
 
@@ -52,6 +56,34 @@ _RUN_CELL_JS = """async (index) => {
   }
   return {ok: ok !== false, text: out.join('')};
 }"""
+
+
+# Per editor in the page: the id its curve's clip-path names, whether that id resolves to a clipPath inside the same
+# SVG (getElementById returns the first element with an id: a shared id resolves to the first editor's), the curve
+# path's geometry, and whether the interpolation dropdown shows.
+_CLIPS_JS = """() => [...document.querySelectorAll('.dc-curve')].map((root) => {
+  const plot = root.querySelector('svg.dc-curve-svg');
+  const line = root.querySelector('path.dc-curve-line');
+  const ref = (line.getAttribute('clip-path') || '').match(/^url\\(#(.+)\\)$/);
+  const target = ref ? document.getElementById(ref[1]) : null;
+  const box = line.getBBox();
+  return {
+    id: ref ? ref[1] : null,
+    own: !!target && target.tagName === 'clipPath' && plot.contains(target),
+    width: box.width,
+    height: box.height,
+    dropdown: getComputedStyle(root.querySelector('.dc-curve-interp-label')).display,
+  };
+})"""
+
+
+def _line_pixels(png: bytes) -> int:
+    """Pixels of the curve's colour (JupyterLab's brand blue, #1976d2) in the middle 40% of a plot's screenshot
+    (the key markers, also blue, sit at its ends)."""
+    rgb = _decode_png(png).astype(int)
+    w = rgb.shape[1]
+    r, g, b = (rgb[:, int(w * 0.3) : int(w * 0.7), i] for i in range(3))
+    return int(((r < 110) & (g > 70) & (g < 170) & (b > 160)).sum())
 
 
 def _write_notebook(path: Path) -> None:
@@ -181,6 +213,24 @@ def test_curve_editor_drag_in_jupyterlab(tmp_path: Path) -> None:
             assert state == "STATE=cubic|0: (1.0), 25: (2.0)", state
             assert _notebook_state(page)["counts"][:4] == [1, 2, 3, 4]  # Delete did not touch the notebook's cells
             editor.screenshot(path=str(shots / "curve_editor_cubic.png"))
+
+            # A second editor: its own clip id, its own curve drawn, and no dropdown (show_interpolation=False).
+            editors = page.locator(".dc-curve")
+            _run_cell(page, 4)
+            expect(editors).to_have_count(2, timeout=30_000)
+            second = editors.nth(1)
+            expect(second.locator("circle.dc-curve-key")).to_have_count(2, timeout=30_000)
+            clips = page.evaluate(_CLIPS_JS)
+            assert len(clips) == 2 and clips[0]["id"] and clips[0]["id"] != clips[1]["id"], clips
+            for clip in clips:
+                assert clip["own"] and clip["width"] > 100 and clip["height"] > 20, clips
+            assert clips[0]["dropdown"] != "none" and clips[1]["dropdown"] == "none", clips
+            assert _line_pixels(second.locator("svg.dc-curve-svg").screenshot()) > 100
+            # Hidden, the first editor's clipPath clips nothing; the second must not depend on it.
+            page.evaluate("() => { document.querySelector('.dc-curve').style.display = 'none'; }")
+            shown_alone = second.locator("svg.dc-curve-svg").screenshot(path=str(shots / "curve_editor_second.png"))
+            page.evaluate("() => { document.querySelector('.dc-curve').style.display = ''; }")
+            assert _line_pixels(shown_alone) > 100
             assert not browser_errors, browser_errors
         except Exception:
             with contextlib.suppress(Exception):

@@ -7,15 +7,18 @@ string with :func:`text_from_keys`; a string set from Python (or typed in the pa
 :func:`keys_from_text`. Both use discolib's own keyframe parser (:mod:`discolib.schedules.keyframes`), never eval.
 
 Number keys (``10: (1.5)``) are editable. Expression keys (``0: (1+0.1*sin(t/5))``) and keys whose frame depends on
-``max_f`` (``"max_f-1": (3)``) are read-only: drawn hollow, kept verbatim, never moved.
+``max_f`` (``"max_f-1": (3)``) are read-only: drawn hollow, kept verbatim, never moved. A number key the user did
+not touch keeps its text as written (``(3141592653)`` stays exactly that: a seed must not be rounded); a moved or
+added value is written in the shortest positional form that reads back as the same float.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +33,8 @@ from discolib_widgets.fields import INPUT_ERRORS, PLOT_POINTS, describe_error
 __all__ = ["CurveEditor", "CurveKey", "keys_from_text", "text_from_keys"]
 
 _STATIC = Path(__file__).parent / "static"
-#: Significant digits of a number written by :func:`text_from_keys` (no float noise such as 1.0250000000000001).
-SIGNIFICANT_DIGITS = 6
+#: A value text Deforum reads as a number (its check_is_number): sign, digits, decimals; at least one digit.
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,16 @@ class CurveKey:
 
     ``frame``: the key's frame (a ``max_f`` key resolved for the editor's frame count); ``value``: the number of a
     number key, else None; ``expr``: the value's text for an expression key, else None; ``key``: the key's own text
-    when it uses ``max_f`` (written back verbatim), else None.
+    when it uses ``max_f`` (written back verbatim), else None; ``text``: a number key's value as written (``1.50``),
+    written back as is while it still reads as ``value``. ``text`` is notation, not identity: it is left out of
+    ``==``, so ``CurveKey(0, 1.0, None)`` equals the key of ``0: (1)``.
     """
 
     frame: int
     value: float | None
     expr: str | None
     key: str | None = None
+    text: str | None = field(default=None, compare=False)
 
     @property
     def editable(self) -> bool:
@@ -91,32 +97,42 @@ def keys_from_text(text: str, *, setting: str = "animation.zoom", max_frames: in
         frame = kf.key.frame_for(max_frames) if kf.key.uses_max_f else kf.key.frame
         key_text = kf.key.text if kf.key.uses_max_f else None
         if kf.number is not None:
-            by_frame[frame] = CurveKey(frame, kf.number, None, key_text)
+            by_frame[frame] = CurveKey(frame, kf.number, None, key_text, _unwrap(kf.text))
         else:
             by_frame[frame] = CurveKey(frame, None, _unwrap(kf.text), key_text)
     return [by_frame[f] for f in sorted(by_frame)]
 
 
 def format_value(value: float) -> str:
-    """A number as a keyframe value Deforum reads as a number: positional (no exponent), at most 6 significant
-    digits, ``1.0`` not ``1``, never ``-0.0``."""
+    """A number as a keyframe value Deforum reads as a number: the shortest digits that read back as the same
+    float, positional (Deforum reads ``1e-07`` as an expression), ``1.0`` not ``1``, never ``-0.0``."""
     x = float(value)
     if not math.isfinite(x):
         raise ScheduleError(f"expected a finite number, found {value!r}")
     if x == 0:
         return "0.0"
-    return np.format_float_positional(x, precision=SIGNIFICANT_DIGITS, unique=True, fractional=False, trim="0")
+    return np.format_float_positional(x, unique=True, trim="0")
+
+
+def _value_text(key: CurveKey) -> str:
+    """A number key's value text: as written when that text still reads as its value, else :func:`format_value`."""
+    value = float(key.value)  # type: ignore[arg-type]  # only called for number keys
+    # Only a plain decimal (Deforum's number rule) is kept: float() would also take "1_0", "inf" or " 1 ".
+    if key.text is not None and _PLAIN_NUMBER.fullmatch(key.text) and float(key.text) == value:
+        return key.text
+    return format_value(value)
 
 
 def text_from_keys(keys: Sequence[CurveKey]) -> str:
-    """The canonical keyframe string ``"0: (1.0), 10: (1.5)"`` of ``keys`` (in frame order; expressions verbatim)."""
+    """The keyframe string ``"0: (1.0), 10: (1.5)"`` of ``keys`` in frame order: expressions and the text of
+    number keys as written; a value with no text (moved or added) by :func:`format_value`."""
     parts = []
     for k in sorted(keys, key=lambda k: k.frame):
         where = f'"{k.key}"' if k.key is not None else str(int(k.frame))
         if k.expr is not None:
             what = k.expr
         elif k.value is not None:
-            what = format_value(k.value)
+            what = _value_text(k)
         else:
             raise ScheduleError(f"key at frame {k.frame} has neither a value nor an expression")
         parts.append(f"{where}: ({what})")
@@ -171,6 +187,9 @@ class CurveEditor(anywidget.AnyWidget):
     error = traitlets.Unicode("").tag(sync=True)
     #: Show the keyframe string (editable) under the curve; the panel, which has its own text box, turns it off.
     show_text = traitlets.Bool(True).tag(sync=True)
+    #: Show the interpolation dropdown; the panel, which has its own animation.interpolation control, turns it
+    #: off (the ``interpolation`` trait stays settable from Python either way).
+    show_interpolation = traitlets.Bool(True).tag(sync=True)
     #: The interpolations the dropdown offers (the schema's choices for animation.interpolation).
     interpolations = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
@@ -186,10 +205,12 @@ class CurveEditor(anywidget.AnyWidget):
         from discolib.config.settings import field_info
 
         self._last: tuple[tuple[str, str, int, str], tuple[list[CurveKey], list[list[float]]]] | None = None
+        #: The keys shown (``keyframes``) with their texts as written: an edit keeps the text of keys it did not move.
+        self._keys: list[CurveKey] = []
         # The first state the browser gets already holds the keys and curve (no empty plot first).
         try:
-            keys, curve = _evaluate(text, setting, max_frames, interpolation)
-            first: dict[str, Any] = {"keyframes": [k.to_json() for k in keys], "curve": curve}
+            self._keys, curve = _evaluate(text, setting, max_frames, interpolation)
+            first: dict[str, Any] = {"keyframes": [k.to_json() for k in self._keys], "curve": curve}
         except INPUT_ERRORS as exc:
             first = {"error": describe_error(exc)}
         super().__init__(
@@ -215,6 +236,7 @@ class CurveEditor(anywidget.AnyWidget):
         except INPUT_ERRORS as exc:
             self.error = describe_error(exc)
             return
+        self._keys = keys
         with self.hold_sync():
             self.keyframes = [k.to_json() for k in keys]
             self.curve = curve
@@ -253,11 +275,15 @@ class CurveEditor(anywidget.AnyWidget):
         Each entry is ``{"frame": int, "value": float}`` for a number key, or one of the current read-only keys
         unchanged (``{"frame", "expr", "key"}``): read-only keys cannot be moved, changed or invented here. Frames
         must be distinct whole numbers 0 to MAX_KEY_FRAME; at least one key. Raises ScheduleError otherwise.
+
+        A number key at the frame and value of a current key keeps that key's text as written; keys equal to the
+        current ones (a drag that ended where it began) change nothing and cost nothing.
         """
         setting = self.setting
         if not isinstance(entries, list) or not entries:
             raise ScheduleError("expected a non-empty list of keys", setting=setting)
         current = {(k["frame"], k["expr"], k["key"]): k for k in self.keyframes if not k["editable"]}
+        shown = {k.frame: k for k in self._keys}
         keys: list[CurveKey] = []
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict):
@@ -270,14 +296,20 @@ class CurveEditor(anywidget.AnyWidget):
                 known = current.get((frame, expr, key_text))
                 if known is None:
                     raise ScheduleError(f"key {i}: read-only keys cannot be changed here", setting=setting)
-                keys.append(CurveKey(known["frame"], known["value"], expr, key_text))
+                old = shown.get(known["frame"])
+                keys.append(CurveKey(known["frame"], known["value"], expr, key_text, old.text if old else None))
                 continue
             if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame <= MAX_KEY_FRAME:
                 raise ScheduleError(f"key {i}: expected a whole frame 0 to {MAX_KEY_FRAME}, found {frame!r}", setting=setting)
-            keys.append(CurveKey(frame, _number(entry.get("value"), i, setting), None))
+            value = _number(entry.get("value"), i, setting)
+            old = shown.get(frame)
+            kept = old.text if old is not None and old.editable and old.value == value else None
+            keys.append(CurveKey(frame, value, None, None, kept))
         frames = [k.frame for k in keys]
         if len(set(frames)) != len(frames):
             raise ScheduleError("two keys on one frame", setting=setting)
+        if not self.error and sorted(keys, key=lambda k: k.frame) == self._keys:
+            return  # nothing changed (the keys shown come from ``text``, as no error says): no text, no evaluation
         text = text_from_keys(keys)
         self._evaluate(text)  # the parser and the schedule have the last word; raises on anything they refuse
         self.text = text

@@ -6,8 +6,17 @@
 const SVG_NS = "http://www.w3.org/2000/svg";
 const HEIGHT = 180;
 const MARGIN = { left: 52, right: 14, top: 12, bottom: 26 };
-const SEND_MS = 50; // while dragging, at most one message per SEND_MS (and one on release)
-let uid = 0;
+// While dragging, at most one message per SEND_MS (only the latest state; and one on release): each message costs
+// Python a parse and an evaluation, and the panel a settings check.
+const SEND_MS = 250;
+
+// An id no other editor in the page has. Not a module-level counter: anywidget imports this module afresh (a new
+// Blob URL) for each widget model, so a counter restarts at 1 and `url(#id)` would find the first editor's clip.
+function uniqueId() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === "function") return `dc-curve-${c.randomUUID()}`; // secure contexts only
+  return `dc-curve-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}${Math.random().toString(36).slice(2)}`;
+}
 
 function svg(tag, attrs = {}, parent = null) {
   const node = document.createElementNS(SVG_NS, tag);
@@ -40,7 +49,8 @@ function ticks(lo, hi, count, integer) {
   return out;
 }
 
-// Short text for a number (at most 6 significant digits, no float noise), as Python writes values.
+// Short text for a number on the axes and in the label (at most 6 significant digits, no float noise); the
+// keyframe string itself is Python's, with every digit.
 function fmt(v) {
   if (v === null || v === undefined || !Number.isFinite(v)) return "?";
   if (v === 0) return "0";
@@ -75,7 +85,7 @@ function curveAt(curve, frame) {
 }
 
 function render({ model, el }) {
-  const id = `dc-curve-${++uid}`;
+  const id = uniqueId();
   const root = html("div", "dc-curve", el);
   // Keys typed here (Delete, arrows) are the editor's, not JupyterLab's notebook shortcuts.
   root.setAttribute("data-lm-suppress-shortcuts", "true");
@@ -114,8 +124,9 @@ function render({ model, el }) {
   let dragging = null;    // index of the key being dragged
   let selected = null;    // index of the selected key
   let hovered = null;
-  let lastSend = 0;
+  let lastSend = -Infinity;
   let sendTimer = null;
+  let lastSent = null;    // the payload last sent (JSON), so a release where the last drag message went sends nothing
   let circles = [];
 
   const maxFrame = () => Math.max(0, (model.get("max_frames") | 0) - 1);
@@ -123,6 +134,7 @@ function render({ model, el }) {
 
   function loadKeys() {
     keys = (model.get("keyframes") || []).map((k) => ({ ...k }));
+    lastSent = null; // Python's keys now: the next edit is news even if it matches an earlier message
     if (selected !== null && selected >= keys.length) selected = null;
   }
 
@@ -281,6 +293,7 @@ function render({ model, el }) {
     select.value = model.get("interpolation");
     if (document.activeElement !== textBox) textBox.value = model.get("text");
     foot.style.display = model.get("show_text") ? "" : "none";
+    interpLabel.style.display = model.get("show_interpolation") ? "" : "none";
     const err = model.get("error");
     errorBox.textContent = err;
     errorBox.style.display = err ? "" : "none";
@@ -292,16 +305,21 @@ function render({ model, el }) {
     return keys.map((k) => (k.editable ? { frame: k.frame, value: k.value } : { frame: k.frame, expr: k.expr, key: k.key }));
   }
 
+  // Send the keys now (`now`: a release, a delete, an add) or, while dragging, at most once per SEND_MS: a timer
+  // sends whatever the keys are when it fires, so a burst of moves coalesces into one message of the latest state.
   function send(now = false) {
+    const t = performance.now();
+    if (!now && t - lastSend < SEND_MS) {
+      if (sendTimer === null) sendTimer = setTimeout(() => send(true), SEND_MS - (t - lastSend));
+      return;
+    }
     clearTimeout(sendTimer);
     sendTimer = null;
-    const t = performance.now();
-    if (now || t - lastSend >= SEND_MS) {
-      lastSend = t;
-      model.send({ type: "keys", keys: payload() });
-    } else {
-      sendTimer = setTimeout(() => send(true), SEND_MS - (t - lastSend));
-    }
+    const keysJson = JSON.stringify(payload());
+    if (keysJson === lastSent) return;
+    lastSend = t;
+    lastSent = keysJson;
+    model.send({ type: "keys", keys: JSON.parse(keysJson) });
   }
 
   function bounds(i) {
@@ -341,6 +359,7 @@ function render({ model, el }) {
     e.stopPropagation();
     circles[i].focus({ preventScroll: true });
     dragging = i;
+    lastSent = null; // the keys may have changed since the last message (typed text, a reset): resend from here
     plot.setPointerCapture(e.pointerId);
     drawKeys();
     showLabel();
@@ -451,7 +470,7 @@ function render({ model, el }) {
   };
   model.on("change:keyframes", onKeysChange);
   model.on("change:curve", onCurveChange);
-  const OTHER = "change:text change:error change:setting change:interpolation change:interpolations change:max_frames change:show_text";
+  const OTHER = "change:text change:error change:setting change:interpolation change:interpolations change:max_frames change:show_text change:show_interpolation";
   model.on(OTHER, onOther);
   model.on("msg:custom", onMsg);
 
