@@ -1,10 +1,18 @@
 """Real-browser test: JupyterLab + Debian's chromium (driven by Playwright) run notebooks/quickstart.ipynb.
 
 The test starts JupyterLab on 127.0.0.1 (free port, random token, every Jupyter/IPython dir in tmp, the
-notebook copied into a temp root so no output lands in the repo), opens the notebook in headless chromium,
-runs all cells, and checks in the DOM that the widget panel rendered its Settings groups as tabs and that a
-render shown in the panel puts a decodable image into the preview. Screenshots (full page and the panel) go
-to ``$DISCOLIB_SCREENSHOT_DIR`` when set, else to pytest's tmp_path.
+notebook copied into a temp root so no output lands in the repo), opens the notebook in headless chromium and
+runs all cells. It checks in the DOM that:
+
+* the render cell shows the image DURING the render: while Run All is still running, its output <img> shows at
+  least two different previews (different pixels), as Disco's "Diffuse!" cell did;
+* the panel rendered, with the tabs of the notebook's mode (as the panel's model has them), each showing fields;
+* at 1024 px and 1600 px wide no tab title is clipped and no button's text is cut ("..." or wider than the
+  button);
+* a render started with the panel's own Render button puts the run's last frame (its pixels) into the preview.
+
+Screenshots (full page and the panel, per width and per tab) go to ``$DISCOLIB_SCREENSHOT_DIR`` when set, else
+to pytest's tmp_path.
 
 Skips, saying why, when /usr/bin/chromium (``.ci/install-browser.sh`` installs it), Playwright or JupyterLab
 is missing. Playwright's own browser download is never used.
@@ -36,7 +44,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from discolib.config.settings import GROUPS, iter_fields
+from discolib.config.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
@@ -51,10 +59,13 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# One tab per Settings group (run, image, models, prompts, guidance, latent, animation, output), capitalised.
-GROUP_TABS = [group.capitalize() for group in GROUPS]
-
 MAX_FRAMES = 4
+PRESET = "tiny-latent"
+#: Slow enough that the render cell is seen changing in the browser: more steps, a bigger image, a preview every
+#: second step (the tiny model is fast; a 4-step 64x64 render ends before the browser draws twice).
+OVERRIDES = {"image.steps": 24, "image.width": 192, "image.height": 192, "run.display_rate": 2}
+#: The panel at these viewport widths: the narrow one wraps its columns, the wide one puts them side by side.
+WIDTHS = (1024, 1600)
 SERVER_START_TIMEOUT_S = 90
 KERNEL_READY_TIMEOUT_MS = 90_000
 RUN_ALL_TIMEOUT_MS = 240_000
@@ -121,9 +132,10 @@ def _isolated_env(base: Path) -> dict[str, str]:
     (labconfig / "page_config.json").write_text(json.dumps({"disabledExtensions": disabled}))
     env.update(
         # The notebook reads these in place of its parameters: tiny offline models, a short run, outputs in tmp.
-        DISCOLIB_PRESET="tiny-latent",
+        DISCOLIB_PRESET=PRESET,
         DISCOLIB_MAX_FRAMES=str(MAX_FRAMES),
         DISCOLIB_OUTPUT_ROOT=str(base / "runs"),
+        DISCOLIB_OVERRIDES=json.dumps(OVERRIDES),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         HF_HUB_DISABLE_TELEMETRY="1",
@@ -238,6 +250,36 @@ _NOTEBOOK_STATE_JS = """() => {
 _STRIP_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+# The <img> sources in the outputs of the code cell whose source contains `needle` (the cell's node is read even when
+# JupyterLab's windowing has detached it from the document).
+_CELL_IMAGES_JS = """needle => {
+  const w = window.jupyterapp.shell.currentWidget;
+  const cell = w.content.widgets.find(c => c.model.type === 'code' && c.model.sharedModel.getSource().includes(needle));
+  if (!cell) return null;
+  return Array.from(cell.node.querySelectorAll('.jp-OutputArea-output img')).map(i => i.getAttribute('src') || '');
+}"""
+
+# Clipped text in the panel: every tab label and every visible button whose text is wider than its box or ends
+# with an ellipsis (ipywidgets cuts a squeezed button's text with "...").
+_CLIPPED_JS = """panel => {
+  const out = [];
+  const visible = e => e.offsetParent !== null && e.getClientRects().length > 0;
+  for (const t of panel.querySelectorAll('.lm-TabBar-tab')) {
+    if (!visible(t)) continue;
+    const label = t.querySelector('.lm-TabBar-tabLabel') || t;
+    if (label.scrollWidth > label.clientWidth + 1 || t.scrollWidth > t.clientWidth + 1)
+      out.push('tab ' + JSON.stringify(label.textContent) + ': ' + label.scrollWidth + ' > ' + label.clientWidth);
+  }
+  for (const b of panel.querySelectorAll('button')) {
+    if (!visible(b) || b.closest('.lm-TabBar')) continue;
+    const text = (b.textContent || '').trim();
+    if (b.scrollWidth > b.clientWidth + 1 || /(\\.\\.\\.|\u2026)$/.test(text))
+      out.push('button ' + JSON.stringify(text) + ': ' + b.scrollWidth + ' > ' + b.clientWidth);
+  }
+  return out;
+}"""
+
+
 def _notebook_state(page: Any) -> dict[str, Any]:
     state = page.evaluate(_NOTEBOOK_STATE_JS)
     assert state is not None, "the notebook panel is not the current JupyterLab widget"
@@ -258,6 +300,24 @@ def _fetch_image_bytes(page: Any, img: Any) -> bytes:
         img.element_handle(),
     )
     return base64.b64decode(b64)
+
+
+def _decode_data_url(src: str) -> np.ndarray:
+    """(H, W, 3) pixels of a ``data:image/png;base64,...`` URL."""
+    assert src.startswith("data:image/png;base64,"), src[:60]
+    return _decode_png(base64.b64decode(src.split(",", 1)[1]))
+
+
+def _expected_tabs() -> list[str]:
+    """The tabs the panel shows for the notebook's settings (the quickstart's preset and 3D, as the kernel has
+    them): read from a SettingsPanel made here, so the browser must show what the panel's model holds."""
+    from discolib_widgets.notebook import start_settings
+    from discolib_widgets.panel import SettingsPanel
+
+    settings: Settings = start_settings(PRESET, "3D", "", "runs")
+    for name, value in OVERRIDES.items():
+        settings.set(name, value)
+    return list(SettingsPanel(settings).tabs.titles)
 
 
 def _decode_png(data: bytes) -> np.ndarray:
@@ -282,7 +342,8 @@ def _save_screenshots(page: Any, panel: Any, folder: Path, stem: str) -> list[Pa
 
 @pytest.mark.slow
 def test_quickstart_notebook_in_jupyterlab(tmp_path: Path) -> None:
-    """Run quickstart.ipynb in JupyterLab in chromium; the panel shows its groups and a render's preview."""
+    """Run quickstart.ipynb in JupyterLab in chromium: the render cell's live preview, the panel's tabs and widths,
+    and a render from the panel's own button."""
     _require_browser_stack()
     from playwright.sync_api import expect, sync_playwright
 
@@ -303,7 +364,7 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path: Path) -> None:
         )
         page = context.pages[0] if context.pages else context.new_page()
         page.on("pageerror", lambda exc: browser_errors.append(str(exc)))
-        panel = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-tab"))
+        panel = page.locator(".discolib-panel")
         try:
             page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}", wait_until="domcontentloaded")
             page.wait_for_function(
@@ -316,14 +377,24 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path: Path) -> None:
             state = _notebook_state(page)
             assert state["kernelName"] == "python3", state
 
-            # Run All through JupyterLab's own command; its promise settles when the last cell has run.
+            # Run All through JupyterLab's own command; its promise settles when the last cell has run. While it
+            # runs, the render cell's images are sampled: the preview must change DURING the render.
             page.evaluate(
                 "() => { window.__runAll = 'running';"
                 " window.jupyterapp.commands.execute('notebook:run-all-cells').then("
                 " r => { window.__runAll = r === false ? 'failed' : 'ok'; },"
                 " e => { window.__runAll = 'error: ' + e; }); }"
             )
-            page.wait_for_function("() => window.__runAll !== 'running'", timeout=RUN_ALL_TIMEOUT_MS)
+            seen: list[str] = []  # distinct image sources of the render cell, in the order they appeared
+            deadline = time.monotonic() + RUN_ALL_TIMEOUT_MS / 1000
+            while page.evaluate("() => window.__runAll") == "running":
+                assert time.monotonic() < deadline, f"Run All did not finish in {RUN_ALL_TIMEOUT_MS} ms"
+                for src in page.evaluate(_CELL_IMAGES_JS, "render_here(") or []:
+                    if src.startswith("data:image/png") and src not in seen:
+                        seen.append(src)
+                        if len(seen) == 2:
+                            page.screenshot(path=str(_shot_dir(shots) / "quickstart_render_cell_running.png"))
+                page.wait_for_timeout(150)
             page.wait_for_function(
                 "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
                 timeout=RUN_ALL_TIMEOUT_MS,
@@ -334,25 +405,53 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path: Path) -> None:
             assert page.evaluate("() => window.__runAll") == "ok"
             assert all(isinstance(n, int) for n in state["counts"]), f"cells left unrun: {state['counts']}"
 
-            # (a) The panel rendered in the browser (widget manager + model state), one tab per group.
+            # (a) The render cell showed the image as it rendered: two or more different previews before Run All
+            # ended, with different pixels; and it keeps a final image and the video.
+            assert len(seen) >= 2, f"the render cell showed {len(seen)} image(s) while rendering (expected >= 2)"
+            first, last_seen = _decode_data_url(seen[0]), _decode_data_url(seen[-1])
+            assert first.shape != last_seen.shape or (first != last_seen).any(), "the previews had the same pixels"
+            final = page.evaluate(_CELL_IMAGES_JS, "render_here(")
+            assert final and final[-1].startswith("data:image/png"), final
+            render_cell_text = page.evaluate(
+                "() => { const w = window.jupyterapp.shell.currentWidget;"
+                " const c = w.content.widgets.find(c => c.model.sharedModel.getSource().includes('render_here('));"
+                " return c.node.querySelector('.jp-Cell-outputWrapper').innerText; }"
+            )
+            assert f"done: {MAX_FRAMES} frames in" in render_cell_text, render_cell_text[-500:]
+            assert page.evaluate(
+                "() => !!window.jupyterapp.shell.currentWidget.content.widgets.find("
+                "c => c.model.sharedModel.getSource().includes('render_here(')).node.querySelector('video')"
+            ), "the render cell shows no video"
+
+            # (b) The panel rendered in the browser (widget manager + model state), with its mode's tabs.
             expect(panel).to_have_count(1, timeout=30_000)
             labels = panel.locator(".lm-TabBar-tabLabel")
-            expect(labels).to_have_text(GROUP_TABS, timeout=30_000)
-            expect(panel.locator(".widget-tab .lm-TabBar-tab.lm-mod-current")).to_have_text("Run")
+            tabs = _expected_tabs()
+            expect(labels).to_have_text(tabs, timeout=30_000)
             expect(panel.get_by_text("settings valid")).to_be_visible()
-            # Each tab shows its own group's fields (the first field's name is its widget's description).
-            for group, title in zip(GROUPS, GROUP_TABS, strict=True):
-                labels.filter(has_text=title).click()
-                first_field = next(iter(iter_fields(group))).split(".", 1)[1]
-                expect(panel.get_by_text(first_field, exact=True).filter(visible=True)).to_have_count(1)
-                panel.first.screenshot(path=str(_shot_dir(shots) / f"quickstart_panel_tab_{group}.png"))
-            labels.filter(has_text=GROUP_TABS[0]).click()
+            for title in tabs:  # each tab shows fields of its own
+                labels.filter(has_text=re.compile(rf"^{re.escape(title)}$")).click()
+                fields = panel.locator(".widget-tab .discolib-field").filter(visible=True)
+                expect(fields.first).to_be_visible()
+                panel.first.screenshot(path=str(_shot_dir(shots) / f"quickstart_panel_tab_{title.replace(' ', '_')}.png"))
+            labels.first.click()
 
-            # (b) A render shown in the panel updates its preview: drive the panel's own Render button.
-            preview = panel.locator("img.widget-image").last
-            expect(preview).to_have_count(1)
-            before = _image_info(preview)
-            # By text, not role: the Font Awesome glyph drawn by CSS becomes part of the accessible name.
+            # (c) No clipped tab title and no cut button at either width, on any tab.
+            clipped: list[str] = []
+            for width in WIDTHS:
+                page.set_viewport_size({"width": width, "height": 2200})
+                page.wait_for_timeout(500)  # the layout (and its container queries) settles
+                for title in tabs:
+                    labels.filter(has_text=re.compile(rf"^{re.escape(title)}$")).click()
+                    page.wait_for_timeout(100)
+                    clipped += [f"{width}px, tab {title}: {c}" for c in panel.first.evaluate(_CLIPPED_JS)]
+                labels.first.click()
+                _save_screenshots(page, panel, shots, f"quickstart_{width}px")
+            assert not clipped, "clipped text in the panel:\n" + "\n".join(clipped)
+            page.set_viewport_size({"width": 1400, "height": 2200})
+
+            # (d) A render started with the panel's own Render button shows the run's last frame in its preview.
+            preview = panel.locator(".discolib-side img.widget-image")
             render_button = panel.locator("button", has_text=re.compile(r"^\s*Render\s*$"))
             expect(render_button).to_have_count(1)
             expect(render_button).to_be_enabled()
@@ -360,27 +459,21 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path: Path) -> None:
             done = panel.get_by_text(re.compile(r"^done: \d+ frame\(s\) in "))
             expect(done).to_be_visible(timeout=RENDER_TIMEOUT_MS)
             expect(render_button).to_be_enabled()
+            shown_img = preview.filter(visible=True).first
             page.wait_for_function(
-                "e => e.complete && e.naturalWidth > 0", arg=preview.element_handle(), timeout=30_000
+                "e => e.complete && e.naturalWidth > 0", arg=shown_img.element_handle(), timeout=30_000
             )
-            expect(preview).to_be_visible()
             _save_screenshots(page, panel, shots, "quickstart")
-
             error_text = panel.locator(".widget-html").filter(has_text="Error").all_inner_texts()
             assert not error_text, f"the panel shows an error: {error_text}"
-            after = _image_info(preview)
-            assert after["src"].startswith(("blob:", "data:")) and after["src"] != before["src"], (before, after)
-            # The preview holds the last frame of the run the panel reports (pixels, not just "an image").
+            assert _image_info(shown_img)["src"].startswith(("blob:", "data:"))
             run_dir = root / done.inner_text().split(" in ", 1)[1].strip()
             frame_files = sorted((run_dir / "frames").glob("*.png"))
             assert len(frame_files) == MAX_FRAMES, (run_dir, frame_files)
-            shown = _decode_png(_fetch_image_bytes(page, preview))
+            shown = _decode_png(_fetch_image_bytes(page, shown_img))
             last = _decode_png(frame_files[-1].read_bytes())
             assert shown.shape == last.shape and (shown == last).all(), "the preview is not the last frame"
             assert done.inner_text().startswith(f"done: {MAX_FRAMES} frame(s)")
-            labels_shown = panel.get_by_text(re.compile(r"^frame \d+/\d+$")).all_inner_texts()
-            expected = f"frame {MAX_FRAMES}/{MAX_FRAMES}"
-            assert labels_shown == [expected], f"the frame label shows {labels_shown}, expected [{expected!r}]"
             assert (shots / "quickstart_panel.png").stat().st_size > 10_000
         except Exception:
             with contextlib.suppress(Exception):

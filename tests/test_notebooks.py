@@ -1,15 +1,21 @@
 """The notebooks: structure, nbval offline with the tiny presets, papermill runs, papermill's parameter help.
 
-* Structure (fast, no kernel): exactly one papermill ``parameters`` cell whose every line is a Colab form
-  ``name = literal  #@param ...  # help``; no logic in notebooks (no definitions, loops, ``with`` or ``try``, and
-  one ``if``: the Colab install); imports from ``discolib`` and ``discolib_widgets`` only; the Colab install cell,
-  then ``notebook_setup`` (environment overrides, Drive, GPU) before anything else; no outputs except the
-  nbval-checked cell.
-* ``pytest --nbval-lax`` on every notebook in a subprocess, offline, with ``DISCOLIB_PRESET`` set to the tiny
-  preset of its sampler family (nbval cannot inject parameters; the notebooks read that variable).
+* Structure (fast, no kernel): exactly one papermill ``parameters`` cell whose every line (after its ``#@title``)
+  is a Colab form with a type annotation, ``name: type = literal  #@param ...  # help``, holding the documented
+  defaults (an autosaved edit fails); every code cell starts with a Colab ``#@title``; no logic in notebooks (no
+  definitions, loops, ``with`` or ``try``, and one ``if``: the Colab install); imports from ``discolib`` and
+  ``discolib_widgets`` only; the Colab install cell, then ``notebook_setup`` (environment overrides, Colab,
+  Drive, GPU) before anything else; the panel (with the notebook's key) before the one render cell
+  (``render_here``); the last cell checks the run folder (it raises unless every frame is done: nbval compares no
+  recorded output once nbstripout has cleared the execution counts); no outputs (``nbstripout --verify`` passes).
+* The notebook helpers without a kernel: ``start_settings`` from a preset or a settings file, ``apply_parameters``,
+  ``record_summary(require_done=True)``, ``gpu_report`` (``notebook_setup`` on a fake Colab is in test_widgets.py).
+* ``pytest --nbval-lax notebooks/`` exactly as a user types it (no variables: notebooks/conftest.py picks the tiny
+  presets), and per notebook with only ``DISCOLIB_OUTPUT_ROOT`` set to check the run folder.
 * papermill runs with parameter overrides, then the run folder is checked (frames, settings.json, run.json,
-  video for animations).
-* ``papermill --help-notebook`` lists every parameter with its comment.
+  video for animations); the quickstart's output notebook holds images and the final progress line, no widget
+  reprs.
+* ``papermill --help-notebook`` lists every parameter with its type and its comment.
 * GPU mode (opt-in, ``DISCOLIB_GPU_NOTEBOOKS=1``, marker ``gpu``): the same notebooks through papermill and nbval
   with their real presets on CUDA; skipped without CUDA. Where discolib has ``models.random_weights`` it is
   turned on (the real architectures with random weights when the real ones cannot be fetched); without it, the
@@ -28,6 +34,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +45,7 @@ import pytest
 from discolib import RunFolder, Settings, preset_mode
 from discolib.config.presets import PRESETS
 from discolib.config.settings import iter_fields
-from discolib_widgets.notebook import NOTEBOOK_ENV
+from discolib_widgets.notebook import NOTEBOOK_ENV, apply_parameters, gpu_report, start_settings
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -48,12 +55,59 @@ OFFLINE_PRESET = {"quickstart.ipynb": "tiny-latent", "disco.ipynb": "tiny", "ani
 NOTEBOOKS = list(OFFLINE_PRESET)
 
 #: Parameters every notebook has.
-REQUIRED_PARAMETERS = {"preset", "animation_mode", "max_frames", "text_prompts", "seed", "overrides", "output_root", "use_drive"}
+REQUIRED_PARAMETERS = {
+    "preset", "animation_mode", "max_frames", "text_prompts", "seed", "overrides", "output_root", "use_drive",
+    "settings_file", "resume_run", "reset_panel",
+}  # fmt: skip
+#: Parameters the notebook itself uses (the rest are settings, applied through apply_parameters).
+NOTEBOOK_PARAMETERS = {"preset", "animation_mode", "overrides", "output_root", "use_drive", "settings_file", "resume_run", "reset_panel"}
+
+#: Every parameter's default, as docs/NOTEBOOKS.md and the notebooks' markdown describe them. Jupyter's autosave
+#: writes a user's edits into the tracked notebook; this makes such an edit fail the tests instead of shipping.
+#: (Users edit a copy, or pass papermill parameters.)
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "quickstart.ipynb": {
+        "preset": "tiny-latent", "animation_mode": "3D", "max_frames": 8,
+        "text_prompts": {"0": "a lighthouse in a stormy sea", "4": "a castle on a hill"},
+        "translation_z": "0: (2)", "rotation_3d_y": "0: (1)", "zoom": "0: (1.02)", "fps": 8,
+        "batch_name": "quickstart", "seed": 42,
+    },
+    "animation.ipynb": {
+        "preset": "sd-1.5", "batch_name": "Deforum", "seed": -1, "animation_mode": "3D", "max_frames": 60,
+        "text_prompts": {
+            "0": "a beautiful lake by Asher Brown Durand, trending on Artstation --neg blurry, low quality",
+            "30": "a misty forest at dawn, trending on Artstation --neg blurry, low quality",
+        },
+        "angle": "0: (0)", "zoom": "0: (1.04)", "translation_x": "0: (10*sin(2*3.14*t/10))", "translation_z": "0: (10)",
+        "rotation_3d_y": "0: (0)", "noise_schedule": "0: (0.02)", "contrast_schedule": "0: (1.0)",
+        "color_coherence": "LAB", "cadence": 1, "fps": 12,
+    },
+    "disco.ipynb": {
+        "preset": "disco-512", "batch_name": "TimeToDisco", "seed": -1, "n_batches": 1,
+        "text_prompts": {"0": [
+            "A beautiful painting of a singular lighthouse, shining its light across a tumultuous sea of blood by greg "
+            "rutkowski and thomas kinkade, Trending on artstation.", "yellow color scheme",
+        ]},
+        "image_prompts": {}, "clip_guidance_scale": 5000, "init_image": "", "animation_mode": "3D", "max_frames": 24,
+        "angle": "0: (0)", "zoom": "0: (1), 10: (1.05)", "translation_x": "0: (0)", "translation_y": "0: (0)",
+        "translation_z": "0: (10.0)", "rotation_3d_x": "0: (0)", "rotation_3d_y": "0: (0)", "rotation_3d_z": "0: (0)",
+        "frames_skip_steps": "60%", "fps": 12,
+    },
+}  # fmt: skip
+#: Defaults every notebook shares: a new run, no file, outputs in runs/, no Drive, the panel's edits kept.
+COMMON_DEFAULTS = {"overrides": {}, "output_root": "runs", "use_drive": False, "settings_file": "", "resume_run": "", "reset_panel": False}
 
 GPU_ENV = "DISCOLIB_GPU_NOTEBOOKS"
 
-# A parameters line: `name = literal  #@param [options] or {type:"..."}  # help`.
-PARAM_LINE = re.compile(r"^(?P<name>[A-Za-z_]\w*) = (?P<value>.+?)  #@param (?P<form>\[.*\]|\{type:\"(?P<type>\w+)\"\})  # (?P<help>\S.*)$")
+# A parameters line: `name: annotation = literal  #@param [options] or {type:"..."}  # help`. The annotation is what
+# `papermill --help-notebook` shows as the type (papermill reads annotations and `# type:` comments only, and a
+# `# type:` comment before `#@param` would break the Colab form); Colab's forms accept annotated assignments.
+PARAM_LINE = re.compile(
+    r"^(?P<name>[A-Za-z_]\w*): (?P<annotation>\w+) = (?P<value>.+?)  "
+    r"#@param (?P<form>\[.*\]|\{type:\"(?P<type>\w+)\"\})  # (?P<help>\S.*)$"
+)
+#: A code cell's first line, which Colab shows as the cell's title and collapses the code under.
+TITLE_LINE = re.compile(r'^#@title \S.* \{ display-mode: "form" \}$')
 FORM_TYPES: dict[str, tuple[type, ...]] = {
     "integer": (int,),
     "number": (int, float),
@@ -61,6 +115,8 @@ FORM_TYPES: dict[str, tuple[type, ...]] = {
     "boolean": (bool,),
     "raw": (dict, list),
 }
+#: The annotation each Colab form type gets (a dropdown, `#@param [...]`, holds strings).
+FORM_ANNOTATION = {"integer": "int", "number": "float", "string": "str", "boolean": "bool", "raw": "dict", None: "str"}
 CELL_TIMEOUT_S = 600
 
 
@@ -80,9 +136,11 @@ def parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def parameters(name: str) -> dict[str, dict[str, Any]]:
-    """name -> {value (the literal), form, type, help, options} for every line of the parameters cell."""
+    """name -> {value (the literal), annotation, type, help, options} for every line of the parameters cell."""
     out: dict[str, dict[str, Any]] = {}
-    for line in parameters_cell(load(name)).source.splitlines():
+    lines = parameters_cell(load(name)).source.splitlines()
+    assert TITLE_LINE.match(lines[0]), f"{name}: the parameters cell starts with a Colab #@title: {lines[0]!r}"
+    for line in lines[1:]:
         if not line.strip():
             continue
         m = PARAM_LINE.match(line)
@@ -92,7 +150,9 @@ def parameters(name: str) -> dict[str, dict[str, Any]]:
         except (ValueError, SyntaxError):
             raise AssertionError(f"{name}: parameter {m['name']} is not a literal (no derived values): {line!r}") from None
         options = ast.literal_eval(m["form"]) if m["form"].startswith("[") else None
-        out[m["name"]] = {"value": value, "type": m["type"], "options": options, "help": m["help"]}
+        out[m["name"]] = {
+            "value": value, "annotation": m["annotation"], "type": m["type"], "options": options, "help": m["help"]
+        }
     return out
 
 
@@ -157,8 +217,13 @@ def check_run(folder: RunFolder, n_images: int, *, video: bool) -> Settings:
     return settings
 
 
+#: The notebooks' last cell: it prints "done True" or raises (how nbval checks a run: nbstripout clears execution
+#: counts, and nbval compares no recorded output of a cell without one).
+CHECK_CALL = "print(record_summary(result.run_dir, require_done=True))"
+
+
 def executed_check_output(nb: nbformat.NotebookNode) -> str:
-    (cell,) = [c for c in code_cells(nb) if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+    (cell,) = [c for c in code_cells(nb) if CHECK_CALL in c.source]
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
 
@@ -235,12 +300,12 @@ def test_notebook_structure(name: str) -> None:
     assert pcell.cell_type == "code"
     params = parameters(name)
     assert REQUIRED_PARAMETERS <= set(params), REQUIRED_PARAMETERS - set(params)
-    assert params["output_root"]["value"] == "runs" and params["use_drive"]["value"] is False
     for pname, p in params.items():
         if p["options"] is not None:
             assert p["value"] in p["options"], f"{name}: {pname} default {p['value']!r} is not one of its options"
         else:
             assert isinstance(p["value"], FORM_TYPES[p["type"]]), f"{name}: {pname} is not a {p['type']}"
+        assert p["annotation"] == FORM_ANNOTATION[p["type"]], f"{name}: {pname} is annotated {p['annotation']}"
     # Presets: every option exists, and the offline one that nbval uses is among them.
     options = params["preset"]["options"]
     assert set(options) <= set(PRESETS) and OFFLINE_PRESET[name] in options
@@ -248,20 +313,29 @@ def test_notebook_structure(name: str) -> None:
         assert not params["preset"]["value"].startswith("tiny"), f"{name}: the default preset must use real weights"
         assert len({preset_mode(p) for p in options}) == 1
 
+    # Colab collapses each code cell under its title (the form of the parameters cell shows instead of its code).
+    for cell in cells:
+        first = cell.source.splitlines()[0]
+        assert TITLE_LINE.match(first), f"{name}: a code cell does not start with a Colab #@title: {first!r}"
+
     # Right after the parameters: the Colab install (it cannot live in discolib: discolib is not installed yet),
-    # then notebook_setup, which applies the DISCOLIB_* variables (and Drive) before any cell reads a parameter.
+    # then notebook_setup, which applies the DISCOLIB_* variables (and Colab, Drive) before any cell reads one.
     index = {id(c): i for i, c in enumerate(cells)}
     sources = [c.source for c in cells]
     install, setup = index[id(pcell)] + 1, index[id(pcell)] + 2
     assert '"google.colab" in sys.modules' in sources[install], f"{name}: the Colab install must follow the parameters"
     for needle in ("%pip install", '"discolib[notebook] @ git+https://'):
         assert needle in sources[install], f"{name}: the Colab install cell lacks {needle!r}"
+    (pip_line,) = [line for line in sources[install].splitlines() if "%pip install" in line]
+    assert not {"-U", "--upgrade"} & set(pip_line.split()), "no forced upgrade: Colab's ipywidgets 8 stays"
     setup_call = "notebook_setup(preset, max_frames, output_root, overrides, use_drive=use_drive)"
     assert setup_call in ast.unparse(ast.parse(sources[setup])), f"{name}: notebook_setup must come next"
 
-    calls: set[str] = set()
+    calls: dict[str, int] = {}
     imported: set[str] = set()
-    for cell in cells:
+    settings_names = set(iter_fields())
+    applied: set[str] = set()
+    for i, cell in enumerate(cells):
         tree = ast.parse(python_source(cell.source))
         for node in ast.walk(tree):
             logic = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.For, ast.While, ast.With, ast.Try)
@@ -272,28 +346,140 @@ def test_notebook_structure(name: str) -> None:
             if isinstance(node, ast.If):
                 assert cell is cells[install], f"{name}: the only `if` is the Colab install:\n{cell.source}"
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                calls.add(ast.unparse(node))
+                calls.setdefault(ast.unparse(node) if node.func.id != "apply_parameters" else "apply_parameters", i)
+                if node.func.id == "apply_parameters":
+                    # {setting: parameter}, never over a settings file
+                    assert ast.unparse(node.keywords[0]) == "settings_file=settings_file", cell.source
+                    mapping = node.args[1]
+                    assert isinstance(mapping, ast.Dict)
+                    for key, value in zip(mapping.keys, mapping.values, strict=True):
+                        assert isinstance(key, ast.Constant) and key.value in settings_names, ast.unparse(key)
+                        assert isinstance(value, ast.Name) and value.id in params, ast.unparse(value)
+                        applied.add(value.id)
             if isinstance(node, ast.ImportFrom):
-                imported.add(node.module or "")
+                imported.add((node.module or "").split(".")[0])
             elif isinstance(node, ast.Import):
-                imported.update(a.name for a in node.names)
+                imported.update(a.name.split(".")[0] for a in node.names)
     # The public faces only (sys: the Colab check, before discolib is installed there).
-    assert imported == {"discolib", "discolib_widgets", "sys"}, f"{name}: imports {sorted(imported)}"
+    assert imported == {"discolib_widgets", "sys"}, f"{name}: imports {sorted(imported)}"
+    # Every parameter reaches the settings or the notebook's own calls.
+    assert set(params) - NOTEBOOK_PARAMETERS == applied - NOTEBOOK_PARAMETERS, set(params) ^ applied
+    stem = name.removesuffix(".ipynb")
     for call in (
-        "show_panel(settings)",
-        "render(settings, out=output_root)",
-        "finish_settings(settings, overrides, preset=preset)",
-        "show_result(result)",
-        "print(record_summary(result.run_dir))",
+        "start_settings(preset, animation_mode, settings_file, output_root)",
+        "finish_settings(settings, overrides, preset=preset, settings_file=settings_file)",
+        f"show_panel(settings, key={stem!r}, reset=reset_panel)",
+        "render_here(settings, out=output_root, resume=resume_run)",
+        CHECK_CALL,
     ):
         assert call in calls, f"{name}: no {call}"
+    # One way to render, after the panel (whose kept edits it then renders).
+    assert not any(c.startswith(("render(", "show_result(")) for c in calls), sorted(calls)
+    assert calls[f"show_panel(settings, key={stem!r}, reset=reset_panel)"] < calls["render_here(settings, out=output_root, resume=resume_run)"]
 
-    checked = [c for c in cells if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
-    assert len(checked) == 1
-    assert [o.get("text") for o in checked[0].outputs] == ["done True\n"]
+    assert CHECK_CALL in cells[-1].source, f"{name}: the last cell checks the run"
     for cell in cells:
-        if cell is not checked[0]:
-            assert cell.outputs == [] and cell.execution_count is None, f"{name}: outputs left in\n{cell.source}"
+        assert cell.outputs == [] and cell.execution_count is None, f"{name}: outputs left in\n{cell.source}"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_hold_the_documented_defaults(name: str) -> None:
+    """An autosaved edit of the tracked notebook's parameters fails here (edit a copy or pass parameters)."""
+    values = {pname: p["value"] for pname, p in parameters(name).items()}
+    assert values == {**DEFAULTS[name], **COMMON_DEFAULTS}
+    # docs/NOTEBOOKS.md's table names each notebook's default preset.
+    doc = (REPO / "docs" / "NOTEBOOKS.md").read_text(encoding="utf-8")
+    row = re.search(rf"^\| \[`{re.escape(name)}`\].*\| `([\w.-]+)` \| `([\w.-]+)` \|$", doc, flags=re.MULTILINE)
+    assert row, f"docs/NOTEBOOKS.md has no row for {name}"
+    assert row[1] == values["preset"] and row[2] == OFFLINE_PRESET[name]
+
+
+def test_nbstripout_keeps_tracked_notebooks_as_they_are() -> None:
+    """The git filter and the pre-commit hook strip notebooks; the tracked ones are already stripped (so the filter
+    changes nothing)."""
+    attributes = (REPO / ".gitattributes").read_text(encoding="utf-8").splitlines()
+    assert "*.ipynb filter=nbstripout" in attributes and "*.ipynb diff=ipynb" in attributes
+    import yaml
+
+    config = yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
+    (repo,) = config["repos"]
+    (hook,) = repo["hooks"]
+    assert repo["repo"] == "local"  # nothing downloaded: the installed nbstripout runs
+    assert (hook["id"], hook["entry"], hook["language"]) == ("nbstripout", "nbstripout", "system")
+    assert re.search(hook["files"], "notebooks/disco.ipynb")
+    cmd = [sys.executable, "-m", "nbstripout", "--verify", *map(str, sorted(NOTEBOOK_DIR.glob("*.ipynb")))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"nbstripout would change the tracked notebooks:\n{proc.stdout}{proc.stderr}"
+
+
+# ----------------------------------------------------------------------------------------------- notebook helpers
+def test_start_settings_from_preset_and_parameters(capsys: pytest.CaptureFixture[str]) -> None:
+    s = start_settings("tiny", "2D", "", "out/here")
+    assert s.image.mode == "guided" and s.animation.animation_mode == "2D" and s.run.output_root == "out/here"
+    apply_parameters(s, {"animation.max_frames": 5, "run.seed": 3})
+    assert (s.animation.max_frames, s.run.seed) == (5, 3)
+    assert capsys.readouterr().out == ""
+
+
+def test_start_settings_from_a_file_uses_it_as_it_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    disco = REPO / "tests" / "data"
+    files = sorted(disco.rglob("*_settings.txt"))
+    assert files, "tests/data holds Disco settings files"
+    s = start_settings("tiny-latent", "3D", str(files[0]), "runs")
+    out = capsys.readouterr().out
+    assert out.startswith(f"settings from {files[0]}, as they are")
+    assert "imported a " in out and len(out.splitlines()) <= 2 + 6 + 1  # the report's first lines only
+    assert s.run.output_root == "runs"
+    before = s.to_dict()
+    apply_parameters(s, {"animation.max_frames": 5, "run.seed": 3}, settings_file=str(files[0]))
+    assert s.to_dict() == before  # the file's settings stay as they are
+
+    ours = tmp_path / "mine.json"
+    start_settings("tiny", "None", "", "x").save(ours)
+    s2 = start_settings("tiny-latent", "3D", str(ours), "runs")
+    assert s2.image.mode == "guided" and s2.animation.animation_mode == "None"  # the file, not the parameters
+
+
+def test_finish_settings_says_when_weights_are_missing_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The settings cell warns, in one line, before the panel and the render: offline without the real weights."""
+    from huggingface_hub import constants
+
+    from discolib_widgets.notebook import finish_settings
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty hub cache
+    finish_settings(start_settings("sd-1.5", "None", "", "runs"), {}, preset="sd-1.5")
+    summary, warning = capsys.readouterr().out.splitlines()
+    assert summary.startswith("latent mode, preset sd-1.5: ")
+    assert warning.startswith("⚠ offline and not downloaded: sd-1.5 (") and "tiny-latent" in warning
+    finish_settings(start_settings("tiny-latent", "3D", "", "runs"), {}, preset="tiny-latent")
+    assert len(capsys.readouterr().out.splitlines()) == 1  # the tiny presets need nothing: no warning
+
+
+def test_record_summary_requires_a_complete_run(tmp_path: Path) -> None:
+    from discolib.run.runs import RunRecord
+    from discolib_widgets.notebook import RunIncomplete, record_summary
+
+    folder = RunFolder.create(tmp_path, "b", Settings.defaults().to_json(), threads=1)
+    folder.write_record(RunRecord(status="interrupted", frames_total=3, frames_done=2))
+    assert record_summary(folder.path) == "interrupted False"
+    with pytest.raises(RunIncomplete, match="'interrupted' with 2 of 3 frames"):
+        record_summary(folder.path, require_done=True)
+    folder.write_record(RunRecord(status="done", frames_total=3, frames_done=3))
+    assert record_summary(folder.path, require_done=True) == "done True"
+
+
+def test_gpu_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_report() == "GPU: no GPU (rendering on the CPU)"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i=0: (14 * 1024**3, 15 * 1024**3))
+    assert gpu_report() == "GPU: Tesla T4, 15.0 GiB, 14.0 GiB free"
 
 
 def test_notebook_parameter_lines_are_what_papermill_reads() -> None:
@@ -306,7 +492,8 @@ def test_notebook_parameter_lines_are_what_papermill_reads() -> None:
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_papermill_help_lists_every_parameter(name: str) -> None:
-    """`papermill --help-notebook` (papermill's own command, run in-process) shows every parameter and its help."""
+    """`papermill --help-notebook` (papermill's own command, run in-process) shows every parameter with its type
+    (the annotation; never "Unknown type"), its default and its help."""
     from click.testing import CliRunner
     from papermill.cli import papermill as papermill_cli
 
@@ -315,23 +502,22 @@ def test_papermill_help_lists_every_parameter(name: str) -> None:
     text = result.output
     assert "No cell tagged 'parameters'" not in text
     for pname, p in parameters(name).items():
-        m = re.search(rf"^  {pname}: .*\(default (.*)\)\n(.*)$", text, flags=re.MULTILINE)
+        # papermill puts the help on the same line after a short definition, else on the next line.
+        m = re.search(rf"^  {pname}: (\S+) \(default (.*)\)(?: +|\n +)(@param .*)$", text, flags=re.MULTILINE)
         assert m, f"{name}: {pname} missing from papermill --help-notebook:\n{text}"
-        assert ast.literal_eval(m[1]) == p["value"]
-        assert m[2].rstrip().endswith(f"# {p['help']}"), f"{name}: help of {pname}: {m[2]!r}"
+        assert m[1] == p["annotation"] == FORM_ANNOTATION[p["type"]], f"{name}: {pname} shows type {m[1]!r}"
+        assert ast.literal_eval(m[2]) == p["value"]
+        assert m[3].rstrip().endswith(f"# {p['help']}"), f"{name}: help of {pname}: {m[3]!r}"
+    assert "Unknown type" not in text
 
 
 # ----------------------------------------------------------------------------------------------- nbval
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_nbval_offline(name: str, tmp_path: Path, python3_kernel: str) -> None:
-    """What `DISCOLIB_PRESET=<tiny> pytest --nbval-lax notebooks/<name>` gives: exit code 0, outputs in tmp_path."""
-    env = clean_env(
-        DISCOLIB_PRESET=OFFLINE_PRESET[name],
-        DISCOLIB_MAX_FRAMES="3",
-        DISCOLIB_OUTPUT_ROOT=str(tmp_path),
-        DISCOLIB_OVERRIDES='{"output.fps": 4}',
-    )
+    """`pytest --nbval-lax notebooks/<name>` with only DISCOLIB_OUTPUT_ROOT set (to find the run): notebooks/conftest.py
+    picks the notebook's tiny preset and 3 frames; exit code 0."""
+    env = clean_env(DISCOLIB_OUTPUT_ROOT=str(tmp_path), DISCOLIB_OVERRIDES='{"output.fps": 4}')
     before = sorted(NOTEBOOK_DIR.iterdir())
     run_nbval(name, env)
     assert sorted(NOTEBOOK_DIR.iterdir()) == before, "the nbval run left files in notebooks/"
@@ -339,17 +525,70 @@ def test_nbval_offline(name: str, tmp_path: Path, python3_kernel: str) -> None:
     settings = check_run(only_run(tmp_path, batch), 3, video=True)  # every notebook's default is a 3D animation
     assert settings.animation.animation_mode == "3D" and settings.animation.max_frames == 3
     assert settings.image.mode == preset_mode(OFFLINE_PRESET[name]) and settings.models.device == "cpu"
+    if settings.image.mode == "latent":
+        assert settings.models.latent_model == "tiny-latent"
+    else:
+        assert settings.models.diffusion_model == "tiny"
     assert settings.output.fps == 4.0
 
 
+@pytest.mark.slow
+def test_nbval_plain_command(python3_kernel: str) -> None:
+    """`pytest --nbval-lax notebooks/` exactly as README documents it, with no DISCOLIB_* variable: offline, passes,
+    leaves nothing in notebooks/ or in the temporary folder it used."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "pytest --nbval-lax notebooks/\n" in readme, "README documents the plain command"
+    env = clean_env()
+    assert not any(var in env for var in NOTEBOOK_ENV)
+    before = sorted(NOTEBOOK_DIR.iterdir())
+    temp = Path(tempfile.gettempdir())
+    left_before = set(temp.glob("discolib-nbval-*"))
+    cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "notebooks/", "-p", "no:cacheprovider", "-q"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=2400)
+    assert proc.returncode == 0, f"{' '.join(cmd[2:])} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    n_cells = sum(len(code_cells(load(name))) for name in NOTEBOOKS)
+    assert re.search(rf"\b{n_cells} passed", proc.stdout), proc.stdout[-2000:]
+    assert "ran offline with their tiny presets" in proc.stdout
+    assert sorted(NOTEBOOK_DIR.iterdir()) == before, "the nbval run left files in notebooks/"
+    assert set(temp.glob("discolib-nbval-*")) == left_before, "the temporary output folder was not removed"
+
+
 # ----------------------------------------------------------------------------------------------- papermill
+def output_texts(nb: nbformat.NotebookNode) -> list[str]:
+    """Every text an output notebook shows: streams, and the text/plain and text/html of display outputs."""
+    texts = []
+    for cell in code_cells(nb):
+        for out in cell.outputs:
+            if out.output_type == "stream":
+                texts.append(out.text)
+            for mime in ("text/plain", "text/html"):
+                if mime in out.get("data", {}):
+                    texts.append(out.data[mime])
+    return texts
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("kernel_env")
 def test_papermill_quickstart_2d(tmp_path: Path) -> None:
+    """papermill runs the quickstart; its output notebook is what a reader of it sees: the preview and frames as
+    images, the video, the final progress line; no widget reprs (``VBox(children=...``) and no frozen bars."""
     out_root = tmp_path / "out"
-    params = {"animation_mode": "2D", "max_frames": 3, "output_root": str(out_root), "batch_name": "qs", "fps": 5}
+    params = {
+        "animation_mode": "2D", "max_frames": 3, "output_root": str(out_root), "batch_name": "qs", "fps": 5,
+        "overrides": {"run.display_rate": 1},
+    }  # fmt: skip
     nb = execute("quickstart.ipynb", tmp_path / "quickstart.out.ipynb", params, tmp_path)
     assert executed_check_output(nb) == "done True\n"
+    (render_cell,) = [c for c in code_cells(nb) if "render_here(" in c.source]
+    mimes = [m for out in render_cell.outputs for m in out.get("data", {})]
+    assert "image/png" in mimes, f"no image in the render cell's outputs: {mimes}"
+    html = " ".join(out.data["text/html"] for out in render_cell.outputs if "text/html" in out.get("data", {}))
+    assert "video/mp4" in mimes or "<video" in html, f"no video in the render cell's outputs: {mimes}"
+    texts = output_texts(nb)
+    assert any(re.search(r"100% done: 3 frames in \d+:\d\d", t) for t in texts), texts
+    for text in texts:
+        assert "VBox(" not in text and "IntProgress(" not in text and "HBox(" not in text, text[:300]
+        assert not re.search(r"\b0%\|", text), f"a frozen progress bar: {text[:300]}"
     settings = check_run(only_run(out_root, "qs"), 3, video=True)
     assert settings.image.mode == "latent" and settings.models.latent_model == "tiny-latent"
     assert settings.animation.animation_mode == "2D" and settings.animation.max_frames == 3

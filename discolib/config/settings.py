@@ -136,6 +136,7 @@ class ModelSettings:
     gradient_checkpointing: bool = _f(False, help="Trade speed for memory on small cards.")
     compile: bool = _f(False, help="torch.compile the models (faster after warm-up on CUDA).")
     random_weights: bool = _f(False, help="When real weights cannot be fetched, use the same architectures with random weights (speed tests, GPU smoke runs: images are noise).")
+    models_root: str = _f("", help="Folder for downloaded checkpoints and hub snapshots; empty = $DISCOLIB_MODELS or the cache.", kind="path")
 
 
 @dataclass

@@ -24,8 +24,10 @@ input size ``S``. Embeddings come back as float32 and unit-normalised.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -305,10 +307,33 @@ def _check_local_weights(spec: ClipSpec) -> str:
     return str(path)
 
 
+#: The start of the record open_clip's factory logs (``logging.warning``, on the root logger) for a model built
+#: without weights.
+_NO_WEIGHTS_RECORD = "No pretrained weights loaded for model"
+
+
+def _drop_no_weights_record(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(_NO_WEIGHTS_RECORD)
+
+
+@contextlib.contextmanager
+def _random_weights_on_purpose() -> Iterator[None]:
+    """Silence open_clip's "No pretrained weights loaded" warning for the duration of a create_model call that
+    builds random weights on purpose (tiny models, ``models.random_weights``): there it is no news, and on the tiny
+    presets it printed ``WARNING:root:...`` into every notebook. Only that record is dropped; a real load keeps
+    every warning (it never logs this one: missing weights raise instead)."""
+    root = logging.getLogger()
+    root.addFilter(_drop_no_weights_record)
+    try:
+        yield
+    finally:
+        root.removeFilter(_drop_no_weights_record)
+
+
 def _build_tiny(name: str) -> nn.Module:
     base, overrides = TINY_MODELS[name]
     # Seeded: the tiny weights are the same on every call without disturbing the caller's RNG.
-    with seeded(TINY_SEED):
+    with seeded(TINY_SEED), _random_weights_on_purpose():
         return open_clip.create_model(base, pretrained=None, **overrides)
 
 
@@ -412,6 +437,15 @@ class ClipMember:
         return F.normalize(emb.float(), dim=-1)
 
 
+def _create(spec: ClipSpec, weights: str | None, load: bool, cache_dir: str | None, safe: dict[str, Any]) -> nn.Module:
+    """open_clip's model for ``spec``: the hub repo's (with or without its weights) or the architecture's."""
+    if spec.kind == "hf-hub":
+        return open_clip.create_model(spec.name, cache_dir=cache_dir, load_weights=load, **safe)
+    return open_clip.create_model(
+        spec.name, pretrained=weights, force_quick_gelu=spec.quick_gelu, cache_dir=cache_dir, **safe
+    )
+
+
 def load_clip(
     spec: ClipSpec | str,
     device: torch.device | str = "cpu",
@@ -445,17 +479,10 @@ def load_clip(
         # Explicit, where open_clip takes it: its default is already True, but a weights file must never unpickle
         # code whatever a future default (or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD) says.
         safe = {"weights_only": True} if _CREATE_TAKES_WEIGHTS_ONLY else {}
+        quiet = contextlib.nullcontext() if load else _random_weights_on_purpose()
         try:
-            if spec.kind == "hf-hub":
-                model = open_clip.create_model(spec.name, cache_dir=cache_dir, load_weights=load, **safe)
-            else:
-                model = open_clip.create_model(
-                    spec.name,
-                    pretrained=weights,
-                    force_quick_gelu=spec.quick_gelu,
-                    cache_dir=cache_dir,
-                    **safe,
-                )
+            with quiet:
+                model = _create(spec, weights, load, cache_dir, safe)
             tokenizer = open_clip.get_tokenizer(spec.name, cache_dir=cache_dir)
         except Exception as e:
             if refused_by_weights_only(e):

@@ -5,8 +5,9 @@ it is published (a Hugging Face repo or a plain URL), its SHA-256 and, for the g
 hyper-parameters it needs. A checkpoint is looked for, in order:
 
 1. ``local_path=`` when given (a file, or a folder holding the catalogue's file name);
-2. the models folder: ``cache_dir=``, else :func:`models_dir` (``$DISCOLIB_MODELS``, else ``models/`` under
-   :func:`cache_root`, by default ``~/.cache/discolib/models``);
+2. the models folder: ``cache_dir=``, else :func:`models_dir` (``models.models_root`` inside
+   :func:`use_models_root`, else ``$DISCOLIB_MODELS``, else ``models/`` under :func:`cache_root`, by default
+   ``~/.cache/discolib/models``);
 3. downloaded into the models folder (``huggingface_hub.hf_hub_download`` for hub entries, a streamed HTTP GET
    to a temporary name and an atomic rename for URL entries), unless offline (``HF_HUB_OFFLINE=1``).
 
@@ -24,13 +25,15 @@ called (:func:`pickled_globals` reads them statically, without unpickling); the 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import difflib
 import functools
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,7 @@ __all__ = [
     "load_catalogue",
     "model_names",
     "models_dir",
+    "use_models_root",
 ]
 
 #: discolib's one cache folder (checkpoints under ``models/``, the tiny-latent model folder, ...).
@@ -57,6 +61,8 @@ CACHE_ENV = "DISCOLIB_CACHE"
 #: An explicit models folder, overriding ``cache_root() / "models"`` (kept for existing setups).
 MODELS_ENV = "DISCOLIB_MODELS"
 SECONDARY_MODEL = "secondary_model_imagenet_2"
+#: ``models.models_root`` of the render in progress (set by :func:`use_models_root`); "" = not set.
+_MODELS_ROOT: contextvars.ContextVar[str] = contextvars.ContextVar("discolib_models_root", default="")
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
@@ -136,10 +142,45 @@ def cache_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "discolib"
 
 
-def models_dir() -> Path:
-    """The checkpoints folder: ``$DISCOLIB_MODELS`` when set, else ``cache_root() / "models"`` (not created here)."""
-    env = os.environ.get(MODELS_ENV, "").strip()
-    return Path(env).expanduser() if env else cache_root() / "models"
+def models_dir(root: str | os.PathLike[str] | None = None) -> Path:
+    """The checkpoints folder (not created here): ``root`` when given and not empty, else the folder of the
+    enclosing :func:`use_models_root` (``models.models_root``), else ``$DISCOLIB_MODELS``, else
+    ``cache_root() / "models"``."""
+    chosen = os.fspath(root).strip() if root is not None else ""
+    if not chosen:
+        chosen = _MODELS_ROOT.get() or os.environ.get(MODELS_ENV, "").strip()
+    return Path(chosen).expanduser() if chosen else cache_root() / "models"
+
+
+@contextlib.contextmanager
+def use_models_root(root: str | os.PathLike[str] | None) -> Iterator[Path]:
+    """Within the block, checkpoints live in ``root`` and hub snapshots in ``root/hub`` (``models.models_root``).
+
+    Empty or ``None`` changes nothing (``$DISCOLIB_MODELS`` / the caches, as before). :func:`models_dir` reads the
+    folder from a context variable (this thread's block); the Hugging Face cache of diffusers, transformers and
+    open_clip is ``huggingface_hub.constants.HF_HUB_CACHE``, read by them at each call, so it is set for the block
+    and put back after it (process-wide: one render at a time, as the panel and the CLI run them).
+
+    Yields:
+        The checkpoints folder in effect.
+    """
+    chosen = os.fspath(root).strip() if root is not None else ""
+    if not chosen:
+        yield models_dir()
+        return
+    folder = Path(chosen).expanduser()
+    # Imported here: the catalogue side of this module needs no hub client.
+    from huggingface_hub import constants
+
+    token = _MODELS_ROOT.set(str(folder))
+
+    before = constants.HF_HUB_CACHE
+    constants.HF_HUB_CACHE = str(folder / "hub")
+    try:
+        yield folder
+    finally:
+        constants.HF_HUB_CACHE = before
+        _MODELS_ROOT.reset(token)
 
 
 # ---------------------------------------------------------------------------------------------------------------
