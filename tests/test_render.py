@@ -347,3 +347,18 @@ def test_intermediate_saves_and_disco_skip_without_init(tmp_path: Path) -> None:
     assert steps == [1, 2, 3, 4, 5, 6]  # 10 steps, 4 skipped even without an init image (as Disco)
     saved = sorted(p.name for p in (result.run_dir / "intermediates").glob("*.png"))
     assert len(saved) == 3 and all(name.startswith("000000_") for name in saved)
+
+
+def test_models_root_is_where_a_render_loads_models(tmp_path: Path) -> None:
+    """models.models_root (models on Drive in Colab) is in effect for the whole render, then no more."""
+    from huggingface_hub import constants
+
+    from discolib.models import hub
+
+    s = tiny("latent", max_frames=1)
+    s.set("models.models_root", str(tmp_path / "models"))
+    seen: list[tuple[Path, str]] = []
+    render(s, out=tmp_path / "out", progress=False,
+           callback=lambda e: seen.append((hub.models_dir(), constants.HF_HUB_CACHE)) if e.kind == "start" else None)
+    assert seen == [(tmp_path / "models", str(tmp_path / "models" / "hub"))]
+    assert hub.models_dir() != tmp_path / "models" and constants.HF_HUB_CACHE != str(tmp_path / "models" / "hub")

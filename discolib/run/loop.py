@@ -43,6 +43,7 @@ from discolib.io.images import load_image
 from discolib.io.video import frames_to_video
 from discolib.models.depth import ConstantDepth, DepthEstimator, blend_depth
 from discolib.models.device import resolve_device
+from discolib.models.hub import use_models_root
 from discolib.models.load import library_progress_bars, load_depth_estimator
 from discolib.run.adapter import build_sampler
 from discolib.run.budget import check_budget
@@ -188,7 +189,8 @@ def render(
             (:func:`discolib.run.budget.check_budget`); otherwise such a run is refused before anything is written.
     """
     settings, folder, record, start, lock = _prepare(settings, out, resume, force=force)
-    with lock:  # released on every way out, so a later resume of this folder can take it
+    # The run's own models_root (a resume keeps its run's): checkpoints and hub snapshots load from / download there.
+    with lock, use_models_root(settings.models.models_root):  # the lock is released on every way out
         emit = callback or (lambda _e: None)
         plan = RenderPlan.from_settings(settings)
         n_frames, seeds = plan.n_frames, list(plan.seeds)
