@@ -393,6 +393,23 @@ def test_resume_not_offered_after_a_failed_render_with_no_frame(tmp_path: Path) 
     assert "no complete frame yet" in p.error_area.value
 
 
+def test_a_stop_before_the_first_frame_is_not_called_resumable(tmp_path: Path) -> None:
+    def stopped_at_once(settings: Settings, *, callback: Any = None, **_kw: Any) -> RenderResult:
+        folder = RunFolder.create(settings.run.output_root, settings.run.batch_name, settings.to_json())
+        callback(RenderEvent("start", frame=0, total_frames=5, path=folder.path))
+        callback(RenderEvent("step", frame=0, total_frames=5, step=1, total_steps=10))
+        callback(RenderEvent("stopped", frame=0, total_frames=5, path=folder.path))
+        return RenderResult(run_dir=folder.path, status="stopped", frames=[])
+
+    s = Settings.defaults()
+    s.run.output_root = str(tmp_path)
+    p = SettingsPanel(s, render_fn=stopped_at_once)
+    p.render()
+    assert p.wait(10) and p.last_result is not None and p.last_result.status == "stopped"
+    assert "nothing to resume" in p.status.value and "is resumable" not in p.status.value
+    assert "nothing to resume" in p.view.state.text and p.resume_button.disabled
+
+
 # ----------------------------------------------------------------------------------------------- video
 def test_make_video_of_a_run_folder(tmp_path: Path) -> None:
     s = Settings.defaults()
@@ -405,6 +422,7 @@ def test_make_video_of_a_run_folder(tmp_path: Path) -> None:
     p.run_folder.value = str(run_dir)
     p.video_fps.value = 6
     p.video_button.click()
+    assert p.wait_video(60)
     assert p.error_area.value == "", p.error_area.value
     made = sorted(run_dir.glob("video*"))
     assert len(made) == 1 and "6fps" in made[0].name, made
@@ -413,7 +431,55 @@ def test_make_video_of_a_run_folder(tmp_path: Path) -> None:
     empty = RunFolder.create(tmp_path, "empty", s.to_json())
     p.run_folder.value = str(empty.path)
     p.video_button.click()
+    assert p.wait_video(60)
     assert "has no complete frame yet" in p.error_area.value and not p.video_button.disabled
+
+
+def test_make_video_runs_on_a_thread_and_names_a_video_too_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import discolib.run.video as video_module
+    import discolib_widgets.view as view_module
+
+    s = Settings.defaults()
+    s.run.output_root = str(tmp_path)
+    run_dir = _stopped_run(s, n_frames=4, after=2)
+    release, started = threading.Event(), threading.Event()
+    made: list[threading.Thread] = []
+
+    def slow_encode(run: Any, *, fps: float | None = None, **_kw: Any) -> Path:
+        made.append(threading.current_thread())
+        started.set()
+        assert release.wait(30)
+        if fps == 13:
+            raise RuntimeError("the encoder crashed")
+        out = Path(run) / "video.mp4"
+        out.write_bytes(b"\0" * 4096)
+        return out
+
+    monkeypatch.setattr(video_module, "make_run_video", slow_encode)
+    monkeypatch.setattr(view_module, "MAX_EMBED_BYTES", 1024)
+    p = SettingsPanel(s)
+    p.run_folder.value = str(run_dir)
+    p.video_button.click()  # returns while the encode runs: the kernel is not blocked
+    assert started.wait(10) and p.video_running and made and made[0] is not threading.main_thread()
+    assert p.video_button.disabled and p.render_button.disabled and p.resume_button.disabled
+    assert "making the video" in p.video_note.value
+    with pytest.raises(RuntimeError, match="video is being made"):
+        p.render()
+    release.set()
+    assert p.wait_video(30)
+    assert not p.video_button.disabled and not p.render_button.disabled and not p.resume_button.disabled
+    # over MAX_EMBED_BYTES: named with its size, never read into the notebook
+    assert "too large to show here" in p.video_note.value and html.escape(str(run_dir / "video.mp4")) in p.video_note.value
+    assert p.video.layout.display == "none" and bytes(p.video.value) == b"" and p.error_area.value == ""
+    # an encoder failure is shown in the panel (the thread never raises into ipywidgets), and goes with the next try
+    p.video_fps.value = 13
+    p.video_button.click()
+    assert p.wait_video(30) and "the encoder crashed" in p.error_area.value and not p.video_button.disabled
+    p.video_fps.value = 0
+    p.video_button.click()
+    assert p.wait_video(30) and p.error_area.value == ""
 
 
 # ----------------------------------------------------------------------------------------------- layout bugs
@@ -500,6 +566,106 @@ def test_curve_toggle_links_the_editor_both_ways(panel: SettingsPanel) -> None:
     assert zoom.curve_box is not None and zoom.curve_box.layout.display == "none"
     zoom.curve_toggle.value = True
     assert zoom.curve is editor and zoom.curve_box.layout.display == ""
+
+
+def test_dragging_the_curve_draws_no_plot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drag sends an edit every 50 ms: each must only set the field and check validity, never draw a PNG."""
+    import discolib_widgets.fields as fields_module
+
+    p = SettingsPanel(Settings.defaults("guided", "2D"))
+    angle = p.controls["animation.angle"]
+    assert angle.plot_toggle is not None and angle.curve_toggle is not None
+    angle.plot_toggle.value = True  # the plot was open before the curve
+    angle.curve_toggle.value = True
+    assert angle.plot is not None and angle.plot.layout.display == "none"  # the curve is the plot
+    drawn: list[str] = []
+    original = fields_module.schedule_png
+
+    def counting(text: str, *args: Any, **kwargs: Any) -> bytes:
+        drawn.append(text)
+        return original(text, *args, **kwargs)
+
+    refreshed: list[int] = []
+    refresh = p._refresh_visibility
+    monkeypatch.setattr(fields_module, "schedule_png", counting)
+    monkeypatch.setattr(p, "_refresh_visibility", lambda: refreshed.append(1) or refresh())
+    for i in range(5):
+        angle.curve.text = f"0: (0), 10: ({i + 1})"  # as the browser's drag messages arrive
+    assert p.settings.animation.angle == "0: (0), 10: (5)" and angle.input.value == "0: (0), 10: (5)"
+    assert drawn == [] and refreshed == [] and angle.plot.layout.display == "none"
+    assert "settings valid" in p.validity.value
+    # closing the curve brings the plot back, drawn with the value the curve left
+    angle.curve_toggle.value = False
+    assert drawn == ["0: (0), 10: (5)"] and angle.plot.layout.display == ""
+    assert bytes(angle.plot.value) == original("0: (0), 10: (5)", "animation.angle", p.settings.animation.max_frames)
+    # and a drag with the plot closed does not open it either
+    angle.plot_toggle.value = False
+    angle.curve_toggle.value = True
+    angle.curve.text = "0: (0), 10: (7)"
+    assert not angle.plot_toggle.value and drawn == ["0: (0), 10: (5)"]
+
+
+def test_curve_editor_shows_no_text_box_nor_picker_and_the_seed_schedule_is_linear(panel: SettingsPanel) -> None:
+    panel.settings = Settings.defaults("guided", "2D")
+    panel.controls["animation.interpolation"].input.value = "cubic"
+    panel.controls["animation.seed_behavior"].input.value = "schedule"
+    zoom = panel.controls["animation.zoom"]
+    zoom.curve_toggle.value = True  # type: ignore[union-attr]
+    assert zoom.curve.show_text is False and zoom.curve.interpolation == "cubic"
+    if "show_interpolation" in CurveEditor.class_trait_names():
+        assert zoom.curve.show_interpolation is False
+    assert zoom.curve_note is not None and zoom.curve_note in zoom.curve_box.children  # type: ignore[union-attr]
+    assert "interpolation: cubic" in zoom.curve_note.value and "Motion › Frames" in zoom.curve_note.value
+    # the seed schedule is always evaluated linearly (animation/plan.py): its curve and plot say so
+    seed = panel.controls["animation.seed_schedule"]
+    seed.input.value = "0: (5), 10: (50), 20: (10), 30: (40)"
+    seed.curve_toggle.value = True  # type: ignore[union-attr]
+    assert seed.curve.interpolation == "linear" and "linear" in seed.curve_note.value  # type: ignore[union-attr]
+    panel.controls["animation.interpolation"].input.value = "quadratic"
+    assert seed.curve.interpolation == "linear" and zoom.curve.interpolation == "quadratic"
+    assert "interpolation: quadratic" in zoom.curve_note.value  # type: ignore[union-attr]
+    seed.curve_toggle.value = False  # type: ignore[union-attr]
+    seed.plot_toggle.value = True  # type: ignore[union-attr]
+    n = panel.settings.animation.max_frames
+    assert bytes(seed.plot.value) == schedule_png("0: (5), 10: (50), 20: (10), 30: (40)", "animation.seed_schedule", n, "linear")  # type: ignore[union-attr]
+    assert schedule_png("0: (5), 10: (50), 20: (10), 30: (40)", "animation.seed_schedule", n, "cubic") != bytes(seed.plot.value)  # type: ignore[union-attr]
+    for control in (zoom, seed):
+        control.curve_toggle.value = False  # type: ignore[union-attr]
+        control.plot_toggle.value = False  # type: ignore[union-attr]
+
+
+def test_an_invalid_field_stays_shown_after_a_mode_switch_until_fixed(tmp_path: Path) -> None:
+    s = Settings.defaults("guided", "2D")
+    s.run.output_root = str(tmp_path)
+    p = SettingsPanel(s, render_fn=_fake_render(1))
+    zoom = p.controls["animation.zoom"]
+    zoom.input.value = "0: (1), 10: (1.1"
+    assert zoom.error and "animation.zoom" in p.shown_fields
+    p.controls["animation.animation_mode"].input.value = "3D"  # 3D does not use zoom: it would hide it
+    assert not is_shown("animation.zoom", "guided", "3D")
+    assert "animation.zoom" in p.shown_fields and zoom.error  # still in view, with its message
+    assert "animation.zoom" in p.errors and p.render() is None and "animation.zoom" in p.error_area.value
+    zoom.input.value = "0: (1), 10: (1.1)"  # fixed: the mode's own rule hides it again
+    assert not zoom.error and "animation.zoom" not in p.shown_fields and p.error_area.value == ""
+    # typed while hidden (from Python): shown with its error; new Settings (or a reset) drop the pending error
+    zoom.input.value = "oops"
+    assert zoom.error and "animation.zoom" in p.shown_fields
+    p.settings = Settings.defaults("guided", "3D")
+    assert p.errors == {} and "animation.zoom" not in p.shown_fields
+    zoom.input.value = "oops"
+    p.reset_edits()  # back to the notebook's 2D settings
+    assert p.errors == {} and not zoom.error and p.settings.animation.animation_mode == "2D"
+
+
+def test_a_hidden_field_the_whole_settings_check_fails_on_is_shown() -> None:
+    p = SettingsPanel(Settings.defaults("guided", "3D"))
+    p.controls["animation.vr_mode"].input.value = True
+    assert "settings valid" in p.validity.value
+    p.controls["animation.animation_mode"].input.value = "2D"  # VR needs 3D, and 2D hides the VR switch
+    assert not is_shown("animation.vr_mode", "guided", "2D")
+    assert "animation.vr_mode" in p.validity.value and "animation.vr_mode" in p.shown_fields
+    p.controls["animation.vr_mode"].input.value = False
+    assert "settings valid" in p.validity.value and "animation.vr_mode" not in p.shown_fields
 
 
 # ----------------------------------------------------------------------------------------------- display

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import base64
+import html
+import queue
+import threading
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import ipywidgets as widgets
 import numpy as np
 import pytest
 import torch
@@ -20,7 +25,8 @@ from discolib.io.files import encode_png
 from discolib.io.video import frames_to_video
 from discolib.run.events import RenderEvent, RenderResult
 from discolib.run.runs import RunFolder
-from discolib_widgets.view import RenderView, format_duration, render_here
+from discolib_widgets import view as view_module
+from discolib_widgets.view import RenderView, format_duration, render_here, video_too_large
 
 
 class FakeClock:
@@ -92,13 +98,15 @@ def test_progress_and_eta(tmp_path: Path) -> None:
     assert st.status == "rendering" and st.fraction == 0 and st.eta_s is None
     clock.t += 10
     view(RenderEvent("step", frame=0, total_frames=4, step=5, total_steps=10))
-    # (0 complete frames + 5/10) / 4 frames, 10 s for 1/8 of the work: 70 s to go
-    assert st.fraction == pytest.approx(0.125) and st.elapsed_s == pytest.approx(10) and st.eta_s == pytest.approx(70)
-    assert st.text == "frame 1/4 · step 5/10 · 0:10 elapsed · ETA 1:10"
-    assert view._bar.value == 125 and "ETA 1:10" in view._label.value
+    # (0 complete frames + 5/10) / 4 frames; the ETA counts from this first step (before it: loading models)
+    assert st.fraction == pytest.approx(0.125) and st.elapsed_s == pytest.approx(10) and st.eta_s is None
+    assert st.text == "frame 1/4 · step 5/10 · 0:10 elapsed"
+    assert view._bar.value == 125
     clock.t += 10
     view(RenderEvent("frame", frame=0, total_frames=4, path=view_png(tmp_path, 0)))
+    # 10 s for 1/8 of the work since the first step, 6/8 to go: 60 s
     assert st.frames_done == 1 and st.fraction == pytest.approx(0.25) and st.eta_s == pytest.approx(60)
+    assert st.text.endswith("0:20 elapsed · ETA 1:00") and "ETA 1:00" in view._label.value
     clock.t += 100
     view(RenderEvent("step", frame=1, total_frames=4, step=10, total_steps=10))
     view(RenderEvent("done", frame=4, total_frames=4, path=tmp_path))
@@ -121,9 +129,60 @@ def test_resumed_run_starts_at_its_frames(tmp_path: Path) -> None:
     assert view.state.frames_done == 6 and view.state.fraction == pytest.approx(0.75) and view._bar.value == 750
     clock.t += 30
     view(RenderEvent("step", frame=6, total_frames=8, step=1, total_steps=2))
-    # only the progress made since the resume counts for the ETA: 1/16 in 30 s, 3/16 to go
-    assert view.state.fraction == pytest.approx(13 / 16) and view.state.eta_s == pytest.approx(90)
-    assert view.state.text == "frame 7/8 · step 1/2 · 0:30 elapsed · ETA 1:30"
+    assert view.state.fraction == pytest.approx(13 / 16) and view.state.eta_s is None
+    clock.t += 30
+    view(RenderEvent("step", frame=6, total_frames=8, step=2, total_steps=2))
+    # only the progress made since the resumed run's first step counts for the ETA: 1/16 in 30 s, 2/16 to go
+    assert view.state.fraction == pytest.approx(14 / 16) and view.state.eta_s == pytest.approx(60)
+    assert view.state.text == "frame 7/8 · step 2/2 · 1:00 elapsed · ETA 1:00"
+
+
+def test_eta_ignores_model_loading(tmp_path: Path) -> None:
+    """The loop emits "start" before it loads the models (and downloads weights): that time is not step time."""
+    clock = FakeClock()
+    view = RenderView(backend="widgets", clock=clock)
+    view.stills = False
+    view(RenderEvent("start", frame=0, total_frames=4, path=tmp_path))
+    clock.t += 60  # loading
+    for k in range(1, 11):  # then 1 step a second, 4 frames of 10 steps: 40 s of steps in all
+        clock.t += 1
+        view(RenderEvent("step", frame=(k - 1) // 10, total_frames=4, step=(k - 1) % 10 + 1, total_steps=10))
+    st = view.state
+    assert st.elapsed_s == pytest.approx(70)  # elapsed still counts from "start"
+    assert st.eta_s == pytest.approx(30)  # 10 of 40 steps done in 10 s: 30 s to go (the loading left out)
+    assert st.text.endswith("1:10 elapsed · ETA 0:30")
+    # a resumed "start" (the same view, a second run) sets the ETA's origin again
+    view(RenderEvent("start", frame=2, total_frames=4, path=tmp_path))
+    clock.t += 100
+    view(RenderEvent("step", frame=2, total_frames=4, step=1, total_steps=10))
+    assert view.state.eta_s is None
+    clock.t += 4
+    view(RenderEvent("step", frame=2, total_frames=4, step=5, total_steps=10))
+    assert view.state.eta_s == pytest.approx(15)  # 4 steps in 4 s, 15 of 20 to go
+
+
+def test_stopped_is_resumable_only_with_a_complete_frame(tmp_path: Path) -> None:
+    clock = FakeClock()
+    view = RenderView(backend="widgets", clock=clock)
+    view.stills = False
+    view(RenderEvent("start", frame=0, total_frames=3, path=tmp_path))
+    view(RenderEvent("step", frame=0, total_frames=3, step=1, total_steps=4))
+    view(RenderEvent("stopped", frame=0, total_frames=3, path=tmp_path))
+    assert view.state.status == "stopped" and ", resumable" not in view.state.text
+    assert "0 of 3 frames done, nothing to resume" in view.state.text
+    view.reset()
+    view(RenderEvent("start", frame=0, total_frames=3, path=tmp_path))
+    view.finish(None, KeyboardInterrupt())  # Ctrl-C in the render cell before the first frame
+    assert view.state.status == "stopped" and ", resumable" not in view.state.text
+    view.reset()
+    view(RenderEvent("start", frame=0, total_frames=3, path=tmp_path))
+    view(RenderEvent("frame", frame=0, total_frames=3, path=view_png(tmp_path, 0)))
+    view(RenderEvent("stopped", frame=1, total_frames=3, path=tmp_path))
+    assert "1 of 3 frames done, resumable" in view.state.text
+    view.reset()
+    view(RenderEvent("start", frame=2, total_frames=3, path=tmp_path))  # a resumed run: its earlier frames count
+    view(RenderEvent("stopped", frame=2, total_frames=3, path=tmp_path))
+    assert "2 of 3 frames done, resumable" in view.state.text
 
 
 def test_preview_only_from_previews_and_frames_and_throttled(tmp_path: Path) -> None:
@@ -204,6 +263,54 @@ def test_gallery_keeps_the_last_gallery_size(tmp_path: Path) -> None:
     assert len(view._gallery_box.children) == 2
 
 
+def _live_widgets() -> int:
+    """How many widgets the kernel holds (ipywidgets' registry: a widget stays there until closed)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Widget.widgets: deprecated, still the registry
+        return len(widgets.Widget.widgets)
+
+
+def _stills(view: RenderView, tmp_path: Path, n: int) -> list[int]:
+    """Feed ``n`` finished stills to ``view``; the live widget count after each."""
+    counts = []
+    view.start()
+    view.stills = True
+    view(RenderEvent("start", frame=0, total_frames=n, path=tmp_path))
+    for i in range(n):
+        view(RenderEvent("frame", frame=i, total_frames=n, path=view_png(tmp_path, i, value=i), seed=i))
+        counts.append(_live_widgets())
+    return counts
+
+
+def test_gallery_widgets_grow_linearly_and_are_closed(tmp_path: Path) -> None:
+    view = RenderView(backend="widgets", clock=FakeClock())
+    base = _live_widgets()
+    counts = _stills(view, tmp_path, 20)
+    per_still = counts[1] - counts[0]
+    assert 0 < per_still <= 10
+    # each still adds its own thumbnail's widgets, once (rebuilding every thumbnail made 1470 widgets for 20)
+    assert [counts[i + 1] - counts[i] for i in range(19)] == [per_still] * 19
+    assert len(view._gallery_box.children) == 20 and counts[-1] - base == 20 * per_still
+    first = view._gallery_box.children[0]
+    view(RenderEvent("frame", frame=19, total_frames=20, path=view_png(tmp_path, 19), seed=19))
+    assert view._gallery_box.children[0] is first  # thumbnails already shown are kept, not remade
+    view.reset()
+    assert view._gallery_box.children == () and _live_widgets() == base
+    assert first.comm is None and first.children[0].comm is None  # closed, in the browser too
+
+    # the gallery's trim closes the thumbnails it drops
+    small = RenderView(backend="widgets", gallery_size=3, clock=FakeClock())
+    base = _live_widgets()
+    counts = _stills(small, tmp_path, 20)
+    assert counts[-1] == counts[2] and counts[-1] - base == 3 * per_still
+    assert [c for _, c in small.state.gallery] == ["seed 17 · image 18/20", "seed 18 · image 19/20", "seed 19 · image 20/20"]
+    assert [t.children[1].value for t in small._gallery_box.children] == [
+        f"<span style='font-family:monospace;font-size:11px'>{html.escape(c)}</span>" for _, c in small.state.gallery
+    ]
+    small.reset()
+    assert _live_widgets() == base
+
+
 def test_animation_shows_video_not_gallery(tmp_path: Path) -> None:
     view = RenderView(backend="widgets", clock=FakeClock())
     result = render_here(
@@ -215,6 +322,66 @@ def test_animation_shows_video_not_gallery(tmp_path: Path) -> None:
     assert video.value == result.video.read_bytes() and video.format == "mp4"
     view.reset()
     assert view._video_box.children == () and view.state.status == "waiting" and view._bar.value == 0
+    assert video.comm is None  # the video's bytes (up to MAX_EMBED_BYTES) are not kept by a closed widget
+
+
+def test_large_video_is_named_not_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "video.mp4"
+    path.write_bytes(b"\0" * 2048)
+    monkeypatch.setattr(view_module, "MAX_EMBED_BYTES", 1024)
+    text = video_too_large(path)
+    assert text is not None and str(path) in text and "too large" in text
+    assert view_module._video_bundle(path)["text/plain"] == text
+    assert view_module._video_widget(path).value == html.escape(text)
+    monkeypatch.setattr(view_module, "MAX_EMBED_BYTES", 4096)
+    assert video_too_large(path) is None
+
+
+@pytest.mark.parametrize("backend", ["widgets", "display"])
+def test_events_from_other_threads(tmp_path: Path, shell: InteractiveShell, backend: str) -> None:
+    """In a real render steps come from the render thread and frames from the frame writer's thread, concurrently;
+    neither is the notebook's main thread."""
+    n, steps = 6, 5
+    view = RenderView(backend=backend, gallery_size=4)  # type: ignore[arg-type]
+    written: queue.Queue[Path | None] = queue.Queue()
+
+    def render_thread() -> None:
+        view(RenderEvent("start", frame=0, total_frames=n, path=tmp_path))
+        for i in range(n):
+            for s in range(1, steps + 1):
+                view(RenderEvent("step", frame=i, total_frames=n, step=s, total_steps=steps,
+                                 preview=torch.full((1, 3, 8, 8), s / steps)))
+            written.put(view_png(tmp_path, i, value=30 * i))
+        written.put(None)
+
+    def writer_thread() -> None:
+        i = 0
+        while (path := written.get()) is not None:
+            view(RenderEvent("frame", frame=i, total_frames=n, path=path, seed=10 + i))
+            i += 1
+
+    with capture_output() as captured:
+        view.start()
+        view.stills = True
+        threads = [threading.Thread(target=render_thread), threading.Thread(target=writer_thread)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        view(RenderEvent("done", frame=n, total_frames=n, path=tmp_path))
+        view.finish(None)
+    st = view.state
+    assert "problem" not in st.text and st.status == "done" and st.frames_done == n
+    assert [c for _, c in st.gallery] == [f"seed {10 + i} · image {i + 1}/{n}" for i in range(n - 4, n)]
+    assert st.preview_png == view_png(tmp_path, n - 1, value=30 * (n - 1)).read_bytes()
+    if backend == "widgets":
+        assert view._bar.value == 1000 and view._preview.value == st.preview_png
+        assert [t.children[0].value for t in view._gallery_box.children] == [png for png, _ in st.gallery]
+    else:
+        stills = [o for o in _outputs(captured) if "image/png" in o["data"] and o["data"]["text/plain"].startswith("seed ")]
+        assert [o["data"]["text/plain"] for o in stills] == [f"seed {10 + i} · image {i + 1}/{n}" for i in range(n)]
+        progress = [o for o in _outputs(captured) if "<progress" in o["data"].get("text/html", "")]
+        assert progress[-1]["data"]["text/plain"].startswith("100% done: 6 images")
 
 
 def test_resume_argument(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "PlotError",
     "check_field",
     "describe_error",
+    "interpolation_of",
     "schedule_png",
 ]
 
@@ -91,7 +92,22 @@ def shared_layout(kind: str) -> widgets.Layout:
         layout = _LAYOUTS[kind] = widgets.Layout(**_SHARED_LAYOUTS[kind])
     return layout
 _ERROR_HTML = '<span style="color:#c62828;white-space:pre-wrap">{}</span>'
+_NOTE_HTML = '<div class="discolib-curve-note" style="color:#666;font-size:85%">{}</div>'
+# Schedules the library always evaluates linearly, whatever animation.interpolation says (animation/plan.py).
+_ALWAYS_LINEAR = frozenset({"animation.seed_schedule"})
 _WARNING_HTML = '<span style="color:#a15c00;white-space:pre-wrap">{}</span>'
+
+
+def interpolation_of(name: str, settings: Settings) -> str:
+    """How the library evaluates schedule ``name``: ``animation.interpolation``, except for the schedules it always
+    evaluates linearly (the seed schedule), so their plot and curve show what the render uses."""
+    return "linear" if name in _ALWAYS_LINEAR else settings.animation.interpolation
+
+
+def _curve_note(name: str, settings: Settings) -> str:
+    if name in _ALWAYS_LINEAR:
+        return "interpolation: linear (this schedule is always evaluated linearly)"
+    return f"interpolation: {settings.animation.interpolation} (Motion › Frames, for all schedules)"
 
 
 def check_field(info: FieldInfo, value: Any, settings: Settings) -> None:
@@ -275,6 +291,7 @@ class FieldControl:
         self.curve_toggle: widgets.ToggleButton | None = None
         self.curve_box: widgets.Box | None = None  # made with the editor, the first time it is shown
         self.curve: Any = None  # the CurveEditor (discolib_widgets.curve), made when first shown
+        self.curve_note: widgets.HTML | None = None  # which interpolation the curve shows, and where it is set
         self._curve_link: widgets.link | None = None
         row: list[widgets.Widget] = [self.label, self.input]
         parts: list[widgets.Widget] = []
@@ -413,10 +430,14 @@ class FieldControl:
             self.plot.layout.display = "" if shown and len(self.plot.value) else "none"
 
     def update_plot(self, settings: Settings) -> None:
-        """Show or hide the plot per its toggle; when shown, draw the Settings value (always valid text)."""
+        """Show or hide the plot per its toggle; when shown, draw the Settings value (always valid text).
+
+        While the curve editor is shown the plot stays hidden and is not drawn: the curve is the plot, and a drag
+        sends an edit every few tens of milliseconds (a PNG takes a good part of a second to draw).
+        """
         if self.plot is None:
             return
-        if not self.plot_shown:
+        if not self.plot_shown or self.curve_shown:
             self._show_plot(False)
             return
         try:
@@ -424,7 +445,7 @@ class FieldControl:
                 settings.get(self.name),
                 self.name,
                 settings.animation.max_frames,
-                settings.animation.interpolation,
+                interpolation_of(self.name, settings),
             )
         except PlotError as exc:  # the value is valid, only its drawing failed: a note, not an error
             self._show_plot(False)  # not the previous value's plot, which would mislead
@@ -447,34 +468,51 @@ class FieldControl:
         """Show or hide the curve editor per its toggle; it is made on first show and linked to the text box.
 
         The editor's ``text`` and the text box's ``value`` are linked both ways (a drag edits the text box, which
-        the panel checks like typing); its ``max_frames`` and ``interpolation`` follow the Settings.
+        the panel checks like typing); its ``max_frames`` and ``interpolation`` follow the Settings. The editor
+        shows neither its own text box (the field's is linked to it) nor an interpolation picker (one setting,
+        ``animation.interpolation``, sets it for all schedules: a note under the curve says so). While it is
+        shown the PNG plot is hidden; closing it brings the plot back (when toggled on) with the current value.
         """
         if self.curve_toggle is None:
             return
         if not self.curve_shown:
             if self.curve_box is not None:
                 self.curve_box.layout.display = "none"
+            self.update_plot(settings)  # the plot was not drawn while the curve was shown
             return
         if self.curve is None or self.curve_box is None:
             from discolib_widgets.curve import CurveEditor  # the anywidget and its JS: only when asked for
 
+            options: dict[str, Any] = {"show_text": False}
+            if "show_interpolation" in CurveEditor.class_trait_names():
+                options["show_interpolation"] = False
             self.curve = CurveEditor(
                 self.input.value,
                 setting=self.name,
                 max_frames=settings.animation.max_frames,
-                interpolation=settings.animation.interpolation,
+                interpolation=interpolation_of(self.name, settings),
+                **options,
             )
             self._curve_link = widgets.link((self.input, "value"), (self.curve, "text"))
-            self.curve_box = widgets.Box([self.curve], layout=widgets.Layout(margin=f"2px 0 0 {LABEL_PX + 4}px"))
+            self.curve_note = widgets.HTML(_NOTE_HTML.format(html.escape(_curve_note(self.name, settings))))
+            self.curve_box = widgets.VBox(
+                [self.curve, self.curve_note], layout=widgets.Layout(margin=f"2px 0 0 {LABEL_PX + 4}px")
+            )
             self.box.children = (*self.box.children, self.curve_box)
         else:
             self.sync_curve(settings)
         self.curve_box.layout.display = ""
+        self._show_plot(False)  # the curve is the plot
 
     def sync_curve(self, settings: Settings) -> None:
-        """Give the curve editor (when made) the Settings' animation.max_frames and animation.interpolation."""
+        """Give the curve editor (when made) the Settings' animation.max_frames and the interpolation the schedule
+        is evaluated with (:func:`interpolation_of`)."""
         if self.curve is None:
             return
         with self.curve.hold_sync():
             self.curve.max_frames = settings.animation.max_frames
-            self.curve.interpolation = settings.animation.interpolation
+            self.curve.interpolation = interpolation_of(self.name, settings)
+        if self.curve_note is not None:
+            note = _NOTE_HTML.format(html.escape(_curve_note(self.name, settings)))
+            if self.curve_note.value != note:
+                self.curve_note.value = note

@@ -27,11 +27,11 @@ from IPython.display import display
 from discolib import Settings
 from discolib.config.importers import ImportReport, load_settings_file
 from discolib.config.presets import PRESETS, apply_preset, preset_mode
-from discolib.config.settings import GROUPS, SettingsError
-from discolib.config.ui import is_shown, panel_layout
+from discolib.config.settings import GROUPS, SettingsError, iter_fields
+from discolib.config.ui import field_ui, is_shown, panel_layout
 from discolib.errors import InputError, ResourceLimitError
 from discolib_widgets.fields import INPUT_ERRORS, FieldControl, check_field, describe_error
-from discolib_widgets.view import RenderView, render_here
+from discolib_widgets.view import RenderView, render_here, video_too_large
 
 if TYPE_CHECKING:  # discolib.run imports torch; the panel needs it only once a render runs
     from discolib import RenderResult
@@ -44,6 +44,12 @@ RenderFn = Callable[..., "RenderResult"]
 
 # Fields whose change alters how every keyframe string is checked and drawn.
 _SCHEDULE_CONTEXT = ("animation.max_frames", "animation.interpolation")
+# The fields whose values decide which fields are shown (the modes, and every FieldUI.needs condition): an edit
+# of any other field (a schedule dragged in its curve editor, say) leaves the visibility as it is.
+_VISIBILITY_INPUTS = frozenset(
+    {"image.mode", "animation.animation_mode"}
+    | {name for field in iter_fields() for need in field_ui(field).needs for name in need.settings}
+)
 # Kept when a preset switches the image mode (everything else takes the new mode's defaults).
 _KEPT_ACROSS_MODES = (
     "run.output_root",
@@ -150,6 +156,10 @@ class SettingsPanel:
         self._thread: threading.Thread | None = None
         self._stop_event: threading.Event | None = None
         self._invalid_notice = False  # the error area holds "fix the invalid fields first"
+        # The field the whole-Settings check last failed on (shown even when its mode hides it), else None.
+        self._validity_field: str | None = None
+        self._video_thread: threading.Thread | None = None
+        self._video_error = False  # the error area holds the last video's error
         self.last_result: RenderResult | None = None
         self.last_error: BaseException | None = None
         self.last_import: ImportReport | None = None
@@ -291,7 +301,7 @@ class SettingsPanel:
             layout=widgets.Layout(width="110px", flex="0 0 110px"),
         )
         self.video_button = _button("Make video", icon="film", tooltip="(Re)make the video of the run folder")
-        self.video_button.on_click(lambda _b: self._clicked(self.make_video))
+        self.video_button.on_click(lambda _b: self._clicked(self.start_video))
         self.video_note = widgets.HTML("")
         # Hidden until they hold a video: an mp4 in the Video, a GIF in the Image.
         self.video = widgets.Video(
@@ -399,8 +409,15 @@ class SettingsPanel:
             for box, names in sections:
                 section_has = False
                 for name in names:
-                    shown = is_shown(name, mode, anim, show_all=show_all, values=self._settings)
-                    _display(self.controls[name].box, shown)
+                    control = self.controls[name]
+                    # A field with a pending error, or the one the whole-Settings check fails on, stays in view
+                    # until it is fixed (or reset): Render names it, so the user must be able to find it.
+                    shown = (
+                        is_shown(name, mode, anim, show_all=show_all, values=self._settings)
+                        or bool(control.error)
+                        or name == self._validity_field
+                    )
+                    _display(control.box, shown)
                     section_has = section_has or shown
                 _display(box, section_has)
                 tab_has = tab_has or section_has
@@ -450,14 +467,22 @@ class SettingsPanel:
     def _on_edit(self, control: FieldControl, _change: dict[str, Any]) -> None:
         if self._pushing:
             return
+        had_error = bool(control.error)
         ok = self._guarded(control, lambda: self._apply(control))
         if ok:
-            self._guarded(control, lambda: self._after_accepted_edit(control))
-        if ok and control.plot_toggle is not None and not control.plot_toggle.value:
-            control.plot_toggle.value = True  # editing a keyframe string opens its plot (the toggle draws it)
+            self._guarded(control, lambda: self._after_accepted_edit(control, had_error))
+        elif not had_error and control.error:
+            self._guarded(control, self._refresh_visibility)  # keeps the field in view while its error is pending
+        # Typing a keyframe string opens its plot (the toggle draws it); with the curve editor shown the curve is
+        # the plot (and a drag sends an edit every few tens of milliseconds: no PNG is drawn for them).
+        if ok and control.plot_toggle is not None and not control.plot_toggle.value and not control.curve_shown:
+            control.plot_toggle.value = True
 
-    def _after_accepted_edit(self, control: FieldControl) -> None:
-        self._refresh_visibility()  # the mode fields, and the fields that other fields' values switch on
+    def _after_accepted_edit(self, control: FieldControl, had_error: bool = False) -> None:
+        if control.name in _VISIBILITY_INPUTS or control.name in _SCHEDULE_CONTEXT or had_error:
+            # the mode fields, the fields other fields switch on, schedules re-checked (errors keep them in view),
+            # a fixed field its mode hides
+            self._refresh_visibility()
         if control.name in _SCHEDULE_CONTEXT:
             for other in self.controls.values():
                 other.sync_curve(self._settings)
@@ -507,14 +532,30 @@ class SettingsPanel:
         if invalid:
             self.validity.value = _html(f"⚠ invalid input in {', '.join(invalid)} (not applied)", _WARN)
             return
+        failed: str | None = None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # duplicate-key warnings are already shown beside their field
                 self._settings.validate()
         except INPUT_ERRORS as exc:
-            self.validity.value = _html(f"⚠ {describe_error(exc)}", _WARN)
-            return
-        self.validity.value = _html("✓ settings valid", _OK)
+            text = f"⚠ {describe_error(exc)}"
+            failed = getattr(exc, "field", None)
+            if failed not in self.controls:
+                failed = None
+            elif not self._mode_shows(failed):
+                # e.g. vr_mode left on after switching to 2D: the current mode hides the field, so say where it is
+                text += " (shown in its tab although the current mode hides it)"
+            self.validity.value = _html(text, _WARN)
+        else:
+            self.validity.value = _html("✓ settings valid", _OK)
+        if failed != self._validity_field:
+            self._validity_field = failed
+            self._refresh_visibility()
+
+    def _mode_shows(self, name: str) -> bool:
+        """Whether the current modes (and ``show all``) show ``name``, errors aside."""
+        s = self._settings
+        return is_shown(name, s.image.mode, s.animation.animation_mode, show_all=bool(self.show_all.value), values=s)
 
     def _check_weights_soon(self) -> None:
         """:meth:`check_weights` on a worker thread: its first call imports the model libraries (seconds), and the
@@ -715,6 +756,8 @@ class SettingsPanel:
         """
         if self.running:
             raise RuntimeError("a render is already running; stop it or wait for it first")
+        if self.video_running:
+            raise RuntimeError("a video is being made; wait for it first")
         invalid = self.errors
         if invalid:
             self.error_area.value = _html(f"fix the invalid fields first: {', '.join(invalid)}", _ERR)
@@ -770,9 +813,9 @@ class SettingsPanel:
             self.last_result = result
             self.run_dir = Path(result.run_dir)
             if result.status == "stopped":
-                self.status.value = _html(
-                    f"stopped after {len(result.frames)} frame(s); the run is resumable: {result.run_dir}"
-                )
+                # Resumable only from a complete frame (Resume's note below says so either way).
+                resumable = "the run is resumable" if result.frames else "no complete frame, nothing to resume"
+                self.status.value = _html(f"stopped after {len(result.frames)} frame(s); {resumable}: {result.run_dir}")
             else:
                 self.status.value = _html(f"done: {len(result.frames)} frame(s) in {result.run_dir}", _OK)
         except Exception as exc:  # shown in the panel: an exception must not vanish with the thread
@@ -841,18 +884,31 @@ class SettingsPanel:
             raise RunError(f"cannot resume {folder.path}: {why}")
         return self.render(resume=folder.path)
 
+    @property
+    def video_running(self) -> bool:
+        """Whether ``Make video`` is encoding (on its thread) now."""
+        return self._video_thread is not None and self._video_thread.is_alive()
+
     def make_video(self, run_dir: str | Path | None = None) -> Path:
-        """(Re)make the video of a run folder (as ``Resume`` picks it) with ``make_run_video`` and show it."""
+        """(Re)make the video of a run folder (as ``Resume`` picks it) with ``make_run_video`` and show it, here
+        (the ``Make video`` button runs :meth:`start_video`, which does it on a thread)."""
+        folder = self._run_folder(run_dir)
+        self.video_note.value = _html(f"making the video of {folder.path.name}…")
+        return self._encode_and_show(folder.path, float(self.video_fps.value) or None)
+
+    def _encode_and_show(self, run_dir: Path, fps: float | None) -> Path:
         from discolib.run.video import make_run_video  # ffmpeg and the video writer: only when asked
 
-        folder = self._run_folder(run_dir)
-        fps = float(self.video_fps.value) or None
-        self.video_note.value = _html(f"making the video of {folder.path.name}…")
         try:
-            path = make_run_video(folder.path, fps=fps)
+            path = make_run_video(run_dir, fps=fps)
+            too_large = video_too_large(path)
         except Exception:
             self.video_note.value = ""
             raise
+        if too_large is not None:  # as the render view: a huge video is named, not embedded in the notebook
+            self.video.layout.display = self.video_gif.layout.display = "none"
+            self.video_note.value = _html(too_large, _WARN)
+            return path
         gif = path.suffix.lower() == ".gif"
         shown, hidden = (self.video_gif, self.video) if gif else (self.video, self.video_gif)
         shown.value = path.read_bytes()
@@ -860,6 +916,51 @@ class SettingsPanel:
         hidden.layout.display = "none"
         self.video_note.value = _html(f"video: {path}", _OK)
         return path
+
+    def start_video(self, run_dir: str | Path | None = None) -> threading.Thread:
+        """``Make video``: :meth:`make_video` on a background thread (an encode takes seconds to minutes and must not
+        block the kernel), with Render, Resume and Make video disabled until it ends; the note beside the button
+        says how it goes and an error goes to the error area. Returns the thread (:meth:`wait_video` joins it)."""
+        if self.running:
+            raise RuntimeError("a render is running; make the video when it has ended")
+        if self.video_running:
+            raise RuntimeError("a video is already being made; wait for it first")
+        folder = self._run_folder(run_dir)  # a bad folder is refused here, at once, beside the button
+        fps = float(self.video_fps.value) or None
+        if self._video_error:
+            self.error_area.value = ""
+            self._video_error = False
+        for button in (self.render_button, self.resume_button, self.video_button):
+            button.disabled = True
+        self.video_note.value = _html(f"making the video of {folder.path.name}…")
+        self._video_thread = threading.Thread(
+            target=self._video_worker, args=(folder.path, fps), name="discolib-video", daemon=True
+        )
+        self._video_thread.start()
+        return self._video_thread
+
+    def _video_worker(self, run_dir: Path, fps: float | None) -> None:
+        try:
+            self._encode_and_show(run_dir, fps)
+        except Exception as exc:  # a thread: shown in the panel, never lost (nor raised into ipywidgets)
+            if not isinstance(exc, (*INPUT_ERRORS, OSError)):
+                _log.exception("discolib_widgets: making the video of %s failed", run_dir)
+            self.error_area.value = _html(f"video not made: {describe_error(exc)}", _ERR)
+            self._video_error = True
+        finally:
+            self.video_button.disabled = False
+            self.render_button.disabled = self.running
+            try:
+                self._update_resume(render_ended=True)
+            except Exception:  # the video's outcome is shown; a failed resume check must not hide it
+                _log.exception("discolib_widgets: resume check failed")
+
+    def wait_video(self, timeout: float | None = None) -> bool:
+        """Join the ``Make video`` thread; True when no video is being made any more."""
+        thread = self._video_thread
+        if thread is not None:
+            thread.join(timeout)
+        return not self.video_running
 
     # ------------------------------------------------------------------------------------- display
     def summary(self) -> str:

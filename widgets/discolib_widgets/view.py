@@ -38,7 +38,7 @@ from discolib.run.runs import RunFolder, resolve_resume
 if TYPE_CHECKING:  # discolib.run.events imports torch; the view needs it only once a render runs
     from discolib.run.events import RenderEvent, RenderResult
 
-__all__ = ["RenderView", "ViewState", "format_duration", "render_here"]
+__all__ = ["MAX_EMBED_BYTES", "RenderView", "ViewState", "format_duration", "render_here", "video_too_large"]
 
 _log = logging.getLogger("discolib_widgets")
 
@@ -122,12 +122,18 @@ class RenderView:
         self.widget = widgets.VBox([self._bar, self._label, self._preview, self._gallery_box, self._video_box])
         self._handles: dict[str, str] = {}  # display backend: part -> display id
         self._shown_gallery = 0  # stills already drawn
+        # widgets backend: the drawn thumbnails, oldest first, one per state.gallery entry drawn (kept in step with
+        # the gallery's trim, so each still's widgets are made once and closed when it leaves the gallery)
+        self._thumbs: list[widgets.Widget] = []
 
     # ------------------------------------------------------------------------------------------- lifecycle
     def _reset_run(self) -> None:
         self.state = ViewState()
-        self._t0: float | None = None
-        self._base = 0.0  # the fraction done when the run (re)started: ETA counts only the progress made here
+        self._t0: float | None = None  # the "start" event: elapsed counts from here
+        # The ETA counts from the first step or frame, not from "start": between them the loop loads models (and
+        # may download weights), which says nothing about how long the steps take.
+        self._eta_t0: float | None = None
+        self._eta_base = 0.0  # the fraction done at that first step or frame
         # The newest preview not drawn yet: a tensor (encoded only when drawn) or a written frame's path (read then).
         self._pending: Any = None
         self._last_draw = float("-inf")
@@ -140,8 +146,13 @@ class RenderView:
             self._bar.value, self._bar.bar_style = 0, "info"
             self._label.value = ""
             self._preview.layout.display = "none"
+            # Closed, not only dropped: a dropped widget stays in the kernel (and its comm in the browser) for good.
+            old = (*self._thumbs, *self._video_box.children)
+            self._thumbs = []
             self._gallery_box.children = ()
             self._video_box.children = ()
+            for w in old:
+                _close_tree(w)
             self._handles = {}
 
     def start(self) -> None:
@@ -193,7 +204,8 @@ class RenderView:
             st.total_frames = max(1, event.total_frames)
             st.frames_done = st.frame = event.frame
             st.step = st.total_steps = 0
-            st.fraction = self._base = min(1.0, event.frame / st.total_frames)
+            st.fraction = min(1.0, event.frame / st.total_frames)
+            self._eta_t0 = None  # set again by the first step or frame of this (re)start
             if event.frame > 0 and self._is_stills() and st.run_dir is not None and not st.gallery:
                 st.gallery = self._done_stills(st.run_dir, event.frame)
                 parts.add("gallery")
@@ -227,6 +239,8 @@ class RenderView:
             st.status = "stopped"
         elif kind == "error":
             st.status, st.error = "failed", one_line(event.message, 300)
+        if kind in ("step", "frame") and self._eta_t0 is None:
+            self._eta_t0, self._eta_base = now, st.fraction
         self._trim_gallery()
         self._times(now)
         return parts, forced
@@ -267,12 +281,14 @@ class RenderView:
         """Elapsed, ETA and the one-line text, from the state and the clock."""
         st = self.state
         st.elapsed_s = now - self._t0 if self._t0 is not None else 0.0
-        made = st.fraction - self._base
-        if st.status == "rendering" and made > 0 and st.elapsed_s > 0:
-            st.eta_s = st.elapsed_s * (1.0 - st.fraction) / made
+        # Only the progress made since the first step or frame of this (re)start, over the time it took.
+        made = st.fraction - self._eta_base
+        stepping = now - self._eta_t0 if self._eta_t0 is not None else 0.0
+        if st.status == "rendering" and made > 0 and stepping > 0:
+            st.eta_s = stepping * (1.0 - st.fraction) / made
         elif st.status == "done":
             st.eta_s = 0.0
-        elif st.status != "rendering":
+        else:  # not rendering, or no step made since this (re)start yet
             st.eta_s = None
         st.text = self._text()
 
@@ -286,7 +302,9 @@ class RenderView:
         if st.status == "done":
             return f"done: {st.frames_done} {what}{'' if st.frames_done == 1 else 's'} in {elapsed}{where}"
         if st.status == "stopped":
-            return f"stopped after {elapsed}: {st.frames_done} of {st.total_frames} {what}s done, resumable{where}"
+            # Resumable only from a complete frame: a run stopped before its first has nothing to continue.
+            resumable = ", resumable" if st.frames_done > 0 else ", nothing to resume"
+            return f"stopped after {elapsed}: {st.frames_done} of {st.total_frames} {what}s done{resumable}{where}"
         if st.status == "failed":
             return f"failed after {elapsed}: {st.error or 'error'}"
         parts = [f"{what} {min(st.frame + 1, st.total_frames)}/{st.total_frames}"]
@@ -389,11 +407,28 @@ class RenderView:
         if "preview" in parts and st.preview_png is not None:
             self._preview.value = st.preview_png
             self._preview.layout.display = None
-        if "gallery" in parts and self._shown_gallery != len(st.gallery):
-            self._gallery_box.children = tuple(_thumbnail(png, caption) for png, caption in st.gallery)
-            self._shown_gallery = len(st.gallery)
+        if "gallery" in parts:
+            self._draw_gallery_widgets()
         if "video" in parts and st.video is not None:
+            old = self._video_box.children
             self._video_box.children = (_video_widget(st.video),)
+            for w in old:
+                _close_tree(w)
+
+    def _draw_gallery_widgets(self) -> None:
+        """Make thumbnails only for the stills not drawn yet; close those the gallery's trim dropped."""
+        st = self.state
+        # _trim_gallery lowered _shown_gallery by the stills it dropped: the oldest thumbnails are theirs.
+        dropped = len(self._thumbs) - self._shown_gallery
+        if dropped <= 0 and self._shown_gallery == len(st.gallery):
+            return
+        gone = self._thumbs[:max(0, dropped)]
+        new = [_thumbnail(png, caption) for png, caption in st.gallery[self._shown_gallery :]]
+        self._thumbs = self._thumbs[max(0, dropped) :] + new
+        self._gallery_box.children = tuple(self._thumbs)
+        self._shown_gallery = len(st.gallery)
+        for w in gone:
+            _close_tree(w)
 
 
 def _in_ipython() -> bool:
@@ -411,11 +446,18 @@ def _png_bundle(png: bytes, text: str) -> dict[str, str]:
     return {"image/png": _b64(png), "text/plain": text}
 
 
+def video_too_large(path: Path) -> str | None:
+    """The line naming ``path`` when the video is over :data:`MAX_EMBED_BYTES` (shown instead of it), else None."""
+    size = Path(path).stat().st_size
+    if size > MAX_EMBED_BYTES:
+        return f"video: {path} ({size / 2**20:.0f} MB, too large to show here)"
+    return None
+
+
 def _video_bundle(path: Path) -> dict[str, str]:
     """The video as an embedded output (a GIF as an image), or a line naming it when too large to embed."""
-    size = path.stat().st_size
-    if size > MAX_EMBED_BYTES:
-        text = f"video: {path} ({size / 2**20:.0f} MB, too large to embed)"
+    text = video_too_large(path)
+    if text is not None:
         return {"text/html": f"<div style='font-family:monospace'>{html.escape(text)}</div>", "text/plain": text}
     data = path.read_bytes()
     if path.suffix.lower() == ".gif":
@@ -426,6 +468,17 @@ def _video_bundle(path: Path) -> dict[str, str]:
     }
 
 
+def _close_tree(widget: widgets.Widget) -> None:
+    """Close ``widget``, its children, layouts and styles (``Widget.close`` closes only the widget itself)."""
+    for child in getattr(widget, "children", ()):
+        _close_tree(child)
+    for part in ("layout", "style"):
+        sub = getattr(widget, part, None)
+        if isinstance(sub, widgets.Widget):
+            sub.close()
+    widget.close()
+
+
 def _thumbnail(png: bytes, caption: str) -> widgets.Widget:
     image = widgets.Image(value=png, format="png", layout=widgets.Layout(width="160px"))
     label = widgets.HTML(f"<span style='font-family:monospace;font-size:11px'>{html.escape(caption)}</span>")
@@ -433,9 +486,9 @@ def _thumbnail(png: bytes, caption: str) -> widgets.Widget:
 
 
 def _video_widget(path: Path) -> widgets.Widget:
-    size = path.stat().st_size
-    if size > MAX_EMBED_BYTES:
-        return widgets.HTML(html.escape(f"video: {path} ({size / 2**20:.0f} MB, too large to show here)"))
+    text = video_too_large(path)
+    if text is not None:
+        return widgets.HTML(html.escape(text))
     if path.suffix.lower() == ".gif":
         return widgets.Image(value=path.read_bytes(), format="gif", layout=widgets.Layout(max_width="512px"))
     return widgets.Video(
