@@ -210,3 +210,18 @@ def test_tiny_presets_import_no_model_library() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"
+
+
+def test_render_here_refuses_a_new_run_whose_weights_are_missing_offline(empty_caches: Path) -> None:
+    """The render cell says in one line which weights are missing, before the render loads anything."""
+    from discolib.errors import WeightsUnavailable
+    from discolib_widgets.view import RenderView, render_here
+
+    settings = preset_settings("sd-1.5", "3D")
+    view = RenderView(backend="widgets")
+    with pytest.raises(WeightsUnavailable, match="sd-1.5") as info:
+        render_here(settings, out=empty_caches / "runs", view=view)
+    lines = info.value._render_traceback_()  # what IPython prints instead of a traceback
+    assert len(lines) == 1 and "sd-1.5" in lines[0]
+    assert not (empty_caches / "runs").exists()  # nothing was started
+    assert view.state.status == "failed" and "sd-1.5" in view.state.text

@@ -31,7 +31,7 @@ from discolib.config.settings import GROUPS, SettingsError, iter_fields
 from discolib.config.ui import field_ui, is_shown, panel_layout
 from discolib.errors import InputError, ResourceLimitError
 from discolib_widgets.fields import INPUT_ERRORS, FieldControl, check_field, describe_error
-from discolib_widgets.view import RenderView, render_here, video_too_large
+from discolib_widgets.view import MODEL_IMPORTS, RenderView, render_here, video_too_large
 
 if TYPE_CHECKING:  # discolib.run imports torch; the panel needs it only once a render runs
     from discolib import RenderResult
@@ -587,7 +587,8 @@ class SettingsPanel:
         except ImportError:
             return None
         try:
-            problem = weights_problem(settings if settings is not None else self._settings.copy())
+            with MODEL_IMPORTS:  # its first call imports the model libraries, maybe while a render cell does too
+                problem = weights_problem(settings if settings is not None else self._settings.copy())
         except Exception as exc:  # a check that fails must not stop the panel; say so instead
             _log.warning("discolib_widgets: the model weights check failed", exc_info=True)
             problem = f"could not check the model weights: {describe_error(exc)}"

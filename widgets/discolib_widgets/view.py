@@ -38,7 +38,7 @@ from discolib.run.runs import RunFolder, resolve_resume
 if TYPE_CHECKING:  # discolib.run.events imports torch; the view needs it only once a render runs
     from discolib.run.events import RenderEvent, RenderResult
 
-__all__ = ["MAX_EMBED_BYTES", "RenderView", "ViewState", "format_duration", "render_here", "video_too_large"]
+__all__ = ["MAX_EMBED_BYTES", "MODEL_IMPORTS", "RenderView", "ViewState", "format_duration", "render_here", "video_too_large"]
 
 _log = logging.getLogger("discolib_widgets")
 
@@ -522,6 +522,11 @@ def _makes_stills(settings: Settings, folder: RunFolder | None) -> bool:
     return settings.animation.animation_mode == "None"
 
 
+#: Held while a notebook thread first imports the model libraries (the render, the panel's weights check on its
+#: worker thread): diffusers' lazy modules fail ("cannot import name ...") when two threads import them at once.
+MODEL_IMPORTS = threading.Lock()
+
+
 def render_here(
     settings: Settings,
     *,
@@ -561,9 +566,15 @@ def render_here(
         folder = resolve_resume(resume, root, settings.run.batch_name)
         view.stills = _makes_stills(settings, folder)
         if render_fn is None:
-            # Here, not at the top: discolib.render imports torch and the model libraries (seconds).
-            import discolib
+            with MODEL_IMPORTS:
+                # Here, not at the top: the render loop imports torch and the model libraries (seconds).
+                import discolib
+                import discolib.run.loop  # noqa: F401 - imported under the lock (see MODEL_IMPORTS)
+                from discolib.models.availability import weights_problem  # checked before a new run
 
+                problem = None if folder is not None else weights_problem(settings)
+            if problem:  # offline and not downloaded: one line naming what is missing, not a loader's traceback
+                raise WeightsUnavailable(problem, reason="offline")
             render_fn = discolib.render
         kwargs: dict[str, Any] = {"callback": view, "stop": stop, "progress": False}
         if out is not None:
