@@ -373,6 +373,28 @@ def test_resume_latest_of_the_batch(tmp_path: Path) -> None:
         p.resume("latest")
 
 
+def test_resume_offered_after_the_render_cell_stops_a_run(tmp_path: Path) -> None:
+    """The panel is shown before the render cell; a run that cell stops becomes resumable from the panel."""
+    from discolib_widgets.view import RenderView, render_here
+
+    s = Settings.defaults()
+    s.run.output_root = str(tmp_path)
+    p = SettingsPanel(s, render_fn=_fake_render())
+    assert p.resume_button.disabled  # no run yet
+    stop = threading.Event()
+
+    def stop_after_two(event: RenderEvent) -> None:
+        view(event)
+        if event.kind == "frame" and event.frame == 1:
+            stop.set()
+
+    view = RenderView(backend="widgets")
+    result = render_here(s, stop=stop, view=view,
+                         render_fn=lambda settings, **kw: _fake_render()(settings, **{**kw, "callback": stop_after_two}))
+    assert result.status == "stopped"
+    assert not p.resume_button.disabled and "2 of 5 frames done" in p.resume_note.value
+
+
 def test_resume_not_offered_after_a_failed_render_with_no_frame(tmp_path: Path) -> None:
     def fails_at_once(settings: Settings, **kw: Any) -> RenderResult:
         folder = RunFolder.create(settings.run.output_root, settings.run.batch_name, settings.to_json())

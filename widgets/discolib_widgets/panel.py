@@ -31,7 +31,7 @@ from discolib.config.settings import GROUPS, SettingsError, iter_fields
 from discolib.config.ui import field_ui, is_shown, panel_layout
 from discolib.errors import InputError, ResourceLimitError
 from discolib_widgets.fields import INPUT_ERRORS, FieldControl, check_field, describe_error
-from discolib_widgets.view import MODEL_IMPORTS, RenderView, render_here, video_too_large
+from discolib_widgets.view import MODEL_IMPORTS, RenderView, on_render_end, render_here, video_too_large
 
 if TYPE_CHECKING:  # discolib.run imports torch; the panel needs it only once a render runs
     from discolib import RenderResult
@@ -347,6 +347,7 @@ class SettingsPanel:
         self._push_all()
         self._check_weights_soon()
         self._update_resume()
+        on_render_end(self)  # a render in a cell (stopped, failed) may now be resumable from here
 
     # ------------------------------------------------------------------------------------- settings binding
     @property
@@ -854,6 +855,10 @@ class SettingsPanel:
         folder = resolve_resume(spec, self._settings.run.output_root, self._settings.run.batch_name)
         assert folder is not None  # spec is never empty here
         return folder
+
+    def render_ended(self) -> None:
+        """Any :func:`render_here` of this kernel ended (the render cell's included): re-check Resume."""
+        self._guarded_panel(self._update_resume)
 
     def _update_resume(self, *, render_ended: bool = False) -> None:
         """Offer Resume only when the run folder can be continued; say why beside it either way."""

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -522,6 +523,23 @@ def _makes_stills(settings: Settings, folder: RunFolder | None) -> bool:
     return settings.animation.animation_mode == "None"
 
 
+_render_end_listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def on_render_end(listener: Any) -> None:
+    """Call ``listener.render_ended()`` after every :func:`render_here` of this kernel ends (done, stopped or
+    failed); held weakly. The panel uses it to offer Resume for a run the render cell just stopped."""
+    _render_end_listeners.add(listener)
+
+
+def _notify_render_end() -> None:
+    for listener in list(_render_end_listeners):
+        try:
+            listener.render_ended()
+        except Exception:  # a listener's failure must not replace the render's own result or error
+            _log.exception("discolib_widgets: a render-end listener failed")
+
+
 #: Held while a notebook thread first imports the model libraries (the render, the panel's weights check on its
 #: worker thread): diffusers' lazy modules fail ("cannot import name ...") when two threads import them at once.
 MODEL_IMPORTS = threading.Lock()
@@ -586,8 +604,10 @@ def render_here(
         result = render_fn(settings, **kwargs)
     except BaseException as exc:
         view.finish(None, exc)
+        _notify_render_end()
         if isinstance(exc, USER_ERRORS):
             _one_line_traceback(exc)
         raise
     view.finish(result)
+    _notify_render_end()
     return result
