@@ -701,7 +701,8 @@ def test_static_summary_instead_of_widget_text() -> None:
     assert "VBox" not in text and html.escape(text) in bundle["text/html"]
     still = SettingsPanel(Settings.defaults())
     n = still.settings.run.n_batches
-    assert still.summary().startswith(f"discolib panel: guided stills, {n} image(s), preset none")
+    model = still.settings.models.diffusion_model  # no preset picked: the model says what it renders
+    assert still.summary().startswith(f"discolib panel: guided stills, {n} image(s), model {model}, ")
 
 
 def test_panel_layout_side_by_side_with_a_scoped_style() -> None:

@@ -975,9 +975,11 @@ class SettingsPanel:
         anim = s.animation.animation_mode
         frames = f"{s.animation.max_frames} frames" if anim != "None" else f"{s.run.n_batches} image(s)"
         what = f"{anim} {s.image.mode}" if anim != "None" else f"{s.image.mode} stills"
-        preset = self.preset.value or "none"
+        # The model says more than "preset none" when the Settings came from a file or the notebook's own values.
+        model = s.models.diffusion_model if s.image.mode == "guided" else s.models.latent_model
+        source = f"preset {self.preset.value}" if self.preset.value else f"model {model}"
         return (
-            f"discolib panel: {what}, {frames}, preset {preset}, {s.image.width}x{s.image.height}, "
+            f"discolib panel: {what}, {frames}, {source}, {s.image.width}x{s.image.height}, "
             f"{s.image.steps} steps (open in Jupyter to edit)"
         )
 
