@@ -34,7 +34,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -513,44 +512,70 @@ def test_papermill_help_lists_every_parameter(name: str) -> None:
 
 # ----------------------------------------------------------------------------------------------- nbval
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_nbval_offline(name: str, tmp_path: Path, python3_kernel: str) -> None:
-    """`pytest --nbval-lax notebooks/<name>` with only DISCOLIB_OUTPUT_ROOT set (to find the run): notebooks/conftest.py
-    picks the notebook's tiny preset and 3 frames; exit code 0."""
-    env = clean_env(DISCOLIB_OUTPUT_ROOT=str(tmp_path), DISCOLIB_OVERRIDES='{"output.fps": 4}')
-    before = sorted(NOTEBOOK_DIR.iterdir())
-    run_nbval(name, env)
-    assert sorted(NOTEBOOK_DIR.iterdir()) == before, "the nbval run left files in notebooks/"
-    batch = parameters(name)["batch_name"]["value"]
-    settings = check_run(only_run(tmp_path, batch), 3, video=True)  # every notebook's default is a 3D animation
-    assert settings.animation.animation_mode == "3D" and settings.animation.max_frames == 3
-    assert settings.image.mode == preset_mode(OFFLINE_PRESET[name]) and settings.models.device == "cpu"
-    if settings.image.mode == "latent":
-        assert settings.models.latent_model == "tiny-latent"
-    else:
-        assert settings.models.diffusion_model == "tiny"
-    assert settings.output.fps == 4.0
-
-
-@pytest.mark.slow
-def test_nbval_plain_command(python3_kernel: str) -> None:
-    """`pytest --nbval-lax notebooks/` exactly as README documents it, with no DISCOLIB_* variable: offline, passes,
-    leaves nothing in notebooks/ or in the temporary folder it used."""
+def test_nbval_plain_command(tmp_path: Path, python3_kernel: str) -> None:
+    """`pytest --nbval-lax notebooks/` as README documents it, once for the three notebooks (each nbval run of a
+    notebook costs ~30 s here): offline, passes; notebooks/conftest.py picked each notebook's tiny preset and 3
+    frames. Only DISCOLIB_OUTPUT_ROOT is set, to find the runs (without it they go to a temporary folder that is
+    removed: test_nbval_conftest_hooks)."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "pytest --nbval-lax notebooks/\n" in readme, "README documents the plain command"
-    env = clean_env()
-    assert not any(var in env for var in NOTEBOOK_ENV)
+    env = clean_env(DISCOLIB_OUTPUT_ROOT=str(tmp_path), DISCOLIB_OVERRIDES='{"output.fps": 4}')
     before = sorted(NOTEBOOK_DIR.iterdir())
-    temp = Path(tempfile.gettempdir())
-    left_before = set(temp.glob("discolib-nbval-*"))
     cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "notebooks/", "-p", "no:cacheprovider", "-q"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=2400)
     assert proc.returncode == 0, f"{' '.join(cmd[2:])} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     n_cells = sum(len(code_cells(load(name))) for name in NOTEBOOKS)
     assert re.search(rf"\b{n_cells} passed", proc.stdout), proc.stdout[-2000:]
-    assert "ran offline with their tiny presets" in proc.stdout
     assert sorted(NOTEBOOK_DIR.iterdir()) == before, "the nbval run left files in notebooks/"
-    assert set(temp.glob("discolib-nbval-*")) == left_before, "the temporary output folder was not removed"
+    for name in NOTEBOOKS:
+        batch = parameters(name)["batch_name"]["value"]
+        settings = check_run(only_run(tmp_path, batch), 3, video=True)  # every notebook's default is a 3D animation
+        assert settings.animation.animation_mode == "3D" and settings.animation.max_frames == 3, name
+        assert settings.image.mode == preset_mode(OFFLINE_PRESET[name]) and settings.models.device == "cpu", name
+        if settings.image.mode == "latent":
+            assert settings.models.latent_model == "tiny-latent", name
+        else:
+            assert settings.models.diffusion_model == "tiny", name
+        assert settings.output.fps == 4.0, name
+
+
+def test_nbval_conftest_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """notebooks/conftest.py: each notebook's tiny preset, 3 frames and a temporary output folder, set only where
+    the user set nothing, announced, and the folder removed at the end (what the plain command relies on)."""
+    import importlib.util
+
+    for var in NOTEBOOK_ENV:
+        monkeypatch.delenv(var, raising=False)
+    spec = importlib.util.spec_from_file_location("nbval_conftest_under_test", NOTEBOOK_DIR / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)  # reads the user's variables at import, as pytest's import does
+
+    class Item:
+        def __init__(self, name: str) -> None:
+            self.fspath = NOTEBOOK_DIR / name
+
+    for name in NOTEBOOKS:
+        conftest.pytest_runtest_setup(Item(name))
+        assert os.environ["DISCOLIB_PRESET"] == OFFLINE_PRESET[name] and os.environ["DISCOLIB_MAX_FRAMES"] == "3"
+    folder = Path(os.environ["DISCOLIB_OUTPUT_ROOT"])
+    assert folder.is_dir() and folder.name.startswith("discolib-nbval-")
+    lines: list[str] = []
+
+    class Reporter:
+        def write_line(self, line: str) -> None:
+            lines.append(line)
+
+    conftest.pytest_terminal_summary(Reporter())
+    assert any("ran offline with their tiny presets" in line for line in lines)
+    conftest.pytest_sessionfinish(None)
+    assert not folder.exists()
+
+    monkeypatch.setenv("DISCOLIB_PRESET", "disco-512")  # a user's choice wins
+    spec.loader.exec_module(conftest)
+    conftest.pytest_runtest_setup(Item("disco.ipynb"))
+    assert os.environ["DISCOLIB_PRESET"] == "disco-512"
+    conftest.pytest_sessionfinish(None)
 
 
 # ----------------------------------------------------------------------------------------------- papermill
