@@ -2,11 +2,11 @@
 
 The public face, what scripts and notebooks import::
 
-    from discolib import Settings, apply_preset, preset_mode, render, RenderResult, RunFolder
+    from discolib import Settings, apply_preset, preset_mode, render, RenderResult, RunFolder, animate_photo
 
 ``Settings``, ``apply_preset`` and ``preset_mode`` come from :mod:`discolib.config` (no torch). ``render``,
-``RenderResult`` and ``RunFolder`` live in :mod:`discolib.run` (the render loop imports torch and the model
-libraries); they are imported on first access (PEP 562 ``__getattr__``), so ``import discolib``,
+``RenderResult``, ``RunFolder`` and ``animate_photo`` live in :mod:`discolib.run` (the render loop imports torch and
+the model libraries); they are imported on first access (PEP 562 ``__getattr__``), so ``import discolib``,
 ``from discolib import Settings`` and ``discolib validate`` load the settings layer only.
 """
 
@@ -20,22 +20,28 @@ from discolib.config.settings import Settings
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below imports these on first access
     from discolib.run.events import RenderResult
     from discolib.run.loop import render
+    from discolib.run.photo import animate_photo
     from discolib.run.runs import RunFolder
 
 __version__ = "0.2.0"
 
-__all__ = ["RenderResult", "RunFolder", "Settings", "__version__", "apply_preset", "preset_mode", "render"]
+__all__ = [
+    "RenderResult", "RunFolder", "Settings", "__version__", "animate_photo", "apply_preset", "preset_mode", "render",
+]
 
-_LAZY = ("RenderResult", "RunFolder", "render")
+_LAZY = ("RenderResult", "RunFolder", "animate_photo", "render")
 
 
 def __getattr__(name: str) -> Any:
-    """``render``, ``RenderResult`` and ``RunFolder``, imported when first asked for (then cached as globals)."""
+    """``render``, ``RenderResult``, ``RunFolder`` and ``animate_photo``, imported when first asked for (then cached
+    as globals)."""
     # Function-level imports on purpose (start-up time): the render loop imports torch, diffusers, transformers,
     # open_clip and kornia (seconds), which `import discolib`, `from discolib import Settings` and
     # `discolib validate` must not pay for.
     if name == "render":
         from discolib.run.loop import render as value  # start-up time: torch and every model library
+    elif name == "animate_photo":
+        from discolib.run.photo import animate_photo as value  # start-up time: torch and the depth models
     elif name == "RenderResult":
         from discolib.run.events import RenderResult as value  # start-up time: torch (RenderEvent.preview)
     elif name == "RunFolder":

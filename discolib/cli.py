@@ -35,6 +35,8 @@ examples:
   discolib import-settings TimeToDisco(0)_settings.txt -o settings.json
   discolib video runs/TimeToDisco/20260101-120000 --fps 24 --from 10 --to 59 --gif
   discolib schedule "0:(0), 30:(sin(t/5))" --frames 60 --plot curve.png
+  discolib animate photo.jpg --camera orbit --seconds 4 -o orbit.mp4
+  discolib animate photo.jpg --camera path.json --stereo sbs --mesh photo.glb -o sbs.mp4
 """
 
 
@@ -95,6 +97,21 @@ def _parser() -> argparse.ArgumentParser:
     vid.add_argument("--from", dest="start", default=None, metavar="N", help="first frame, 0-based (default 0)")
     vid.add_argument("--to", dest="end", default=None, metavar="N", help="last frame, inclusive (default: the last complete one)")
     vid.add_argument("--gif", action="store_true", help="a looping GIF instead of the run's output.video_format")
+
+    ani = sub.add_parser("animate", help="animate one photo with a 3D camera move (depth parallax); prints the video's path")
+    ani.add_argument("photo", metavar="PHOTO", help="the photo (a file or an http(s) URL)")
+    ani.add_argument("-o", "--output", required=True, metavar="VIDEO", help="the video to write (.mp4 or .gif); its frames go to a run folder beside it")
+    ani.add_argument("--camera", default="dolly", metavar="{dolly,orbit,pan,zoom,swing,PATH.json}", help="a camera preset sized to the photo's depth, or a JSON file of keyframe strings (translation_x/y/z, rotation_3d_x/y/z, fov); default dolly")
+    ani.add_argument("--seconds", default="4", metavar="S", help="length of the clip (default 4)")
+    ani.add_argument("--fps", default="24", metavar="F", help="frames per second (default 24)")
+    ani.add_argument("--depth-model", default=None, metavar="M", help="depth model: hub id, folder, tiny-depth-anything or constant (default Depth Anything V2 Small)")
+    ani.add_argument("--fill", default="auto", choices=["auto", "opencv", "latent"], help="how revealed areas are filled: opencv (depth-aware background extension + OpenCV inpainting), latent (the latent model's masked img2img), auto (latent when --latent-model is given and available, else opencv)")
+    ani.add_argument("--latent-model", default=None, metavar="M", help="latent model for the learned fill: a preset (sd-1.5, sd-turbo, tiny-latent), hub id or diffusers folder")
+    ani.add_argument("--size", default=None, metavar="N", help="longer side of the frames in pixels (default: the photo's, at most 1024)")
+    ani.add_argument("--stereo", default="none", choices=["none", "sbs", "anaglyph"], help="a side-by-side or red-cyan anaglyph stereo video")
+    ani.add_argument("--mesh", default=None, metavar="OUT.glb", help="also write the photo as a textured 3D mesh (GLB)")
+    ani.add_argument("--ply", default=None, metavar="OUT.ply", help="also write the photo as a coloured point cloud (PLY)")
+    ani.add_argument("--random-weights", action="store_true", help="use random weights when a model's weights are unavailable (tests: the depth and the learned fill are noise)")
 
     sch = sub.add_parser("schedule", help="evaluate a keyframe string: prints 'frame value' per line")
     sch.add_argument("text", help='keyframe string, e.g. "0:(0), 30:(sin(t/5))"')
@@ -215,6 +232,50 @@ def _cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _animate_number(text: str | None, option: str, kind: type[int] | type[float], what: str) -> int | float | None:
+    """A positive number of ``discolib animate``'s options, or a one-line CliError naming the option."""
+    if text is None:
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        raise CliError(f"{option}: expected {what}, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise CliError(f"{option}: expected a positive number, got {text!r}")
+    return value
+
+
+def _cmd_animate(args: argparse.Namespace) -> int:
+    # Here for start-up time: animating imports torch and the depth model libraries.
+    from discolib.run.photo import animate_photo
+
+    seconds = _animate_number(args.seconds, "--seconds", float, "a length in seconds")
+    fps = _animate_number(args.fps, "--fps", float, "a number of frames per second")
+    size = _animate_number(args.size, "--size", int, "a number of pixels")
+    kwargs = {"depth_model": args.depth_model} if args.depth_model else {}
+    result = animate_photo(
+        args.photo,
+        str(expand_path(args.output, setting="--output")),
+        camera=args.camera,
+        seconds=seconds,  # type: ignore[arg-type]
+        fps=fps,  # type: ignore[arg-type]
+        fill=args.fill,
+        latent_model=args.latent_model,
+        size=size,  # type: ignore[arg-type]
+        stereo=args.stereo,
+        mesh=args.mesh,
+        point_cloud=args.ply,
+        random_weights=args.random_weights,
+        **kwargs,
+    )
+    print(f"{len(result.frames)} frame(s) in {result.run_dir}")
+    for extra in (result.mesh, result.point_cloud):
+        if extra is not None:
+            print(f"wrote {extra}")
+    print(result.video)
+    return 0
+
+
 def _cmd_schedule(args: argparse.Namespace) -> int:
     if args.frames < 1:
         raise CliError(f"--frames: expected a positive number of frames, got {args.frames}")
@@ -246,6 +307,7 @@ COMMANDS = {
     "render": _cmd_render,
     "video": _cmd_video,
     "schedule": _cmd_schedule,
+    "animate": _cmd_animate,
 }
 
 
