@@ -191,6 +191,9 @@ def test_tiny_names_are_the_loaders_own() -> None:
     from discolib.models.latent import LATENT_PRESETS
 
     assert LATENT_PRESETS[availability.TINY_LATENT].model_id == availability.TINY_LATENT
+    tiny_presets = {name for name in LATENT_PRESETS if name.startswith("tiny")}
+    assert tiny_presets == set(availability.TINY_LATENTS)  # a new tiny preset must be known here too
+    assert all(LATENT_PRESETS[name].model_id == name for name in availability.TINY_LATENTS)
     assert TINY_DEPTH_PRESET == availability.TINY_DEPTH
     assert all(name.startswith(availability.TINY_CLIP_PREFIX) for name in TINY_MODELS)
     assert not [m for m in open_clip.list_models() if m.startswith(availability.TINY_CLIP_PREFIX)]

@@ -31,9 +31,10 @@ __all__ = ["MissingWeights", "downloads_possible", "missing_weights", "weights_p
 _TRUE = {"1", "ON", "YES", "TRUE"}
 #: Names built in-process, checked here before importing the loaders' modules: the tiny presets then cost no import
 #: of diffusers, transformers or open_clip (seconds, and the panel checks in a thread while a cell may import them).
-#: tests/test_availability.py checks them against the loaders' own: ``LATENT_PRESETS["tiny-latent"]``,
+#: tests/test_availability.py checks them against the loaders' own: the tiny ``LATENT_PRESETS``,
 #: ``depth.TINY_DEPTH_PRESET`` and ``clip.TINY_MODELS`` (every tiny CLIP name, and no open_clip one, starts so).
 TINY_LATENT = "tiny-latent"
+TINY_LATENTS = (TINY_LATENT, "tiny-latent-inpaint")  # the second: the photo fill's tiny inpainting UNet
 TINY_DEPTH = "tiny-depth-anything"
 TINY_CLIP_PREFIX = "tiny-"
 #: How long the one TCP connect to the hub may take before downloads count as impossible.
@@ -93,11 +94,11 @@ def _checkpoint(name: str) -> MissingWeights | None:
 
 def _latent(name: str, fast_vae: str) -> list[MissingWeights]:
     out: list[MissingWeights] = []
-    if name != TINY_LATENT:
+    if name not in TINY_LATENTS:
         from discolib.models.latent import LATENT_PRESETS  # diffusers: only for a real latent model
 
         model_id = LATENT_PRESETS[name].model_id if name in LATENT_PRESETS else name
-        if model_id != TINY_LATENT and not _is_local(model_id, folder=True) and not _hub_cached(model_id):
+        if model_id not in TINY_LATENTS and not _is_local(model_id, folder=True) and not _hub_cached(model_id):
             out.append(MissingWeights(name, model_id))
     if fast_vae and fast_vae != "tiny" and not _is_local(fast_vae, folder=True) and not _hub_cached(fast_vae):
         out.append(MissingWeights(f"fast_vae {fast_vae}", ""))

@@ -12,7 +12,8 @@ folder in the diffusers layout::
 
 The ``"tiny-latent"`` preset builds random tiny components under a fixed seed, saves them once into a cache folder
 in that same layout and then loads that folder through :func:`load_latent_components`, so tests exercise the real
-loading path without any download.
+loading path without any download. ``"tiny-latent-inpaint"`` is the same with an inpainting UNet (9 input channels:
+noisy latents, mask, masked-image latents, as Stable Diffusion's inpainting checkpoints).
 """
 
 from __future__ import annotations
@@ -63,12 +64,15 @@ from discolib.ops import seeded
 __all__ = [
     "COMPONENT_SUBFOLDERS",
     "LATENT_PRESETS",
+    "TINY_INPAINT_PRESET",
+    "TINY_LATENT_PRESET",
     "TINY_TOKENIZER_DIR",
     "LatentComponents",
     "LatentModelError",
     "LatentModelUnavailable",
     "LatentPreset",
     "enable_fast_paths",
+    "is_inpainting_unet",
     "load_latent_components",
     "make_scheduler",
     "random_latent_components",
@@ -82,6 +86,9 @@ TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "data" / "tiny_tokeni
 # Bump when the tiny architecture or its seed changes, so stale cache folders are never reused.
 TINY_LATENT_VERSION = 1
 TAESD_ID = "madebyollin/taesd"
+#: The offline presets built in-process (their ``model_id`` is their name): a plain and an inpainting UNet.
+TINY_LATENT_PRESET = "tiny-latent"
+TINY_INPAINT_PRESET = "tiny-latent-inpaint"
 
 
 class LatentModelError(InputError):
@@ -141,8 +148,21 @@ class LatentComponents:
 
     @property
     def latent_channels(self) -> int:
-        """Channels of the UNet's latent input (4 for Stable Diffusion)."""
-        return int(self.unet.config.in_channels)
+        """Channels of the VAE's latents, i.e. of the noise and the UNet's output (4 for Stable Diffusion).
+
+        Not the UNet's ``in_channels``: an inpainting UNet takes 9 (latents, mask, masked-image latents)."""
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def is_inpainting(self) -> bool:
+        """Whether the UNet is an inpainting one (see :func:`is_inpainting_unet`)."""
+        return is_inpainting_unet(self.unet, self.latent_channels)
+
+
+def is_inpainting_unet(unet: UNet2DConditionModel, latent_channels: int = 4) -> bool:
+    """True for an inpainting UNet: its input is the noisy latents, a 1-channel mask and the masked image's
+    latents concatenated, so ``in_channels == 2 * latent_channels + 1`` (9 for Stable Diffusion inpainting)."""
+    return int(unet.config.in_channels) == 2 * int(latent_channels) + 1
 
 
 def vae_scale_factor(vae: AutoencoderKL | AutoencoderTiny) -> int:
@@ -175,8 +195,12 @@ LATENT_PRESETS: dict[str, LatentPreset] = {
     p.name: p
     for p in (
         LatentPreset(
-            "tiny-latent", "tiny-latent", preview_vae="tiny",
+            TINY_LATENT_PRESET, TINY_LATENT_PRESET, preview_vae="tiny",
             notes="random tiny weights built in-process (tests, CPU smoke runs); images are noise",
+        ),
+        LatentPreset(
+            TINY_INPAINT_PRESET, TINY_INPAINT_PRESET, preview_vae="tiny",
+            notes="tiny-latent with an inpainting UNet (9 input channels), built in-process (tests)",
         ),
         LatentPreset("sd-1.5", "stable-diffusion-v1-5/stable-diffusion-v1-5", notes="Deforum's usual model"),
         LatentPreset(
@@ -379,15 +403,16 @@ def load_latent_components(
     name = source
     if source in LATENT_PRESETS:
         preset = LATENT_PRESETS[source]
-        if preset.model_id == "tiny-latent":
-            folder = tiny_latent_folder()
+        if preset.model_id in (TINY_LATENT_PRESET, TINY_INPAINT_PRESET):
+            folder = tiny_latent_folder(inpaint=preset.model_id == TINY_INPAINT_PRESET)
             source = str(folder)
             if vae == "tiny":
                 vae = str(folder / "taesd")
         else:
             source = preset.model_id
     elif vae == "tiny":
-        raise LatentModelError("vae='tiny' is only valid with the 'tiny-latent' preset")
+        raise LatentModelError(f"vae='tiny' is only valid with the {TINY_LATENT_PRESET!r} and "
+                               f"{TINY_INPAINT_PRESET!r} presets")
 
     path = Path(source).expanduser()
     local = path.is_dir()
@@ -586,23 +611,24 @@ def write_tiny_tokenizer(folder: str | os.PathLike[str]) -> Path:
     return out
 
 
-def tiny_latent_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def tiny_latent_folder(cache_dir: str | os.PathLike[str] | None = None, *, inpaint: bool = False) -> Path:
     """The tiny-latent model folder (diffusers layout) in ``cache_dir`` (default: :func:`~discolib.models.hub.cache_root`),
-    built and saved on first use.
+    built and saved on first use; ``inpaint``: the tiny-latent-inpaint one (a 9-input-channel UNet).
 
     The folder name carries the preset version and the diffusers/transformers versions, since
     ``save_pretrained`` formats can change between releases. It is written to a temporary sibling and renamed
     into place, so concurrent test processes never see half a folder.
     """
     root = Path(cache_dir) if cache_dir is not None else cache_root()
-    name = f"tiny-latent-v{TINY_LATENT_VERSION}-diffusers{diffusers.__version__}-transformers{transformers.__version__}"
+    preset = TINY_INPAINT_PRESET if inpaint else TINY_LATENT_PRESET
+    name = f"{preset}-v{TINY_LATENT_VERSION}-diffusers{diffusers.__version__}-transformers{transformers.__version__}"
     folder = root / name
     if (folder / "model_index.json").is_file():
         return folder
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=name + ".tmp-", dir=root))
     try:
-        _build_tiny_latent(tmp)
+        _build_tiny_latent(tmp, inpaint=inpaint)
         try:
             os.replace(tmp, folder)
         except OSError:
@@ -614,15 +640,19 @@ def tiny_latent_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return folder
 
 
-def _build_tiny_latent(folder: Path) -> None:
-    """Build random tiny SD components under fixed seeds and save them in the diffusers layout."""
+def _build_tiny_latent(folder: Path, *, inpaint: bool = False) -> None:
+    """Build random tiny SD components under fixed seeds and save them in the diffusers layout.
+
+    ``inpaint``: the UNet takes 9 input channels (latents, mask, masked-image latents), as SD inpainting's;
+    everything else is the same architecture and seed.
+    """
     tokenizer = CLIPTokenizer.from_pretrained(str(TINY_TOKENIZER_DIR))
     # Fixed seeds without disturbing the caller's global RNG; each model is re-seeded so that one's
     # architecture never changes another's weights.
     with seeded(0):
         unet = UNet2DConditionModel(
             sample_size=8,
-            in_channels=4,
+            in_channels=9 if inpaint else 4,
             out_channels=4,
             block_out_channels=(32, 64),
             layers_per_block=1,
@@ -690,7 +720,7 @@ def _build_tiny_latent(folder: Path) -> None:
     scheduler.save_pretrained(folder / "scheduler")
     taesd.save_pretrained(folder / "taesd")
     index = {
-        "_class_name": "StableDiffusionPipeline",
+        "_class_name": "StableDiffusionInpaintPipeline" if inpaint else "StableDiffusionPipeline",
         "_diffusers_version": diffusers.__version__,
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],

@@ -322,7 +322,7 @@ def _clip_arch(model_id: str) -> str:
 
 def _latent_arch(name: str) -> tuple[str, str]:
     """(UNet/text-encoder key, label) for ``models.latent_model``."""
-    if name == "tiny-latent":
+    if name in ("tiny-latent", "tiny-latent-inpaint"):
         return "tiny", name
     if name in ("sd-turbo", "sd-2.1-base") or "stable-diffusion-2" in name or "sd-turbo" in name:
         return "sd-turbo", name  # the SD 2.1 UNet and OpenCLIP ViT-H text encoder

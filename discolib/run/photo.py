@@ -166,26 +166,47 @@ def latent_inpaint(
     strength: float = 0.7,
     seed: int = 0,
 ) -> torch.Tensor:
-    """Masked img2img: ``image`` ``(1, 3, H, W)`` repainted by the latent model where ``mask`` ``(1, 1, H, W)``.
+    """``image`` ``(1, 3, H, W)`` repainted by the latent model where ``mask`` ``(1, 1, H, W)`` is set.
 
-    The image is padded to the VAE's multiple, encoded, noised to ``strength`` and denoised (Euler, no CFG); at
-    every step the model's prediction is replaced, on the latent pixels the mask does not reach (a latent pixel is
-    masked when any of its 8x8 pixels is, plus one latent pixel of context), by the prediction that leads exactly
-    back to the image's own latents, so the known part steers the masked part. The decoded result is used only
-    where ``mask`` is set: every other pixel is returned unchanged.
+    The image is padded to the VAE's multiple, encoded, noised to ``strength`` and denoised (Euler, no CFG).
+
+    - A regular UNet (masked img2img): at every step the model's prediction is replaced, on the latent pixels the
+      mask does not reach (a latent pixel is masked when any of its 8x8 pixels is, plus one latent pixel of
+      context), by the prediction that leads exactly back to the image's own latents, so the known part steers the
+      masked part.
+    - An inpainting UNet (:attr:`~discolib.models.latent.LatentComponents.is_inpainting`, e.g. SD 1.5 inpainting):
+      as diffusers' ``StableDiffusionInpaintPipeline``, the UNet's input at every step is the scaled latents, the
+      mask (1 = paint) resized to the latent size (nearest) and the latents of the masked image (the image with
+      the masked pixels set to 0.5 grey, i.e. 0 in the VAE's [-1, 1]), concatenated along the channels.
+
+    The decoded result is used only where ``mask`` is set: every other pixel is returned unchanged.
     """
     from discolib.samplers.latent import LatentRequest, encode_image, sample_latent  # start-up time
 
-    if comps.latent_channels != 4:
-        raise InputError(f"latent_model: a UNet with {comps.latent_channels} input channels (an inpainting "
-                         "checkpoint?) is not supported for the fill yet; use a regular Stable Diffusion model")
+    inpainting = comps.is_inpainting
+    if not inpainting and int(comps.unet.config.in_channels) != comps.latent_channels:
+        raise InputError(f"latent_model: a UNet with {comps.unet.config.in_channels} input channels is neither a "
+                         f"regular ({comps.latent_channels}) nor an inpainting ({2 * comps.latent_channels + 1}) "
+                         "Stable Diffusion UNet; use one of those for the fill")
     h, w = image.shape[-2:]
     f = comps.vae_scale_factor
     ph, pw = -h % f, -w % f
     padded = F.pad(image.float(), (0, pw, 0, ph), mode="replicate")
     pmask = F.pad(mask.float(), (0, pw, 0, ph), mode="replicate")
     x0 = encode_image(comps, padded.to(comps.device))
-    masked = F.max_pool2d(F.max_pool2d(pmask.to(comps.device), f, stride=f), 3, stride=1, padding=1)
+    wrapper = _inpainting_input(comps, padded, pmask) if inpainting else _keep_known(x0, pmask.to(comps.device), f)
+    request = LatentRequest(
+        prompts=prompt, width=w + pw, height=h + ph, steps=steps, cfg_scale=1.0, scheduler="euler", seed=seed,
+        init_latents=x0, strength=strength, model_fn_wrappers=[wrapper], check_init_range=False,
+    )
+    out = sample_latent(comps, request)[..., :h, :w].to(image.device, image.dtype)
+    return torch.where(mask, out, image)
+
+
+def _keep_known(x0: torch.Tensor, pmask: torch.Tensor, f: int) -> Callable[[ModelFn], ModelFn]:
+    """Masked img2img for a regular UNet: outside the (dilated) latent mask the prediction is the one that leads
+    back to the image's own latents ``x0``."""
+    masked = F.max_pool2d(F.max_pool2d(pmask, f, stride=f), 3, stride=1, padding=1)
     known = 1.0 - masked
 
     def keep_known(model_fn: ModelFn) -> ModelFn:
@@ -200,12 +221,34 @@ def latent_inpaint(
 
         return fn
 
-    request = LatentRequest(
-        prompts=prompt, width=w + pw, height=h + ph, steps=steps, cfg_scale=1.0, scheduler="euler", seed=seed,
-        init_latents=x0, strength=strength, model_fn_wrappers=[keep_known], check_init_range=False,
-    )
-    out = sample_latent(comps, request)[..., :h, :w].to(image.device, image.dtype)
-    return torch.where(mask, out, image)
+    return keep_known
+
+
+def _inpainting_input(comps: LatentComponents, padded: torch.Tensor, pmask: torch.Tensor) -> Callable[[ModelFn], ModelFn]:
+    """For an inpainting UNet: the model function's input becomes ``cat([x, mask, masked-image latents])``.
+
+    Conventions of diffusers' ``StableDiffusionInpaintPipeline``: the mask is binarised (>= 0.5 paints) and resized
+    to the latent size with nearest-neighbour interpolation; the masked image is the image where the mask is 0 and
+    0 (in [-1, 1]) where it paints, encoded and multiplied by the VAE's scaling factor (here the posterior mean,
+    so a fill is repeatable); both are concatenated after the scheduler's input scaling, unscaled.
+    """
+    from discolib.samplers.latent import encode_image  # start-up time
+
+    paint = (pmask >= 0.5).float()
+    hl, wl = padded.shape[-2] // comps.vae_scale_factor, padded.shape[-1] // comps.vae_scale_factor
+    latent_mask = F.interpolate(paint, size=(hl, wl)).to(comps.device)
+    masked_image = padded * (1.0 - paint) + 0.5 * paint
+    masked_latents = encode_image(comps, masked_image.to(comps.device))
+
+    def with_condition(model_fn: ModelFn) -> ModelFn:
+        def fn(x: torch.Tensor, t: torch.Tensor, cond: LatentCond) -> torch.Tensor:
+            b = x.shape[0]
+            extra = torch.cat([latent_mask.expand(b, -1, -1, -1), masked_latents.expand(b, -1, -1, -1)], dim=1)
+            return model_fn(torch.cat([x, extra.to(x.dtype)], dim=1), t, cond)
+
+        return fn
+
+    return with_condition
 
 
 def _latent_inpainter(
@@ -291,7 +334,8 @@ def animate_photo(
             coordinates, re-warped by the frame's pose: the fill does not flicker) into the revealed pixels and
             inpaints what even the layer misses with OpenCV TELEA. ``"opencv"``: the layer's made-up parts (the
             pushed-back foreground edges, the margin) come from depth-aware propagation and reflection;
-            ``"latent"``: they are repainted once by ``latent_model``'s masked img2img (:func:`latent_inpaint`);
+            ``"latent"``: they are repainted once by ``latent_model`` (:func:`latent_inpaint`: masked img2img, or
+            an inpainting checkpoint's own mask conditioning);
             ``"auto"``: ``"latent"`` when ``latent_model`` is given and its weights can be loaded, else
             ``"opencv"``.
         latent_model: a latent preset, hub id or diffusers folder for the learned fill.

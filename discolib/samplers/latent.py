@@ -613,6 +613,12 @@ class LatentSampler:
             channels_last=self.device.type == "cuda",
             compile_unet=config.compile,
         )
+        if self.comps.is_inpainting:  # its UNet wants mask channels a render has none of: say so, not torch
+            raise LatentSettingError(
+                f"models.latent_model: {config.latent_model!r} is an inpainting checkpoint (its UNet takes 9 input "
+                "channels); renders need a text-to-image model. Inpainting checkpoints fill revealed areas in "
+                "`discolib animate --fill latent --latent-model ...`"
+            )
         make_scheduler(config.scheduler, self.comps.scheduler_config)  # fail now on a bad name
         g = config.guidance
         self.ensemble: ClipEnsemble | None = None
