@@ -5,9 +5,11 @@ weights (``disco-512``, ``sd-1.5``) that need downloads and a GPU. The notebooks
 ``DISCOLIB_PRESET``, ``DISCOLIB_MAX_FRAMES`` and ``DISCOLIB_OUTPUT_ROOT`` (``notebook_setup``), and nbval's kernels
 inherit this process's environment (jupyter_client starts them with a copy of ``os.environ``). So, just before
 nbval starts a notebook's kernel, these are set here to the tiny preset of the notebook's sampler family, 3 frames
-and a temporary output folder (removed at the end; otherwise the runs would land in ``notebooks/runs/``). Each is
-set only when the user has not set it: ``DISCOLIB_PRESET=disco-512 pytest --nbval-lax notebooks/disco.ipynb`` runs
-the real preset.
+and a temporary output folder (removed at the end; otherwise the runs would land in ``notebooks/runs/``). The photo
+notebook (``photo_setup``) has no preset: it gets ``DISCOLIB_DEPTH_MODEL`` (the tiny random Depth Anything, built
+in-process, instead of the real one it would download), the same 3-frame cap and output folder. Each is set only
+when the user has not set it: ``DISCOLIB_PRESET=disco-512 pytest --nbval-lax notebooks/disco.ipynb`` runs the real
+preset.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import pytest
 
 #: Each notebook's offline preset: the tiny preset of its sampler family.
 OFFLINE_PRESET = {"quickstart.ipynb": "tiny-latent", "animation.ipynb": "tiny-latent", "disco.ipynb": "tiny"}
+#: The photo notebook's offline depth model.
+OFFLINE_DEPTH_MODEL = {"photo.ipynb": "tiny-depth-anything"}
 MAX_FRAMES = "3"
+_VARIABLES = ("DISCOLIB_PRESET", "DISCOLIB_DEPTH_MODEL", "DISCOLIB_MAX_FRAMES", "DISCOLIB_OUTPUT_ROOT")
 #: What the user set before pytest started (None: unset, so this file may set it).
-_USER = {name: os.environ.get(name) for name in ("DISCOLIB_PRESET", "DISCOLIB_MAX_FRAMES", "DISCOLIB_OUTPUT_ROOT")}
+_USER = {name: os.environ.get(name) for name in _VARIABLES}
 _TMP: list[str] = []  # the temporary output folder, once made
 
 
@@ -31,10 +36,12 @@ _TMP: list[str] = []  # the temporary output folder, once made
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before the default setup, which starts the notebook's kernel at its first cell: the notebook's variables."""
     name = Path(str(item.fspath)).name
-    if name not in OFFLINE_PRESET:
+    if name not in OFFLINE_PRESET and name not in OFFLINE_DEPTH_MODEL:
         return
-    if _USER["DISCOLIB_PRESET"] is None:
+    if _USER["DISCOLIB_PRESET"] is None and name in OFFLINE_PRESET:
         os.environ["DISCOLIB_PRESET"] = OFFLINE_PRESET[name]
+    if _USER["DISCOLIB_DEPTH_MODEL"] is None and name in OFFLINE_DEPTH_MODEL:
+        os.environ["DISCOLIB_DEPTH_MODEL"] = OFFLINE_DEPTH_MODEL[name]
     if _USER["DISCOLIB_MAX_FRAMES"] is None:
         os.environ["DISCOLIB_MAX_FRAMES"] = MAX_FRAMES
     if _USER["DISCOLIB_OUTPUT_ROOT"] is None:
@@ -46,8 +53,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _TMP:
         terminalreporter.write_line(
-            f"notebooks/conftest.py: the notebooks ran offline with their tiny presets ({MAX_FRAMES} frames) into a "
-            "temporary folder, now removed; set DISCOLIB_PRESET, DISCOLIB_MAX_FRAMES or DISCOLIB_OUTPUT_ROOT to choose"
+            f"notebooks/conftest.py: the notebooks ran offline with their tiny presets and depth model ({MAX_FRAMES} "
+            "frames) into a temporary folder, now removed; set DISCOLIB_PRESET, DISCOLIB_DEPTH_MODEL, "
+            "DISCOLIB_MAX_FRAMES or DISCOLIB_OUTPUT_ROOT to choose"
         )
 
 

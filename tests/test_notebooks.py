@@ -15,8 +15,12 @@
 * papermill runs with parameter overrides, then the run folder is checked (frames, settings.json, run.json,
   video for animations); the quickstart's output notebook holds images and the final progress line, no widget
   reprs.
+* The photo notebook (``photo.ipynb``, ``discolib.animate_photo``: no Settings, panel or render_here) gets the
+  same structure, defaults, help and nbval checks where they apply (its setup is ``photo_setup``, its offline
+  depth model comes through DISCOLIB_DEPTH_MODEL), its dropdowns offer what animate_photo accepts, and a
+  papermill run shows the depth preview and the video.
 * ``papermill --help-notebook`` lists every parameter with its type and its comment.
-* GPU mode (opt-in, ``DISCOLIB_GPU_NOTEBOOKS=1``, marker ``gpu``): the same notebooks through papermill and nbval
+* GPU mode (opt-in, ``DISCOLIB_GPU_NOTEBOOKS=1``, marker ``gpu``): the render notebooks through papermill and nbval
   with their real presets on CUDA; skipped without CUDA. Where discolib has ``models.random_weights`` it is
   turned on (the real architectures with random weights when the real ones cannot be fetched); without it, the
   test skips with the loader's message when the real weights cannot be reached.
@@ -49,11 +53,19 @@ from discolib_widgets.notebook import NOTEBOOK_ENV, apply_parameters, gpu_report
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 
-#: Each notebook and the offline preset that nbval runs it with (through DISCOLIB_PRESET).
+#: Each render notebook (Settings, the panel, render_here) and the offline preset that nbval runs it with (through
+#: DISCOLIB_PRESET).
 OFFLINE_PRESET = {"quickstart.ipynb": "tiny-latent", "disco.ipynb": "tiny", "animation.ipynb": "tiny-latent"}
-NOTEBOOKS = list(OFFLINE_PRESET)
+RENDER_NOTEBOOKS = list(OFFLINE_PRESET)
+#: The photo notebook (discolib.animate_photo, no Settings) and the depth model nbval runs it with (through
+#: DISCOLIB_DEPTH_MODEL): tiny, random, built in-process.
+PHOTO = "photo.ipynb"
+OFFLINE_DEPTH_MODEL = "tiny-depth-anything"
+NOTEBOOKS = [*RENDER_NOTEBOOKS, PHOTO]
+#: What docs/NOTEBOOKS.md's table names as each notebook's offline choice (a preset; the photo's depth model).
+OFFLINE_CHOICE = {**OFFLINE_PRESET, PHOTO: OFFLINE_DEPTH_MODEL}
 
-#: Parameters every notebook has.
+#: Parameters every render notebook has.
 REQUIRED_PARAMETERS = {
     "preset", "animation_mode", "max_frames", "text_prompts", "seed", "overrides", "output_root", "use_drive",
     "settings_file", "resume_run", "reset_panel",
@@ -92,8 +104,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "translation_z": "0: (10.0)", "rotation_3d_x": "0: (0)", "rotation_3d_y": "0: (0)", "rotation_3d_z": "0: (0)",
         "frames_skip_steps": "60%", "fps": 12,
     },
+    PHOTO: {
+        "photo": "", "camera": "dolly", "seconds": 4, "fps": 24,
+        "depth_model": "depth-anything/Depth-Anything-V2-Small-hf", "fill": "auto", "latent_model": "",
+        "stereo": "none", "mesh": False, "output_root": "runs", "use_drive": False,
+    },
 }  # fmt: skip
-#: Defaults every notebook shares: a new run, no file, outputs in runs/, no Drive, the panel's edits kept.
+#: Defaults every render notebook shares: a new run, no file, outputs in runs/, no Drive, the panel's edits kept.
 COMMON_DEFAULTS = {"overrides": {}, "output_root": "runs", "use_drive": False, "settings_file": "", "resume_run": "", "reset_panel": False}
 
 GPU_ENV = "DISCOLIB_GPU_NOTEBOOKS"
@@ -216,6 +233,23 @@ def check_run(folder: RunFolder, n_images: int, *, video: bool) -> Settings:
     return settings
 
 
+def check_photo_run(video: Path, n_frames: int) -> dict[str, Any]:
+    """animate_photo's outputs are complete: the video, and beside it one run folder ``<video stem>-frames/<run id>/``
+    with n_frames frames, depth.png and run.json done; returns its settings.json (animate_photo's own keys)."""
+    assert video.is_file() and video.stat().st_size > 0, video
+    runs = sorted(p for p in (video.parent / f"{video.stem}-frames").iterdir() if p.is_dir())
+    assert len(runs) == 1, runs
+    folder = RunFolder.open(runs[0])
+    frames = sorted(folder.frames_dir.glob("*.png"))
+    assert [p.name for p in frames] == [folder.frame_path(i).name for i in range(n_frames)]
+    assert (folder.path / "depth.png").is_file()
+    record = folder.read_record()
+    assert record.status == "done" and record.frames_done == record.frames_total == n_frames
+    run_settings = json.loads(folder.settings_path.read_text(encoding="utf-8"))
+    assert run_settings["kind"] == "animate_photo"
+    return run_settings
+
+
 #: The notebooks' last cell: it prints "done True" or raises (how nbval checks a run: nbstripout clears execution
 #: counts, and nbval compares no recorded output of a cell without one).
 CHECK_CALL = "print(record_summary(result.run_dir, require_done=True))"
@@ -289,6 +323,13 @@ def execute(name: str, out: Path, parameters: dict[str, Any], cwd: Path) -> nbfo
 
 
 # ----------------------------------------------------------------------------------------------- structure
+#: The setup call right after the Colab install: the environment variables, Colab and Drive, the GPU line.
+SETUP_CALL = {
+    **{name: "notebook_setup(preset, max_frames, output_root, overrides, use_drive=use_drive)" for name in RENDER_NOTEBOOKS},
+    PHOTO: "photo_setup(seconds, fps, depth_model, output_root, use_drive=use_drive)",
+}
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_structure(name: str) -> None:
     nb = load(name)
@@ -298,19 +339,27 @@ def test_notebook_structure(name: str) -> None:
     pcell = parameters_cell(nb)
     assert pcell.cell_type == "code"
     params = parameters(name)
-    assert REQUIRED_PARAMETERS <= set(params), REQUIRED_PARAMETERS - set(params)
     for pname, p in params.items():
         if p["options"] is not None:
             assert p["value"] in p["options"], f"{name}: {pname} default {p['value']!r} is not one of its options"
         else:
             assert isinstance(p["value"], FORM_TYPES[p["type"]]), f"{name}: {pname} is not a {p['type']}"
         assert p["annotation"] == FORM_ANNOTATION[p["type"]], f"{name}: {pname} is annotated {p['annotation']}"
-    # Presets: every option exists, and the offline one that nbval uses is among them.
-    options = params["preset"]["options"]
-    assert set(options) <= set(PRESETS) and OFFLINE_PRESET[name] in options
-    if name != "quickstart.ipynb":  # the real notebooks default to real weights and stay within one sampler
+    if name == PHOTO:  # the dropdowns offer exactly what animate_photo accepts
+        from discolib.animation.photo import CAMERA_PRESETS
+        from discolib.run import photo as photo_run
+
+        assert params["camera"]["options"] == list(CAMERA_PRESETS)
+        assert params["fill"]["options"] == list(photo_run._FILLS)
+        assert params["stereo"]["options"] == list(photo_run._STEREO)
+    else:
+        assert REQUIRED_PARAMETERS <= set(params), REQUIRED_PARAMETERS - set(params)
+        # Presets: every option exists, and the offline one that nbval uses is among them.
+        options = params["preset"]["options"]
+        assert set(options) <= set(PRESETS) and OFFLINE_PRESET[name] in options
+    if name not in ("quickstart.ipynb", PHOTO):  # the real notebooks default to real weights within one sampler
         assert not params["preset"]["value"].startswith("tiny"), f"{name}: the default preset must use real weights"
-        assert len({preset_mode(p) for p in options}) == 1
+        assert len({preset_mode(p) for p in params["preset"]["options"]}) == 1
 
     # Colab collapses each code cell under its title (the form of the parameters cell shows instead of its code).
     for cell in cells:
@@ -318,7 +367,7 @@ def test_notebook_structure(name: str) -> None:
         assert TITLE_LINE.match(first), f"{name}: a code cell does not start with a Colab #@title: {first!r}"
 
     # Right after the parameters: the Colab install (it cannot live in discolib: discolib is not installed yet),
-    # then notebook_setup, which applies the DISCOLIB_* variables (and Colab, Drive) before any cell reads one.
+    # then the setup call, which applies the DISCOLIB_* variables (and Colab, Drive) before any cell reads one.
     index = {id(c): i for i, c in enumerate(cells)}
     sources = [c.source for c in cells]
     install, setup = index[id(pcell)] + 1, index[id(pcell)] + 2
@@ -327,25 +376,27 @@ def test_notebook_structure(name: str) -> None:
         assert needle in sources[install], f"{name}: the Colab install cell lacks {needle!r}"
     (pip_line,) = [line for line in sources[install].splitlines() if "%pip install" in line]
     assert not {"-U", "--upgrade"} & set(pip_line.split()), "no forced upgrade: Colab's ipywidgets 8 stays"
-    setup_call = "notebook_setup(preset, max_frames, output_root, overrides, use_drive=use_drive)"
-    assert setup_call in ast.unparse(ast.parse(sources[setup])), f"{name}: notebook_setup must come next"
+    assert SETUP_CALL[name] in ast.unparse(ast.parse(sources[setup])), f"{name}: {SETUP_CALL[name]} must come next"
 
     calls: dict[str, int] = {}
     imported: set[str] = set()
     settings_names = set(iter_fields())
     applied: set[str] = set()
+    read: set[str] = set()  # names the cells after the parameters read
     for i, cell in enumerate(cells):
         tree = ast.parse(python_source(cell.source))
         for node in ast.walk(tree):
             logic = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.For, ast.While, ast.With, ast.Try)
-            assert not isinstance(node, logic), (
+            assert not isinstance(node, (*logic, ast.IfExp, ast.BoolOp)), (
                 f"{name}: notebooks hold no logic (it belongs in discolib or discolib_widgets), but a cell has a "
                 f"{type(node).__name__}:\n{cell.source}"
             )
             if isinstance(node, ast.If):
                 assert cell is cells[install], f"{name}: the only `if` is the Colab install:\n{cell.source}"
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and cell is not pcell:
+                read.add(node.id)
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                calls.setdefault(ast.unparse(node) if node.func.id != "apply_parameters" else "apply_parameters", i)
+                calls.setdefault(ast.unparse(node) if node.func.id not in ("apply_parameters", "animate_photo") else node.func.id, i)
                 if node.func.id == "apply_parameters":
                     # {setting: parameter}, never over a settings file
                     assert ast.unparse(node.keywords[0]) == "settings_file=settings_file", cell.source
@@ -359,6 +410,22 @@ def test_notebook_structure(name: str) -> None:
                 imported.add((node.module or "").split(".")[0])
             elif isinstance(node, ast.Import):
                 imported.update(a.name.split(".")[0] for a in node.names)
+    assert CHECK_CALL in cells[-1].source, f"{name}: the last cell checks the run"
+    for cell in cells:
+        assert cell.outputs == [] and cell.execution_count is None, f"{name}: outputs left in\n{cell.source}"
+    if name == PHOTO:
+        # The public faces only: discolib.animate_photo and the notebook helpers (sys: the Colab check).
+        assert imported == {"discolib", "discolib_widgets", "sys"}, f"{name}: imports {sorted(imported)}"
+        assert set(params) <= read, f"{name}: parameters no cell uses: {set(params) - read}"
+        order = [
+            SETUP_CALL[name], "photo_upload(photo)", "photo_source(photo, upload, output_root)", "animate_photo",
+            "show_photo_result(result)", CHECK_CALL.removeprefix("print(").removesuffix(")"),
+        ]
+        for call in order:
+            assert call in calls, f"{name}: no {call}"
+        assert [calls[c] for c in order] == sorted(calls[c] for c in order), f"{name}: cells out of order"
+        assert not any(c.startswith(("render", "show_panel(")) for c in calls), sorted(calls)
+        return
     # The public faces only (sys: the Colab check, before discolib is installed there).
     assert imported == {"discolib_widgets", "sys"}, f"{name}: imports {sorted(imported)}"
     # Every parameter reaches the settings or the notebook's own calls.
@@ -376,21 +443,32 @@ def test_notebook_structure(name: str) -> None:
     assert not any(c.startswith(("render(", "show_result(")) for c in calls), sorted(calls)
     assert calls[f"show_panel(settings, key={stem!r}, reset=reset_panel)"] < calls["render_here(settings, out=output_root, resume=resume_run)"]
 
-    assert CHECK_CALL in cells[-1].source, f"{name}: the last cell checks the run"
-    for cell in cells:
-        assert cell.outputs == [] and cell.execution_count is None, f"{name}: outputs left in\n{cell.source}"
+
+def test_photo_notebook_passes_every_setting_to_animate_photo() -> None:
+    """The animate cell calls animate_photo with each parameter it has a keyword for, by that name."""
+    nb = load(PHOTO)
+    (call,) = [
+        n for c in code_cells(nb) for n in ast.walk(ast.parse(python_source(c.source)))
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "animate_photo"
+    ]  # fmt: skip
+    keywords = {k.arg: ast.unparse(k.value) for k in call.keywords}
+    for pname in ("camera", "seconds", "fps", "depth_model", "fill", "latent_model", "stereo"):
+        assert keywords.get(pname) == pname, f"animate_photo gets {pname}={keywords.get(pname)}"
+    assert keywords["device"] == "device" and keywords["callback"] == "photo_progress()"
+    assert keywords["mesh"] == "outputs['mesh']" and ast.unparse(call.args[1]) == "outputs['out']"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_parameters_hold_the_documented_defaults(name: str) -> None:
     """An autosaved edit of the tracked notebook's parameters fails here (edit a copy or pass parameters)."""
     values = {pname: p["value"] for pname, p in parameters(name).items()}
-    assert values == {**DEFAULTS[name], **COMMON_DEFAULTS}
-    # docs/NOTEBOOKS.md's table names each notebook's default preset.
+    assert values == (DEFAULTS[name] if name == PHOTO else {**DEFAULTS[name], **COMMON_DEFAULTS})
+    # docs/NOTEBOOKS.md's table names each notebook's default preset (the photo's: its depth model) and the
+    # offline one.
     doc = (REPO / "docs" / "NOTEBOOKS.md").read_text(encoding="utf-8")
-    row = re.search(rf"^\| \[`{re.escape(name)}`\].*\| `([\w.-]+)` \| `([\w.-]+)` \|$", doc, flags=re.MULTILINE)
+    row = re.search(rf"^\| \[`{re.escape(name)}`\].*\| `([\w./-]+)` \| `([\w./-]+)` \|$", doc, flags=re.MULTILINE)
     assert row, f"docs/NOTEBOOKS.md has no row for {name}"
-    assert row[1] == values["preset"] and row[2] == OFFLINE_PRESET[name]
+    assert row[1] == values["depth_model" if name == PHOTO else "preset"] and row[2] == OFFLINE_CHOICE[name]
 
 
 def test_nbstripout_keeps_tracked_notebooks_as_they_are() -> None:
@@ -513,7 +591,7 @@ def test_papermill_help_lists_every_parameter(name: str) -> None:
 # ----------------------------------------------------------------------------------------------- nbval
 @pytest.mark.slow
 def test_nbval_plain_command(tmp_path: Path, python3_kernel: str) -> None:
-    """`pytest --nbval-lax notebooks/` as README documents it, once for the three notebooks (each nbval run of a
+    """`pytest --nbval-lax notebooks/` as README documents it, once for the four notebooks (each nbval run of a
     notebook costs ~30 s here): offline, passes; notebooks/conftest.py picked each notebook's tiny preset and 3
     frames. Only DISCOLIB_OUTPUT_ROOT is set, to find the runs (without it they go to a temporary folder that is
     removed: test_nbval_conftest_hooks)."""
@@ -527,7 +605,11 @@ def test_nbval_plain_command(tmp_path: Path, python3_kernel: str) -> None:
     n_cells = sum(len(code_cells(load(name))) for name in NOTEBOOKS)
     assert re.search(rf"\b{n_cells} passed", proc.stdout), proc.stdout[-2000:]
     assert sorted(NOTEBOOK_DIR.iterdir()) == before, "the nbval run left files in notebooks/"
-    for name in NOTEBOOKS:
+    # The photo notebook: no photo given, so the demo image; the tiny depth model, capped at 3 frames.
+    assert (tmp_path / "demo-photo.png").is_file()
+    run_settings = check_photo_run(tmp_path / "photo" / "demo-photo-dolly.mp4", 3)
+    assert run_settings["depth_model"] == OFFLINE_DEPTH_MODEL and run_settings["camera"] == "dolly", run_settings
+    for name in RENDER_NOTEBOOKS:
         batch = parameters(name)["batch_name"]["value"]
         settings = check_run(only_run(tmp_path, batch), 3, video=True)  # every notebook's default is a 3D animation
         assert settings.animation.animation_mode == "3D" and settings.animation.max_frames == 3, name
@@ -555,9 +637,12 @@ def test_nbval_conftest_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
         def __init__(self, name: str) -> None:
             self.fspath = NOTEBOOK_DIR / name
 
-    for name in NOTEBOOKS:
+    for name in RENDER_NOTEBOOKS:
         conftest.pytest_runtest_setup(Item(name))
         assert os.environ["DISCOLIB_PRESET"] == OFFLINE_PRESET[name] and os.environ["DISCOLIB_MAX_FRAMES"] == "3"
+    assert "DISCOLIB_DEPTH_MODEL" not in os.environ
+    conftest.pytest_runtest_setup(Item(PHOTO))
+    assert os.environ["DISCOLIB_DEPTH_MODEL"] == OFFLINE_DEPTH_MODEL and os.environ["DISCOLIB_MAX_FRAMES"] == "3"
     folder = Path(os.environ["DISCOLIB_OUTPUT_ROOT"])
     assert folder.is_dir() and folder.name.startswith("discolib-nbval-")
     lines: list[str] = []
@@ -651,6 +736,27 @@ def test_papermill_animation_overrides(tmp_path: Path) -> None:
     assert settings.animation.animation_mode == "3D" and settings.animation.max_frames == 4
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("kernel_env")
+def test_papermill_photo(tmp_path: Path) -> None:
+    """papermill runs the photo notebook (no photo: the demo image; 1 s at 8 fps, flat depth); its output notebook
+    shows the depth preview and the video, and the check cell says the run folder is complete."""
+    out_root = tmp_path / "out"
+    params = {"camera": "orbit", "seconds": 1, "fps": 8, "depth_model": "constant", "output_root": str(out_root)}
+    nb = execute(PHOTO, tmp_path / "photo.out.ipynb", params, tmp_path)
+    assert executed_check_output(nb) == "done True\n"
+    (show_cell,) = [c for c in code_cells(nb) if "show_photo_result(" in c.source]
+    mimes = [m for out in show_cell.outputs for m in out.get("data", {})]
+    assert "image/png" in mimes, f"no depth preview in the show cell's outputs: {mimes}"
+    html = " ".join(out.data["text/html"] for out in show_cell.outputs if "text/html" in out.get("data", {}))
+    assert "<video" in html and "data:video/mp4;base64," in html, f"no video in the show cell's outputs: {mimes}"
+    (animate_cell,) = [c for c in code_cells(nb) if "animate_photo(" in c.source]
+    assert "frame 8/8" in " ".join(output_texts(nbformat.from_dict({"cells": [animate_cell]}))), animate_cell.outputs
+    run_settings = check_photo_run(out_root / "photo" / "demo-photo-orbit.mp4", 8)
+    assert (run_settings["camera"], run_settings["fps"], run_settings["depth_model"]) == ("orbit", 8, "constant")
+    assert (out_root / "demo-photo.png").is_file()
+
+
 # ----------------------------------------------------------------------------------------------- GPU mode
 #: The real preset each notebook runs with in GPU mode (None: the notebook's own default).
 GPU_PRESET: dict[str, str | None] = {"quickstart.ipynb": "sd-turbo", "disco.ipynb": None, "animation.ipynb": None}
@@ -667,7 +773,7 @@ def _weights_unavailable(ename: str, evalue: str) -> bool:
 
 @pytest.mark.gpu
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", RENDER_NOTEBOOKS)
 def test_notebook_gpu(name: str, tmp_path: Path, python3_kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """GPU mode: papermill, then nbval, with the real presets on CUDA (opt in with DISCOLIB_GPU_NOTEBOOKS=1)."""
     if os.environ.get(GPU_ENV) != "1":

@@ -854,3 +854,139 @@ def test_record_summary_reads_run_json(tmp_path: Path) -> None:
     assert record_summary(folder.path) == "interrupted False"
     folder.write_record(RunRecord(status="done", frames_total=3, frames_done=3, seeds=[1, 2, 3]))
     assert record_summary(str(folder.path)) == "done True"
+
+
+# ----------------------------------------------------------------------------------------------- photo notebook
+@pytest.mark.usefixtures("no_notebook_env")
+def test_photo_setup_environment_replaces_parameters(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    got = notebook.photo_setup(4.0, 24.0, "depth-anything/Depth-Anything-V2-Small-hf", "runs")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert got == (4.0, "depth-anything/Depth-Anything-V2-Small-hf", "runs", device)
+    assert capsys.readouterr().out.splitlines()[1] == f"outputs go to {os.path.abspath('runs')}"
+    monkeypatch.setenv("DISCOLIB_DEPTH_MODEL", "constant")
+    monkeypatch.setenv("DISCOLIB_OUTPUT_ROOT", str(tmp_path))
+    monkeypatch.setenv("DISCOLIB_MAX_FRAMES", "3")
+    seconds, depth_model, root, _ = notebook.photo_setup(4.0, 24.0, "x", "runs")
+    assert (round(seconds * 24), depth_model, root) == (3, "constant", str(tmp_path))  # a cap on the frames
+    assert notebook.photo_setup(0.05, 24.0, "x", "runs")[0] == 0.05  # already shorter: kept
+
+
+@pytest.mark.usefixtures("no_notebook_env")
+def test_photo_setup_on_colab_moves_outputs_to_drive(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    mounted: list[str] = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)  # type: ignore[attr-defined]
+    colab.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: None)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    assert notebook.photo_setup(1.0, 8.0, "constant", "runs")[2] == "runs" and mounted == []
+    assert notebook.photo_setup(1.0, 8.0, "constant", "runs", use_drive=True)[2] == f"{notebook.DRIVE_ROOT}/runs"
+    assert mounted == ["/content/drive"]
+
+
+def test_demo_photo_is_deterministic_and_not_flat(tmp_path: Path) -> None:
+    import numpy as np
+
+    a = notebook.demo_photo(tmp_path / "a" / "demo.png")
+    b = notebook.demo_photo(tmp_path / "b.png")
+    assert a.read_bytes() == b.read_bytes()
+    with Image.open(a) as img:
+        assert img.size == (notebook.DEMO_SIZE[1], notebook.DEMO_SIZE[0]) and img.mode == "RGB"
+        levels = set(np.unique(np.asarray(img.convert("L"))).tolist())
+    assert len(levels) > 20 and max(levels) - min(levels) > 120  # shapes at many brightnesses, not one flat tone
+
+
+def test_photo_source_path_upload_or_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "out"
+    assert notebook.photo_source(" https://example.com/a.jpg ", None, str(root)) == "https://example.com/a.jpg"
+    assert not root.exists()  # a given photo writes nothing
+    # Colab's files.upload(): {name: bytes}; a name with a path in it stays one file under uploads/.
+    got = notebook.photo_source("", {"../../evil dir/me.png": b"png-bytes"}, str(root))
+    assert Path(got) == root / "uploads" / "me.png" and Path(got).read_bytes() == b"png-bytes"
+    # ipywidgets 8's FileUpload, its value set the way the browser's upload sets it (through the deserializer).
+    upload = widgets.FileUpload()
+    upload.set_state({"value": [
+        {"name": "..\\x y.jpg", "type": "image/jpeg", "size": 3, "content": memoryview(b"abc"), "last_modified": 0},
+    ]})  # fmt: skip
+    got = notebook.photo_source("", upload, str(root))
+    assert Path(got).parent == root / "uploads" and Path(got).name == "x_y.jpg" and Path(got).read_bytes() == b"abc"
+    capsys.readouterr()
+    for empty in (None, {}, widgets.FileUpload()):
+        got = notebook.photo_source("", empty, str(root))
+        assert Path(got) == root / "demo-photo.png" and Path(got).is_file()
+        assert capsys.readouterr().out == f"no photo given: the built-in demo image {got}\n"
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
+        "demo-photo.png", "uploads", "uploads/me.png", "uploads/x_y.jpg",
+    ]  # fmt: skip
+
+
+def test_photo_upload_button_colab_picker_or_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import types
+
+    shown: list[Any] = []
+    monkeypatch.setattr(notebook, "display", shown.append)
+    assert notebook.photo_upload("me.jpg") is None and shown == []
+    assert capsys.readouterr().out == "photo: me.jpg\n"
+    button = notebook.photo_upload("")
+    assert isinstance(button, widgets.FileUpload) and shown == [button] and button.accept == "image/*"
+    colab = types.ModuleType("google.colab")
+    colab.files = types.SimpleNamespace(upload=lambda: {"a.png": b"x"})  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    assert notebook.photo_upload("") == {"a.png": b"x"}
+
+
+def test_photo_outputs_names_the_video_after_the_photo_and_camera(tmp_path: Path) -> None:
+    out = notebook.photo_outputs(str(tmp_path / "my photo.jpg"), "runs", "orbit")
+    assert out == {"out": str(Path("runs") / "photo" / "my_photo-orbit.mp4"), "mesh": None}
+    out = notebook.photo_outputs("https://example.com/pics/cat.png?size=2", "r", "cams/path.json", mesh=True)
+    assert out == {"out": str(Path("r/photo/cat-path.mp4")), "mesh": str(Path("r/photo/cat-path.glb"))}
+    assert notebook.photo_outputs("https://example.com/", "r", "pan")["out"] == str(Path("r/photo/example-pan.mp4"))
+
+
+def test_photo_progress_updates_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    updates: list[Any] = []
+
+    class Handle:
+        def update(self, obj: Any, raw: bool = False) -> None:
+            updates.append(obj["text/plain"])
+
+    shown: list[Any] = []
+    monkeypatch.setattr(notebook, "display", lambda obj, **kw: shown.append((obj, kw)) or Handle())
+    progress = notebook.photo_progress()
+    progress(1, 3)
+    progress(3, 3)
+    assert shown == [({"text/plain": "starting"}, {"raw": True, "display_id": True})]
+    assert updates == ["frame 1/3", "frame 3/3"]
+
+
+def test_show_photo_result_displays_depth_and_video(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    from discolib.run.photo import PhotoResult
+
+    shown: list[Any] = []
+    monkeypatch.setattr(notebook, "display", shown.append)
+    depth_png = tmp_path / "depth.png"
+    Image.new("L", (8, 8), 128).save(depth_png)
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    result = PhotoResult(
+        video=video, run_dir=tmp_path, frames=[tmp_path / "0.png"] * 3, fps=8.0, schedules={},
+        depth=np.ones((8, 8), np.float32), depth_png=depth_png, fill="opencv", mesh=tmp_path / "m.glb",
+    )  # fmt: skip
+    notebook.show_photo_result(result)
+    depth, vid = shown
+    assert type(depth).__name__ == "Image" and depth.data == depth_png.read_bytes()
+    assert type(vid).__name__ == "Video" and vid.embed
+    out = capsys.readouterr().out
+    assert out.startswith(f"3 frames at 8 fps, fill opencv, in {tmp_path}\n")
+    assert f"3D: {tmp_path / 'm.glb'}" in out and out.endswith(f"video: {video}\n")

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,24 +23,37 @@ from discolib import RunFolder, Settings, apply_preset, preset_mode
 from discolib.config.importers import load_settings_file
 
 if TYPE_CHECKING:  # discolib.RenderResult imports torch on first access; the panel alone never needs it
+    import ipywidgets
+
     from discolib import RenderResult
+    from discolib.run.photo import PhotoResult
 
 __all__ = [
     "DRIVE_ROOT",
     "NOTEBOOK_ENV",
     "RunIncomplete",
     "apply_parameters",
+    "demo_photo",
     "finish_settings",
     "gpu_report",
     "notebook_setup",
+    "photo_outputs",
+    "photo_progress",
+    "photo_setup",
+    "photo_source",
+    "photo_upload",
     "record_summary",
+    "show_photo_result",
     "show_result",
     "start_settings",
 ]
 
 #: Environment variables that replace the notebook parameter of the same name (DISCOLIB_OVERRIDES is merged into
 #: ``overrides``): nbval, CI and the GPU test mode run notebooks without papermill's parameter injection.
-NOTEBOOK_ENV = ("DISCOLIB_PRESET", "DISCOLIB_MAX_FRAMES", "DISCOLIB_OUTPUT_ROOT", "DISCOLIB_OVERRIDES")
+#: DISCOLIB_DEPTH_MODEL is the photo notebook's ``depth_model`` (offline: ``tiny-depth-anything`` or ``constant``).
+NOTEBOOK_ENV = (
+    "DISCOLIB_PRESET", "DISCOLIB_MAX_FRAMES", "DISCOLIB_OUTPUT_ROOT", "DISCOLIB_OVERRIDES", "DISCOLIB_DEPTH_MODEL",
+)  # fmt: skip
 
 #: On Colab with ``use_drive``, run folders go under this folder of the mounted Google Drive.
 DRIVE_ROOT = "/content/drive/MyDrive/discolib"
@@ -184,3 +199,176 @@ def record_summary(run_dir: str | Path, *, require_done: bool = False) -> str:
             f"{run_dir}: run.json says {record.status!r} with {record.frames_done} of {record.frames_total} frames"
         )
     return summary
+
+
+# ----------------------------------------------------------------------------------------------- photo notebook
+#: The photo notebook's demo image (written into output_root when no photo is given): its size.
+DEMO_SIZE = (256, 384)  # (height, width)
+#: An uploaded file's name keeps these characters (the rest become "_"), so it is one plain file in uploads/.
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _colab_drive(output_root: str, use_drive: bool) -> str:
+    """On Colab: the custom widget manager on and, with ``use_drive``, Drive mounted and ``output_root`` under it."""
+    if "google.colab" not in sys.modules:
+        return output_root
+    from google.colab import drive, output  # exist only on Colab
+
+    output.enable_custom_widget_manager()
+    if use_drive:
+        drive.mount("/content/drive")
+        output_root = os.path.join(DRIVE_ROOT, output_root)
+    return output_root
+
+
+def photo_setup(
+    seconds: float, fps: float, depth_model: str, output_root: str, *, use_drive: bool = False
+) -> tuple[float, str, str, str]:
+    """The photo notebook's parameters after the environment and Colab; prints the GPU and the output folder.
+
+    ``DISCOLIB_DEPTH_MODEL`` and ``DISCOLIB_OUTPUT_ROOT``, when set, replace ``depth_model`` and ``output_root``;
+    ``DISCOLIB_MAX_FRAMES`` caps the clip at that many frames (``seconds`` shortened to ``frames / fps``). On Colab
+    as :func:`notebook_setup` (the widget manager; with ``use_drive`` the outputs under :data:`DRIVE_ROOT`).
+
+    Returns:
+        ``(seconds, depth_model, output_root, device)``: ``device`` is ``"cuda"`` when a GPU is there, else
+        ``"cpu"`` (where the depth model and the warps run).
+    """
+    import torch  # here, not at the top: seconds to import, and the panel alone never needs it
+
+    depth_model = os.environ.get("DISCOLIB_DEPTH_MODEL", depth_model)
+    output_root = os.environ.get("DISCOLIB_OUTPUT_ROOT", output_root)
+    if "DISCOLIB_MAX_FRAMES" in os.environ and fps > 0:
+        seconds = min(seconds, int(os.environ["DISCOLIB_MAX_FRAMES"]) / fps)
+    output_root = _colab_drive(output_root, use_drive)
+    print(gpu_report())
+    print("outputs go to", os.path.abspath(output_root))
+    return seconds, depth_model, output_root, "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def photo_upload(photo: str) -> ipywidgets.FileUpload | dict[str, bytes] | None:
+    """Where the photo comes from when ``photo`` (a path or URL) is empty: an upload.
+
+    On Colab ``google.colab.files.upload()`` asks for a file and waits (so Run All works); in Jupyter a
+    ``FileUpload`` button is shown and returned (choose a file, then run the next cells again). With ``photo``
+    given, None: nothing to upload.
+    """
+    if photo.strip():
+        print(f"photo: {photo.strip()}")
+        return None
+    if "google.colab" in sys.modules:
+        from google.colab import files  # exists only on Colab
+
+        return files.upload()
+    import ipywidgets
+
+    upload = ipywidgets.FileUpload(accept="image/*", multiple=False, description="Photo")
+    print("choose a photo, then run the cells below again (without one, the built-in demo image is animated)")
+    display(upload)
+    return upload
+
+
+def _uploaded(upload: Any) -> tuple[str, bytes] | None:
+    """``(file name, bytes)`` of the first uploaded file: Colab's ``{name: bytes}`` or an ipywidgets 8
+    ``FileUpload`` (its ``value``: a tuple of ``{"name", "content", ...}``); None when nothing was uploaded."""
+    if isinstance(upload, dict):
+        for name, data in upload.items():
+            return str(name), bytes(data)
+        return None
+    value = getattr(upload, "value", None) or ()
+    for item in value:
+        return str(item["name"]), bytes(item["content"])
+    return None
+
+
+def demo_photo(path: str | Path) -> Path:
+    """Write the built-in demo image (deterministic, :data:`DEMO_SIZE`) to ``path`` and return it.
+
+    A sky gradient, a sun, hills, a house and a tree at different brightness and sizes: a depth model sees
+    near and far things in it (a flat image would make a flat depth map and no parallax).
+    """
+    import numpy as np
+    from PIL import Image as PILImage
+
+    h, w = DEMO_SIZE
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.empty((h, w, 3), np.float32)
+    sky = yy[..., None] / h
+    img[:] = (1 - sky) * np.array([70, 130, 220]) + sky * np.array([200, 220, 240])
+    img[(xx - 300) ** 2 + (yy - 50) ** 2 < 22**2] = (255, 230, 120)  # sun
+    img[yy > 150 + 25 * np.sin(xx / 45.0)] = (70, 120, 60)  # far hills
+    img[yy > 195 + 8 * np.sin(xx / 20.0 + 1.0)] = (110, 170, 70)  # near meadow
+    img[120:200, 60:150] = (180, 90, 60)  # house
+    img[(yy < 120) & (yy > 80) & (np.abs(xx - 105) < (yy - 80) * 1.3)] = (120, 40, 40)  # roof
+    img[150:200, 95:115] = (60, 40, 30)  # door
+    img[140:240, 250:262] = (90, 60, 30)  # tree trunk
+    img[(xx - 256) ** 2 + (yy - 130) ** 2 < 38**2] = (30, 90, 35)  # tree crown
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(img.clip(0, 255).astype(np.uint8)).save(out)
+    return out
+
+
+def photo_source(photo: str, upload: Any, output_root: str) -> str:
+    """The photo to animate: ``photo`` (a path or URL, as given), else the uploaded file written to
+    ``<output_root>/uploads/``, else the demo image written to ``<output_root>/demo-photo.png`` (:func:`demo_photo`).
+    Prints which."""
+    if photo.strip():
+        return photo.strip()
+    got = _uploaded(upload)
+    if got is not None:
+        name, data = got
+        safe = _SAFE_NAME.sub("_", Path(name.replace("\\", "/")).name).lstrip(".") or "photo"
+        path = Path(output_root) / "uploads" / safe
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        print(f"photo: {path} (uploaded, {len(data)} bytes)")
+        return str(path)
+    path = demo_photo(Path(output_root) / "demo-photo.png")
+    print(f"no photo given: the built-in demo image {path}")
+    return str(path)
+
+
+def photo_outputs(source: str, output_root: str, camera: str, *, mesh: bool = False) -> dict[str, str | None]:
+    """``{"out": video, "mesh": GLB or None}`` for :func:`discolib.animate_photo`: ``<output_root>/photo/
+    <photo name>-<camera>.mp4`` (and ``.glb`` with ``mesh``); the frames go to a run folder beside the video."""
+    stem = _SAFE_NAME.sub("_", Path(source.split("?")[0].rstrip("/")).stem).lstrip(".") or "photo"
+    cam = _SAFE_NAME.sub("_", Path(str(camera)).stem) or "camera"
+    base = Path(output_root) / "photo" / f"{stem}-{cam}"
+    return {"out": str(base.with_suffix(".mp4")), "mesh": str(base.with_suffix(".glb")) if mesh else None}
+
+
+def photo_progress() -> Callable[[int, int], None]:
+    """A ``callback(frames_done, n_frames)`` for :func:`discolib.animate_photo` that keeps one output line,
+    ``"frame 5/24"``, up to date (a plain output: a papermill notebook keeps the last line)."""
+    handle = display({"text/plain": "starting"}, raw=True, display_id=True)
+
+    def update(done: int, total: int) -> None:
+        text = f"frame {done}/{total}"
+        if handle is None:  # outside IPython display() returns no handle
+            print(text)
+        else:
+            handle.update({"text/plain": text}, raw=True)
+
+    return update
+
+
+def show_photo_result(result: PhotoResult, *, width: int = 512) -> None:
+    """Print where the frames and the video are, then display the depth preview and the video (embedded; a
+    line naming it when it is too large to embed)."""
+    from discolib_widgets.view import video_too_large  # here: the view imports the panel's widgets
+
+    print(f"{len(result.frames)} frames at {result.fps:g} fps, fill {result.fill}, in {result.run_dir}")
+    print("depth (near is dark, far is bright):")
+    display(Image(filename=str(result.depth_png), width=width))
+    for extra in (result.mesh, result.point_cloud):
+        if extra is not None:
+            print(f"3D: {extra}")
+    too_large = video_too_large(result.video)
+    if too_large:
+        print(too_large)
+    elif result.video.suffix.lower() == ".gif":
+        display(Image(filename=str(result.video), width=width))
+    else:
+        display(Video(str(result.video), embed=True, width=width))
+    print(f"video: {result.video}")
