@@ -340,6 +340,17 @@ def _save_screenshots(page: Any, panel: Any, folder: Path, stem: str) -> list[Pa
     return [p for p in paths if p.exists()]
 
 
+def wait_kernel_idle(page: Any) -> None:
+    """Wait until the notebook open in JupyterLab has a started kernel that is idle."""
+    page.wait_for_function(
+        "() => { const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
+        " return !!(w && w.sessionContext && w.sessionContext.isReady"
+        " && w.sessionContext.session && w.sessionContext.session.kernel"
+        " && w.sessionContext.session.kernel.status === 'idle'); }",
+        timeout=KERNEL_READY_TIMEOUT_MS,
+    )
+
+
 @pytest.mark.slow
 def test_quickstart_notebook_in_jupyterlab(tmp_path: Path) -> None:
     """Run quickstart.ipynb in JupyterLab in chromium: the render cell's live preview, the panel's tabs and widths,
@@ -367,13 +378,7 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path: Path) -> None:
         panel = page.locator(".discolib-panel")
         try:
             page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}", wait_until="domcontentloaded")
-            page.wait_for_function(
-                "() => { const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
-                " return !!(w && w.sessionContext && w.sessionContext.isReady"
-                " && w.sessionContext.session && w.sessionContext.session.kernel"
-                " && w.sessionContext.session.kernel.status === 'idle'); }",
-                timeout=KERNEL_READY_TIMEOUT_MS,
-            )
+            wait_kernel_idle(page)
             state = _notebook_state(page)
             assert state["kernelName"] == "python3", state
 

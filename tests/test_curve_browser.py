@@ -20,12 +20,12 @@ from test_browser import (
     _STRIP_ANSI,
     CHROMIUM,
     CHROMIUM_ARGS,
-    KERNEL_READY_TIMEOUT_MS,
     _decode_png,
     _notebook_state,
     _require_browser_stack,
     _shot_dir,
     jupyterlab,
+    wait_kernel_idle,
 )
 
 START = "0: (1.0), 10: (1.5), 20: (1.0)"
@@ -143,13 +143,7 @@ def test_curve_editor_drag_in_jupyterlab(tmp_path: Path) -> None:
         editor = page.locator(".dc-curve")
         try:
             page.goto(f"{lab.url}/lab/tree/curve.ipynb?token={lab.token}", wait_until="domcontentloaded")
-            page.wait_for_function(
-                "() => { const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
-                " return !!(w && w.sessionContext && w.sessionContext.isReady"
-                " && w.sessionContext.session && w.sessionContext.session.kernel"
-                " && w.sessionContext.session.kernel.status === 'idle'); }",
-                timeout=KERNEL_READY_TIMEOUT_MS,
-            )
+            wait_kernel_idle(page)
             assert _notebook_state(page)["kernelName"] == "python3"
 
             _run_cell(page, 0)

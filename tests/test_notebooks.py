@@ -664,6 +664,14 @@ def test_nbval_conftest_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- papermill
+def cell_display(nb: nbformat.NotebookNode, call: str) -> tuple[list[str], str]:
+    """The mime types of the outputs of the one code cell that makes ``call``, and their text/html joined."""
+    (cell,) = [c for c in code_cells(nb) if call in c.source]
+    mimes = [m for out in cell.outputs for m in out.get("data", {})]
+    html = " ".join(out.data["text/html"] for out in cell.outputs if "text/html" in out.get("data", {}))
+    return mimes, html
+
+
 def output_texts(nb: nbformat.NotebookNode) -> list[str]:
     """Every text an output notebook shows: streams, and the text/plain and text/html of display outputs."""
     texts = []
@@ -689,10 +697,8 @@ def test_papermill_quickstart_2d(tmp_path: Path) -> None:
     }  # fmt: skip
     nb = execute("quickstart.ipynb", tmp_path / "quickstart.out.ipynb", params, tmp_path)
     assert executed_check_output(nb) == "done True\n"
-    (render_cell,) = [c for c in code_cells(nb) if "render_here(" in c.source]
-    mimes = [m for out in render_cell.outputs for m in out.get("data", {})]
+    mimes, html = cell_display(nb, "render_here(")
     assert "image/png" in mimes, f"no image in the render cell's outputs: {mimes}"
-    html = " ".join(out.data["text/html"] for out in render_cell.outputs if "text/html" in out.get("data", {}))
     assert "video/mp4" in mimes or "<video" in html, f"no video in the render cell's outputs: {mimes}"
     texts = output_texts(nb)
     assert any(re.search(r"100% done: 3 frames in \d+:\d\d", t) for t in texts), texts
@@ -745,10 +751,8 @@ def test_papermill_photo(tmp_path: Path) -> None:
     params = {"camera": "orbit", "seconds": 1, "fps": 8, "depth_model": "constant", "output_root": str(out_root)}
     nb = execute(PHOTO, tmp_path / "photo.out.ipynb", params, tmp_path)
     assert executed_check_output(nb) == "done True\n"
-    (show_cell,) = [c for c in code_cells(nb) if "show_photo_result(" in c.source]
-    mimes = [m for out in show_cell.outputs for m in out.get("data", {})]
+    mimes, html = cell_display(nb, "show_photo_result(")
     assert "image/png" in mimes, f"no depth preview in the show cell's outputs: {mimes}"
-    html = " ".join(out.data["text/html"] for out in show_cell.outputs if "text/html" in out.get("data", {}))
     assert "<video" in html and "data:video/mp4;base64," in html, f"no video in the show cell's outputs: {mimes}"
     (animate_cell,) = [c for c in code_cells(nb) if "animate_photo(" in c.source]
     assert "frame 8/8" in " ".join(output_texts(nbformat.from_dict({"cells": [animate_cell]}))), animate_cell.outputs
