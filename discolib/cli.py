@@ -103,11 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     ani.add_argument("-o", "--output", required=True, metavar="VIDEO", help="the video to write (.mp4 or .gif); its frames go to a run folder beside it")
     ani.add_argument("--camera", default="dolly", metavar="{dolly,orbit,pan,zoom,swing,PATH.json}", help="a camera preset sized to the photo's depth, or a JSON file of keyframe strings (translation_x/y/z, rotation_3d_x/y/z, fov); default dolly")
     ani.add_argument("--seconds", default="4", metavar="S", help="length of the clip (default 4)")
-    ani.add_argument("--fps", default="24", metavar="F", help="frames per second (default 24)")
+    ani.add_argument("--fps", default="24", metavar="F", help="frames per second, 0.1 to 240 (default 24)")
     ani.add_argument("--depth-model", default=None, metavar="M", help="depth model: hub id, folder, tiny-depth-anything or constant (default Depth Anything V2 Small)")
     ani.add_argument("--fill", default="auto", choices=["auto", "opencv", "latent"], help="how revealed areas are filled: opencv (depth-aware background extension + OpenCV inpainting), latent (the latent model's masked img2img), auto (latent when --latent-model is given and available, else opencv)")
     ani.add_argument("--latent-model", default=None, metavar="M", help="latent model for the learned fill: a preset (sd-1.5, sd-turbo, tiny-latent), hub id or diffusers folder")
-    ani.add_argument("--size", default=None, metavar="N", help="longer side of the frames in pixels (default: the photo's, at most 1024)")
+    ani.add_argument("--size", default=None, metavar="N", help="longer side of the frames in pixels, 16 to 4096 (default: the photo's, at most 1024)")
     ani.add_argument("--stereo", default="none", choices=["none", "sbs", "anaglyph"], help="a side-by-side or red-cyan anaglyph stereo video")
     ani.add_argument("--mesh", default=None, metavar="OUT.glb", help="also write the photo as a textured 3D mesh (GLB)")
     ani.add_argument("--ply", default=None, metavar="OUT.ply", help="also write the photo as a coloured point cloud (PLY)")
@@ -247,11 +247,15 @@ def _animate_number(text: str | None, option: str, kind: type[int] | type[float]
 
 def _cmd_animate(args: argparse.Namespace) -> int:
     # Here for start-up time: animating imports torch and the depth model libraries.
-    from discolib.run.photo import animate_photo
+    from discolib.run.photo import MAX_FPS, MAX_SIZE, MIN_FPS, MIN_SIZE, animate_photo
 
     seconds = _animate_number(args.seconds, "--seconds", float, "a length in seconds")
     fps = _animate_number(args.fps, "--fps", float, "a number of frames per second")
     size = _animate_number(args.size, "--size", int, "a number of pixels")
+    if fps is not None and not MIN_FPS <= fps <= MAX_FPS:
+        raise CliError(f"--fps: expected a frame rate from {MIN_FPS:g} to {MAX_FPS:g}, got {args.fps!r}")
+    if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
+        raise CliError(f"--size: expected a number of pixels from {MIN_SIZE} to {MAX_SIZE}, got {args.size!r}")
     kwargs = {"depth_model": args.depth_model} if args.depth_model else {}
     result = animate_photo(
         args.photo,

@@ -355,3 +355,121 @@ def test_revealed_strip_is_filled_from_the_background_not_the_foreground() -> No
     red = torch.tensor([0.9, 0.2, 0.1]).view(3, 1)
     distance = (out[0][:, torch.from_numpy(strip)] - red).abs().amax(dim=0)
     assert float(distance.min()) > 0.15
+
+
+def test_splat_index_is_exact_past_two_to_the_24() -> None:
+    # A 2100x8200 frame: its last pixel's flat index is past 2^24, where float32 loses whole units.
+    ho, wo = 2100, 8200
+    ty = torch.tensor([2099.0, 2099.0, 2045.0, -3.0, 5000.0])
+    tx = torch.tensor([8199.0, 8197.0, 8193.0, -7.0, 9000.0])
+    expected = [2099 * wo + 8199, 2099 * wo + 8197, 2045 * wo + 8193, 0, ho * wo - 1]
+    assert ((ty[:3] * wo + tx[:3]).long().tolist() != expected[:3])  # the float32 product is off here
+    idx = P._splat_index(tx, ty, ho, wo)
+    assert idx.dtype == torch.int64 and idx.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ('{"translation_x": 1' + "0" * 400 + "}", "translation_x"),
+        ('{"translation_z": "0: (1e308)"}', "translation_z"),
+        ('{"rotation_3d_y": "0: (720)"}', "rotation_3d_y"),
+        ('{"translation_y": "0: (1e307 * t)"}', "translation_y"),
+    ],
+)
+def test_camera_path_values_are_bounded(tmp_path, data, key) -> None:
+    path = tmp_path / "huge.json"
+    path.write_text(data)
+    with pytest.raises(P.CameraPathError) as info:
+        P.load_camera_path(path, n_frames=12)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and key in message
+
+
+def test_poses_and_reveal_reach_stay_finite() -> None:
+    # The largest steps allowed, compounded: poses stay finite; a non-finite pose gives the widest strip, no error.
+    poses = P.absolute_poses({"translation_x": "0: (1000000)", "rotation_3d_y": "0: (360)"}, 100)
+    assert bool(torch.isfinite(poses).all())
+    wild = torch.eye(4, dtype=torch.float64).repeat(2, 1, 1)
+    wild[1, 0, 3] = 1e308
+    assert P.reveal_reach(wild, (1e-300, 1.0), FOV, (H, W)) == int(0.2 * max(H, W))
+
+
+@pytest.mark.parametrize("hw", [(16, 2048), (2048, 16), (24, 3000), (17, 1100)])
+def test_depth_edges_on_a_thin_photo(hw) -> None:
+    g = torch.Generator().manual_seed(0)
+    depth = torch.rand(1, 1, *hw, generator=g) + 1.0
+    out = P.refine_depth_edges(depth, torch.rand(1, 3, *hw, generator=g))
+    assert out.shape == depth.shape and float(out.min()) >= 1.0 and float(out.max()) <= 2.0
+
+
+def test_composition_order_with_a_turning_camera() -> None:
+    # Yaw that changes every frame plus a forward step: M_k = S_1 ... S_k; the reversed product differs.
+    sched = {"rotation_3d_y": "0: (0), 1: (2 * t)", "translation_z": "0: (0), 1: (40)"}
+    n = 5
+    poses = P.absolute_poses(sched, n)
+    steps = []
+    for k in range(n):
+        r = rotation_matrix_3d(torch.tensor([[0.0, 2.0 * k, 0.0]], dtype=torch.float64))[0]  # degrees
+        t = torch.tensor([0.0, 0.0, -40.0 / 200.0 if k else 0.0], dtype=torch.float64)  # settings hold -t_z * 200
+        s = torch.eye(4, dtype=torch.float64)
+        s[:3, :3] = r
+        s[:3, 3] = -(r @ t)
+        steps.append(s)
+    forward = torch.eye(4, dtype=torch.float64)
+    backward = torch.eye(4, dtype=torch.float64)
+    for k in range(1, n):
+        forward = forward @ steps[k]
+        backward = steps[k] @ backward
+    torch.testing.assert_close(poses[-1], forward)
+    assert not torch.allclose(poses[-1], backward, atol=1e-6)
+
+
+def _fake_estimator(values: torch.Tensor):
+    class Fake:
+        metric = False
+
+        def __call__(self, photo: torch.Tensor) -> torch.Tensor:
+            return values.to(photo.device).expand(1, 1, *photo.shape[-2:]).clone()
+
+    return Fake()
+
+
+def test_random_weights_depth_is_never_cached(tmp_path, monkeypatch) -> None:
+    from discolib.errors import WeightsUnavailable
+    from discolib.models import load as model_load
+    from discolib.run import photo as run_photo
+
+    monkeypatch.setenv("DISCOLIB_CACHE", str(tmp_path))
+    photo = smooth_photo()
+    h, w = photo.shape[-2:]
+    noise = torch.rand(1, 1, h, w, generator=torch.Generator().manual_seed(3))
+    ramp = torch.linspace(0.0, 1.0, w).view(1, 1, 1, w).expand(1, 1, h, w)
+
+    def unavailable(*args, **kwargs):
+        raise WeightsUnavailable("offline")
+
+    monkeypatch.setattr(run_photo, "load_depth", unavailable)
+    monkeypatch.setattr(model_load, "load_depth", unavailable)
+    monkeypatch.setattr(model_load, "random_depth_anything_small", lambda *a, **k: _fake_estimator(noise))
+    with pytest.warns(UserWarning, match="RANDOM"):
+        random_depth = run_photo.photo_depth(photo, run_photo.DEFAULT_DEPTH_MODEL, random_weights=True)
+    assert not list(tmp_path.rglob("*.npy"))
+    monkeypatch.setattr(run_photo, "load_depth", lambda *a, **k: _fake_estimator(ramp))  # the real weights now
+    real = run_photo.photo_depth(photo, run_photo.DEFAULT_DEPTH_MODEL, random_weights=True)
+    assert not np.allclose(real, random_depth)
+    assert len(list(tmp_path.rglob("*.npy"))) == 1  # the real one is cached
+    np.testing.assert_array_equal(run_photo.photo_depth(photo, run_photo.DEFAULT_DEPTH_MODEL), real)
+
+
+def test_a_damaged_depth_cache_is_a_miss(tmp_path, monkeypatch) -> None:
+    from discolib.run import photo as run_photo
+
+    monkeypatch.setenv("DISCOLIB_CACHE", str(tmp_path))
+    photo = smooth_photo()
+    path = run_photo.depth_cache_path(photo, "constant", None)
+    path.parent.mkdir(parents=True)
+    for broken in (b"", b"\x93NUMPY\x01\x00v\x00{'descr'"):
+        path.write_bytes(broken)
+        depth = run_photo.photo_depth(photo, "constant")
+        assert depth.shape == tuple(photo.shape[-2:]) and np.all(depth == 1.0)

@@ -170,3 +170,61 @@ def test_max_side_on_a_sixteen_bit_photo(tmp_path: Path) -> None:
     photo = load_photo(path, max_side=32)
     assert photo.shape == (1, 3, 32, 32)
     torch.testing.assert_close(photo, torch.full_like(photo, 30000 / 65535), rtol=0, atol=1e-5)
+
+
+def test_a_thin_photo_keeps_its_aspect_ratio_or_is_refused(tmp_path: Path) -> None:
+    thin = tmp_path / "thin.png"
+    Image.new("RGB", (3000, 20), (9, 9, 9)).save(thin)
+    with pytest.raises(ImageInputError) as info:
+        load_photo(thin, max_side=1024)  # 20 * 1024 / 3000 = 6.8 pixels high
+    message = str(info.value)
+    assert "\n" not in message and str(thin) in message and "1024" in message and "6.8" in message
+    assert load_photo(thin).shape == (1, 3, 20, 3000)  # no max_side: as it is
+    slim = tmp_path / "slim.png"
+    Image.new("RGB", (48, 1200), (9, 9, 9)).save(slim)
+    assert load_photo(slim, max_side=600).shape == (1, 3, 600, 24)  # 48 / 2 = 24: the ratio kept exactly
+    assert load_photo(slim, max_side=400).shape == (1, 3, 400, 16)  # 16: the least, never 8
+
+
+def _old_path(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """How load_photo resized an 8-bit photo before: float32 at full resolution (over white), 8 bits, Lanczos."""
+    img = Image.open(path)
+    rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+    arr = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+    rgb = Image.fromarray((arr * 255.0 + 0.5).astype(np.uint8))
+    return np.asarray(rgb.resize(size, Image.Resampling.LANCZOS), dtype=np.float32) / 255.0
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_shrinking_in_pillow_matches_the_float_path(tmp_path: Path, mode: str) -> None:
+    rng = np.random.default_rng(5)
+    v, u = np.mgrid[0:300, 0:420]
+    base = np.stack([u * 0.6, v * 0.8, (u + v) * 0.3], -1) + rng.normal(0, 6, (300, 420, 3))
+    if mode == "RGBA":
+        base = np.concatenate([base, (u * 0.6)[..., None]], -1)
+    path = tmp_path / f"p-{mode}.png"
+    Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), mode).save(path)
+    new = load_photo(path, max_side=128)[0].permute(1, 2, 0).numpy()
+    old = _old_path(path, (128, 88))  # 300 * 128 / 420 = 91.4 -> 88
+    assert new.shape == old.shape
+    assert np.abs(new - old).mean() < 1.5 / 255 and np.abs(new - old).max() < 12 / 255
+
+
+def test_a_large_photo_is_shrunk_without_a_full_size_float_copy(tmp_path: Path, monkeypatch) -> None:
+    import tracemalloc
+
+    from discolib.io import images
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (3000, 2000), (200, 100, 50)).save(path)
+    full_float = 3000 * 2000 * 3 * 4
+    # The file's bytes are read as they are (read_user_bytes' read(max_bytes + 1) buffer would dwarf the peak).
+    monkeypatch.setattr(images, "_read_bytes", lambda text, setting: Path(text).read_bytes())
+    tracemalloc.start()
+    try:
+        photo = load_photo(path, max_side=512)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert photo.shape == (1, 3, 336, 512)
+    assert peak < full_float / 8, peak  # numpy's arrays are traced; a full-size float32 copy alone is 72 MB

@@ -93,6 +93,8 @@ PHOTO_FOV_DEG: float = 55.0
 FAR_OVER_NEAR: float = 8.0
 _MAX_PATH_BYTES = 1024 * 1024
 _NEAR = 1e-3
+#: Largest per-frame increment a camera path may hold (setting units: translations /200, rotations in degrees).
+_MAX_STEP = {"translat": 1e6, "rotation": 360.0}
 
 
 class CameraPathError(InputError):
@@ -152,6 +154,11 @@ def refine_depth_edges(
     sub = 1 if max(h, w) <= 512 else 2 if max(h, w) <= 1024 else 4
     kernel = 2 * radius + 1
     kernel += (kernel // sub + 1) * sub - kernel if kernel % sub else 0  # kornia wants it divisible when subsampling
+    # On a thin photo (16 x 2048) the box filter's reflect padding must stay under the (subsampled) short side.
+    short = min(h, w)
+    while sub > 1 and short // sub < 4:
+        sub //= 2
+    kernel = max(1, min(kernel, (2 * (short // sub) - 1) * sub))
     guided = guided_blur(photo.float(), unit.float(), kernel, 1e-3, subsample=sub).clamp(0.0, 1.0)
     pad = snap_window // 2
     refined = guided
@@ -247,10 +254,16 @@ def _check_schedules(schedules: Mapping[str, object], n_frames: int, where: str)
             raise CameraPathError(f"{where}: unknown key {str(key)[:60]!r} (expected {', '.join(CAMERA_KEYS)}){hint}")
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise CameraPathError(f"{where}: {key} must be a keyframe string like \"0: (1)\" or a number, got {type(value).__name__}")
-        text = value if isinstance(value, str) else f"0: ({_num(float(value))})"
-        values = Schedule.parse(text, setting=f"{where}: {key}").values(n_frames)
-        if key == "fov" and not np.all((values > 0) & (values < 180)):
-            raise CameraPathError(f"{where}: fov must stay within (0, 180) degrees on every frame")
+        try:  # a JSON integer of 400 digits, or "1e308" times a frame number, overflows a float
+            text = value if isinstance(value, str) else f"0: ({_num(float(value))})"
+            values = np.asarray(Schedule.parse(text, setting=f"{where}: {key}").values(n_frames), dtype=np.float64)
+        except OverflowError:
+            values = np.array([math.inf])
+        if key == "fov":
+            if not np.all((values > 0) & (values < 180)):
+                raise CameraPathError(f"{where}: fov must stay within (0, 180) degrees on every frame")
+        elif not np.all(np.abs(values) <= _MAX_STEP[key[:8]]):  # also refuses inf and nan
+            raise CameraPathError(f"{where}: {key} must stay within +-{_MAX_STEP[key[:8]]:g} per frame on every frame")
         out[key] = text
     for key in CAMERA_KEYS:
         out.setdefault(key, f"0: ({_num(PHOTO_FOV_DEG)})" if key == "fov" else "0: (0)")
@@ -301,6 +314,8 @@ def absolute_poses(schedules: Mapping[str, str], n_frames: int) -> torch.Tensor:
     for k in range(1, n_frames):
         current = current @ steps[k]
         poses[k] = current
+    if not bool(torch.isfinite(poses).all()):  # bounded steps compounded over 100000 frames: still refused
+        raise CameraPathError("camera path: the camera's poses overflow; use smaller per-frame moves")
     return poses
 
 
@@ -311,6 +326,14 @@ def _focal(h: int, fov_deg: float) -> float:
     if not 0.0 < fov_deg < 180.0:
         raise MotionError(f"fov_deg must be in (0, 180) degrees, got {fov_deg}")
     return (h / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
+
+
+def _splat_index(tx: torch.Tensor, ty: torch.Tensor, ho: int, wo: int) -> torch.Tensor:
+    """Flat int64 indices ``y * wo + x`` of target pixels (float coordinates, clamped into the frame).
+
+    The product is taken in int64: in float32 it loses whole pixels above 2^24 (a 2100x8200 frame indexed past its
+    end; a 6000-wide one landed on the neighbouring column)."""
+    return (ty.clamp(0, ho - 1).long() * wo + tx.clamp(0, wo - 1).long()).reshape(-1)
 
 
 def _reproject(
@@ -353,7 +376,7 @@ def _reproject(
         for dx in (0.0, 1.0):
             tx, ty = fx + dx, fy + dy
             ok = ok_src & (tx >= 0) & (tx <= wo - 1) & (ty >= 0) & (ty <= ho - 1)
-            idx = (ty.clamp(0, ho - 1) * wo + tx.clamp(0, wo - 1)).long().reshape(-1)
+            idx = _splat_index(tx, ty, ho, wo)
             vals = torch.where(ok.reshape(-1), zf, torch.full_like(zf, math.inf))
             zbuf.scatter_reduce_(0, idx, vals, "amin")
     zbuf = zbuf.view(ho, wo)
@@ -578,6 +601,8 @@ def reveal_reach(
     sideways = torch.hypot(c[:, 0], c[:, 1]).max().item()
     forward = c[:, 2].abs().max().item()
     reach = f * sideways / near + forward / near * max(h, w) / 2
+    if not math.isfinite(reach):  # a path that moves absurdly far: the widest strip there is
+        return int(cap * max(h, w))
     return int(min(max(2.0, math.ceil(1.2 * reach)), cap * max(h, w)))
 
 

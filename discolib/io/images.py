@@ -246,12 +246,27 @@ def photo_to_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
+def _photo_scale(width: int, height: int, max_side: int | None) -> float:
+    """The factor that brings the longer side within ``max_side`` (1 when it already is, or without one)."""
+    return 1.0 if max_side is None else min(1.0, max_side / max(width, height))
+
+
 def _photo_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
-    """The loaded size: within ``max_side`` (aspect ratio kept) and multiples of 8; unchanged without ``max_side``."""
+    """The loaded size: within ``max_side`` (aspect ratio kept) and multiples of 8, at least ``MIN_PHOTO_SIDE``;
+    unchanged without ``max_side``. (:func:`load_photo` refuses a photo whose scaled short side is under
+    ``MIN_PHOTO_SIDE`` before it gets here: 16 would then stretch it.)"""
     if max_side is None:
         return width, height
-    scale = min(1.0, max_side / max(width, height))
-    return max(8, int(round(width * scale)) // 8 * 8), max(8, int(round(height * scale)) // 8 * 8)
+    scale = _photo_scale(width, height, max_side)
+    return tuple(max(MIN_PHOTO_SIDE, int(round(side * scale)) // 8 * 8) for side in (width, height))  # type: ignore[return-value]
+
+
+def _rgb8(img: Image.Image) -> Image.Image:
+    """An 8-bit photo as 8-bit RGB, transparency composited over white (as :func:`photo_to_array`, in 8 bits)."""
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 def load_photo(source: str | Path, *, setting: str = "photo", max_side: int | None = None) -> torch.Tensor:
@@ -266,11 +281,13 @@ def load_photo(source: str | Path, *, setting: str = "photo", max_side: int | No
         setting: the setting's name, for error messages.
         max_side: if given, the photo is downscaled (Lanczos) so its longer side is at most ``max_side`` and both
             sides are multiples of 8 (what the latent models need), keeping the aspect ratio up to that rounding;
-            a photo already within it and on multiples of 8 is returned unscaled. At least 16.
+            a photo already within it and on multiples of 8 is returned unscaled. At least 16; a photo whose
+            shorter side would come out under ``MIN_PHOTO_SIDE`` is refused (read from the header). An 8-bit photo
+            is shrunk in Pillow in 8 bits (no full-resolution float copy); 16-bit and float grey as float32.
 
     Raises:
         ImageInputError: one line naming ``setting`` and the source: missing or unreadable, not an image, corrupt,
-            smaller than ``MIN_PHOTO_SIDE`` on a side, or more pixels than ``Image.MAX_IMAGE_PIXELS`` (read from
+            smaller than ``MIN_PHOTO_SIDE`` on a side (also once brought down to ``max_side``), or more pixels than ``Image.MAX_IMAGE_PIXELS`` (read from
             the header, before decoding).
     """
     if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < MIN_PHOTO_SIDE):
@@ -279,24 +296,27 @@ def load_photo(source: str | Path, *, setting: str = "photo", max_side: int | No
     def too_small(width: int, height: int) -> str | None:
         if min(width, height) < MIN_PHOTO_SIDE:
             return f"a photo to animate must be at least {MIN_PHOTO_SIDE}x{MIN_PHOTO_SIDE} pixels"
+        short = min(width, height) * _photo_scale(width, height, max_side)
+        if short < MIN_PHOTO_SIDE:  # EXIF rotation swaps the sides, not the shorter one's length
+            return (f"brought down to a longer side of {max_side} its shorter side would be {short:.1f} pixels, "
+                    f"under {MIN_PHOTO_SIDE}; crop the photo or give a larger size")
         return None
 
-    def finish(img: Image.Image) -> tuple[np.ndarray, bool]:
+    def finish(img: Image.Image) -> np.ndarray:
         # exif_transpose reads the orientation tag and returns a rotated copy (the original when there is none).
         # Inside _open_image so that a corrupt EXIF block or an unconvertible mode is a one-line error too.
         upright = ImageOps.exif_transpose(img) or img
-        return photo_to_array(upright), upright.mode in _WIDE_GREY
-
-    arr, wide = _open_image(source, setting, finish, too_small)
-    height, width = arr.shape[:2]
-    size = _photo_size(width, height, max_side)
-    if size != (width, height):
-        # Resized as 8-bit RGB only when the photo is 8-bit; wider photos go through float32 ("F") per channel.
-        if wide:
-            grey = Image.fromarray(np.ascontiguousarray(arr[..., 0]))  # float32: mode "F"
+        size = _photo_size(*upright.size, max_side)
+        if size == upright.size:
+            return photo_to_array(upright)
+        if upright.mode in _WIDE_GREY:  # 16-bit / float grey keeps its precision: resized as float32 ("F")
+            grey = Image.fromarray(np.ascontiguousarray(photo_to_array(upright)[..., 0]))
             grey = grey.resize(size, Image.Resampling.LANCZOS)
-            arr = np.repeat(np.clip(np.asarray(grey, dtype=np.float32), 0.0, 1.0)[..., None], 3, axis=2)
-        else:
-            rgb = Image.fromarray((arr * 255.0 + 0.5).astype(np.uint8))  # (H, W, 3) uint8: RGB
-            arr = np.asarray(rgb.resize(size, Image.Resampling.LANCZOS), dtype=np.float32) / 255.0
+            return np.repeat(np.clip(np.asarray(grey, dtype=np.float32), 0.0, 1.0)[..., None], 3, axis=2)
+        # An 8-bit photo shrinks in Pillow, in 8 bits (reduce() by whole factors first, then Lanczos): no float
+        # copy at full resolution (a 9000x9000 photo was 1.3 GB of float32 RGBA before resizing).
+        small = _rgb8(upright).resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        return np.asarray(small, dtype=np.float32) / 255.0
+
+    arr = _open_image(source, setting, finish, too_small)
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).contiguous()

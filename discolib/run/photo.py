@@ -47,7 +47,7 @@ from discolib.animation.photo import (
 from discolib.animation.stereo import anaglyph, side_by_side
 from discolib.errors import InputError, WeightsUnavailable, one_line
 from discolib.io.files import atomic_path
-from discolib.io.images import load_photo
+from discolib.io.images import MIN_PHOTO_SIDE, load_photo
 from discolib.io.inputs import expand_path
 from discolib.io.mesh import export_glb, export_ply
 from discolib.io.video import frames_to_video
@@ -59,15 +59,25 @@ if TYPE_CHECKING:  # the latent fill's types; its modules import diffusers, load
     from discolib.models.latent import LatentComponents
     from discolib.samplers.latent import LatentCond, ModelFn
 
-__all__ = ["DEFAULT_MAX_SIDE", "PhotoResult", "animate_photo", "depth_cache_path", "latent_inpaint", "photo_depth"]
+__all__ = [
+    "DEFAULT_MAX_SIDE", "MAX_FPS", "MAX_SIZE", "MIN_FPS", "MIN_SIZE", "PhotoResult", "animate_photo", "depth_cache_path",
+    "latent_inpaint", "photo_depth",
+]
 
 #: The longer side a photo is brought down to when ``size`` is not given (a 12-megapixel photo would make every
 #: frame ~50x the work of a 512x512 one).
 DEFAULT_MAX_SIDE = 1024
+#: The largest ``size``: every frame is warped at full resolution (a 4096x4096 frame is already ~1 GB of work
+#: buffers); the splat's flat indices stay exact far beyond.
+MAX_SIZE = 4096
+#: The smallest ``size`` (a photo's least side, :data:`~discolib.io.images.MIN_PHOTO_SIDE`).
+MIN_SIZE = MIN_PHOTO_SIDE
+#: The frame rates ``fps`` may take (ffmpeg refuses far lower rates; above 240 no player shows the frames).
+MIN_FPS, MAX_FPS = 0.1, 240.0
 #: Stereo eye baseline as a fraction of the near depth (~ an interpupillary distance for a subject ~1.3 m away).
 STEREO_BASELINE = 0.05
 #: Changes whenever the cached depth would differ (refinement, world-depth mapping).
-_DEPTH_CACHE_VERSION = "photo-depth-v1"
+_DEPTH_CACHE_VERSION = "photo-depth-v2"  # v1 could hold random-weights depths
 _FILLS = ("auto", "opencv", "latent")
 _STEREO = ("none", "sbs", "anaglyph")
 
@@ -105,21 +115,25 @@ def _read_cached(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
     try:
         with open(path, "rb") as fh:
             arr = np.load(fh, allow_pickle=False)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):
         return None  # missing or damaged: recomputed and rewritten
     if arr.shape != shape or arr.dtype != np.float32 or not np.all(np.isfinite(arr)) or not np.all(arr > 0):
         return None
     return arr
 
 
-def _load_estimator(model: str, device: torch.device, random_weights: bool) -> DepthEstimator:
-    """The depth model (cached per process); with ``random_weights``, through the loader with the random-weights
-    fallback (:func:`~discolib.models.load.load_depth_estimator`)."""
-    if not random_weights:
-        return load_depth(model, device)
+def _load_estimator(model: str, device: torch.device, random_weights: bool) -> tuple[DepthEstimator, bool]:
+    """The depth model (cached per process) and whether it has random weights: with ``random_weights``, when the
+    real weights are unavailable, through the loader's random-weights fallback
+    (:func:`~discolib.models.load.load_depth_estimator`)."""
+    try:
+        return load_depth(model, device), False
+    except WeightsUnavailable:
+        if not random_weights:
+            raise
     from discolib.models.load import load_depth_estimator  # start-up time: diffusers, open_clip
 
-    return load_depth_estimator(model, device, random_ok=True)
+    return load_depth_estimator(model, device, random_ok=True), True
 
 
 def photo_depth(
@@ -136,18 +150,22 @@ def photo_depth(
     (:class:`~discolib.models.depth.TransformersDepth`); the depth edges are refined with the photo as guide
     (:func:`~discolib.animation.photo.refine_depth_edges`) and mapped to world depth
     (:func:`~discolib.animation.photo.world_depth`). The result is cached as ``.npy`` (numpy, never pickle) under
-    :func:`depth_cache_path`: a second call for the same photo, model and size loads no model.
+    :func:`depth_cache_path`: a second call for the same photo, model and size loads no model. A depth made with
+    random weights (``random_weights`` and the real ones unavailable) is never cached: it is noise, and a later
+    run with the real weights must not reuse it.
     """
     h, w = photo.shape[-2:]
     path = depth_cache_path(photo, model, size)
-    cached = _read_cached(path, (h, w))
+    cached = _read_cached(path, (h, w))  # the cache only ever holds real-weights depths
     if cached is not None:
         return cached
-    estimator = _load_estimator(model, torch.device(device), random_weights)
+    estimator, is_random = _load_estimator(model, torch.device(device), random_weights)
     with torch.no_grad():
         raw = estimator(photo.to(device))
         refined = refine_depth_edges(raw, photo.to(device))
     depth = world_depth(refined[0, 0].float().cpu().numpy(), metric=bool(getattr(estimator, "metric", False)))
+    if is_random:
+        return depth
     try:
         with atomic_path(path, suffix=".tmp", mkdir=True) as tmp, open(tmp, "wb") as fh:
             np.save(fh, depth, allow_pickle=False)
@@ -361,13 +379,27 @@ def animate_photo(
         raise InputError("fill: 'latent' needs latent_model (a latent preset, hub id or diffusers folder)")
     use_latent = fill == "latent" or (fill == "auto" and bool(latent_model))
     n_frames = frame_count(seconds, fps)
+    if not MIN_FPS <= fps <= MAX_FPS:  # ffmpeg refuses rates far outside this, after every frame was rendered
+        raise InputError(f"fps: expected a frame rate from {MIN_FPS:g} to {MAX_FPS:g}, got {fps!r}")
+    if size is not None and (
+        isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE
+    ):
+        raise InputError(f"size: expected a whole number of pixels from {MIN_SIZE} to {MAX_SIZE}, got {size!r}")
     out_path = expand_path(out, setting="out")
     if out_path.suffix.lower() not in (".mp4", ".gif"):
         raise InputError(f"out: expected a video file ending in .mp4 or .gif, got {str(out)!r}")
-    extra_outputs = {"mesh": mesh, "point_cloud": point_cloud}
-    for name, target in extra_outputs.items():
-        if target is not None and Path(target).suffix.lower() != (".glb" if name == "mesh" else ".ply"):
-            raise InputError(f"{name}: expected a file ending in {'.glb' if name == 'mesh' else '.ply'}, got {str(target)!r}")
+    # The extra outputs are checked before the render, not after minutes of it: "~" expanded, the folder there.
+    extra: dict[str, Path | None] = {"mesh": None, "point_cloud": None}
+    for name, target in (("mesh", mesh), ("point_cloud", point_cloud)):
+        if target is None:
+            continue
+        want = ".glb" if name == "mesh" else ".ply"
+        if Path(target).suffix.lower() != want:
+            raise InputError(f"{name}: expected a file ending in {want}, got {str(target)!r}")
+        where = expand_path(target, setting=name)
+        if not where.parent.is_dir():
+            raise InputError(f"{name}: the folder {str(where.parent)!r} does not exist")
+        extra[name] = where
     # A bad camera fails before the photo is read and the depth model runs.
     if str(camera).lower().endswith(".json"):
         load_camera_path(camera, n_frames=n_frames)
@@ -399,8 +431,8 @@ def animate_photo(
             "depth_model": depth_model, "fill": fill_used, "latent_model": latent_model, "size": size,
             "stereo": stereo, "fov": PHOTO_FOV_DEG, "depth_range": list(rng), "schedules": schedules,
         }
-        folder = RunFolder.create(out_path.parent, f"{out_path.stem}-frames", json.dumps(run_settings, indent=1))
-        depth_png = save_depth_png(torch.from_numpy(depth_np), folder.path / "depth.png")
+        # The background layer (with the latent fill: minutes) is built before the run folder exists, so that a
+        # failure or Ctrl-C there leaves nothing behind; everything after the folder is made is in the try below.
         t0 = time.perf_counter()
         baseline = STEREO_BASELINE * rng[0]
         eye_poses = poses
@@ -412,6 +444,7 @@ def animate_photo(
         timings["warp"] = 0.0
         timings["write"] = 0.0
         frames: list[Path] = []
+        folder = RunFolder.create(out_path.parent, f"{out_path.stem}-frames", json.dumps(run_settings, indent=1))
         with folder.lock():
             record = folder.read_record()
             record.frames_total = n_frames
@@ -419,6 +452,7 @@ def animate_photo(
             folder.write_record(record)
             writer = FrameWriter(folder, record, encoders=min(4, max(1, n_threads // 2)))
             try:
+                depth_png = save_depth_png(torch.from_numpy(depth_np), folder.path / "depth.png")
                 for k in range(n_frames):
                     fov_k = float(fovs[k])
                     target_fov = None if fov_k == PHOTO_FOV_DEG else fov_k
@@ -459,8 +493,9 @@ def animate_photo(
         video = frames_to_video(folder.frames_dir, out_path, fps=fps, threads=n_threads)
         timings["encode"] = time.perf_counter() - t0
         photo_u8 = (image[0].clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        mesh_path = export_glb(photo_u8, depth_np, mesh, fov_deg=PHOTO_FOV_DEG) if mesh is not None else None
-        cloud_path = export_ply(photo_u8, depth_np, point_cloud, fov_deg=PHOTO_FOV_DEG) if point_cloud is not None else None
+        glb, ply = extra["mesh"], extra["point_cloud"]
+        mesh_path = export_glb(photo_u8, depth_np, glb, fov_deg=PHOTO_FOV_DEG) if glb is not None else None
+        cloud_path = export_ply(photo_u8, depth_np, ply, fov_deg=PHOTO_FOV_DEG) if ply is not None else None
         timings["total"] = time.perf_counter() - t_start
         return PhotoResult(
             video=video, run_dir=folder.path, frames=frames, fps=float(fps), schedules=schedules, depth=depth_np,
