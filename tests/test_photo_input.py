@@ -213,13 +213,10 @@ def test_shrinking_in_pillow_matches_the_float_path(tmp_path: Path, mode: str) -
 def test_a_large_photo_is_shrunk_without_a_full_size_float_copy(tmp_path: Path, monkeypatch) -> None:
     import tracemalloc
 
-    from discolib.io import images
 
     path = tmp_path / "big.png"
     Image.new("RGB", (3000, 2000), (200, 100, 50)).save(path)
     full_float = 3000 * 2000 * 3 * 4
-    # The file's bytes are read as they are (read_user_bytes' read(max_bytes + 1) buffer would dwarf the peak).
-    monkeypatch.setattr(images, "_read_bytes", lambda text, setting: Path(text).read_bytes())
     tracemalloc.start()
     try:
         photo = load_photo(path, max_side=512)

@@ -69,9 +69,13 @@ def read_user_bytes(path: str | os.PathLike[str], *, setting: str, max_bytes: in
         # O_NONBLOCK: if the path was swapped for a FIFO after the check, open() does not wait for a writer.
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            opened = os.fstat(fh.fileno())
+            if not stat.S_ISREG(opened.st_mode):
                 raise InputError(f"{setting}: {p} is not a regular file")
-            data = fh.read(max_bytes + 1)
+            # Sized by the file, not the cap: read(n) allocates n bytes up front (256 MiB for an image).
+            data = fh.read(min(max_bytes, opened.st_size) + 1)
+            if len(data) > opened.st_size:  # it grew since: read on, still capped
+                data += fh.read(max_bytes + 1 - len(data))
     except OSError as exc:
         raise InputError(f"{setting}: cannot read {p}: {exc.strerror or exc}") from None
     if len(data) > max_bytes:
