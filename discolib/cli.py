@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     ani.add_argument("--stereo", default="none", choices=["none", "sbs", "anaglyph"], help="a side-by-side or red-cyan anaglyph stereo video")
     ani.add_argument("--mesh", default=None, metavar="OUT.glb", help="also write the photo as a textured 3D mesh (GLB)")
     ani.add_argument("--ply", default=None, metavar="OUT.ply", help="also write the photo as a coloured point cloud (PLY)")
+    ani.add_argument("--device", default="auto", metavar="D", help="where the depth model, warps and learned fill run: auto (CUDA when available), cpu, cuda or cuda:N")
     ani.add_argument("--random-weights", action="store_true", help="use random weights when a model's weights are unavailable (tests: the depth and the learned fill are noise)")
 
     sch = sub.add_parser("schedule", help="evaluate a keyframe string: prints 'frame value' per line")
@@ -247,7 +248,8 @@ def _animate_number(text: str | None, option: str, kind: type[int] | type[float]
 
 def _cmd_animate(args: argparse.Namespace) -> int:
     # Here for start-up time: animating imports torch and the depth model libraries.
-    from discolib.run.photo import MAX_FPS, MAX_SIZE, MIN_FPS, MIN_SIZE, animate_photo
+    from discolib.models.device import resolve_device  # (torch)
+    from discolib.run.photo import MAX_FPS, MAX_SIZE, MIN_FPS, MIN_SIZE, animate_photo  # (the depth models)
 
     seconds = _animate_number(args.seconds, "--seconds", float, "a length in seconds")
     fps = _animate_number(args.fps, "--fps", float, "a number of frames per second")
@@ -257,6 +259,10 @@ def _cmd_animate(args: argparse.Namespace) -> int:
     if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
         raise CliError(f"--size: expected a number of pixels from {MIN_SIZE} to {MAX_SIZE}, got {args.size!r}")
     kwargs = {"depth_model": args.depth_model} if args.depth_model else {}
+    try:
+        device = resolve_device(args.device)
+    except InputError as exc:  # its message names models.device: here the option is --device
+        raise CliError(f"--device: {str(exc).split(': ', 1)[1]}") from None
     result = animate_photo(
         args.photo,
         str(expand_path(args.output, setting="--output")),
@@ -270,6 +276,7 @@ def _cmd_animate(args: argparse.Namespace) -> int:
         mesh=args.mesh,
         point_cloud=args.ply,
         random_weights=args.random_weights,
+        device=device,
         **kwargs,
     )
     print(f"{len(result.frames)} frame(s) in {result.run_dir}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -190,3 +191,18 @@ def test_stereo_left_eye_is_on_the_left(tmp_path) -> None:
     left, right, photo_centre = centre(frame[:, :160]), centre(frame[:, 160:]), 79.5
     assert left - photo_centre == pytest.approx(half_shift, abs=0.3)
     assert photo_centre - right == pytest.approx(half_shift, abs=0.3)
+
+
+def test_animate_device_option(tmp_path: pathlib.Path) -> None:
+    """--device picks where the depth model and warps run; a bad or absent device is one line naming --device."""
+
+
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photo)
+    out = tmp_path / "v.mp4"
+    assert main(["animate", str(photo), "--device", "cpu", "--seconds", "0.5", "--fps", "4",
+                 "--depth-model", "constant", "-o", str(out)]) == 0
+    assert out.is_file()
+    bad = tmp_path / "bad.mp4"
+    assert main(["animate", str(photo), "--device", "tpu:7", "--depth-model", "constant", "-o", str(bad)]) == 2
+    assert not bad.exists()
