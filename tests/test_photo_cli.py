@@ -195,8 +195,6 @@ def test_stereo_left_eye_is_on_the_left(tmp_path) -> None:
 
 def test_animate_device_option(tmp_path: pathlib.Path) -> None:
     """--device picks where the depth model and warps run; a bad or absent device is one line naming --device."""
-
-
     photo = tmp_path / "p.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photo)
     out = tmp_path / "v.mp4"
