@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+from test_stereo import bilinear  # the same numpy bilinear sampler (grid_sample, align_corners=False)
 
 from discolib.animation import photo as P
 from discolib.animation.motion import rotation_matrix_3d
@@ -48,18 +49,6 @@ def smooth_photo() -> torch.Tensor:
     img = np.stack(chans)
     img[:, FG_ROWS[0] : FG_ROWS[1] + 1, FG_COLS[0] : FG_COLS[1] + 1] = np.array([0.9, 0.2, 0.1])[:, None, None]
     return torch.from_numpy(img[None].astype(np.float32))
-
-
-def bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(C, H, W) sampled at pixel coordinates, border-clamped (grid_sample's bilinear, align_corners=False)."""
-    _, h, w = img.shape
-    x = np.clip(x, 0, w - 1)
-    y = np.clip(y, 0, h - 1)
-    x0 = np.clip(np.floor(x).astype(int), 0, w - 2)
-    y0 = np.clip(np.floor(y).astype(int), 0, h - 2)
-    ax, ay = x - x0, y - y0
-    return (img[:, y0, x0] * (1 - ax) * (1 - ay) + img[:, y0, x0 + 1] * ax * (1 - ay)
-            + img[:, y0 + 1, x0] * (1 - ax) * ay + img[:, y0 + 1, x0 + 1] * ax * ay)
 
 
 def reference(photo: torch.Tensor, pose: torch.Tensor, target_fov: float = FOV) -> tuple[np.ndarray, np.ndarray]:
