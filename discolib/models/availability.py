@@ -21,14 +21,13 @@ from urllib.parse import urlparse
 
 from discolib.errors import InputError
 from discolib.io.inputs import expand_path
-from discolib.models.hub import _source, catalogue_entry, models_dir, use_models_root
+from discolib.models.hub import _source, catalogue_entry, models_dir, offline_env, use_models_root
 
 if TYPE_CHECKING:
     from discolib.config.settings import Settings
 
 __all__ = ["MissingWeights", "downloads_possible", "missing_weights", "weights_problem"]
 
-_TRUE = {"1", "ON", "YES", "TRUE"}
 #: Names built in-process, checked here before importing the loaders' modules: the tiny presets then cost no import
 #: of diffusers, transformers or open_clip (seconds, and the panel checks in a thread while a cell may import them).
 #: tests/test_availability.py checks them against the loaders' own: the tiny ``LATENT_PRESETS``,
@@ -182,14 +181,10 @@ def missing_weights(settings: Settings) -> list[MissingWeights]:
 # ---------------------------------------------------------------------------------------------- network
 
 
-def _offline_env() -> bool:
-    return any(os.environ.get(v, "").strip().upper() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def downloads_possible() -> bool:
     """False when ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` is set, or a TCP connect to the hub (``$HF_ENDPOINT``,
     default huggingface.co, port 443) fails within :data:`CONNECT_TIMEOUT_S` seconds."""
-    if _offline_env():
+    if offline_env(("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co")
     host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)

@@ -53,6 +53,7 @@ __all__ = [
     "load_catalogue",
     "model_names",
     "models_dir",
+    "offline_env",
     "use_models_root",
 ]
 
@@ -193,8 +194,13 @@ def use_models_root(root: str | os.PathLike[str] | None) -> Iterator[Path]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def offline_env(names: tuple[str, ...] = ("HF_HUB_OFFLINE",)) -> bool:
+    """Whether any of the environment variables ``names`` is set to a true value (1, on, yes, true)."""
+    return any(os.environ.get(name, "").strip().upper() in _TRUE for name in names)
+
+
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE
+    return offline_env()
 
 
 def torchvision_state_dict(
