@@ -87,14 +87,9 @@ def notebook_setup(
     max_frames = int(os.environ.get("DISCOLIB_MAX_FRAMES", max_frames))
     output_root = os.environ.get("DISCOLIB_OUTPUT_ROOT", output_root)
     overrides = {**overrides, **json.loads(os.environ.get("DISCOLIB_OVERRIDES", "{}"))}
-    if "google.colab" in sys.modules:
-        from google.colab import drive, output  # exist only on Colab
-
-        output.enable_custom_widget_manager()
-        if use_drive:
-            drive.mount("/content/drive")
-            output_root = os.path.join(DRIVE_ROOT, output_root)
-            overrides = {"models.models_root": DRIVE_MODELS, **overrides}
+    if use_drive and "google.colab" in sys.modules:
+        overrides = {"models.models_root": DRIVE_MODELS, **overrides}
+    output_root = _colab_drive(output_root, use_drive)
     print(gpu_report())
     print("outputs go to", os.path.abspath(output_root))
     return preset, max_frames, output_root, overrides
