@@ -23,7 +23,7 @@ import secrets
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,23 @@ def _prepare(
 
 
 @contextmanager
+def cpu_threads(want: int) -> Iterator[int]:
+    """torch's intra-op and OpenCV's thread counts set to ``want`` for the block, both restored after; yields the
+    count torch took (a process may be unable to use ``want``). OpenCV's pool too: its CPU stages (2D warp, colour
+    match) would otherwise start a thread per core."""
+    before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        if want != before:
+            torch.set_num_threads(want)
+        cv2.setNumThreads(want)
+        yield torch.get_num_threads()
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+        cv2.setNumThreads(cv_before)
+
+
+@contextmanager
 def _recorded_threads(record: RunRecord, folder: RunFolder, setting: int) -> Iterator[int]:
     """Render with the thread count the run was started with (torch's intra-op threads and OpenCV's), restoring
     this process's counts afterwards; yields the count.
@@ -129,7 +146,6 @@ def _recorded_threads(record: RunRecord, folder: RunFolder, setting: int) -> Ite
     record without a count (older versions, rebuilt records) takes the count of ``setting`` (``models.threads``
     of the run's settings, 0 = auto) from now on.
     """
-    before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
     want = record.torch_threads
     if want <= 0:
         want = threads_for(setting)
@@ -140,27 +156,18 @@ def _recorded_threads(record: RunRecord, folder: RunFolder, setting: int) -> Ite
             "cores; resuming with that count (needed for identical frames) will be slow",
             stacklevel=3,
         )
-    if want != before:
+    with ExitStack() as stack:
         try:
-            torch.set_num_threads(want)
+            got = stack.enter_context(cpu_threads(want))
         except (RuntimeError, ValueError) as exc:
             reason = one_line(exc, None, lines="first") or type(exc).__name__
             raise RunError(f"{folder.record_path}: cannot render with the {want} torch threads the run started with: {reason}") from None
-        if torch.get_num_threads() != want:
-            got = torch.get_num_threads()
-            torch.set_num_threads(before)
+        if got != want:
             raise RunError(
                 f"{folder.record_path}: the run started with {want} torch threads, but this process can only use {got}; "
                 "frames rendered with another count differ in their last bits: resume where that count is available"
             )
-    # OpenCV's pool too: its CPU stages (2D warp, colour match) would otherwise start a thread per core.
-    cv2.setNumThreads(want)
-    try:
         yield want
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-        cv2.setNumThreads(cv_before)
 
 
 def render(

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -53,6 +52,7 @@ from discolib.io.mesh import export_glb, export_ply
 from discolib.io.video import frames_to_video
 from discolib.models.depth import DEFAULT_DEPTH_MODEL, DepthEstimator, load_depth, save_depth_png
 from discolib.models.hub import cache_root
+from discolib.run.loop import cpu_threads
 from discolib.run.runs import FrameWriter, PendingFrame, RunFolder, threads_for
 
 if TYPE_CHECKING:  # the latent fill's types; its modules import diffusers, loaded only when the fill is used
@@ -302,14 +302,8 @@ def _cpu_threads(setting: int) -> Iterator[int]:
     if isinstance(setting, bool) or not isinstance(setting, int) or not 0 <= setting <= 1024:
         raise InputError(f"threads: expected an integer from 0 (auto) to 1024, got {setting!r}")
     want = threads_for(setting)
-    before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
-    torch.set_num_threads(want)
-    cv2.setNumThreads(want)
-    try:
+    with cpu_threads(want):
         yield want
-    finally:
-        torch.set_num_threads(before)
-        cv2.setNumThreads(cv_before)
 
 
 def _eye(pose: torch.Tensor, dx: float) -> torch.Tensor:
