@@ -331,7 +331,7 @@ def test_large_video_is_named_not_embedded(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(view_module, "MAX_EMBED_BYTES", 1024)
     text = video_too_large(path)
     assert text is not None and str(path) in text and "too large" in text
-    assert view_module._video_bundle(path)["text/plain"] == text
+    assert view_module.video_bundle(path)["text/plain"] == text
     assert view_module._video_widget(path).value == html.escape(text)
     monkeypatch.setattr(view_module, "MAX_EMBED_BYTES", 4096)
     assert video_too_large(path) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import base64
 import html
 import io
 import json
@@ -974,7 +975,7 @@ def test_show_photo_result_displays_depth_and_video(
     from discolib.run.photo import PhotoResult
 
     shown: list[Any] = []
-    monkeypatch.setattr(notebook, "display", shown.append)
+    monkeypatch.setattr(notebook, "display", lambda obj, **kw: shown.append((obj, kw)))
     depth_png = tmp_path / "depth.png"
     Image.new("L", (8, 8), 128).save(depth_png)
     video = tmp_path / "v.mp4"
@@ -984,9 +985,10 @@ def test_show_photo_result_displays_depth_and_video(
         depth=np.ones((8, 8), np.float32), depth_png=depth_png, fill="opencv", mesh=tmp_path / "m.glb",
     )  # fmt: skip
     notebook.show_photo_result(result)
-    depth, vid = shown
+    (depth, _), (vid, how) = shown
     assert type(depth).__name__ == "Image" and depth.data == depth_png.read_bytes()
-    assert type(vid).__name__ == "Video" and vid.embed
+    embedded = base64.b64encode(video.read_bytes()).decode("ascii")
+    assert how == {"raw": True} and f"data:video/mp4;base64,{embedded}" in vid["text/html"]  # the video, embedded
     out = capsys.readouterr().out
     assert out.startswith(f"3 frames at 8 fps, fill opencv, in {tmp_path}\n")
     assert f"3D: {tmp_path / 'm.glb'}" in out and out.endswith(f"video: {video}\n")

@@ -351,7 +351,7 @@ def photo_progress() -> Callable[[int, int], None]:
 def show_photo_result(result: PhotoResult, *, width: int = 512) -> None:
     """Print where the frames and the video are, then display the depth preview and the video (embedded; a
     line naming it when it is too large to embed)."""
-    from discolib_widgets.view import video_too_large  # here: the view imports the panel's widgets
+    from discolib_widgets.view import video_bundle  # here: the view imports the panel's widgets
 
     print(f"{len(result.frames)} frames at {result.fps:g} fps, fill {result.fill}, in {result.run_dir}")
     print("depth (near is dark, far is bright):")
@@ -359,11 +359,6 @@ def show_photo_result(result: PhotoResult, *, width: int = 512) -> None:
     for extra in (result.mesh, result.point_cloud):
         if extra is not None:
             print(f"3D: {extra}")
-    too_large = video_too_large(result.video)
-    if too_large:
-        print(too_large)
-    elif result.video.suffix.lower() == ".gif":
-        display(Image(filename=str(result.video), width=width))
-    else:
-        display(Video(str(result.video), embed=True, width=width))
+    # As the render cell shows its video: embedded (a GIF as an image), or a line naming it when too large.
+    display(video_bundle(result.video), raw=True)
     print(f"video: {result.video}")

@@ -39,7 +39,7 @@ from discolib.run.runs import RunFolder, resolve_resume
 if TYPE_CHECKING:  # discolib.run.events imports torch; the view needs it only once a render runs
     from discolib.run.events import RenderEvent, RenderResult
 
-__all__ = ["MAX_EMBED_BYTES", "MODEL_IMPORTS", "RenderView", "ViewState", "format_duration", "render_here", "video_too_large"]
+__all__ = ["MAX_EMBED_BYTES", "MODEL_IMPORTS", "RenderView", "ViewState", "format_duration", "render_here", "video_bundle", "video_too_large"]
 
 _log = logging.getLogger("discolib_widgets")
 
@@ -394,7 +394,7 @@ class RenderView:
                          "text/plain": caption}, raw=True)
             self._shown_gallery = len(st.gallery)
         if "video" in parts and st.video is not None:
-            self._show("video", _video_bundle(st.video))
+            self._show("video", video_bundle(st.video))
 
     # "widgets": the same state in ipywidgets.
     def _draw_widgets(self, parts: set[str]) -> None:
@@ -455,7 +455,7 @@ def video_too_large(path: Path) -> str | None:
     return None
 
 
-def _video_bundle(path: Path) -> dict[str, str]:
+def video_bundle(path: Path) -> dict[str, str]:
     """The video as an embedded output (a GIF as an image), or a line naming it when too large to embed."""
     text = video_too_large(path)
     if text is not None:
