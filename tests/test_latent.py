@@ -190,7 +190,7 @@ def test_scheduler_options(comps: LatentComponents) -> None:
     assert "lms" not in scheduler_names() or make_scheduler("lms", cfg) is not None
 
 
-@pytest.mark.parametrize("name", scheduler_names())
+@pytest.mark.parametrize("name", [n for n in scheduler_names() if not n.startswith("flow_")])
 def test_every_scheduler_runs_two_steps(dcomps: LatentComponents, name: str) -> None:
     comps = dcomps
     steps: list[int] = []
@@ -411,7 +411,7 @@ def test_tiny_tokenizer_files_are_reproducible(tmp_path: Path, comps: LatentComp
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
 
 
-@pytest.mark.parametrize("name", scheduler_names())
+@pytest.mark.parametrize("name", [n for n in scheduler_names() if not n.startswith("flow_")])
 @pytest.mark.parametrize("begin_step", [0, 3])
 def test_host_noising_coefficients_equal_add_noise(comps: LatentComponents, name: str, begin_step: int) -> None:
     # img2img noises the init with coefficients probed on the host; they must reproduce diffusers' add_noise.

@@ -127,6 +127,12 @@ class ModelSettings:
     clip_models: list[str] = _f(help="CLIP ensemble: open_clip 'name/pretrained' pairs, Disco names (ViT-B/32) or hf-hub: ids.", factory=lambda: ["ViT-B/32", "ViT-B/16", "RN50"], kind="clip_models")
     latent_model: str = _f("sd-1.5", help="Latent model: preset name, hub id or local diffusers folder.", kind="model")
     fast_vae: str = _f("", help="Optional AutoencoderTiny id (e.g. madebyollin/taesd) used to decode; empty uses the full VAE.", kind="model")
+    latent_lora: str = _f("", help="Optional LoRA fused into the latent model at load (LCM-LoRA, SDXL-Lightning, Hyper-SD ...): a hub id, a local folder or a .safetensors file.", kind="model")
+    latent_lora_scale: float = _f(1.0, help="Strength of latent_lora when it is fused (1 = as trained).", min=0.0, max=4.0)
+    text_encoder_t5: bool = _f(True, help="Load the T5 text encoder of SD 3.5 (off saves about 9 GB and some prompt fidelity; Flux and HunyuanDiT need theirs).")
+    offload_text_encoders: bool = _f(False, help="Keep the latent model's text encoders on the CPU (prompts are encoded once each and cached): saves their GPU memory on 12-24 GB cards.")
+    vae_tiling: bool = _f(False, help="Encode and decode large images with the VAE in tiles (less memory at 1024^2 and above; seams are blended).")
+    fp8_weights: bool = _f(False, help="Store the latent denoiser's weights in float8 and compute in bf16/fp16 (halves its memory; CUDA only, slight quality cost).")
     depth_model: str = _f("depth-anything/Depth-Anything-V2-Small-hf", help="Depth model for 3D: hub id, local folder, 'constant' or a tiny preset.", kind="model")
     depth_model_2: str = _f("", help="Optional second depth model blended with the first (Disco's MiDaS + AdaBins).", kind="model")
     depth_weight_2: float = _f(0.3, help="Weight of the second depth model in the blend (Disco's midas_weight).", min=0.0, max=1.0)
@@ -145,6 +151,9 @@ class PromptSettings:
 
     text_prompts: dict[str, Any] = _f(help="Prompts per frame: {\"0\": [\"a castle:2\", \"fog:-0.5\"]} (Disco) or {\"0\": \"text --neg negative\"} (Deforum).", factory=lambda: {"0": ["A beautiful painting of a singular lighthouse, shining its light across a tumultuous sea of blood by greg rutkowski and thomas kinkade, Trending on artstation.", "yellow color scheme"]}, kind="prompts")
     image_prompts: dict[str, Any] = _f(help="Image prompts per frame (paths or URLs with optional :weight), guided mode.", factory=dict, kind="prompts")
+    translate: str = _f("", help="Translate the prompt texts before a latent render: a transformers translation model (hub id such as 'Helsinki-NLP/opus-mt-zh-en' or 'facebook/nllb-200-distilled-600M', or a local folder); empty: off. Weights and --neg parts are kept; the translations are written into run.json.", kind="model")
+    translate_from: str = _f("", help="Source language code for multilingual translation models (NLLB: 'zho_Hans', 'jpn_Jpan', 'arb_Arab'); empty for one-pair models such as MarianMT.")
+    translate_to: str = _f("", help="Target language code for multilingual translation models; empty: English ('eng_Latn' for NLLB).")
 
 
 @dataclass
@@ -327,6 +336,8 @@ LATENT_SCHEDULERS = (
     "default", "euler_a", "euler", "heun", "dpmpp_2m", "dpmpp_2m_karras", "dpmpp_2m_sde", "ddim", "pndm", "plms",
     "lcm", "unipc",
 )
+#: Flow-matching solvers (SD 3.5, Flux); on those models euler/euler_a/heun map to them too.
+FLOW_ONLY_SCHEDULERS = ("flow_euler", "flow_heun")
 #: Schedulers that need an extra package (name -> module), offered only where it is installed.
 OPTIONAL_LATENT_SCHEDULERS = {"lms": "scipy", "dpmpp_sde": "torchsde"}
 
@@ -334,7 +345,7 @@ OPTIONAL_LATENT_SCHEDULERS = {"lms": "scipy", "dpmpp_sde": "torchsde"}
 def latent_scheduler_names() -> list[str]:
     """The scheduler names valid in this environment, without importing diffusers or the optional packages."""
     extra = [n for n, module in OPTIONAL_LATENT_SCHEDULERS.items() if importlib.util.find_spec(module) is not None]
-    return [*LATENT_SCHEDULERS, *extra]
+    return [*LATENT_SCHEDULERS, *extra, *FLOW_ONLY_SCHEDULERS]
 
 
 # ---------------------------------------------------------------------------------------------- schema

@@ -251,11 +251,20 @@ _LAYOUT: list[tuple[str, list[tuple[str, list[_Row]]]]] = [
             _r("models.secondary_model", "Secondary model", "Secondary model: catalogue name, checkpoint path or tiny",
                (), G),
             _r("models.latent_model", "Latent model",
-               "Stable Diffusion model: preset name, hub id or local diffusers folder",
+               "Latent model (SD 1.x/2.x, SDXL, SD 3.5, Flux, Kolors, HunyuanDiT): preset name, hub id, local "
+               "diffusers folder or a .safetensors file",
                (), L),
             _r("models.fast_vae", "Fast decoder",
                "Optional tiny VAE id used to decode (e.g. madebyollin/taesd); empty uses the full VAE",
                (), L),
+            _r("models.latent_lora", "LoRA", "Optional LoRA fused at load (LCM, Lightning, Hyper-SD): hub id, folder or "
+               ".safetensors file", (), L),
+            _r("models.latent_lora_scale", "LoRA strength", "Strength of the fused LoRA (1 = as trained)", (), L),
+            _r("models.text_encoder_t5", "Load T5", "SD 3.5: load its T5 text encoder (off saves ~9 GB)", (), L),
+            _r("models.offload_text_encoders", "Text encoders on CPU",
+               "Keep text encoders on the CPU to save GPU memory (prompts are encoded once each)", (), L),
+            _r("models.vae_tiling", "VAE tiling", "Tiled VAE encode/decode: less memory for large images", (), L),
+            _r("models.fp8_weights", "fp8 weights", "Store the denoiser in float8 (CUDA): about half its memory", (), L),
         ]),
         ("CLIP", [
             _r("models.clip_models", "CLIP models",

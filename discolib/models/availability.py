@@ -33,7 +33,9 @@ __all__ = ["MissingWeights", "downloads_possible", "missing_weights", "weights_p
 #: tests/test_availability.py checks them against the loaders' own: the tiny ``LATENT_PRESETS``,
 #: ``depth.TINY_DEPTH_PRESET`` and ``clip.TINY_MODELS`` (every tiny CLIP name, and no open_clip one, starts so).
 TINY_LATENT = "tiny-latent"
-TINY_LATENTS = (TINY_LATENT, "tiny-latent-inpaint")  # the second: the photo fill's tiny inpainting UNet
+TINY_LATENTS = (  # the second: the photo fill's tiny inpainting UNet; then one per model family
+    TINY_LATENT, "tiny-latent-inpaint", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-kolors", "tiny-hunyuandit",
+)
 TINY_DEPTH = "tiny-depth-anything"
 TINY_CLIP_PREFIX = "tiny-"
 #: How long the one TCP connect to the hub may take before downloads count as impossible.
@@ -97,7 +99,8 @@ def _latent(name: str, fast_vae: str) -> list[MissingWeights]:
         from discolib.models.latent import LATENT_PRESETS  # diffusers: only for a real latent model
 
         model_id = LATENT_PRESETS[name].model_id if name in LATENT_PRESETS else name
-        if model_id not in TINY_LATENTS and not _is_local(model_id, folder=True) and not _hub_cached(model_id):
+        local = _is_local(model_id, folder=True) or _is_local(model_id, folder=False)  # a folder or one .safetensors
+        if model_id not in TINY_LATENTS and not local and not _hub_cached(model_id):
             out.append(MissingWeights(name, model_id))
     if fast_vae and fast_vae != "tiny" and not _is_local(fast_vae, folder=True) and not _hub_cached(fast_vae):
         out.append(MissingWeights(f"fast_vae {fast_vae}", ""))

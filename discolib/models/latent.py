@@ -51,6 +51,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from discolib.errors import InputError, WeightsUnavailable, one_line
 from discolib.models.archs import LATENT_ARCHS, LATENT_SCHEDULERS, SD_SCHEDULER, SD_VAE
+from discolib.models.families import Family, FamilyError, detect_family, family_of_index, get_family
 from discolib.models.hub import cache_root
 from discolib.models.state_dict import (
     LOAD_ERRORS,
@@ -74,9 +75,12 @@ __all__ = [
     "enable_fast_paths",
     "is_inpainting_unet",
     "load_latent_components",
+    "FLOW_SCHEDULERS",
+    "is_flow_config",
     "make_scheduler",
     "random_latent_components",
     "scheduler_names",
+    "tiny_family_folder",
     "tiny_latent_folder",
     "write_tiny_tokenizer",
 ]
@@ -109,7 +113,13 @@ class LatentModelUnavailable(LatentModelError, WeightsUnavailable):
 
 @dataclass
 class LatentComponents:
-    """The parts of a Stable-Diffusion-style model, used directly by :mod:`discolib.samplers.latent`.
+    """The parts of a latent diffusion model, used directly by :mod:`discolib.samplers.latent`.
+
+    ``unet`` is the denoiser, whatever its kind: a UNet2DConditionModel (SD, SDXL, Kolors) or a transformer (SD3,
+    Flux, HunyuanDiT). ``family`` names the :class:`~discolib.models.families.Family` that knows how to condition and
+    call it. ``pipe`` is the family's diffusers pipeline assembled from these same modules (no copy), for the
+    families whose prompt encoding goes through ``pipe.encode_prompt`` (every family but ``"sd"``, which encodes
+    with ``text_encoder``/``tokenizer`` directly); ``text_encoder``/``tokenizer`` are the pipeline's first ones.
 
     ``scheduler_config`` is a plain dict: samplers build a fresh scheduler per call with :func:`make_scheduler`
     because diffusers schedulers are stateful. ``preview_vae`` (an AutoencoderTiny such as TAESD) decodes cheap
@@ -119,13 +129,15 @@ class LatentComponents:
     whose prompt does not change never re-runs the text encoder.
     """
 
-    unet: UNet2DConditionModel
+    unet: torch.nn.Module
     vae: AutoencoderKL | AutoencoderTiny
-    text_encoder: CLIPTextModel
-    tokenizer: CLIPTokenizer
+    text_encoder: torch.nn.Module | None
+    tokenizer: Any
     scheduler_config: dict[str, Any]
     preview_vae: AutoencoderTiny | None = None
     name: str = ""
+    family: str = "sd"
+    pipe: Any = None
     embedding_cache_size: int = 64
     embedding_cache: OrderedDict[tuple[str, str, str], torch.Tensor] = field(
         default_factory=OrderedDict, repr=False
@@ -133,8 +145,13 @@ class LatentComponents:
 
     @property
     def device(self) -> torch.device:
-        """The device of the UNet (latents live there)."""
+        """The device of the denoiser (latents live there)."""
         return self.unet.device
+
+    @property
+    def family_obj(self) -> Family:
+        """The :class:`~discolib.models.families.Family` of these components."""
+        return get_family(self.family)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -156,7 +173,7 @@ class LatentComponents:
     @property
     def is_inpainting(self) -> bool:
         """Whether the UNet is an inpainting one (see :func:`is_inpainting_unet`)."""
-        return is_inpainting_unet(self.unet, self.latent_channels)
+        return self.family == "sd" and is_inpainting_unet(self.unet, self.latent_channels)
 
 
 def is_inpainting_unet(unet: UNet2DConditionModel, latent_channels: int = 4) -> bool:
@@ -180,7 +197,9 @@ def vae_scale_factor(vae: AutoencoderKL | AutoencoderTiny) -> int:
 
 @dataclass(frozen=True)
 class LatentPreset:
-    """A named latent model: where its weights are (``model_id``) and its preview VAE.
+    """A named latent model: where its weights are (``model_id``), its family and its preview VAE.
+
+    ``tiny``: built in-process with random weights (:func:`tiny_family_folder`); its ``model_id`` is its name.
 
     Recommended steps, guidance scale, scheduler and size live in :mod:`discolib.config.presets` only.
     """
@@ -189,18 +208,25 @@ class LatentPreset:
     model_id: str
     preview_vae: str | None = TAESD_ID
     notes: str = ""
+    family: str = "sd"
+    tiny: bool = False
 
 
 LATENT_PRESETS: dict[str, LatentPreset] = {
     p.name: p
     for p in (
         LatentPreset(
-            TINY_LATENT_PRESET, TINY_LATENT_PRESET, preview_vae="tiny",
+            TINY_LATENT_PRESET, TINY_LATENT_PRESET, preview_vae="tiny", tiny=True,
             notes="random tiny weights built in-process (tests, CPU smoke runs); images are noise",
         ),
         LatentPreset(
-            TINY_INPAINT_PRESET, TINY_INPAINT_PRESET, preview_vae="tiny",
+            TINY_INPAINT_PRESET, TINY_INPAINT_PRESET, preview_vae="tiny", tiny=True,
             notes="tiny-latent with an inpainting UNet (9 input channels), built in-process (tests)",
+        ),
+        *(
+            LatentPreset(f"tiny-{fam}", f"tiny-{fam}", preview_vae=None, family=fam, tiny=True,
+                         notes=f"random tiny {fam} components built in-process (tests); images are noise")
+            for fam in ("sdxl", "sd3", "flux", "kolors", "hunyuandit")
         ),
         LatentPreset("sd-1.5", "stable-diffusion-v1-5/stable-diffusion-v1-5", notes="Deforum's usual model"),
         LatentPreset(
@@ -216,6 +242,24 @@ LATENT_PRESETS: dict[str, LatentPreset] = {
             notes="one-step distilled SD with a small UNet2DConditionModel; its vae/ is an AutoencoderTiny "
             "(loaded by the class named in its config). Not verified here without network access.",
         ),
+        LatentPreset("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", preview_vae="madebyollin/taesdxl",
+                     family="sdxl", notes="SDXL base 1.0, 1024px, two CLIP text encoders"),
+        LatentPreset("sdxl-turbo", "stabilityai/sdxl-turbo", preview_vae="madebyollin/taesdxl", family="sdxl",
+                     notes="adversarially distilled SDXL: 512px, 1-4 steps, cfg 0"),
+        LatentPreset("sd3.5-medium", "stabilityai/stable-diffusion-3.5-medium", preview_vae="madebyollin/taesd3",
+                     family="sd3", notes="SD 3.5 Medium (MMDiT-X), three text encoders (T5 optional), flow matching"),
+        LatentPreset("sd3.5-large", "stabilityai/stable-diffusion-3.5-large", preview_vae="madebyollin/taesd3",
+                     family="sd3", notes="SD 3.5 Large (8B MMDiT), three text encoders (T5 optional)"),
+        LatentPreset("sd3.5-large-turbo", "stabilityai/stable-diffusion-3.5-large-turbo",
+                     preview_vae="madebyollin/taesd3", family="sd3", notes="SD 3.5 Large Turbo: 4 steps, cfg 0"),
+        LatentPreset("flux-schnell", "black-forest-labs/FLUX.1-schnell", preview_vae="madebyollin/taef1",
+                     family="flux", notes="Flux.1 schnell (12B, Apache-2.0): 1-4 steps, no guidance"),
+        LatentPreset("flux-dev", "black-forest-labs/FLUX.1-dev", preview_vae="madebyollin/taef1", family="flux",
+                     notes="Flux.1 dev (12B, non-commercial licence): ~28 steps, guidance embedding 3.5"),
+        LatentPreset("kolors", "Kwai-Kolors/Kolors-diffusers", preview_vae=None, family="kolors",
+                     notes="Kolors: SDXL-style UNet with a ChatGLM3 text encoder, Chinese and English prompts"),
+        LatentPreset("hunyuandit", "Tencent-Hunyuan/HunyuanDiT-v1.2-Diffusers", preview_vae=None,
+                     family="hunyuandit", notes="HunyuanDiT 1.2: bilingual CLIP + mT5 text encoders, Chinese/English"),
     )
 }
 
@@ -255,27 +299,55 @@ def _scheduler_table() -> dict[str, tuple[type[SchedulerMixin], dict[str, Any]]]
     return table
 
 
+#: Names for flow-matching families (SD 3.5, Flux): "euler"/"euler_a" mean the flow Euler solver there (euler_a
+#: its stochastic variant), so a Deforum settings file keeps working; the rest are DDPM-only solvers.
+FLOW_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "default": ("", {}),
+    "flow_euler": ("FlowMatchEulerDiscreteScheduler", {}),
+    "euler": ("FlowMatchEulerDiscreteScheduler", {}),
+    "euler_a": ("FlowMatchEulerDiscreteScheduler", {"stochastic_sampling": True}),
+    "flow_heun": ("FlowMatchHeunDiscreteScheduler", {}),
+    "heun": ("FlowMatchHeunDiscreteScheduler", {}),
+}
+
+
 def scheduler_names() -> list[str]:
     """Valid names for :func:`make_scheduler` in this environment (``"default"`` = the model's own)."""
-    return ["default", *_scheduler_table()]
+    return ["default", *_scheduler_table(), "flow_euler", "flow_heun"]
+
+
+def is_flow_config(config: dict[str, Any]) -> bool:
+    """Whether a scheduler config is a flow-matching one (SD 3.5, Flux)."""
+    return str(config.get("_class_name", "")).startswith("FlowMatch")
 
 
 def make_scheduler(name: str, config: dict[str, Any]) -> SchedulerMixin:
     """A fresh diffusers scheduler by name, built from a model's scheduler config.
 
-    The model's training noise schedule (betas, prediction type, timestep spacing) comes from ``config``; the
-    name picks the solver and its options. ``"default"`` builds the class named in the config itself.
+    The model's training noise schedule (betas, prediction type, timestep spacing, flow shift) comes from
+    ``config``; the name picks the solver and its options. ``"default"`` builds the class named in the config
+    itself. A flow-matching config (SD 3.5, Flux) takes the names of :data:`FLOW_SCHEDULERS` only.
 
     Raises:
-        ValueError: unknown name (the message lists the valid names).
+        ValueError: unknown name, or one that does not fit the model's kind (the message lists the valid names).
     """
     key = name.strip().lower()
+    flow = is_flow_config(config)
     if key == "default":
         cls_name = config.get("_class_name", "PNDMScheduler")
         cls = getattr(diffusers, cls_name, None)
         if cls is None or not issubclass(cls, SchedulerMixin):
             raise ValueError(f"scheduler config names an unknown class {cls_name!r}")
         return cls.from_config(config)
+    if flow:
+        if key not in FLOW_SCHEDULERS:
+            raise ValueError(f"scheduler {name!r} is for noise-prediction models; this is a flow-matching model "
+                             f"(SD 3.5, Flux): valid names: {', '.join(FLOW_SCHEDULERS)}")
+        cls_name, overrides = FLOW_SCHEDULERS[key]
+        return getattr(diffusers, cls_name).from_config(config, **overrides)
+    if key in ("flow_euler", "flow_heun"):
+        raise ValueError(f"scheduler {name!r} is for flow-matching models (SD 3.5, Flux); this model predicts noise: "
+                         f"valid names: {', '.join(n for n in scheduler_names() if not n.startswith('flow_'))}")
     table = _scheduler_table()
     if key not in table:
         raise ValueError(f"unknown scheduler {name!r}; valid names: {', '.join(scheduler_names())}")
@@ -378,43 +450,162 @@ def load_latent_components(
     dtype: torch.dtype = torch.float32,
     vae: str | None = None,
     lcm_lora: str | None = None,
+    lora: str | None = None,
+    lora_scale: float = 1.0,
+    t5: bool = True,
+    offload_text_encoders: bool = False,
+    vae_tiling: bool = False,
+    fp8_weights: bool = False,
+    single_file_config: str | None = None,
     channels_last: bool = False,
     compile_unet: bool | dict[str, Any] = False,
 ) -> LatentComponents:
-    """Load UNet, VAE, text encoder, tokenizer and scheduler config of a Stable-Diffusion-style model.
+    """Load the denoiser, VAE, text encoder(s), tokenizer(s) and scheduler config of a latent diffusion model.
+
+    The family (SD 1.x/2.x, SDXL, SD 3.5, Flux.1, Kolors, HunyuanDiT) is the preset's, or detected from
+    ``model_index.json`` / the denoiser's config (:mod:`discolib.models.families`); an unsupported one is a one-line
+    error naming what was found.
 
     Args:
-        model_id_or_path: a preset name (see ``LATENT_PRESETS``; ``"tiny-latent"`` builds tiny random weights
-            offline), a Hugging Face hub id, or a local folder in the diffusers layout (module docstring).
+        model_id_or_path: a preset name (see ``LATENT_PRESETS``; the ``tiny-*`` ones build tiny random weights
+            offline), a Hugging Face hub id, a local folder in the diffusers layout (module docstring), or a single
+            ``.safetensors`` checkpoint as model sites ship them (its configs come from ``single_file_config``).
         device, dtype: where and in which precision the models live (bf16/fp16 on CUDA, float32 on CPU).
         vae: hub id or local folder of an AutoencoderTiny (e.g. ``"madebyollin/taesd"``) for fast previews,
             stored as ``preview_vae``; ``"tiny"`` is the tiny preset's own. Presets have no preview VAE unless
             given here (TAESD is a separate download).
-        lcm_lora: hub id or local path of an LCM-LoRA (e.g. ``"latent-consistency/lcm-lora-sdv1-5"``), loaded
-            into the UNet with diffusers' LoRA loader and fused; use ``scheduler="lcm"``, 4-8 steps, cfg 1-2.
-            Needs the ``peft`` package.
+        lcm_lora: an LCM-LoRA for an SD 1.x/2.x model (kept for older callers; same as ``lora``).
+        lora: hub id, local folder or ``.safetensors`` file of a LoRA (LCM-LoRA, SDXL-Lightning, Hyper-SD, ...),
+            loaded with diffusers' LoRA loader and fused at ``lora_scale`` (no per-step cost). Needs ``peft``.
+        t5: load the T5 text encoder where it is optional (SD 3.5); Flux and HunyuanDiT need theirs.
+        offload_text_encoders: keep text encoders on the CPU (prompts are encoded once each and cached).
+        vae_tiling: tiled VAE encode/decode (less memory for large images).
+        fp8_weights: store the denoiser's weights in float8 (e4m3) and compute in ``dtype`` (layerwise casting).
+        single_file_config: for a ``.safetensors`` file: the hub id or diffusers folder holding the configs (default:
+            the detected family's preset repository).
         channels_last, compile_unet: fast paths, see :func:`enable_fast_paths`.
 
     Raises:
-        LatentModelError: unknown preset, local folder missing components, or weights unavailable (offline).
+        LatentModelError: unknown preset, local folder missing components, unsupported family, or weights
+            unavailable (offline: :class:`LatentModelUnavailable`).
     """
     source = os.fspath(model_id_or_path)
     device = torch.device(device)
     name = source
+    family: str | None = None
+    lora = lora or lcm_lora
     if source in LATENT_PRESETS:
         preset = LATENT_PRESETS[source]
-        if preset.model_id in (TINY_LATENT_PRESET, TINY_INPAINT_PRESET):
-            folder = tiny_latent_folder(inpaint=preset.model_id == TINY_INPAINT_PRESET)
+        family = preset.family
+        if preset.tiny:
+            if preset.family == "sd":
+                folder = tiny_latent_folder(inpaint=preset.model_id == TINY_INPAINT_PRESET)
+                if vae == "tiny":
+                    vae = str(folder / "taesd")
+            else:
+                folder = tiny_family_folder(preset.family)
             source = str(folder)
-            if vae == "tiny":
-                vae = str(folder / "taesd")
         else:
             source = preset.model_id
-    elif vae == "tiny":
+    if vae == "tiny":
         raise LatentModelError(f"vae='tiny' is only valid with the {TINY_LATENT_PRESET!r} and "
                                f"{TINY_INPAINT_PRESET!r} presets")
 
     path = Path(source).expanduser()
+    if path.is_file():
+        from discolib.models.single_file import (
+            load_single_file_pipeline,  # why: diffusers' converters, only for files
+        )
+
+        fam_name, pipe = load_single_file_pipeline(
+            path, config=single_file_config, torch_dtype=dtype, t5=t5
+        )
+        comps = _components_from_pipe(pipe, get_family(fam_name), name)
+    else:
+        fam = _family_of(source, path, family)
+        if fam.name == "sd":
+            comps = _load_sd(source, path, name, dtype)
+        else:
+            comps = _load_pipeline(fam, source, path, name, dtype, t5=t5)
+    return _finish(
+        comps, device=device, dtype=dtype, vae=vae, lora=lora, lora_scale=lora_scale,
+        offload_text_encoders=offload_text_encoders, vae_tiling=vae_tiling, fp8_weights=fp8_weights,
+        channels_last=channels_last, compile_unet=compile_unet,
+    )
+
+
+def _family_of(source: str, path: Path, known: str | None) -> Family:
+    """The family of a preset (``known``), a local folder (its files) or a hub id (its model_index.json)."""
+    if known is not None:
+        return get_family(known)
+    if path.is_dir():
+        has_index = (path / "model_index.json").is_file()
+        has_denoiser = any((path / sub / "config.json").is_file() for sub in ("unet", "transformer"))
+        if not (has_index or has_denoiser):
+            return get_family("sd")  # the SD loader names the missing subfolders
+        try:
+            return detect_family(path)
+        except FamilyError as err:
+            raise LatentModelError(f"cannot load {str(path)!r}: {err}") from None
+    if path.exists() or not _HUB_ID.fullmatch(source):
+        raise LatentModelError(
+            f"{source!r} is neither a preset ({', '.join(LATENT_PRESETS)}), a hub id (owner/name), a .safetensors "
+            f"file nor an existing model folder; expected {_expected_layout()}"
+        )
+    try:
+        index = diffusers.DiffusionPipeline.load_config(source)
+    except LOAD_ERRORS as err:
+        raise _wrap_hub_error(source, "model_index.json", err) from err
+    try:
+        return family_of_index(str(index.get("_class_name", "")))
+    except FamilyError as err:
+        raise LatentModelError(f"cannot load {source!r}: {err}") from None
+
+
+def _components_from_pipe(pipe: Any, fam: Family, name: str) -> LatentComponents:
+    """``LatentComponents`` sharing the modules of a family's diffusers pipeline."""
+    return LatentComponents(
+        unet=getattr(pipe, fam.denoiser),
+        vae=pipe.vae,
+        text_encoder=getattr(pipe, "text_encoder", None),
+        tokenizer=getattr(pipe, "tokenizer", None),
+        # The class name too: an instance's config lacks it, and make_scheduler("default") builds from it.
+        scheduler_config={**pipe.scheduler.config, "_class_name": type(pipe.scheduler).__name__},
+        name=name,
+        family=fam.name,
+        pipe=pipe,
+    )
+
+
+def _load_pipeline(fam: Family, source: str, path: Path, name: str, dtype: torch.dtype, *, t5: bool) -> LatentComponents:
+    """Any family but SD 1.x/2.x: its diffusers pipeline class, safetensors weights only."""
+    local = path.is_dir()
+    try:
+        kwargs = fam.pipeline_kwargs(t5=t5)
+    except FamilyError as err:
+        raise LatentModelError(f"models.text_encoder_t5: {err}") from None
+    if local:
+        source = str(path)
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8")) if (
+            path / "model_index.json"
+        ).is_file() else {}
+        _check_folder(path, "the model")
+        for part, spec in index.items():
+            if not part.startswith("_") and isinstance(spec, list) and spec[0] is not None and (path / part).is_dir():
+                _check_folder(path / part, f"{part}/")
+    cls = getattr(diffusers, fam.pipeline)
+    try:
+        # use_safetensors: every component from .safetensors, never a pickled .bin (diffusers and transformers).
+        pipe = cls.from_pretrained(source, torch_dtype=dtype, use_safetensors=True, **kwargs)
+    except LOAD_ERRORS as err:
+        if local:
+            raise _local_error(path, f"the {fam.label} model", err) from None
+        raise _wrap_hub_error(source, f"the {fam.label} model", err) from err
+    return _components_from_pipe(pipe, fam, name)
+
+
+def _load_sd(source: str, path: Path, name: str, dtype: torch.dtype) -> LatentComponents:
+    """SD 1.x/2.x, component by component (its text encoder and tokenizer are used directly)."""
     local = path.is_dir()
     if local:
         missing = [s for s in COMPONENT_SUBFOLDERS if not (path / s).is_dir()]
@@ -426,11 +617,6 @@ def load_latent_components(
         source = str(path)
         for part in ("", *COMPONENT_SUBFOLDERS):
             _check_folder(path / part if part else path, f"{part}/" if part else "the model")
-    elif path.exists() or not _HUB_ID.fullmatch(source):
-        raise LatentModelError(
-            f"{source!r} is neither a preset ({', '.join(LATENT_PRESETS)}), a hub id (owner/name) nor an existing "
-            f"model folder; expected {_expected_layout()}"
-        )
 
     def load(what: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -451,27 +637,85 @@ def load_latent_components(
     )
     tokenizer = load("tokenizer", lambda: CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"))
     scheduler_config = load("scheduler", lambda: dict(DDIMScheduler.load_config(source, subfolder="scheduler")))
-
-    for m in (unet, vae_model, text_encoder):
-        m.to(device).eval().requires_grad_(False)
-    preview = _load_preview_vae(vae, device, dtype).requires_grad_(False) if vae else None
-
-    comps = LatentComponents(
-        unet=unet,
-        vae=vae_model,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler_config=scheduler_config,
-        preview_vae=preview,
-        name=name,
+    return LatentComponents(
+        unet=unet, vae=vae_model, text_encoder=text_encoder, tokenizer=tokenizer,
+        scheduler_config=scheduler_config, name=name,
     )
-    if lcm_lora:
-        _load_lcm_lora(comps, lcm_lora)
+
+
+def _finish(
+    comps: LatentComponents,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    vae: str | None,
+    lora: str | None,
+    lora_scale: float,
+    offload_text_encoders: bool,
+    vae_tiling: bool,
+    fp8_weights: bool,
+    channels_last: bool,
+    compile_unet: bool | dict[str, Any],
+) -> LatentComponents:
+    """Device placement, LoRA, memory options and fast paths, the same for every family."""
+    if lora:
+        _load_lora(comps, lora, lora_scale)
+    fam = comps.family_obj
+    encoders = [getattr(comps.pipe, n, None) for n in fam.text_encoders] if comps.pipe is not None else [comps.text_encoder]
+    encoder_ids = {id(m) for m in encoders if m is not None}
+    modules = [comps.unet, comps.vae, *(m for m in encoders if m is not None)]
+    for m in modules:
+        m.eval().requires_grad_(False)
+        if id(m) in encoder_ids and offload_text_encoders:
+            continue  # stays on the CPU: prompts are encoded there once each, the embeddings move to the device
+        m.to(device)
+    if comps.family != "sd" and dtype == torch.float16 and getattr(comps.vae.config, "force_upcast", False):
+        # SDXL's VAE overflows in fp16 (its config says so): it runs in float32, the sampler casts at its boundary.
+        # (SD 1.x configs say so too, but their pipeline never upcasts: kept as it was.)
+        comps.vae.to(torch.float32)
+    if vae_tiling and hasattr(comps.vae, "enable_tiling"):
+        comps.vae.enable_tiling()
+        if hasattr(comps.vae, "enable_slicing"):  # one image of a batch at a time (batches > 1 only)
+            comps.vae.enable_slicing()
+    if fp8_weights:
+        if not hasattr(comps.unet, "enable_layerwise_casting"):
+            raise LatentModelError("models.fp8_weights: this denoiser does not support layerwise casting")
+        comps.unet.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+    comps.preview_vae = _load_preview_vae(vae, device, dtype).requires_grad_(False) if vae else None
     enable_fast_paths(comps, channels_last=channels_last, compile_unet=compile_unet)
     return comps
 
 
-def _load_lcm_lora(comps: LatentComponents, lora: str) -> None:
+def _load_lora(comps: LatentComponents, lora: str, scale: float) -> None:
+    """Fuse a LoRA: SD 1.x/2.x through the UNet loader (:func:`_load_lcm_lora`), other families through their
+    pipeline's ``load_lora_weights`` (UNet/transformer and text encoder parts alike), then drop the adapters."""
+    if comps.family == "sd":
+        _load_lcm_lora(comps, lora, scale)
+        return
+    try:
+        import peft  # noqa: F401
+    except ImportError as err:
+        raise LatentModelError(
+            f"models.latent_lora={lora!r} needs the 'peft' package (diffusers loads LoRAs through it): pip install peft"
+        ) from err
+    local = Path(lora).expanduser()
+    if local.is_dir():
+        _check_folder(local, "the LoRA")
+    src = str(local) if local.exists() else lora
+    try:
+        comps.pipe.load_lora_weights(src, adapter_name="lora")
+        comps.pipe.fuse_lora(lora_scale=float(scale))
+        comps.pipe.unload_lora_weights()  # the fused base weights stay
+    except LOAD_ERRORS as err:
+        if local.exists():
+            if local.is_file() and (refused := refused_weights_error(err, None, local)) is not None:
+                raise LatentModelError(f"cannot load the LoRA: {refused}") from None
+            raise _local_error(local if local.is_dir() else local.parent, "the LoRA", err) from None
+        raise _wrap_hub_error(lora, "the LoRA", err) from err
+    comps.name = f"{comps.name}+lora"
+
+
+def _load_lcm_lora(comps: LatentComponents, lora: str, scale: float = 1.0) -> None:
     """Load an LCM-LoRA into the UNet through diffusers' PEFT-backed loader, then fuse it (no per-step cost)."""
     try:
         import peft  # noqa: F401
@@ -500,7 +744,7 @@ def _load_lcm_lora(comps: LatentComponents, lora: str) -> None:
     if alphas:
         unet_alphas = {k.removeprefix("unet."): v for k, v in alphas.items() if k.startswith("unet.")} or None
     comps.unet.load_lora_adapter(unet_sd, prefix=None, network_alphas=unet_alphas, adapter_name="lcm")
-    comps.unet.fuse_lora(lora_scale=1.0)
+    comps.unet.fuse_lora(lora_scale=float(scale))
     comps.unet.unload_lora()  # drop the PEFT wrappers; the fused base weights stay
     comps.name = f"{comps.name}+lcm-lora"
 
@@ -613,14 +857,27 @@ def write_tiny_tokenizer(folder: str | os.PathLike[str]) -> Path:
 
 def tiny_latent_folder(cache_dir: str | os.PathLike[str] | None = None, *, inpaint: bool = False) -> Path:
     """The tiny-latent model folder (diffusers layout) in ``cache_dir`` (default: :func:`~discolib.models.hub.cache_root`),
-    built and saved on first use; ``inpaint``: the tiny-latent-inpaint one (a 9-input-channel UNet).
-
-    The folder name carries the preset version and the diffusers/transformers versions, since
-    ``save_pretrained`` formats can change between releases. It is written to a temporary sibling and renamed
-    into place, so concurrent test processes never see half a folder.
-    """
-    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    built and saved on first use; ``inpaint``: the tiny-latent-inpaint one (a 9-input-channel UNet)."""
     preset = TINY_INPAINT_PRESET if inpaint else TINY_LATENT_PRESET
+    return _tiny_folder(preset, lambda tmp: _build_tiny_latent(tmp, inpaint=inpaint), cache_dir)
+
+
+def tiny_family_folder(family: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The tiny model folder of a family (``"sd"`` is tiny-latent), built by the family's
+    :meth:`~discolib.models.families.Family.build_tiny` and saved on first use, as :func:`tiny_latent_folder`."""
+    if family == "sd":
+        return tiny_latent_folder(cache_dir)
+    fam = get_family(family)
+    return _tiny_folder(f"tiny-{family}", fam.build_tiny, cache_dir)
+
+
+def _tiny_folder(
+    preset: str, build: Callable[[Path], None], cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """Build a tiny model folder once per version. The folder name carries the preset version and the
+    diffusers/transformers versions, since ``save_pretrained`` formats can change between releases. It is written to
+    a temporary sibling and renamed into place, so concurrent test processes never see half a folder."""
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
     name = f"{preset}-v{TINY_LATENT_VERSION}-diffusers{diffusers.__version__}-transformers{transformers.__version__}"
     folder = root / name
     if (folder / "model_index.json").is_file():
@@ -628,7 +885,7 @@ def tiny_latent_folder(cache_dir: str | os.PathLike[str] | None = None, *, inpai
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=name + ".tmp-", dir=root))
     try:
-        _build_tiny_latent(tmp, inpaint=inpaint)
+        build(tmp)
         try:
             os.replace(tmp, folder)
         except OSError:

@@ -136,6 +136,12 @@ def latent_config(settings: Settings) -> LatentConfig:
         cfg_scale=lat.cfg_scale,
         negative_prompt=lat.negative_prompt,
         eta=lat.ddim_eta,
+        lora=m.latent_lora,
+        lora_scale=m.latent_lora_scale,
+        t5=m.text_encoder_t5,
+        offload_text_encoders=m.offload_text_encoders,
+        vae_tiling=m.vae_tiling,
+        fp8_weights=m.fp8_weights,
         # Latent mode has always cut with the still augmentation, animation or not.
         guidance=guidance_config(settings, clip_guidance_scale=lat.clip_scale, augmentation="still"),
     )

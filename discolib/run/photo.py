@@ -202,13 +202,14 @@ def latent_inpaint(
     from discolib.samplers.latent import LatentRequest, encode_image, sample_latent  # start-up time
 
     inpainting = comps.is_inpainting
-    if not inpainting and int(comps.unet.config.in_channels) != comps.latent_channels:
+    if comps.family == "sd" and not inpainting and int(comps.unet.config.in_channels) != comps.latent_channels:
         raise InputError(f"latent_model: a UNet with {comps.unet.config.in_channels} input channels is neither a "
                          f"regular ({comps.latent_channels}) nor an inpainting ({2 * comps.latent_channels + 1}) "
                          "Stable Diffusion UNet; use one of those for the fill")
     h, w = image.shape[-2:]
     f = comps.vae_scale_factor
-    ph, pw = -h % f, -w % f
+    m = max(f, comps.family_obj.size_multiple)  # Flux: 2x2 latent patches
+    ph, pw = -h % m, -w % m
     padded = F.pad(image.float(), (0, pw, 0, ph), mode="replicate")
     pmask = F.pad(mask.float(), (0, pw, 0, ph), mode="replicate")
     x0 = encode_image(comps, padded.to(comps.device))
@@ -232,6 +233,9 @@ def _keep_known(x0: torch.Tensor, pmask: torch.Tensor, f: int) -> Callable[[Mode
             out = model_fn(x, t, cond)
             a = cond.alpha_bar
             eps = (x - a.sqrt() * x0) / (1.0 - a).clamp(min=1e-8).sqrt()
+            if cond.prediction_type == "flow":  # x = (1 - s) x0 + s n, v = n - x0 = (x - x0) / s
+                assert cond.sigma is not None
+                return out * masked + (x - x0) / cond.sigma.clamp(min=1e-8) * known
             target = {"epsilon": eps, "v_prediction": a.sqrt() * eps - (1.0 - a).sqrt() * x0, "sample": x0}.get(
                 cond.prediction_type, out
             )

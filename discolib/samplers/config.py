@@ -151,6 +151,9 @@ class LatentConfig(SamplerConfig):
         cfg_scale: classifier-free guidance scale when a request brings none.
         negative_prompt: the negative prompt when a request's prompts have no negative part.
         eta: DDIM's eta (Deforum's ``ddim_eta``; schedulers without one ignore it).
+        lora, lora_scale: a LoRA fused into the model at load, and its strength.
+        t5, offload_text_encoders, vae_tiling, fp8_weights: memory options of the loader
+            (:func:`discolib.models.latent.load_latent_components`).
         guidance: optional CLIP guidance, on when ``guidance.clip_guidance_scale > 0``.
     """
 
@@ -160,4 +163,10 @@ class LatentConfig(SamplerConfig):
     cfg_scale: float
     negative_prompt: str
     eta: float = 0.0
+    lora: str = ""
+    lora_scale: float = 1.0
+    t5: bool = True
+    offload_text_encoders: bool = False
+    vae_tiling: bool = False
+    fp8_weights: bool = False
     guidance: GuidanceConfig

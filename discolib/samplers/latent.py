@@ -1,23 +1,28 @@
-"""Latent diffusion sampling (Stable Diffusion family): txt2img and img2img over diffusers components.
+"""Latent diffusion sampling (every model family): txt2img and img2img over diffusers components.
 
 The loop is written here rather than hidden in ``StableDiffusionPipeline.__call__`` because animation needs the
 latents, the noise and every step in hand. The shape of it follows k-diffusion:
 
-- the model is one function ``out = model_fn(x, t, cond)`` returning the UNet's prediction (epsilon, v or x0,
-  see ``cond.prediction_type``) for the *scaled* model input ``x`` (B, 4, H/8, W/8) at timestep ``t``, with
-  classifier-free guidance already applied inside it (conditional and unconditional in one batched UNet call);
+- the model is one function ``out = model_fn(x, t, cond)`` returning the denoiser's prediction (epsilon, v, x0 or
+  a flow velocity, see ``cond.prediction_type``) for the *scaled* model input ``x`` (B, C, H/f, W/f) at timestep
+  ``t``, with classifier-free guidance already applied inside it (conditional and unconditional in one batched
+  call). What differs between model families (SD 1.x/2.x, SDXL, SD 3.5, Flux, Kolors, HunyuanDiT: how a prompt
+  conditions, how the denoiser is called, the timestep schedule) comes from the components'
+  :class:`~discolib.models.families.Family`; this loop is the same for all;
 - guidance is composed by wrapping: each entry of ``model_fn_wrappers`` maps a model function to a new one
   (``wrapper(model_fn) -> model_fn``), applied in order, so the first wrapper is innermost. CLIP guidance
   attaches this way; :meth:`LatentCond.denoised` gives it the predicted clean latents;
 - ``callback(dict(i, n, t, x, denoised, alpha_bar[, preview]))`` is called after every step.
 
 Weighted prompts, Disco style: ``["a castle:2", "fog:-0.5"]`` or ``[("a castle", 2.0), ("fog", -0.5)]``. Each text
-is encoded once (and cached on the components) and the embeddings are blended as ``sum(w_i * E_i) / sum(w_i)``:
+is encoded once (and cached on the components) and the conditioning tensors (embeddings, pooled embeddings) are
+blended as ``sum(w_i * E_i) / sum(w_i)`` (attention masks are OR-ed):
 only the ratios of the weights matter, and a negative weight extrapolates away from that text. The weights must
 sum to a positive number. The negative prompt is blended the same way and replaces the unconditional embedding.
 
-img2img follows diffusers: with ``steps`` and ``strength`` only the last ``int(steps * strength)`` timesteps of the
-schedule run, and the init latents get noise for the first of them. Two ends are exact: ``strength == 0`` (or so
+img2img follows diffusers: with ``steps`` and ``strength`` only the last ``Family.init_steps(steps, strength)``
+timesteps of the schedule run (``int(steps * strength)`` for SD-style models), and the init latents get noise for
+the first of them (``add_noise``, or ``scale_noise`` for flow matching). Two ends are exact: ``strength == 0`` (or so
 small that no step remains) returns the VAE round trip of the init image, and ``strength >= 1`` starts from pure
 noise and ignores the init entirely (diffusers' plain img2img would leak a trace of the init at strength 1).
 
@@ -45,6 +50,8 @@ from discolib.guidance.cutouts import CutSchedules
 from discolib.guidance.losses import ClipGuidance, clamp_grad_rms, zero_nan_grad
 from discolib.models.clip import ClipEnsemble
 from discolib.models.device import resolve_device, resolve_dtype, upload
+from discolib.models.families import Embeds, Family, blend_embeds, cat_embeds, expand_embeds
+from discolib.models.families.base import flow_alpha_bar
 from discolib.models.latent import LatentComponents, make_scheduler
 from discolib.models.load import load_clip_ensemble, load_latent
 from discolib.ops import stream_seed, x0_from_eps
@@ -61,7 +68,9 @@ __all__ = [
     "ModelFn",
     "decode_latents",
     "denoise_latents",
+    "embed_conditioning",
     "embed_weighted",
+    "encode_conditioning",
     "encode_image",
     "encode_prompt",
     "parse_weighted_prompts",
@@ -85,24 +94,31 @@ class LatentCond:
     """What the model function needs besides ``x`` and ``t`` at one step.
 
     Attributes:
-        cond: conditional text embeddings (B, L, D) in the UNet's dtype.
-        uncond: unconditional (negative prompt) embeddings (B, L, D), or None when CFG is off.
-        cfg_scale: guidance scale; the unconditional pass runs only when it is > 1.
+        cond: conditional conditioning (the family's tensors: ``prompt_embeds`` (B, L, D) and what else the family
+            uses, e.g. ``pooled_prompt_embeds``), batch B, in the denoiser's dtype.
+        uncond: the unconditional (negative prompt) conditioning, same keys, or None when CFG is off.
+        cfg_scale: guidance scale; the unconditional pass runs only when it is > 1 (Flux: its guidance embedding).
         alpha_bar: 0-dim float32 tensor on the latents' device, the cumulative alpha of this step: the model input
-            ``x`` is ``sqrt(alpha_bar) * x0 + sqrt(1 - alpha_bar) * eps``.
-        prediction_type: the UNet's output kind: "epsilon", "v_prediction" or "sample".
+            ``x`` is ``sqrt(alpha_bar) * x0 + sqrt(1 - alpha_bar) * eps`` (flow models: the alpha_bar of the same
+            signal-to-noise ratio).
+        prediction_type: the model's output kind: "epsilon", "v_prediction", "sample" or "flow" (``noise - x0``).
         step: index of this step in the loop (0-based).
+        sigma: flow models: 0-dim tensor, the noise level of this step (``x = (1 - sigma) x0 + sigma noise``).
     """
 
-    cond: torch.Tensor
-    uncond: torch.Tensor | None
+    cond: Embeds
+    uncond: Embeds | None
     cfg_scale: float
     alpha_bar: torch.Tensor
     prediction_type: str
     step: int
+    sigma: torch.Tensor | None = None
 
     def denoised(self, x: torch.Tensor, model_output: torch.Tensor) -> torch.Tensor:
-        """Predicted clean latents (B, 4, h, w) from the model input ``x`` and the model's output."""
+        """Predicted clean latents (B, C, h, w) from the model input ``x`` and the model's output."""
+        if self.prediction_type == "flow":
+            assert self.sigma is not None
+            return x - self.sigma.to(x.device, torch.float32) * model_output
         return predicted_x0(x, model_output, self.alpha_bar, self.prediction_type)
 
 
@@ -165,44 +181,54 @@ def parse_weighted_prompts(prompts: PromptInput, *, setting: str = "prompts") ->
     return out
 
 
-def encode_prompt(comps: LatentComponents, text: str) -> torch.Tensor:
-    """Text embeddings (1, L, D) of one prompt, in the UNet's dtype and device; cached per text (LRU).
+def encode_conditioning(comps: LatentComponents, text: str, *, negative: bool = False) -> Embeds:
+    """The family's conditioning of one prompt (batch 1, the denoiser's dtype and device); cached per text (LRU).
 
-    The tokenizer pads/truncates to its ``model_max_length`` (77 for SD); a longer prompt is truncated with a
-    warning, as the text encoder cannot see past it.
+    ``negative``: as the unconditional side of CFG (:meth:`~discolib.models.families.Family.negative`; SDXL makes
+    an empty negative prompt zeros). A prompt longer than the tokenizer's maximum is truncated with a warning, as
+    the text encoder cannot see past it.
     """
-    key = (text, str(comps.device), str(comps.dtype))
+    fam = comps.family_obj
+    # A family whose negative side is its plain encoding shares the cache entries of both sides.
+    negative = negative and type(fam).negative is not Family.negative
+    key = (("neg:" if negative else "") + text, str(comps.device), str(comps.dtype))
     cache = comps.embedding_cache
     hit = cache.get(key)
     if hit is not None:
         cache.move_to_end(key)
         return hit
     tok = comps.tokenizer
-    max_len = int(tok.model_max_length)
-    n_tokens = len(tok.tokenize(text)) + 2  # + start and end tokens
-    if n_tokens > max_len:
-        warnings.warn(
-            f"prompt {text[:40]!r}... has {n_tokens} tokens; the text encoder reads only the first {max_len}",
-            stacklevel=3,
-        )
-    ids = tok(text, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt").input_ids
+    max_len = int(getattr(tok, "model_max_length", 0) or 0)
+    if tok is not None and 0 < max_len < 100_000:
+        n_tokens = len(tok.tokenize(text)) + 2  # + start and end tokens
+        if n_tokens > max_len:
+            warnings.warn(
+                f"prompt {text[:40]!r}... has {n_tokens} tokens; the text encoder reads only the first {max_len}",
+                stacklevel=3,
+            )
     with torch.no_grad():
-        emb = comps.text_encoder(ids.to(comps.text_encoder.device))[0]
-    emb = emb.to(device=comps.device, dtype=comps.dtype)
+        emb = fam.negative(comps, text) if negative else fam.encode(comps, text)
     cache[key] = emb
     while len(cache) > max(comps.embedding_cache_size, 1):
         cache.popitem(last=False)
     return emb
 
 
-def embed_weighted(comps: LatentComponents, prompts: list[tuple[str, float]]) -> torch.Tensor:
-    """Blend of prompt embeddings ``sum(w_i * E_i) / sum(w_i)``, (1, L, D) in the UNet's dtype."""
-    total = sum(w for _, w in prompts)
+def encode_prompt(comps: LatentComponents, text: str) -> torch.Tensor:
+    """Text embeddings (1, L, D) of one prompt (the conditioning's ``prompt_embeds``), cached per text."""
+    return encode_conditioning(comps, text)["prompt_embeds"]
+
+
+def embed_conditioning(comps: LatentComponents, prompts: list[tuple[str, float]], *, negative: bool = False) -> Embeds:
+    """Blend of prompt conditionings ``sum(w_i * E_i) / sum(w_i)`` (masks OR-ed), batch 1."""
     if len(prompts) == 1:
-        return encode_prompt(comps, prompts[0][0])
-    acc = sum(encode_prompt(comps, text).float() * (w / total) for text, w in prompts)
-    assert isinstance(acc, torch.Tensor)
-    return acc.to(comps.dtype)
+        return encode_conditioning(comps, prompts[0][0], negative=negative)
+    return blend_embeds([(encode_conditioning(comps, text, negative=negative), w) for text, w in prompts])
+
+
+def embed_weighted(comps: LatentComponents, prompts: list[tuple[str, float]]) -> torch.Tensor:
+    """Blend of prompt embeddings ``sum(w_i * E_i) / sum(w_i)``, (1, L, D) in the denoiser's dtype."""
+    return embed_conditioning(comps, prompts)["prompt_embeds"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -254,12 +280,13 @@ def decode_latents(comps: LatentComponents, latents: torch.Tensor, *, use_previe
 def _check_settings(
     comps: LatentComponents, width: int, height: int, steps: int, cfg_scale: float, strength: float
 ) -> None:
-    f = comps.vae_scale_factor
+    f = max(comps.vae_scale_factor, comps.family_obj.size_multiple)
+    why = "the VAE's down-sampling factor" if f == comps.vae_scale_factor else (
+        f"the VAE's factor times the {comps.family_obj.label} patch size"
+    )
     for name, v in (("width", width), ("height", height)):
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or v % f:
-            raise LatentSettingError(
-                f"{name} must be a positive multiple of {f} (the VAE's down-sampling factor), got {v!r}"
-            )
+            raise LatentSettingError(f"{name} must be a positive multiple of {f} ({why}), got {v!r}")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise LatentSettingError(f"steps must be an integer >= 1, got {steps!r}")
     if not math.isfinite(cfg_scale) or cfg_scale < 0:
@@ -298,20 +325,16 @@ def _expand_batch(t: torch.Tensor, batch: int, setting: str) -> torch.Tensor:
     raise LatentSettingError(f"{setting} has batch {t.shape[0]}, expected 1 or {batch}")
 
 
-def _make_base_model_fn(comps: LatentComponents) -> ModelFn:
-    unet = comps.unet
-    channels_last = unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+def _make_base_model_fn(comps: LatentComponents, extra: dict[str, object]) -> ModelFn:
+    fam = comps.family_obj
 
     def model_fn(x: torch.Tensor, t: torch.Tensor, cond: LatentCond) -> torch.Tensor:
-        """UNet prediction with classifier-free guidance; float32 (B, C, h, w)."""
-        x_in = x.to(unet.dtype)
-        if channels_last:
-            x_in = x_in.contiguous(memory_format=torch.channels_last)
+        """The family's denoiser prediction with classifier-free guidance; float32 (B, C, h, w)."""
         if cond.uncond is None or cond.cfg_scale <= 1.0:
-            return unet(x_in, t, encoder_hidden_states=cond.cond).sample.float()
+            return fam.predict(comps, x, t, cond.cond, extra)
         # One batched call for both passes: twice the batch costs far less than two launches on a GPU.
-        both = unet(torch.cat([x_in, x_in]), t, encoder_hidden_states=torch.cat([cond.uncond, cond.cond])).sample
-        uncond, text = both.float().chunk(2)
+        both = fam.predict(comps, torch.cat([x, x]), t, cat_embeds(cond.uncond, cond.cond), extra)
+        uncond, text = both.chunk(2)
         return uncond + cond.cfg_scale * (text - uncond)
 
     return model_fn
@@ -325,14 +348,27 @@ def _alpha_bars(scheduler: object, timesteps: torch.Tensor, begin: int) -> torch
     The others (DDIM, PNDM, DPM-Solver, LCM, UniPC) feed latents as they are, at ``alphas_cumprod[t]``.
     """
     n = len(timesteps)
-    init_sigma = float(scheduler.init_noise_sigma)  # type: ignore[attr-defined]
     sigmas = getattr(scheduler, "sigmas", None)
+    if _is_flow(scheduler):  # flow matching: the alpha_bar of the same signal-to-noise ratio
+        assert sigmas is not None
+        return flow_alpha_bar(torch.as_tensor(sigmas, dtype=torch.float32).cpu()[begin : begin + n])
+    init_sigma = float(scheduler.init_noise_sigma)  # type: ignore[attr-defined]
     if init_sigma > 1.0 and sigmas is not None:
         sig = torch.as_tensor(sigmas, dtype=torch.float32).cpu()[begin : begin + n]
         return 1.0 / (1.0 + sig**2)
     ac = scheduler.alphas_cumprod.float().cpu()  # type: ignore[attr-defined]
     idx = timesteps.detach().cpu().round().long().clamp(0, len(ac) - 1)
     return ac[idx]
+
+
+def _is_flow(scheduler: object) -> bool:
+    """Flow-matching schedulers noise with ``scale_noise`` and have no ``add_noise``."""
+    return hasattr(scheduler, "scale_noise") and not hasattr(scheduler, "add_noise")
+
+
+def _flow_sigmas(scheduler: object, begin: int, n: int) -> torch.Tensor:
+    """The noise level of each loop step of a flow-matching scheduler (float32, host)."""
+    return torch.as_tensor(scheduler.sigmas, dtype=torch.float32).cpu()[begin : begin + n]  # type: ignore[attr-defined]
 
 
 def _noising_coefficients(scheduler: object, t0: torch.Tensor) -> tuple[float, float]:
@@ -343,6 +379,10 @@ def _noising_coefficients(scheduler: object, t0: torch.Tensor) -> tuple[float, f
     scheduler's tables to the device for every frame.
     """
     one, zero = torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1)
+    if _is_flow(scheduler):  # (1 - sigma) * x0 + sigma * noise, linear as well
+        a = scheduler.scale_noise(one, t0, zero)  # type: ignore[attr-defined]
+        b = scheduler.scale_noise(zero, t0, one)  # type: ignore[attr-defined]
+        return float(a.reshape(-1)[0]), float(b.reshape(-1)[0])
     a = scheduler.add_noise(one, zero, t0)  # type: ignore[attr-defined]
     b = scheduler.add_noise(zero, one, t0)  # type: ignore[attr-defined]
     return float(a.reshape(-1)[0]), float(b.reshape(-1)[0])
@@ -442,22 +482,27 @@ def denoise_latents(comps: LatentComponents, request: LatentRequest) -> torch.Te
     step_seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
     step_gen = torch.Generator(device=device).manual_seed(step_seed)
 
-    # Text: weighted blends, cached per text; CFG only when it changes the result.
-    cond_emb = embed_weighted(comps, parse_weighted_prompts(request.prompts, setting="prompts"))
-    do_cfg = cfg_scale > 1.0
-    uncond_emb = embed_weighted(comps, parse_weighted_prompts(request.negative, setting="negative")) if do_cfg else None
-    cond_b = cond_emb.expand(batch, -1, -1)
-    uncond_b = uncond_emb.expand(batch, -1, -1) if uncond_emb is not None else None
+    # Text: weighted blends, cached per text; CFG only when the family uses it and it changes the result.
+    fam = comps.family_obj
+    cond_emb = embed_conditioning(comps, parse_weighted_prompts(request.prompts, setting="prompts"))
+    do_cfg = fam.uses_cfg and cfg_scale > 1.0
+    uncond_emb = (
+        embed_conditioning(comps, parse_weighted_prompts(request.negative, setting="negative"), negative=True)
+        if do_cfg else None
+    )
+    cond_b = expand_embeds(cond_emb, batch)
+    uncond_b = expand_embeds(uncond_emb, batch) if uncond_emb is not None else None
+    extra = fam.prepare(comps, width=width, height=height, batch=batch, cfg_scale=cfg_scale)
 
     sched = make_scheduler(request.scheduler, comps.scheduler_config)
-    # The scheduler lives on the host (its timesteps and sigmas are a few numbers it branches on); the UNet gets
-    # the timesteps uploaded once without a sync. diffusers' set_timesteps(device=cuda) would copy them from
+    # The scheduler lives on the host (its timesteps and sigmas are a few numbers it branches on); the denoiser
+    # gets the timesteps uploaded once without a sync. diffusers' set_timesteps(device=cuda) would copy them from
     # pageable memory (a sync) for every frame of an animation.
-    sched.set_timesteps(steps, device="cpu")
+    fam.set_timesteps(sched, steps, width=width, height=height)
     timesteps_host = sched.timesteps
     begin = 0
     if use_init:
-        init_steps = min(int(steps * strength), steps)
+        init_steps = fam.init_steps(steps, strength)
         begin = max(steps - init_steps, 0) * sched.order
         timesteps_host = timesteps_host[begin:]
     if hasattr(sched, "set_begin_index"):
@@ -473,11 +518,13 @@ def denoise_latents(comps: LatentComponents, request: LatentRequest) -> torch.Te
         keep, add = _noising_coefficients(sched, timesteps_host[:1])
         latents = x0 * keep + noise * add
     else:
-        latents = noise * sched.init_noise_sigma
+        latents = noise * getattr(sched, "init_noise_sigma", 1.0)  # flow schedulers start at sigma 1: pure noise
 
+    flow = _is_flow(sched)
     alpha_bars = upload(_alpha_bars(sched, timesteps_host, begin), device)
-    prediction_type = str(sched.config.get("prediction_type", "epsilon"))
-    model_fn = _make_base_model_fn(comps)
+    sigmas = upload(_flow_sigmas(sched, begin, len(timesteps_host)), device) if flow else None
+    prediction_type = "flow" if flow else str(sched.config.get("prediction_type", "epsilon"))
+    model_fn = _make_base_model_fn(comps, extra)
     for wrap in request.model_fn_wrappers:
         model_fn = wrap(model_fn)
     step_params = inspect.signature(sched.step).parameters
@@ -485,13 +532,15 @@ def denoise_latents(comps: LatentComponents, request: LatentRequest) -> torch.Te
     if "eta" in step_params:
         step_kwargs["eta"] = float(request.eta)
     n = len(timesteps)
+    has_scale = hasattr(sched, "scale_model_input")  # flow-matching schedulers have none
     # The UNet gets the timestep on its device; the scheduler the host copy: DDIM, PNDM and LCM branch on its
     # value (``prev_t >= 0``), which would read a device tensor back every step.
 
     for i in range(n):
         t, t_host = timesteps[i], timesteps_host[i]
-        x_in = sched.scale_model_input(latents, t_host)
-        cond = LatentCond(cond_b, uncond_b, cfg_scale, alpha_bars[i], prediction_type, i)
+        x_in = sched.scale_model_input(latents, t_host) if has_scale else latents
+        cond = LatentCond(cond_b, uncond_b, cfg_scale, alpha_bars[i], prediction_type, i,
+                          None if sigmas is None else sigmas[i])
         out = model_fn(x_in, t, cond)
         x_prev = sched.step(out, t_host, latents, **step_kwargs, return_dict=True).prev_sample
         if callback is not None:
@@ -564,6 +613,10 @@ def latent_clip_guidance(
             if cond.prediction_type == "v_prediction":
                 eps = s * x + sa * out
                 return (eps + s * grad - s * x) / sa
+            if cond.prediction_type == "flow":
+                # x0 = x - sigma * v: the predicted clean latents move by sigma * grad down the loss, more when noisy
+                # (as condition_score's shift grows with the noise level).
+                return out + grad
             return out - grad  # "sample": move the predicted x0 down the loss gradient
 
         return guided
@@ -612,6 +665,12 @@ class LatentSampler:
             vae=config.fast_vae or None,
             channels_last=self.device.type == "cuda",
             compile_unet=config.compile,
+            lora=config.lora or None,
+            lora_scale=config.lora_scale,
+            t5=config.t5,
+            offload_text_encoders=config.offload_text_encoders,
+            vae_tiling=config.vae_tiling,
+            fp8_weights=config.fp8_weights,
         )
         if self.comps.is_inpainting:  # its UNet wants mask channels a render has none of: say so, not torch
             raise LatentSettingError(
@@ -619,7 +678,10 @@ class LatentSampler:
                 "channels); renders need a text-to-image model. Inpainting checkpoints fill revealed areas in "
                 "`discolib animate --fill latent --latent-model ...`"
             )
-        make_scheduler(config.scheduler, self.comps.scheduler_config)  # fail now on a bad name
+        try:  # fail now on a bad name, or one that does not fit the model's kind
+            make_scheduler(config.scheduler, self.comps.scheduler_config)
+        except ValueError as err:
+            raise LatentSettingError(f"latent.scheduler: {err}") from None
         g = config.guidance
         self.ensemble: ClipEnsemble | None = None
         self.cut_schedules: CutSchedules | None = None
