@@ -96,7 +96,7 @@ def _checkpoint(name: str) -> MissingWeights | None:
 def _latent(name: str, fast_vae: str) -> list[MissingWeights]:
     out: list[MissingWeights] = []
     if name not in TINY_LATENTS:
-        from discolib.models.latent import LATENT_PRESETS  # diffusers: only for a real latent model
+        from discolib.models.latent_presets import LATENT_PRESETS  # plain data, no diffusers import
 
         model_id = LATENT_PRESETS[name].model_id if name in LATENT_PRESETS else name
         local = _is_local(model_id, folder=True) or _is_local(model_id, folder=False)  # a folder or one .safetensors
