@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from discolib.errors import InputError
+
 if TYPE_CHECKING:  # why: only for annotations; latent.py imports this module
     from discolib.models.latent import LatentComponents
 
@@ -36,7 +38,7 @@ __all__ = ["Embeds", "Family", "FamilyError", "blend_embeds", "cat_embeds", "exp
 Embeds = dict[str, torch.Tensor]
 
 
-class FamilyError(ValueError):
+class FamilyError(InputError):
     """A model's files name a family discolib cannot run (the message names what was found)."""
 
 
