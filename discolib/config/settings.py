@@ -125,8 +125,9 @@ class ModelSettings:
     use_secondary_model: bool = _f(True, help="Take the CLIP gradient through Disco's cheap secondary model instead of the main model.")
     secondary_model: str = _f("secondary_model_imagenet_2", help="Secondary model: catalogue name, local path or 'tiny'.", kind="model")
     clip_models: list[str] = _f(help="CLIP ensemble: open_clip 'name/pretrained' pairs, Disco names (ViT-B/32) or hf-hub: ids.", factory=lambda: ["ViT-B/32", "ViT-B/16", "RN50"], kind="clip_models")
-    latent_model: str = _f("sd-1.5", help="Latent model: preset name, hub id or local diffusers folder.", kind="model")
+    latent_model: str = _f("sd-1.5", help="Latent model (SD 1.x/2.x, SDXL, SD 3.5, Flux.1, Kolors, HunyuanDiT): preset name, hub id, local diffusers folder or one .safetensors checkpoint file.", kind="model")
     fast_vae: str = _f("", help="Optional AutoencoderTiny id (e.g. madebyollin/taesd) used to decode; empty uses the full VAE.", kind="model")
+    latent_config: str = _f("", help="When latent_model is one .safetensors file: the hub id or diffusers folder holding its configs (text encoders, scheduler...); empty: the repository of the family diffusers detects in the file.", kind="model")
     latent_lora: str = _f("", help="Optional LoRA fused into the latent model at load (LCM-LoRA, SDXL-Lightning, Hyper-SD ...): a hub id, a local folder or a .safetensors file.", kind="model")
     latent_lora_scale: float = _f(1.0, help="Strength of latent_lora when it is fused (1 = as trained).", min=0.0, max=4.0)
     text_encoder_t5: bool = _f(True, help="Load the T5 text encoder of SD 3.5 (off saves about 9 GB and some prompt fidelity; Flux and HunyuanDiT need theirs).")
@@ -333,7 +334,7 @@ LATENT_DEFAULTS: dict[str, Any] = {
 #: Latent scheduler names (the keys of :func:`discolib.models.latent.scheduler_names`), known here without importing
 #: diffusers: validating a settings file stays torch-free and instant. tests/test_latent.py checks they agree.
 LATENT_SCHEDULERS = (
-    "default", "euler_a", "euler", "heun", "dpmpp_2m", "dpmpp_2m_karras", "dpmpp_2m_sde", "ddim", "pndm", "plms",
+    "default", "euler_a", "euler", "euler_trailing", "heun", "dpmpp_2m", "dpmpp_2m_karras", "dpmpp_2m_sde", "ddim", "pndm", "plms",
     "lcm", "unipc",
 )
 #: Flow-matching solvers (SD 3.5, Flux); on those models euler/euler_a/heun map to them too.
@@ -821,11 +822,12 @@ def coerce_value(name: str, value: Any) -> Any:
         raise SettingsError(f"expected a value <= {info.max}, got {_show(out)}", field=name)
     if info.kind == "steps_or_percent":
         _check_steps_or_percent(name, out)
-    if info.kind == "name" and (
-        not out or any(c in out for c in '/\\:*?"<>|') or out in (".", "..") or any(ord(c) < 32 for c in out)
-    ):
+    if info.kind == "name" and (not out.strip() or any(ord(c) < 32 for c in out)):
+        # Any script is fine, and / : * ? become "_" in the folder's name (io.files.safe_folder_name); a control
+        # character or a blank name is a mistake, not a name.
         raise SettingsError(
-            f"expected a folder name without / \\ : * ? \" < > | or control characters, got {_show(out)}", field=name
+            "expected a folder name without control characters (any script; / \\ : * ? \" < > | become _ in the "
+            f"folder's name), got {_show(out)}", field=name,
         )
     return out
 

@@ -257,6 +257,8 @@ _LAYOUT: list[tuple[str, list[tuple[str, list[_Row]]]]] = [
             _r("models.fast_vae", "Fast decoder",
                "Optional tiny VAE id used to decode (e.g. madebyollin/taesd); empty uses the full VAE",
                (), L),
+            _r("models.latent_config", "Checkpoint configs", "For a .safetensors latent model: hub id or folder "
+               "with its configs; empty = the detected family's", (), L),
             _r("models.latent_lora", "LoRA", "Optional LoRA fused at load (LCM, Lightning, Hyper-SD): hub id, folder or "
                ".safetensors file", (), L),
             _r("models.latent_lora_scale", "LoRA strength", "Strength of the fused LoRA (1 = as trained)", (), L),

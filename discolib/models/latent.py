@@ -192,6 +192,8 @@ def _scheduler_table() -> dict[str, tuple[type[SchedulerMixin], dict[str, Any]]]
     table: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
         "euler_a": (EulerAncestralDiscreteScheduler, {}),
         "euler": (EulerDiscreteScheduler, {}),
+        # Few-step distilled models (SDXL-Lightning, Hyper-SD) were trained on trailing timesteps.
+        "euler_trailing": (EulerDiscreteScheduler, {"timestep_spacing": "trailing"}),
         "heun": (HeunDiscreteScheduler, {}),
         "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
         "dpmpp_2m_karras": (
@@ -433,11 +435,9 @@ def load_latent_components(
     path = Path(source).expanduser()
     if path.is_file():
         # why here: diffusers' single-file converters are needed for files only
-        from discolib.models.single_file import load_single_file_pipeline
+        from discolib.models.single_file import load_single_file
 
-        fam_name, pipe = load_single_file_pipeline(
-            path, config=single_file_config, torch_dtype=dtype, t5=t5
-        )
+        fam_name, pipe = load_single_file(path, config=single_file_config, torch_dtype=dtype, t5=t5)
         comps = _components_from_pipe(pipe, get_family(fam_name), name)
     else:
         fam = _family_of(source, path, family)
@@ -514,7 +514,7 @@ def _load_pipeline(fam: Family, source: str, path: Path, name: str, dtype: torch
     cls = getattr(diffusers, fam.pipeline)
     try:
         # use_safetensors: every component from .safetensors, never a pickled .bin (diffusers and transformers).
-        pipe = cls.from_pretrained(source, torch_dtype=dtype, use_safetensors=True, **kwargs)
+        pipe = cls.from_pretrained(source, dtype=dtype, use_safetensors=True, **kwargs)
     except LOAD_ERRORS as err:
         if local:
             raise _local_error(path, f"the {fam.label} model", err) from None
@@ -619,9 +619,9 @@ def _load_lora(comps: LatentComponents, lora: str, scale: float) -> None:
     local = Path(lora).expanduser()
     if local.is_dir():
         _check_folder(local, "the LoRA")
-    src = str(local) if local.exists() else lora
+    src, kw = _lora_source(lora)
     try:
-        comps.pipe.load_lora_weights(src, adapter_name="lora")
+        comps.pipe.load_lora_weights(src, adapter_name="lora", **kw)
         comps.pipe.fuse_lora(lora_scale=float(scale))
         comps.pipe.unload_lora_weights()  # the fused base weights stay
     except LOAD_ERRORS as err:
@@ -631,6 +631,21 @@ def _load_lora(comps: LatentComponents, lora: str, scale: float) -> None:
             raise _local_error(local if local.is_dir() else local.parent, "the LoRA", err) from None
         raise _wrap_hub_error(lora, "the LoRA", err) from err
     comps.name = f"{comps.name}+lora"
+
+
+# owner/name/file.safetensors: one file of a hub repository that holds several (SDXL-Lightning's 2/4/8-step LoRAs).
+_HUB_FILE = re.compile(r"([A-Za-z0-9][\w.-]*/[\w.-]+)/([\w./-]+\.safetensors)")
+
+
+def _lora_source(lora: str) -> tuple[str, dict[str, str]]:
+    """Where a LoRA is, as diffusers' loaders take it: a local path, a hub id, or a hub id and ``weight_name``."""
+    local = Path(lora).expanduser()
+    if local.exists():
+        return str(local), {}
+    m = _HUB_FILE.fullmatch(lora)
+    if m:
+        return m.group(1), {"weight_name": m.group(2)}
+    return lora, {}
 
 
 def _load_lcm_lora(comps: LatentComponents, lora: str, scale: float = 1.0) -> None:
@@ -647,7 +662,8 @@ def _load_lcm_lora(comps: LatentComponents, lora: str, scale: float = 1.0) -> No
     if local.is_dir():
         _check_folder(local, "the LCM-LoRA")
     try:
-        state_dict, alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(str(local) if local.exists() else lora)
+        src, kw = _lora_source(lora)
+        state_dict, alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(src, **kw)
     except LOAD_ERRORS as err:
         if local.exists():
             folder = local if local.is_dir() else local.parent

@@ -136,6 +136,7 @@ def latent_config(settings: Settings) -> LatentConfig:
         cfg_scale=lat.cfg_scale,
         negative_prompt=lat.negative_prompt,
         eta=lat.ddim_eta,
+        single_file_config=m.latent_config,
         lora=m.latent_lora,
         lora_scale=m.latent_lora_scale,
         t5=m.text_encoder_t5,

@@ -151,6 +151,7 @@ class LatentConfig(SamplerConfig):
         cfg_scale: classifier-free guidance scale when a request brings none.
         negative_prompt: the negative prompt when a request's prompts have no negative part.
         eta: DDIM's eta (Deforum's ``ddim_eta``; schedulers without one ignore it).
+        single_file_config: for a ``.safetensors`` latent_model, where its configs are (empty: the family's).
         lora, lora_scale: a LoRA fused into the model at load, and its strength.
         t5, offload_text_encoders, vae_tiling, fp8_weights: memory options of the loader
             (:func:`discolib.models.latent.load_latent_components`).
@@ -163,6 +164,7 @@ class LatentConfig(SamplerConfig):
     cfg_scale: float
     negative_prompt: str
     eta: float = 0.0
+    single_file_config: str = ""
     lora: str = ""
     lora_scale: float = 1.0
     t5: bool = True

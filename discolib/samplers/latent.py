@@ -665,6 +665,7 @@ class LatentSampler:
             vae=config.fast_vae or None,
             channels_last=self.device.type == "cuda",
             compile_unet=config.compile,
+            single_file_config=config.single_file_config or None,
             lora=config.lora or None,
             lora_scale=config.lora_scale,
             t5=config.t5,
