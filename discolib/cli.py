@@ -16,6 +16,7 @@ from pathlib import Path
 
 from discolib import Settings, __version__, apply_preset, preset_mode
 from discolib.config.importers import import_settings
+from discolib.config.presets import preset_listing
 from discolib.config.settings import SettingsError
 from discolib.errors import DiscolibError, InputError, one_line
 from discolib.io.inputs import expand_path
@@ -26,6 +27,7 @@ __all__ = ["main"]
 
 EPILOG = """\
 examples:
+  discolib init --list-presets
   discolib init --mode guided --preset tiny -o settings.json
   discolib init --mode latent --animation 3D --set max_frames=60 -o anim.json
   discolib validate settings.json --set steps=100
@@ -56,9 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="write a complete settings file with every default, ready to edit")
     init.add_argument("--mode", choices=["guided", "latent"], default=None, help="sampler family (default: guided, or the preset's)")
     init.add_argument("--animation", default="none", metavar="{none,2D,3D,video}", help="animation mode (default none: stills)")
-    init.add_argument("--preset", default=None, help="apply a preset: tiny, tiny-latent (offline, CPU), disco-512, disco-256, sd-1.5, sd-turbo")
+    init.add_argument("--preset", default=None, help="apply a preset: tiny, tiny-latent (offline, CPU), disco-512, sd-1.5, sdxl-turbo, flux-schnell ... (see --list-presets)")
+    init.add_argument("--list-presets", action="store_true", help="list the presets with what each needs (VRAM, download, licence of the weights) and exit")
     init.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help=set_help)
-    init.add_argument("-o", "--output", required=True, help="settings file to write (refuses to overwrite without --force)")
+    init.add_argument("-o", "--output", default=None, help="settings file to write (refuses to overwrite without --force); required unless --list-presets")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     val = sub.add_parser("validate", help="check a settings file; prints the problem and exits non-zero if invalid")
@@ -136,6 +139,11 @@ def _write_settings(settings: Settings, output: str, force: bool) -> Path:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
+    if args.list_presets:
+        sys.stdout.write(preset_listing())
+        return 0
+    if not args.output:
+        raise CliError("init needs -o/--output SETTINGS.json (or --list-presets to see the presets)")
     mode = args.mode or (preset_mode(args.preset) if args.preset else "guided")
     s = Settings.defaults(mode, args.animation)
     if args.preset:
@@ -322,7 +330,21 @@ COMMANDS = {
 }
 
 
+def _tolerant_streams() -> None:
+    """Let stdout/stderr write any text: prompts, paths and batch names are typed in any script, and a console or
+    pipe whose encoding is ASCII or cp1252 would raise UnicodeEncodeError mid-run. Characters it cannot encode are
+    written as ``\\uXXXX`` escapes instead (readable, and the text is still whole in the run's JSON files)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", "strict") == "strict":
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a closed or detached stream: nothing to write to anyway
+                pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _tolerant_streams()
     parser = _parser()
     args = parser.parse_args(argv)
     if not args.command:

@@ -82,7 +82,7 @@ def test_missing_groups_take_defaults_and_flat_keys_work() -> None:
         ({"guidance": {"clamp_grad": "yes"}}, "guidance.clamp_grad: expected true or false, got 'yes'"),
         ({"image": {"width": 1000}}, "image.width: 1000 is not a multiple of 64 (needed by the guided sampler); use 960 or 1024"),
         ({"models": {"clip_models": [1, 2]}}, "models.clip_models: expected a list of strings, got [1, 2]"),
-        ({"run": {"batch_name": "a/b"}}, "run.batch_name: expected a folder name"),
+        ({"run": {"batch_name": "  "}}, "run.batch_name: expected a folder name"),
         ({"animation": {"frames_skip_steps": "sixty"}}, "animation.frames_skip_steps: expected a percentage like '60%'"),
         ({"image": "big"}, "image: expected an object of settings, got str"),
         (["not", "a", "dict"], "expected a JSON object of setting groups, got list"),

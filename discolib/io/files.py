@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +30,7 @@ __all__ = [
     "write_json_atomic",
     "encode_png",
     "save_png_atomic",
+    "safe_folder_name",
 ]
 
 
@@ -180,3 +183,41 @@ def encode_png(image: Any) -> bytes:
 def save_png_atomic(path: str | Path, image: Any) -> Path:
     """Encode ``image`` as PNG and write it atomically."""
     return write_bytes_atomic(path, encode_png(image))
+
+
+#: The longest file name (in bytes) of the usual filesystems (ext4, XFS, btrfs, APFS: NAME_MAX 255).
+NAME_MAX_BYTES = 255
+# What some filesystem refuses in a name or what would leave the folder: separators, Windows' reserved characters,
+# control characters (C0, DEL, C1). Everything else, CJK, Arabic, emoji and accents included, is kept as typed.
+_REFUSED = re.compile(r'[/\\<>:"|?*\x00-\x1f\x7f-\x9f]+')
+# Windows refuses these as a name or as the part before the first dot (CON.txt), in any case.
+_WINDOWS_RESERVED = re.compile(r"(CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])(\..*)?", re.IGNORECASE)
+
+
+def safe_folder_name(name: str, *, max_bytes: int = NAME_MAX_BYTES) -> str:
+    """``name`` as a folder name every common filesystem accepts, kept as readable as it was typed.
+
+    Only what a filesystem refuses or what could leave the parent folder is changed: each run of separators,
+    Windows' reserved characters (``< > : " | ? *``) and control characters becomes one ``_``; leading dots
+    (``..``, hidden folders) become ``_``; trailing dots and spaces (Windows drops them) are removed; Windows'
+    reserved device names (``CON``, ``NUL``, ``COM1`` ...) get a ``_`` in front. The text is NFC-normalised (macOS
+    would otherwise store a different byte sequence for the same name) and cut to ``max_bytes`` UTF-8 bytes at a
+    character boundary. A name with nothing left is ``"_"``. The same input always gives the same name.
+    """
+    text = unicodedata.normalize("NFC", name)
+    # Lone surrogates (undecodable bytes smuggled through os.fsdecode) cannot be written as UTF-8.
+    text = "".join(c if not 0xD800 <= ord(c) <= 0xDFFF else "_" for c in text)
+    text = _REFUSED.sub("_", text)
+    text = re.sub(r"^\.+", lambda m: "_" * len(m.group()), text)
+    text = _trim(text, max_bytes)
+    if _WINDOWS_RESERVED.fullmatch(text):
+        text = _trim("_" + text, max_bytes)
+    return text or "_"
+
+
+def _trim(text: str, max_bytes: int) -> str:
+    """At most ``max_bytes`` UTF-8 bytes, never half a character, without Windows' trailing dots and spaces."""
+    raw = text.encode("utf-8")
+    if len(raw) > max_bytes:
+        text = raw[:max_bytes].decode("utf-8", errors="ignore")  # drops the cut character's leading bytes
+    return text.rstrip(". ")

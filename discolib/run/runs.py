@@ -46,6 +46,7 @@ from discolib.io.files import (
     WriteError,
     encode_png,
     file_mode,
+    safe_folder_name,
     save_png_atomic,
     write_bytes_atomic,
     write_text_atomic,
@@ -393,7 +394,7 @@ class RunFolder:
         look like a run to ``--resume latest``.
         """
         root = expand_path(output_root, setting="run.output_root")
-        batch_dir = root / batch_name
+        batch_dir = root / safe_folder_name(batch_name)
         made = [d for d in (batch_dir, *batch_dir.parents) if not d.exists()]  # deepest first, for the clean-up
         try:
             batch_dir.mkdir(parents=True, exist_ok=True)
@@ -444,7 +445,7 @@ class RunFolder:
     @classmethod
     def latest(cls, output_root: str | Path, batch_name: str) -> RunFolder:
         """The most recently created run folder of a batch (for ``--resume latest``)."""
-        batch_dir = expand_path(output_root, setting="run.output_root") / batch_name
+        batch_dir = expand_path(output_root, setting="run.output_root") / safe_folder_name(batch_name)
         runs = sorted(
             (p for p in batch_dir.glob("*") if (p / "settings.json").is_file()), key=_run_sort_key
         ) if batch_dir.is_dir() else []

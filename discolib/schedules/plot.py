@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from discolib.errors import DiscolibError
+from discolib.io.fonts import label_font_families
 from discolib.schedules.keyframes import Schedule, StringSchedule, check_frames
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ def plot_schedule(
 
     if isinstance(sched, str):
         sched = Schedule.parse(sched)
+    # Prompts and setting names are typed in any script: DejaVu Sans, then the packaged CJK font, glyph by glyph.
+    families = list(label_font_families())
     if ax is None:
         fig = Figure(figsize=(6, 2.5), layout="constrained")
         FigureCanvasAgg(fig)
@@ -51,17 +55,20 @@ def plot_schedule(
         labels = sched.values(n_frames)
         options = sched.options
         ax.step(frames, [options.index(v) for v in labels], where="post")
-        ax.set_yticks(range(len(options)), options)
+        ax.set_yticks(range(len(options)), options, fontfamily=families)
     else:
         values = sched.values(n_frames, seed=seed)
         ax.plot(frames, values, lw=1.5)
         keys = sorted({k.frame_for(n_frames) for k in sched.keys} & set(range(n_frames)))  # keys outside the run are ignored
         ax.plot(keys, values[keys], "o", ms=4)
     ax.set_xlabel("frame")
-    ax.set_title(sched.setting or sched.text[:60], fontsize=9)
+    ax.set_title(sched.setting or sched.text[:60], fontsize=9, fontfamily=families)
     ax.grid(alpha=0.3)
     if path is not None:
         if not isinstance(fig.canvas, FigureCanvasAgg):
             FigureCanvasAgg(fig)
-        fig.savefig(path, dpi=100)
+        with warnings.catch_warnings():
+            # Without the CJK font package, CJK glyphs draw as boxes: a known fallback, not news for every plot.
+            warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+            fig.savefig(path, dpi=100)
     return fig  # type: ignore[return-value]
