@@ -10,6 +10,8 @@ shipped as data so that nothing needs the network:
 * Stable Diffusion 1.5 and SD-Turbo (the SD 2.1 UNet and OpenCLIP ViT-H text encoder), the SD VAE and scheduler:
   ``discolib/data/archs/*.json``, one file per model as open_clip's ``model_configs`` (built by
   :func:`discolib.models.latent.random_latent_components`; TAESD is diffusers' default ``AutoencoderTiny``);
+* SDXL-Turbo, Stable Diffusion 3.5 Medium and FLUX.1 [schnell] (every component of each, as its diffusers
+  pipeline): :data:`FAMILY_ARCHS`, built by :func:`discolib.models.families.random.random_family_components`;
 * Depth Anything V2 Small (:func:`discolib.models.depth.random_depth_anything_small`).
 
 The ``tiny`` guided-diffusion UNet and secondary model (random weights at toy width, for tests) are built here too.
@@ -30,6 +32,7 @@ from discolib.models.secondary import SecondaryDiffusionImageNet2
 from discolib.ops import seeded
 
 __all__ = [
+    "FAMILY_ARCHS",
     "LATENT_ARCHS",
     "LATENT_SCHEDULERS",
     "SD_SCHEDULER",
@@ -65,6 +68,16 @@ LATENT_ARCHS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 #: Schedulers the presets ship with, where they differ from SD 1.x's PNDM (SD-Turbo: Euler, "trailing" spacing).
 LATENT_SCHEDULERS: dict[str, dict[str, Any]] = {
     name: arch["scheduler"] for name, arch in _LATENT_ARCH_FILES.items() if "scheduler" in arch
+}
+
+#: The latent presets of the other families (SDXL, SD 3.5, Flux.1) with a random-weight architecture: preset ->
+#: the whole of ``data/archs/<preset>.json``: ``family``, ``pipeline`` (diffusers class and its extra kwargs),
+#: ``denoiser`` (component name), ``components`` (name -> ``{"class", "config"}``: each model's published
+#: ``config.json`` minus metadata), ``tokenizers`` (name -> ``{"kind": "clip" | "t5", "model_max_length"}``),
+#: ``scheduler`` (its ``scheduler_config.json``) and ``preview_vae`` (``AutoencoderTiny`` kwargs of its TAESD-style
+#: preview decoder). Built by :func:`discolib.models.families.random.random_family_components`.
+FAMILY_ARCHS: dict[str, dict[str, Any]] = {
+    name: _arch(name) for name in ("sdxl-turbo", "sd3.5-medium", "flux-schnell")
 }
 
 

@@ -81,6 +81,7 @@ __all__ = [
     "LatentModelUnavailable",
     "LatentPreset",
     "enable_fast_paths",
+    "finish_components",
     "is_inpainting_unet",
     "load_latent_components",
     "FLOW_SCHEDULERS",
@@ -445,7 +446,7 @@ def load_latent_components(
             comps = _load_sd(source, path, name, dtype)
         else:
             comps = _load_pipeline(fam, source, path, name, dtype, t5=t5)
-    return _finish(
+    return finish_components(
         comps, device=device, dtype=dtype, vae=vae, lora=lora, lora_scale=lora_scale,
         offload_text_encoders=offload_text_encoders, vae_tiling=vae_tiling, fp8_weights=fp8_weights,
         channels_last=channels_last, compile_unet=compile_unet,
@@ -561,7 +562,7 @@ def _load_sd(source: str, path: Path, name: str, dtype: torch.dtype) -> LatentCo
     )
 
 
-def _finish(
+def finish_components(
     comps: LatentComponents,
     *,
     device: torch.device,
@@ -575,7 +576,7 @@ def _finish(
     channels_last: bool,
     compile_unet: bool | dict[str, Any],
 ) -> LatentComponents:
-    """Device placement, LoRA, memory options and fast paths, the same for every family."""
+    """Device placement, LoRA, memory options and fast paths, the same for every family and for random weights."""
     if lora:
         _load_lora(comps, lora, lora_scale)
     fam = comps.family_obj
@@ -599,7 +600,8 @@ def _finish(
         if not hasattr(comps.unet, "enable_layerwise_casting"):
             raise LatentModelError("models.fp8_weights: this denoiser does not support layerwise casting")
         comps.unet.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
-    comps.preview_vae = _load_preview_vae(vae, device, dtype).requires_grad_(False) if vae else None
+    if vae:  # (random-weight components may bring their own TAESD-shaped one)
+        comps.preview_vae = _load_preview_vae(vae, device, dtype).requires_grad_(False)
     enable_fast_paths(comps, channels_last=channels_last, compile_unet=compile_unet)
     return comps
 

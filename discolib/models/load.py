@@ -28,6 +28,7 @@ import torch
 
 from discolib.errors import InputError, WeightsUnavailable
 from discolib.models.archs import (
+    FAMILY_ARCHS,
     LATENT_ARCHS,
     TINY,
     build_tiny_adm_unet,
@@ -38,9 +39,11 @@ from discolib.models.archs import (
 from discolib.models.clip import ClipEnsemble, ClipMember, load_clip
 from discolib.models.depth import DEFAULT_DEPTH_MODEL, DepthEstimator, load_depth, random_depth_anything_small
 from discolib.models.disco import load_disco_unet, load_secondary_model
+from discolib.models.families.random import random_family_components
 from discolib.models.latent import (
     LatentComponents,
     enable_fast_paths,
+    finish_components,
     load_latent_components,
     random_latent_components,
 )
@@ -166,13 +169,28 @@ def load_latent(
 ) -> LatentComponents:
     """Stable-Diffusion-style components (a preset, hub id or diffusers-layout folder).
 
-    ``options`` go to :func:`~discolib.models.latent.load_latent_components` (``vae``, ``lcm_lora``,
-    ``channels_last``, ``compile_unet``). The random fallback exists for the presets of
-    :data:`~discolib.models.archs.LATENT_ARCHS` only; it honours ``vae`` (a TAESD-shaped preview VAE),
-    ``channels_last`` and ``compile_unet``.
+    ``options`` go to :func:`~discolib.models.latent.load_latent_components` (``vae``, ``lora``, ``t5``, memory
+    options, ``channels_last``, ``compile_unet``). The random fallback exists for the presets of
+    :data:`~discolib.models.archs.LATENT_ARCHS` (SD 1.x/2.x) and :data:`~discolib.models.archs.FAMILY_ARCHS`
+    (sdxl-turbo, sd3.5-medium, flux-schnell at full size, for GPU benchmarks without downloads); it honours ``vae``
+    (a TAESD-shaped preview VAE), the memory options, ``channels_last`` and ``compile_unet``.
     """
 
+    def random_family() -> LatentComponents:
+        offload = options.get("offload_text_encoders", False)
+        comps = random_family_components(
+            name, device=device, dtype=dtype, fast_vae=bool(options.get("vae")), t5=options.get("t5", True),
+            offload_text_encoders=offload,
+        )
+        return finish_components(
+            comps, device=device, dtype=dtype, vae=None, lora=None, lora_scale=1.0, offload_text_encoders=offload,
+            vae_tiling=options.get("vae_tiling", False), fp8_weights=options.get("fp8_weights", False),
+            channels_last=options.get("channels_last", False), compile_unet=options.get("compile_unet", False),
+        )
+
     def random() -> LatentComponents:
+        if name in FAMILY_ARCHS:
+            return random_family()
         comps = random_latent_components(name, device=device, dtype=dtype, fast_vae=bool(options.get("vae")))
         return enable_fast_paths(
             comps,
@@ -183,7 +201,7 @@ def load_latent(
     return _load_or_random(
         f"models.latent_model {name!r}",
         lambda: load_latent_components(name, device=device, dtype=dtype, **options),
-        random if random_ok and name in LATENT_ARCHS else None,
+        random if random_ok and (name in LATENT_ARCHS or name in FAMILY_ARCHS) else None,
     )
 
 
