@@ -124,7 +124,7 @@ class ModelSettings:
     diffusion_model: str = _f("512x512_diffusion_uncond_finetune_008100", help="Guided diffusion model: Disco catalogue name, local checkpoint path or 'tiny'.", kind="model")
     use_secondary_model: bool = _f(True, help="Take the CLIP gradient through Disco's cheap secondary model instead of the main model.")
     secondary_model: str = _f("secondary_model_imagenet_2", help="Secondary model: catalogue name, local path or 'tiny'.", kind="model")
-    clip_models: list[str] = _f(help="CLIP ensemble: open_clip 'name/pretrained' pairs, Disco names (ViT-B/32) or hf-hub: ids.", factory=lambda: ["ViT-B/32", "ViT-B/16", "RN50"], kind="clip_models")
+    clip_models: list[str] = _f(help="CLIP ensemble: open_clip 'name/pretrained' pairs, Disco names (ViT-B/32), hf-hub: ids, local-dir:/folder, or multilingual models for prompts in any language (xlm-roberta-base-ViT-B-32, xlm-roberta-large-ViT-H-14, nllb-clip-base).", factory=lambda: ["ViT-B/32", "ViT-B/16", "RN50"], kind="clip_models")
     latent_model: str = _f("sd-1.5", help="Latent model (SD 1.x/2.x, SDXL, SD 3.5, Flux.1, Kolors, HunyuanDiT): preset name, hub id, local diffusers folder or one .safetensors checkpoint file.", kind="model")
     fast_vae: str = _f("", help="Optional AutoencoderTiny id (e.g. madebyollin/taesd) used to decode; empty uses the full VAE.", kind="model")
     latent_config: str = _f("", help="When latent_model is one .safetensors file: the hub id or diffusers folder holding its configs (text encoders, scheduler...); empty: the repository of the family diffusers detects in the file.", kind="model")

@@ -209,6 +209,12 @@ _LAYOUT: list[tuple[str, list[tuple[str, list[_Row]]]]] = [
             _r("latent.negative_prompt", "Negative prompt",
                "What to steer away from, for every frame (a --neg in a prompt adds to it)",
                ("Deforum: negative_prompt",), L),
+            _r("prompts.translate", "Translate prompts", "Translation model (hub id or folder) that turns the "
+               "prompts into English before a latent render; empty: off", (), L),
+            _r("prompts.translate_from", "Translate from", "Source language code for multilingual translation "
+               "models (NLLB: zho_Hans, jpn_Jpan, arb_Arab)", (), L, advanced=True),
+            _r("prompts.translate_to", "Translate to", "Target language code for multilingual translation models; "
+               "empty: English", (), L, advanced=True),
         ]),
         ("Image prompts", [
             _r("prompts.image_prompts", "Image prompts",
@@ -251,8 +257,7 @@ _LAYOUT: list[tuple[str, list[tuple[str, list[_Row]]]]] = [
             _r("models.secondary_model", "Secondary model", "Secondary model: catalogue name, checkpoint path or tiny",
                (), G),
             _r("models.latent_model", "Latent model",
-               "Latent model (SD 1.x/2.x, SDXL, SD 3.5, Flux, Kolors, HunyuanDiT): preset name, hub id, local "
-               "diffusers folder or a .safetensors file",
+               "SD, SDXL, SD 3.5, Flux, Kolors or HunyuanDiT: preset, hub id, diffusers folder or .safetensors file",
                (), L),
             _r("models.fast_vae", "Fast decoder",
                "Optional tiny VAE id used to decode (e.g. madebyollin/taesd); empty uses the full VAE",
@@ -266,7 +271,7 @@ _LAYOUT: list[tuple[str, list[tuple[str, list[_Row]]]]] = [
             _r("models.offload_text_encoders", "Text encoders on CPU",
                "Keep text encoders on the CPU to save GPU memory (prompts are encoded once each)", (), L),
             _r("models.vae_tiling", "VAE tiling", "Tiled VAE encode/decode: less memory for large images", (), L),
-            _r("models.fp8_weights", "fp8 weights", "Store the denoiser in float8 (CUDA): about half its memory", (), L),
+            _r("models.fp8_weights", "FP8 weights", "Store the denoiser in float8 (CUDA): about half its memory", (), L),
         ]),
         ("CLIP", [
             _r("models.clip_models", "CLIP models",

@@ -107,6 +107,13 @@ def _latent(name: str, fast_vae: str) -> list[MissingWeights]:
     return out
 
 
+def _translator(model_id: str) -> MissingWeights | None:
+    """The prompt translation model (``prompts.translate``): a local folder or a hub repo."""
+    if _is_local(model_id, folder=True) or _hub_cached(model_id):
+        return None
+    return MissingWeights(f"prompts.translate {model_id}", model_id)
+
+
 def _clip(model_id: str) -> MissingWeights | None:
     """A CLIP model: tiny, a local weights file, an ``hf-hub:`` repo or an open_clip tag (hub file or URL)."""
     if model_id.strip().startswith(TINY_CLIP_PREFIX):
@@ -117,8 +124,8 @@ def _clip(model_id: str) -> MissingWeights | None:
         spec = ClipSpec.parse(model_id)
     except InputError:
         return None
-    if spec.kind == "tiny":
-        return None
+    if spec.kind in ("tiny", "local-dir"):
+        return None  # (a local-dir: folder is checked when it loads)
     if spec.kind == "hf-hub":
         repo = spec.name[len("hf-hub:") :]
         return None if _hub_cached(repo) else MissingWeights(f"CLIP {model_id}", repo)
@@ -171,6 +178,8 @@ def missing_weights(settings: Settings) -> list[MissingWeights]:
                 out.append(_checkpoint(m.secondary_model))
         else:
             out.extend(_latent(m.latent_model, m.fast_vae))
+            if settings.prompts.translate:
+                out.append(_translator(settings.prompts.translate))
         if clip_needed:
             out.extend(_clip(name) for name in m.clip_models)
         anim = settings.animation

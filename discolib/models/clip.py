@@ -10,6 +10,15 @@ Model ids (:meth:`ClipSpec.parse`):
   ``"RN101"``, ``"RN50x4"``, ``"RN50x16"``, ``"RN50x64"`` (OpenAI weights) and Disco's setting names
   (``"ViTB32"``, ``"ViTB32_laion2b_e16"``, ``"RN50_cc12m"``, ...);
 * ``"hf-hub:org/repo"``: an open_clip model published on the Hugging Face hub;
+* ``"local-dir:/path/to/folder"``: an open_clip model saved in a local folder (``open_clip_config.json``, the
+  weights ``open_clip_model.safetensors`` and, for a Hugging Face text tower, its tokenizer files), offline;
+* multilingual models, whose text tower is a Hugging Face encoder with its own tokenizer (prompts in Chinese,
+  Japanese, Arabic ... as well as English): ``"xlm-roberta-base-ViT-B-32"`` (laion5b_s13b_b90k),
+  ``"xlm-roberta-large-ViT-H-14"`` (frozen_laion5b_s13b_b90k), ``"nllb-clip-base"`` / ``"nllb-clip-large"`` (v1),
+  ``"nllb-clip-base-siglip"`` / ``"nllb-clip-large-siglip"`` (v1, mrl) and ``"mt5-base-ViT-B-32"`` / ``"mt5-xl-ViT-H-14"``
+  (no published weights: give a weights file), each also with an explicit ``/tag``. They load like the others
+  (``open_clip.create_model(name, pretrained=tag)``); the text tower's config and tokenizer come from the hub
+  on first use;
 * ``"tiny-vit"``, ``"tiny-vit-64"``, ``"tiny-rn"``: tiny random-weight models built offline under a
   fixed seed, for tests and CPU smoke runs (same open_clip ``CLIP`` class as the real ones).
 
@@ -32,6 +41,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import open_clip
@@ -134,6 +144,7 @@ TINY_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 TINY_SEED = 0
+_LOCAL_DIR = "local-dir:"  # open_clip's own schema for a model folder
 _WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".ckpt")
 
 
@@ -158,15 +169,15 @@ class ClipSpec:
 
     Attributes:
         model_id: the id as written by the user.
-        name: open_clip architecture name, ``"hf-hub:org/repo"`` or a tiny model name.
-        pretrained: pretrained tag or local weights path; ``None`` for hub and tiny models.
-        kind: ``"open_clip"`` (built-in architecture), ``"hf-hub"`` or ``"tiny"``.
+        name: open_clip architecture name, ``"hf-hub:org/repo"``, ``"local-dir:/abs/path"`` or a tiny model name.
+        pretrained: pretrained tag or local weights path; ``None`` for hub, local-dir and tiny models.
+        kind: ``"open_clip"`` (built-in architecture), ``"hf-hub"``, ``"local-dir"`` or ``"tiny"``.
     """
 
     model_id: str
     name: str
     pretrained: str | None
-    kind: Literal["open_clip", "hf-hub", "tiny"]
+    kind: Literal["open_clip", "hf-hub", "local-dir", "tiny"]
 
     @classmethod
     def parse(cls, model_id: str | ClipSpec) -> ClipSpec:
@@ -187,6 +198,15 @@ class ClipSpec:
             if repo.count("/") != 1 or not all(repo.split("/")):
                 raise ClipModelError(f"CLIP model id {mid!r}: expected 'hf-hub:org/repo'")
             return cls(mid, mid, None, "hf-hub")
+        if mid.startswith(_LOCAL_DIR):
+            raw = mid[len(_LOCAL_DIR) :].strip()
+            if not raw:
+                raise ClipModelError(f"CLIP model id {mid!r}: expected 'local-dir:/path/to/folder'")
+            try:
+                folder = expand_path(raw, setting=f"CLIP model {mid!r}").absolute()
+            except InputError as err:
+                raise ClipModelError(str(err)) from None
+            return cls(mid, _LOCAL_DIR + str(folder), None, "local-dir")
         if mid in DISCO_ALIASES:
             name, tag = DISCO_ALIASES[mid]
             return cls(mid, name, tag, "open_clip")
@@ -254,6 +274,8 @@ class ClipSpec:
         """Where these weights come from, for error messages."""
         if self.kind == "hf-hub":
             return f"the Hugging Face hub repo {self.name[len('hf-hub:') :]!r}"
+        if self.kind == "local-dir":
+            return f"the local open_clip folder {self.name[len(_LOCAL_DIR) :]!r}"
         if self.is_local_file:
             return f"the local file {self.pretrained!r}"
         cfg = open_clip.get_pretrained_cfg(self.name, self.pretrained or "") or {}
@@ -438,12 +460,27 @@ class ClipMember:
 
 
 def _create(spec: ClipSpec, weights: str | None, load: bool, cache_dir: str | None, safe: dict[str, Any]) -> nn.Module:
-    """open_clip's model for ``spec``: the hub repo's (with or without its weights) or the architecture's."""
-    if spec.kind == "hf-hub":
-        return open_clip.create_model(spec.name, cache_dir=cache_dir, load_weights=load, **safe)
+    """open_clip's model for ``spec``: the hub repo's or local folder's (with or without its weights) or the
+    architecture's. Random weights never fetch a Hugging Face text tower's own pretrained weights either."""
+    if spec.kind in ("hf-hub", "local-dir"):
+        return open_clip.create_model(spec.name, cache_dir=cache_dir, load_weights=load, pretrained_text=load, **safe)
     return open_clip.create_model(
-        spec.name, pretrained=weights, force_quick_gelu=spec.quick_gelu, cache_dir=cache_dir, **safe
+        spec.name, pretrained=weights, force_quick_gelu=spec.quick_gelu, cache_dir=cache_dir, pretrained_text=load,
+        **safe,
     )
+
+
+def _check_local_dir(spec: ClipSpec) -> None:
+    """A ``local-dir:`` folder must exist, and a pickle-format weights file in it must hold no pickled code."""
+    folder = Path(spec.name[len(_LOCAL_DIR) :])
+    if not folder.is_dir():
+        raise ClipModelError(
+            f"CLIP model {spec.model_id!r}: {folder} is not a folder (expected an open_clip model folder with "
+            "open_clip_config.json and open_clip_model.safetensors)"
+        )
+    for path in sorted(folder.iterdir()):
+        if path.name.lower().endswith(PICKLE_SUFFIXES) and path.is_file() and pickled_globals(path):
+            raise ClipModelError(f"CLIP model {spec.model_id!r}: " + refused_weights_message(path))
 
 
 def load_clip(
@@ -476,6 +513,8 @@ def load_clip(
         weights = spec.pretrained if load else None
         if spec.kind == "open_clip" and load and spec.is_local_file:
             weights = _check_local_weights(spec)
+        if spec.kind == "local-dir":
+            _check_local_dir(spec)
         # Explicit, where open_clip takes it: its default is already True, but a weights file must never unpickle
         # code whatever a future default (or TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD) says.
         safe = {"weights_only": True} if _CREATE_TAKES_WEIGHTS_ONLY else {}

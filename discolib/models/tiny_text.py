@@ -45,6 +45,9 @@ def tiny_vocab_pieces(specials: list[str]) -> list[tuple[str, float]]:
     pieces: list[tuple[str, float]] = [(s, 0.0) for s in specials]
     pieces += [(f"<0x{b:02X}>", _BYTE_SCORE) for b in range(256)]
     pieces += [(" " + w, -5.0) for w in T5_WORDS] + [(w, -6.0) for w in T5_WORDS]
+    # SentencePiece's word-start pieces too: a model-specific class that re-splits on whitespace and adds "▁"
+    # (T5TokenizerFast, see the module docstring) still reads ASCII words; here they are plain text pieces.
+    pieces += [("▁", -3.0)] + [("▁" + w, -5.0) for w in T5_WORDS]
     pieces += [(c, -8.0) for c in _ASCII if c not in T5_WORDS]
     pieces += [(c, -10.0) for c in dict.fromkeys(_SCRIPTS)]
     unique: dict[str, float] = {}

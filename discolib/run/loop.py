@@ -45,6 +45,7 @@ from discolib.models.depth import ConstantDepth, DepthEstimator, blend_depth
 from discolib.models.device import resolve_device
 from discolib.models.hub import use_models_root
 from discolib.models.load import library_progress_bars, load_depth_estimator
+from discolib.models.translate import RECORD_KEY, translate_settings
 from discolib.run.adapter import build_sampler
 from discolib.run.budget import check_budget
 from discolib.run.events import EventCallback, RenderEvent, RenderResult
@@ -199,6 +200,12 @@ def render(
     # The run's own models_root (a resume keeps its run's): checkpoints and hub snapshots load from / download there.
     with lock, use_models_root(settings.models.models_root):  # the lock is released on every way out
         emit = callback or (lambda _e: None)
+        # prompts.translate (latent mode): the prompts this run renders, translated once and recorded in run.json;
+        # a resume replays the record instead of translating again (settings.json keeps the user's own text).
+        with library_progress_bars(progress):
+            settings, translation = translate_settings(settings, recorded=record.extra.get(RECORD_KEY))
+        if translation:
+            record.extra[RECORD_KEY] = translation
         plan = RenderPlan.from_settings(settings)
         n_frames, seeds = plan.n_frames, list(plan.seeds)
         with _recorded_threads(record, folder, settings.models.threads) as threads:
