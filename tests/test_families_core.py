@@ -113,3 +113,69 @@ def test_negative_shares_the_cache_where_the_family_encodes_it_plainly() -> None
     comps.embedding_cache.clear()
     pos = encode_conditioning(comps, "fog")
     assert encode_conditioning(comps, "fog", negative=True) is pos and len(comps.embedding_cache) == 1
+
+
+def test_a_prompt_spelled_like_a_negative_key_has_its_own_cache_slot() -> None:
+    from discolib.samplers.latent import encode_conditioning
+
+    comps = load_latent_components("tiny-sdxl")
+    comps.embedding_cache.clear()
+    empty_negative = encode_conditioning(comps, "", negative=True)  # SDXL: zeros
+    assert not empty_negative["prompt_embeds"].any()
+    typed = encode_conditioning(comps, "neg:")
+    assert typed["prompt_embeds"].abs().sum() > 0 and len(comps.embedding_cache) == 2
+
+
+def test_lora_errors_name_the_setting_and_never_count_as_unavailable(tmp_path: Path) -> None:
+    from discolib.errors import WeightsUnavailable
+
+    with pytest.raises(LatentModelError, match=r"models\.latent_lora: .*hf download nobody/none x\.safetensors") as info:
+        load_latent_components("tiny-sdxl", lora="nobody/none/x.safetensors")
+    assert not isinstance(info.value, WeightsUnavailable)  # the random fallback must not replace the model
+    bad = tmp_path / "lora.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(LatentModelError, match=r"models\.latent_lora: cannot load"):
+        load_latent_components("tiny-latent", lora=str(bad))
+
+
+def test_an_unknown_pipeline_name_with_a_known_denoiser_still_loads(tmp_path: Path) -> None:
+    # LCM-distilled SD checkpoints name LatentConsistencyModelPipeline; a pipeline we do not know by name falls back
+    # to its denoiser's config, as it loaded before families existed.
+    import shutil
+
+    from discolib.models.families import detect_family
+    from discolib.models.latent import tiny_latent_folder
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_latent_folder(), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    for name in ("LatentConsistencyModelPipeline", "SomeCommunityPipeline"):
+        index["_class_name"] = name
+        (folder / "model_index.json").write_text(json.dumps(index))
+        assert detect_family(folder).name == "sd"
+    assert load_latent_components(folder).family == "sd"
+
+
+def test_resume_latest_finds_runs_of_a_name_made_before_safe_folder_names(tmp_path: Path) -> None:
+    from discolib.run.runs import RunFolder
+
+    old = tmp_path / "night." / "20260101-000000-abcd"  # an older version kept the trailing dot
+    old.mkdir(parents=True)
+    (old / "settings.json").write_text("{}")
+    assert RunFolder.latest(tmp_path, "night.").path == old
+    with pytest.raises(Exception, match="no runs to resume"):
+        RunFolder.latest(tmp_path, "..")
+
+
+def test_missing_lora_is_reported_before_the_render(tmp_path: Path) -> None:
+    from discolib.config.presets import apply_preset
+    from discolib.config.settings import Settings
+    from discolib.models.availability import missing_weights
+
+    s = apply_preset(Settings.defaults("latent"), "tiny-latent")
+    s.set("models.latent_lora", "nobody/none/x.safetensors")
+    assert [w.what for w in missing_weights(s)] == ["models.latent_lora nobody/none/x.safetensors"]
+    local = tmp_path / "l.safetensors"
+    local.write_bytes(b"x")
+    s.set("models.latent_lora", str(local))
+    assert missing_weights(s) == []

@@ -189,3 +189,16 @@ def test_a_render_uses_records_and_replays_the_translation(tmp_path: Path, maria
         moved.rename(marian)
     assert again.status == "done"
     assert RunFolder.open(first.run_dir).read_record().extra[RECORD_KEY] == tr
+
+
+def test_a_translation_that_fails_leaves_a_run_folder_that_says_why(tmp_path: Path) -> None:
+    from discolib.config.presets import apply_preset
+    from discolib.run.loop import render
+    from discolib.run.runs import RunFolder
+
+    s = apply_preset(Settings.defaults("latent", "2D"), "tiny-latent")
+    s.set("prompts.translate", "nobody/no-such-translator")
+    with pytest.raises(InputError, match=r"prompts\.translate"):
+        render(s, out=tmp_path, progress=False)
+    record = RunFolder.latest(tmp_path, s.run.batch_name).read_record()
+    assert record.status == "failed" and "prompts.translate" in record.error

@@ -6,6 +6,7 @@
 #   bash benchmarks/gpu/run_on_device.sh compile    latent3d with torch.compile, default and reduce-overhead (CUDA graphs)
 #   bash benchmarks/gpu/run_on_device.sh fp16       latent3d in float16
 #   bash benchmarks/gpu/run_on_device.sh smoke      every benchmark at toy sizes (checks the CUDA code paths run)
+#   bash benchmarks/gpu/run_on_device.sh families   the model-family benchmark (sdxl-turbo, flux-schnell) + tests
 # JSON and logs go to $OUT (the device tool's folder) or benchmarks/results/gpu. DEVICE=cpu runs the same
 # commands on the CPU (how this script is checked on a machine without a GPU).
 set -uo pipefail
@@ -32,5 +33,10 @@ case "${1:-smoke}" in
     bench --only latent3d --compile --compile-mode reduce-overhead --json "$out/latent3d-compile-cudagraphs.json" ;;
   fp16) bench --only latent3d --dtype float16 --json "$out/latent3d-fp16.json" ;;
   smoke) bench --smoke --json "$out/smoke.json" ;;
-  *) echo "unknown stage ${1}; one of: tests bench compile fp16 smoke" >&2; exit 2 ;;
+  families)  # issue 16: sdxl-turbo 512^2 and flux-schnell 1024^2 (random weights offline), offload off/on
+    python3 benchmarks/bench_families.py --device "$device" --dtype bfloat16 --json "$out/families.json" 2>&1 \
+      | tee -a "$out/bench.log"
+    python3 -m pytest -q -p no:cacheprovider tests/test_family_sdxl.py tests/test_family_sd3.py \
+      tests/test_family_flux.py tests/test_families_core.py 2>&1 | tee "$out/families-tests.log" ;;
+  *) echo "unknown stage ${1}; one of: tests bench compile fp16 smoke families" >&2; exit 2 ;;
 esac

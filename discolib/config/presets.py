@@ -127,14 +127,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # Both were trained at 512^2 (larger sizes repeat the subject); 512^2 is Deforum's default too.
     "sd-1.5": {
+        # (no size: these two predate the family presets and keep the size the user or the defaults set)
         "image.mode": "latent", "models.latent_model": "sd-1.5", "image.steps": 25, "latent.cfg_scale": 7.0,
-        "image.width": 512, "image.height": 512,
     },
     "sd-turbo": {
         "image.mode": "latent",
         "models.latent_model": "sd-turbo",
-        "image.width": 512,
-        "image.height": 512,
         "models.fast_vae": "madebyollin/taesd",
         # 4 steps with Deforum strength 0.5 leaves int(4 * 0.5) = 2 denoising steps per animation frame; with
         # fewer steps img2img would run none and frames would only be moved, never diffused.

@@ -107,6 +107,15 @@ def _latent(name: str, fast_vae: str) -> list[MissingWeights]:
     return out
 
 
+def _lora(lora: str) -> MissingWeights | None:
+    """``models.latent_lora``: a local file or folder, a hub repo, or one file of a repo (owner/name/file)."""
+    if _is_local(lora, folder=True) or _is_local(lora, folder=False):
+        return None
+    parts = lora.split("/")
+    repo, filename = "/".join(parts[:2]), ("/".join(parts[2:]) or None)
+    return None if _hub_cached(repo, filename) else MissingWeights(f"models.latent_lora {lora}", repo)
+
+
 def _translator(model_id: str) -> MissingWeights | None:
     """The prompt translation model (``prompts.translate``): a local folder or a hub repo."""
     if _is_local(model_id, folder=True) or _hub_cached(model_id):
@@ -180,6 +189,8 @@ def missing_weights(settings: Settings) -> list[MissingWeights]:
             out.extend(_latent(m.latent_model, m.fast_vae))
             if settings.prompts.translate:
                 out.append(_translator(settings.prompts.translate))
+            if m.latent_lora:
+                out.append(_lora(m.latent_lora))
         if clip_needed:
             out.extend(_clip(name) for name in m.clip_models)
         anim = settings.animation

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,7 +52,14 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from discolib.errors import InputError, one_line
 from discolib.models.archs import LATENT_ARCHS, LATENT_SCHEDULERS, SD_SCHEDULER, SD_VAE
-from discolib.models.families import Family, FamilyError, detect_family, family_of_index, get_family
+from discolib.models.families import (
+    Family,
+    FamilyError,
+    detect_family,
+    family_of_config,
+    family_of_index,
+    get_family,
+)
 from discolib.models.hub import cache_root
 from discolib.models.latent_presets import (
     LATENT_PRESETS,
@@ -132,6 +140,7 @@ class LatentComponents:
     name: str = ""
     family: str = "sd"
     pipe: Any = None
+    compute_dtype: torch.dtype | None = None
     embedding_cache_size: int = 64
     embedding_cache: OrderedDict[tuple[str, str, str], torch.Tensor] = field(
         default_factory=OrderedDict, repr=False
@@ -149,8 +158,9 @@ class LatentComponents:
 
     @property
     def dtype(self) -> torch.dtype:
-        """The UNet's compute dtype (latents themselves are kept in float32 by the sampler)."""
-        return self.unet.dtype
+        """The denoiser's compute dtype (latents themselves are kept in float32 by the sampler): its weights' dtype,
+        or ``compute_dtype`` when the weights are stored in another (fp8 with layerwise casting)."""
+        return self.compute_dtype if self.compute_dtype is not None else self.unet.dtype
 
     @property
     def vae_scale_factor(self) -> int:
@@ -478,6 +488,15 @@ def _family_of(source: str, path: Path, known: str | None) -> Family:
     try:
         return family_of_index(str(index.get("_class_name", "")))
     except FamilyError as err:
+        # A pipeline not known by name may still hold a known denoiser (as local folders are detected).
+        for sub in ("unet", "transformer"):
+            if sub in index:
+                try:
+                    # load_config reads the folder's config.json as it is, whatever class it names
+                    config = dict(UNet2DConditionModel.load_config(source, subfolder=sub))
+                    return family_of_config(config, f"{sub}/ of {source!r}")
+                except (*LOAD_ERRORS, FamilyError):
+                    break
         raise LatentModelError(f"cannot load {source!r}: {err}") from None
 
 
@@ -576,9 +595,19 @@ def finish_components(
     channels_last: bool,
     compile_unet: bool | dict[str, Any],
 ) -> LatentComponents:
-    """Device placement, LoRA, memory options and fast paths, the same for every family and for random weights."""
-    if lora:
-        _load_lora(comps, lora, lora_scale)
+    """Device placement, LoRA, memory options and fast paths, the same for every family and for random weights.
+
+    Order matters: without fp8 the modules move to the device first and the LoRA fuses there (in the model's own
+    precision, as before); with fp8 the LoRA fuses and the denoiser is cast to float8 on the CPU, so the device never
+    holds the full-precision denoiser."""
+    if fp8_weights:
+        if not hasattr(comps.unet, "enable_layerwise_casting"):
+            raise LatentModelError("models.fp8_weights: this denoiser does not support layerwise casting")
+        if lora:
+            _load_lora(comps, lora, lora_scale)
+            lora = None
+        comps.compute_dtype = dtype
+        comps.unet.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
     fam = comps.family_obj
     encoders = [getattr(comps.pipe, n, None) for n in fam.text_encoders] if comps.pipe is not None else [comps.text_encoder]
     encoder_ids = {id(m) for m in encoders if m is not None}
@@ -592,14 +621,12 @@ def finish_components(
         # SDXL's VAE overflows in fp16 (its config says so): it runs in float32, the sampler casts at its boundary.
         # (SD 1.x configs say so too, but their pipeline never upcasts: kept as it was.)
         comps.vae.to(torch.float32)
+    if lora:
+        _load_lora(comps, lora, lora_scale)
     if vae_tiling and hasattr(comps.vae, "enable_tiling"):
         comps.vae.enable_tiling()
         if hasattr(comps.vae, "enable_slicing"):  # one image of a batch at a time (batches > 1 only)
             comps.vae.enable_slicing()
-    if fp8_weights:
-        if not hasattr(comps.unet, "enable_layerwise_casting"):
-            raise LatentModelError("models.fp8_weights: this denoiser does not support layerwise casting")
-        comps.unet.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
     if vae:  # (random-weight components may bring their own TAESD-shaped one)
         comps.preview_vae = _load_preview_vae(vae, device, dtype).requires_grad_(False)
     enable_fast_paths(comps, channels_last=channels_last, compile_unet=compile_unet)
@@ -627,12 +654,25 @@ def _load_lora(comps: LatentComponents, lora: str, scale: float) -> None:
         comps.pipe.fuse_lora(lora_scale=float(scale))
         comps.pipe.unload_lora_weights()  # the fused base weights stay
     except LOAD_ERRORS as err:
-        if local.exists():
-            if local.is_file() and (refused := refused_weights_error(err, None, local)) is not None:
-                raise LatentModelError(f"cannot load the LoRA: {refused}") from None
-            raise _local_error(local if local.is_dir() else local.parent, "the LoRA", err) from None
-        raise _wrap_hub_error(lora, "the LoRA", err) from err
+        raise _lora_error(lora, err) from None
     comps.name = f"{comps.name}+lora"
+
+
+def _lora_error(lora: str, err: BaseException) -> LatentModelError:
+    """One line naming ``models.latent_lora``. Never "unavailable": a missing LoRA must not make the random-weights
+    fallback replace the whole model."""
+    local = Path(lora).expanduser()
+    if local.is_file() and (refused := refused_weights_error(err, None, local)) is not None:
+        return LatentModelError(f"models.latent_lora: cannot load {lora!r}: {refused}")
+    if local.exists():
+        return LatentModelError(f"models.latent_lora: cannot load {lora!r}: {one_line(err, 300)}")
+    src, kw = _lora_source(lora)
+    get = f"hf download {src} {kw['weight_name']}" if kw else f"hf download {src}"
+    offline = " (the hub is offline: HF_HUB_OFFLINE=1)" if isinstance(err, OSError) and _offline() else ""
+    return LatentModelError(
+        f"models.latent_lora: cannot load {lora!r}{offline}: {one_line(err, 300)}; fetch it once with `{get}` on a "
+        "machine with internet, or give a local folder or .safetensors file"
+    )
 
 
 # owner/name/file.safetensors: one file of a hub repository that holds several (SDXL-Lightning's 2/4/8-step LoRAs).
@@ -667,13 +707,11 @@ def _load_lcm_lora(comps: LatentComponents, lora: str, scale: float = 1.0) -> No
         src, kw = _lora_source(lora)
         state_dict, alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(src, **kw)
     except LOAD_ERRORS as err:
-        if local.exists():
-            folder = local if local.is_dir() else local.parent
-            if local.is_file() and (refused := refused_weights_error(err, None, local)) is not None:
-                raise LatentModelError(f"cannot load the LCM-LoRA: {refused}") from None
-            raise _local_error(folder, "the LCM-LoRA", err) from None
-        raise _wrap_hub_error(lora, "the LCM-LoRA", err) from err
+        raise _lora_error(lora, err) from None
     unet_sd = {k.removeprefix("unet."): v for k, v in state_dict.items() if k.startswith("unet.")}
+    if any(k.startswith("text_encoder") for k in state_dict):
+        warnings.warn(f"models.latent_lora {lora!r}: its text-encoder weights are not applied (SD 1.x/2.x LoRAs are "
+                      "fused into the UNet only)", stacklevel=3)
     if not unet_sd:
         raise LatentModelError(f"LoRA {lora!r} has no UNet weights (keys must start with 'unet.' after conversion)")
     unet_alphas = None

@@ -118,7 +118,14 @@ def _clean(text: str) -> str:
     weight expression or a negative prompt."""
     text = text.replace("`", "'")
     text = _NEG_RE.sub("- -neg", text)
-    return " ".join(text.split())
+    text = " ".join(text.split())
+    # A translation ending in ":<number>" would read back as a prompt weight: the colon goes.
+    while (m := _TRAILING_WEIGHT.search(text)) is not None:
+        text = text[: m.start()] + " " + m.group(1)
+    return text
+
+
+_TRAILING_WEIGHT = re.compile(r"\s*:\s*([-+]?[\d.eE+-]+)\s*$")
 
 
 class Translator:

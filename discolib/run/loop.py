@@ -202,8 +202,14 @@ def render(
         emit = callback or (lambda _e: None)
         # prompts.translate (latent mode): the prompts this run renders, translated once and recorded in run.json;
         # a resume replays the record instead of translating again (settings.json keeps the user's own text).
-        with library_progress_bars(progress):
-            settings, translation = translate_settings(settings, recorded=record.extra.get(RECORD_KEY))
+        try:
+            with library_progress_bars(progress):
+                settings, translation = translate_settings(settings, recorded=record.extra.get(RECORD_KEY))
+        except BaseException as exc:  # the run folder exists: it says why it has no frames (a resume retries)
+            record.status = "failed"
+            record.error = f"{type(exc).__name__}: {exc}"
+            folder.write_record(record)
+            raise
         if translation:
             record.extra[RECORD_KEY] = translation
         plan = RenderPlan.from_settings(settings)

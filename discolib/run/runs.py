@@ -445,10 +445,17 @@ class RunFolder:
     @classmethod
     def latest(cls, output_root: str | Path, batch_name: str) -> RunFolder:
         """The most recently created run folder of a batch (for ``--resume latest``)."""
-        batch_dir = expand_path(output_root, setting="run.output_root") / safe_folder_name(batch_name)
+        root = expand_path(output_root, setting="run.output_root")
+        batch_dir = root / safe_folder_name(batch_name)
+        dirs = [batch_dir]
+        # Also the folder an older version made from the name as typed (".x", "x.", NFD text), so its runs resume;
+        # never a name that leaves output_root (those were always refused).
+        if batch_name not in (".", "..") and not any(c in batch_name for c in "/\\") and root / batch_name != batch_dir:
+            dirs.append(root / batch_name)
+        dirs = [d for d in dirs if d.is_dir()]
         runs = sorted(
-            (p for p in batch_dir.glob("*") if (p / "settings.json").is_file()), key=_run_sort_key
-        ) if batch_dir.is_dir() else []
+            (p for d in dirs for p in d.glob("*") if (p / "settings.json").is_file()), key=_run_sort_key
+        )
         if not runs:
             raise RunError(f"no runs to resume in {batch_dir}")
         return cls(runs[-1])

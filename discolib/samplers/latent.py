@@ -191,7 +191,8 @@ def encode_conditioning(comps: LatentComponents, text: str, *, negative: bool = 
     fam = comps.family_obj
     # A family whose negative side is its plain encoding shares the cache entries of both sides.
     negative = negative and type(fam).negative is not Family.negative
-    key = (("neg:" if negative else "") + text, str(comps.device), str(comps.dtype))
+    # A separate slot for the negative side (never a prefix of the text: "neg:x" is a prompt a user may type).
+    key = (text, str(comps.device), str(comps.dtype), *(("negative",) if negative else ()))
     cache = comps.embedding_cache
     hit = cache.get(key)
     if hit is not None:
@@ -199,7 +200,9 @@ def encode_conditioning(comps: LatentComponents, text: str, *, negative: bool = 
         return hit
     tok = comps.tokenizer
     max_len = int(getattr(tok, "model_max_length", 0) or 0)
-    if tok is not None and 0 < max_len < 100_000:
+    # Only where the first tokenizer is the only reader (SD, SDXL: CLIP); SD 3.5, Flux, HunyuanDiT and Kolors read
+    # longer prompts through their T5/ChatGLM encoders (the pipelines warn themselves when those truncate).
+    if comps.family in ("sd", "sdxl") and tok is not None and 0 < max_len < 100_000:
         n_tokens = len(tok.tokenize(text)) + 2  # + start and end tokens
         if n_tokens > max_len:
             warnings.warn(
@@ -485,7 +488,10 @@ def denoise_latents(comps: LatentComponents, request: LatentRequest) -> torch.Te
     # Text: weighted blends, cached per text; CFG only when the family uses it and it changes the result.
     fam = comps.family_obj
     cond_emb = embed_conditioning(comps, parse_weighted_prompts(request.prompts, setting="prompts"))
-    do_cfg = fam.uses_cfg and cfg_scale > 1.0
+    # diffusers turns CFG off for LCM-distilled UNets of the newer families (time_cond_proj_dim: the guidance scale
+    # is an embedding there); the SD path keeps its old rule.
+    lcm_embedded = comps.family != "sd" and getattr(comps.unet.config, "time_cond_proj_dim", None) is not None
+    do_cfg = fam.uses_cfg and cfg_scale > 1.0 and not lcm_embedded
     uncond_emb = (
         embed_conditioning(comps, parse_weighted_prompts(request.negative, setting="negative"), negative=True)
         if do_cfg else None
@@ -710,7 +716,7 @@ class LatentSampler:
             # Cut sizes and positions are drawn on the host: a CPU generator keeps them free of device syncs.
             cut_gen = torch.Generator("cpu").manual_seed(stream_seed(request.seed, "cuts"))
             denoise = 1.0 if init is None else 1.0 - keep
-            first_step = c.steps - min(int(c.steps * denoise), c.steps)  # diffusers' img2img rule
+            first_step = c.steps - self.comps.family_obj.init_steps(c.steps, denoise)  # the family's img2img rule
             guidance = ClipGuidance.from_prompts(
                 self.ensemble,
                 positive,

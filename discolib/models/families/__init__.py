@@ -103,13 +103,17 @@ def detect_family(folder: str | Path) -> Family:
     """
     root = Path(folder)
     index = root / "model_index.json"
+    index_error: FamilyError | None = None
     if index.is_file():
         try:
             class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
         except (OSError, ValueError, AttributeError) as err:
             raise FamilyError(f"{str(index)!r} is not valid JSON: {err}") from None
         if class_name:
-            return family_of_index(str(class_name))
+            try:
+                return family_of_index(str(class_name))
+            except FamilyError as err:  # a pipeline we do not know by name may still hold a known denoiser
+                index_error = err
     for sub in ("unet", "transformer"):
         cfg = root / sub / "config.json"
         if cfg.is_file():
@@ -118,5 +122,12 @@ def detect_family(folder: str | Path) -> Family:
             except (OSError, ValueError) as err:
                 raise FamilyError(f"{str(cfg)!r} is not valid JSON: {err}") from None
             if isinstance(config, dict):
-                return family_of_config(config, f"{sub}/ of {str(root)!r}")
+                if index_error is None:
+                    return family_of_config(config, f"{sub}/ of {str(root)!r}")
+                try:
+                    return family_of_config(config, f"{sub}/ of {str(root)!r}")
+                except FamilyError:
+                    raise index_error from None
+    if index_error is not None:
+        raise index_error
     raise FamilyError(f"{str(root)!r} has neither model_index.json nor unet/ or transformer/ with a config.json")

@@ -30,12 +30,18 @@ if TYPE_CHECKING:  # why: only for annotations; latent.py imports the families
 
 __all__ = ["FAMILY", "FluxFamily", "build_tiny_flux", "max_sequence_length"]
 
-#: ``FluxPipeline.__call__``'s default T5 length (schnell's model card uses 256; dev's 512, the pipeline default).
+#: ``FluxPipeline.__call__``'s default T5 length (dev's); schnell was distilled with 256 (Black Forest Labs' reference
+#: code and its model card), and 256 fewer padding tokens make every transformer call cheaper.
 PIPELINE_MAX_SEQUENCE_LENGTH = 512
+SCHNELL_MAX_SEQUENCE_LENGTH = 256
 
 
-def max_sequence_length(pipe: Any, default: int = PIPELINE_MAX_SEQUENCE_LENGTH) -> int:
-    """The T5 token count: the pipeline default, or less where the T5 tokenizer allows less (tiny models)."""
+def max_sequence_length(pipe: Any, default: int | None = None) -> int:
+    """The T5 token count: 512 for dev (guidance embedding), 256 for schnell, or less where the T5 tokenizer allows
+    less (tiny models)."""
+    if default is None:
+        dev = bool(getattr(getattr(pipe, "transformer", None), "config", {}).get("guidance_embeds", True))
+        default = PIPELINE_MAX_SEQUENCE_LENGTH if dev else SCHNELL_MAX_SEQUENCE_LENGTH
     limit = getattr(getattr(pipe, "tokenizer_2", None), "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < default:
         return limit

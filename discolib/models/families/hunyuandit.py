@@ -153,7 +153,7 @@ class HunyuanDiTFamily(Family):
         """The transformer's prediction (v for HunyuanDiT's scheduler) without the learned-variance half, float32."""
         tr = comps.unet
         n = x.shape[0]
-        x_in = x.to(tr.dtype)
+        x_in = x.to(comps.dtype)  # the compute dtype (fp8-stored weights compute in bf16/fp16)
         # why contiguous/repeat: the transformer flattens the T5 embeds and the size vector with .view, which an
         # expanded (stride-0) batch cannot take; .contiguous() is free for the CFG batch (already concatenated).
         out = tr(

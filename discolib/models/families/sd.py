@@ -51,7 +51,7 @@ class SDFamily(Family):
     ) -> torch.Tensor:
         """The UNet's output (epsilon, v or x0, per the scheduler's prediction_type), float32."""
         unet = comps.unet
-        x_in = x.to(unet.dtype)
+        x_in = x.to(comps.dtype)  # the compute dtype (fp8-stored weights compute in bf16/fp16)
         if extra.get("channels_last"):
             x_in = x_in.contiguous(memory_format=torch.channels_last)
         return unet(x_in, t, encoder_hidden_states=embeds["prompt_embeds"]).sample.float()
@@ -68,5 +68,6 @@ FAMILY = SDFamily(
     label="Stable Diffusion 1.x/2.x",
     pipeline="StableDiffusionPipeline",
     img2img_pipeline="StableDiffusionImg2ImgPipeline",
-    pipeline_names=("StableDiffusionInpaintPipeline",),
+    # Pipelines of the same components (LCM-distilled SD, PAG): they loaded as SD before families existed.
+    pipeline_names=("StableDiffusionInpaintPipeline", "LatentConsistencyModelPipeline", "StableDiffusionPAGPipeline"),
 )

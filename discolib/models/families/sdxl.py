@@ -114,7 +114,7 @@ class SDXLFamily(Family):
         """The UNet's output with the pipeline's ``added_cond_kwargs`` (pooled text, time ids), float32."""
         unet = comps.unet
         n = x.shape[0]
-        x_in = x.to(unet.dtype)
+        x_in = x.to(comps.dtype)  # the compute dtype (fp8-stored weights compute in bf16/fp16)
         if extra.get("channels_last"):
             x_in = x_in.contiguous(memory_format=torch.channels_last)
         added = {"text_embeds": embeds["pooled_prompt_embeds"], "time_ids": extra["time_ids"].expand(n, -1)}
