@@ -1,11 +1,20 @@
-"""``families``: the Deforum-style 3D animation frame with today's model families, with and without text-encoder
-offload: ms/frame and peak GPU memory.
+"""``families``: the Deforum-style 3D animation frame with today's model families and each memory option
+(``offload_text_encoders``, ``fp8_weights``, ``text_encoder_t5``): ms/frame and peak GPU memory, while loading and
+while rendering.
 
-Rows (each with ``offload_text_encoders`` off and on, the model loaded anew for each):
+Rows (the model loaded anew for each variant):
 
-* ``sdxl-turbo`` at 512^2, one UNet call per frame (its img2img recipe: 2 steps at strength 0.5);
+* ``sdxl-turbo`` at 512^2, one UNet call per frame (its img2img recipe: 2 steps at strength 0.5): plain,
+  ``offload_text_encoders``, ``fp8_weights``;
 * ``flux-schnell`` at 1024^2, four transformer calls per frame (8 steps at strength 0.5: Flux's img2img runs
-  ``steps - int(steps * (1 - strength))`` of them).
+  ``steps - int(steps * (1 - strength))`` of them): plain, ``offload_text_encoders``, ``fp8_weights``, both;
+* ``sd3.5-medium`` at 1024^2, four transformer calls per frame (8 steps at strength 0.5, CFG batched into each
+  call): ``text_encoder_t5`` on and off.
+
+Memory (CUDA only), each above what was allocated before the load (the depth model): ``load peak`` (the peak counter
+is reset BEFORE loading, read right after it: what loading itself needs), ``peak incl. load`` (the highest point from
+the start of loading through every frame: what the card must hold), ``frames peak`` (reset after the warm-up: the
+timed frames alone) and ``resident`` (what the loaded model keeps).
 
 Each frame runs the render loop's own parts, as ``bench_latent3d``: the run's
 :class:`~discolib.animation.plan.RenderPlan`, the real :class:`~discolib.animation.step.AnimationStep` (depth,
@@ -19,13 +28,14 @@ the loaders' ``models.random_weights`` fallback (:func:`discolib.models.load.loa
 supports the family -- the same architecture, so the speed and memory are real and the images noise; otherwise the
 row says "weights unavailable". Depth: Depth Anything V2 Small (its random-weight architecture when absent).
 
-``--tiny`` runs the tiny presets (``tiny-sdxl``, ``tiny-flux``) at 64^2 on the given device (the CPU by default):
-a smoke run of the same code, its numbers meaningless.
+``--tiny`` runs the tiny presets (``tiny-sdxl``, ``tiny-flux``, ``tiny-sd3``) at 64^2 with the same variants on the
+given device (the CPU by default): a smoke run of the same code, its numbers meaningless (no memory figures on the
+CPU).
 
 Usage::
 
     python benchmarks/bench_families.py [--device cpu|cuda] [--dtype auto|bfloat16|...] [--tiny]
-        [--only sdxl-turbo flux-schnell] [--repeats N] [--warmup N] [--no-random-weights] [--json out.json]
+        [--only sdxl-turbo flux-schnell sd3.5-medium] [--repeats N] [--warmup N] [--no-random-weights] [--json out.json]
 
 Prints a table and writes JSON (``{"meta": ..., "results": {"families": ...}}``, as ``benchmarks/run.py``; default
 ``benchmarks/results/families-<device>[-tiny]-<timestamp>.json``).
@@ -57,26 +67,67 @@ if str(HERE) not in sys.path:  # the helper modules sit beside this file
 import torch  # noqa: E402
 from bench_common import BenchContext, BenchResult, StageTimer, format_table, median, sync  # noqa: E402
 
-__all__ = ["FULL_ROWS", "TINY_ROWS", "Row", "main", "run"]
+__all__ = ["FULL_ROWS", "TINY_ROWS", "Row", "Variant", "main", "run"]
 
 PROMPT = "a lighthouse in a stormy sea, oil painting"
 
 
 @dataclass(frozen=True)
+class Variant:
+    """The memory options of one load (the settings ``models.offload_text_encoders``, ``models.fp8_weights``,
+    ``models.text_encoder_t5``)."""
+
+    offload: bool = False
+    fp8: bool = False
+    t5: bool = True
+
+    @property
+    def tag(self) -> str:
+        """Suffix of the result names: ``""``, ``"_offload"``, ``"_fp8"``, ``"_offload_fp8"``, ``"_no_t5"``."""
+        return ("_offload" if self.offload else "") + ("_fp8" if self.fp8 else "") + ("" if self.t5 else "_no_t5")
+
+    @property
+    def label(self) -> str:
+        return (f"offload_text_encoders={'on' if self.offload else 'off'}, fp8_weights={'on' if self.fp8 else 'off'}"
+                f", text_encoder_t5={'on' if self.t5 else 'off'}")
+
+    def load_options(self) -> dict[str, bool]:
+        """Keyword arguments of :func:`~discolib.models.latent.load_latent_components`."""
+        return {"offload_text_encoders": self.offload, "fp8_weights": self.fp8, "t5": self.t5}
+
+
+_PLAIN, _OFFLOAD, _FP8 = Variant(), Variant(offload=True), Variant(fp8=True)
+_OFFLOAD_FP8, _NO_T5 = Variant(offload=True, fp8=True), Variant(t5=False)
+
+
+@dataclass(frozen=True)
 class Row:
-    """One model of the table: latent preset, frame size and denoiser calls per frame."""
+    """One model of the table: latent preset, frame size, denoiser calls per frame and the variants to load."""
 
     preset: str
     size: int
     calls: int
+    variants: tuple[Variant, ...] = (_PLAIN, _OFFLOAD)
 
 
-FULL_ROWS: tuple[Row, ...] = (Row("sdxl-turbo", 512, 1), Row("flux-schnell", 1024, 4))
-TINY_ROWS: tuple[Row, ...] = (Row("tiny-sdxl", 64, 1), Row("tiny-flux", 64, 4))
+_SDXL_VARIANTS = (_PLAIN, _OFFLOAD, _FP8)
+_FLUX_VARIANTS = (_PLAIN, _OFFLOAD, _FP8, _OFFLOAD_FP8)
+_SD3_VARIANTS = (_PLAIN, _NO_T5)
+FULL_ROWS: tuple[Row, ...] = (
+    Row("sdxl-turbo", 512, 1, _SDXL_VARIANTS),
+    Row("flux-schnell", 1024, 4, _FLUX_VARIANTS),
+    Row("sd3.5-medium", 1024, 4, _SD3_VARIANTS),
+)
+TINY_ROWS: tuple[Row, ...] = (
+    Row("tiny-sdxl", 64, 1, _SDXL_VARIANTS),
+    Row("tiny-flux", 64, 4, _FLUX_VARIANTS),
+    Row("tiny-sd3", 64, 4, _SD3_VARIANTS),
+)
 
 
-def _settings(row: Row, device: torch.device, n_frames: int) -> Any:
-    """The preset's latent 3D settings with the benchmark's recipe: strength 0.5, ``2 * calls`` steps."""
+def _settings(row: Row, variant: Variant, device: torch.device, n_frames: int) -> Any:
+    """The preset's latent 3D settings with the benchmark's recipe: strength 0.5, ``2 * calls`` steps, the variant's
+    memory options."""
     from discolib.config.presets import apply_preset
     from discolib.config.settings import Settings
 
@@ -91,24 +142,29 @@ def _settings(row: Row, device: torch.device, n_frames: int) -> Any:
         "image.steps": 2 * row.calls,
         "run.seed": 42,
         "models.device": str(device),
+        "models.offload_text_encoders": variant.offload,
+        "models.fp8_weights": variant.fp8,
+        "models.text_encoder_t5": variant.t5,
         "prompts.text_prompts": {"0": PROMPT},
     }.items():
         s.set(key, value)
     return s
 
 
-def _load(row: Row, ctx: BenchContext, *, offload: bool, random_ok: bool) -> Any:
-    """The row's components through discolib's loader (tiny presets: built in-process)."""
+def _load(row: Row, variant: Variant, ctx: BenchContext, *, random_ok: bool) -> Any:
+    """The row's components through discolib's loader with the variant's options (tiny presets: built in-process)."""
     from discolib.models.load import load_latent
 
-    return load_latent(row.preset, ctx.device, ctx.dtype, random_ok=random_ok, offload_text_encoders=offload)
+    return load_latent(row.preset, ctx.device, ctx.dtype, random_ok=random_ok, **variant.load_options())
 
 
 def _text_encoder_devices(comps: Any) -> str:
-    """Where the family's text encoders are (``"cpu"``, ``"cuda:0"``, or both), for the table."""
+    """How many of the family's text encoders were loaded and where they are (``"2 on cpu"``, ``"3 on cuda:0"``;
+    SD 3.5 without T5: one fewer), for the table."""
     fam = comps.family_obj
-    where = {str(enc.device) for n in fam.text_encoders if (enc := getattr(comps.pipe, n, None)) is not None}
-    return ", ".join(sorted(where)) or "none"
+    loaded = [enc for n in fam.text_encoders if (enc := getattr(comps.pipe, n, None)) is not None]
+    where = ", ".join(sorted({str(enc.device) for enc in loaded}))
+    return f"{len(loaded)} on {where}" if loaded else "none"
 
 
 def _depth(ctx: BenchContext, tiny: bool) -> Any:
@@ -121,7 +177,8 @@ def _depth(ctx: BenchContext, tiny: bool) -> Any:
 class FamilyFrameLoop:
     """One 3D animation frame at a time through the render loop's parts, timed per stage (module docstring)."""
 
-    def __init__(self, comps: Any, depth: Any, row: Row, n_frames: int, device: torch.device) -> None:
+    def __init__(self, comps: Any, depth: Any, row: Row, variant: Variant, n_frames: int,
+                 device: torch.device) -> None:
         from discolib.animation.plan import RenderPlan
         from discolib.animation.step import AnimationStep
         from discolib.models.device import upload
@@ -129,7 +186,7 @@ class FamilyFrameLoop:
         from discolib.samplers.latent import LatentSampler
 
         self.row, self.device = row, device
-        settings = _settings(row, device, n_frames)
+        settings = _settings(row, variant, device, n_frames)
         self.plan = RenderPlan.from_settings(settings)
         self.sampler = LatentSampler(latent_config(settings), device=device, components=comps)
         gen = torch.Generator("cpu").manual_seed(0)
@@ -170,17 +227,24 @@ def _gib(n: float) -> float:
     return n / 2**30
 
 
-def _run_row(ctx: BenchContext, result: BenchResult, row: Row, depth: Any, *, offload: bool, random_ok: bool,
+def _weights_dtypes(comps: Any) -> str:
+    """The dtypes the denoiser's weights are STORED in (``float8_e4m3fn, float32`` with fp8: norms stay as they
+    were), for the table: proof the option took effect."""
+    return ", ".join(sorted({str(p.dtype).removeprefix("torch.") for p in comps.unet.parameters()}))
+
+
+def _run_row(ctx: BenchContext, result: BenchResult, row: Row, variant: Variant, depth: Any, *, random_ok: bool,
              status: dict[str, Any]) -> None:
-    """Load, warm up and time one row; figures go to ``result``, what happened to ``status``."""
+    """Load, warm up and time one row with one variant; figures go to ``result``, what happened to ``status``."""
     from discolib.errors import WeightsUnavailable
     from discolib.models.load import RandomWeightsWarning
 
-    tag = row.preset + ("_offload" if offload else "")
-    label = (f"{row.size}x{row.size}, {row.calls} denoiser call(s)/frame, offload_text_encoders="
-             f"{'on' if offload else 'off'}")
+    tag = row.preset + variant.tag
+    label = f"{row.size}x{row.size}, {row.calls} denoiser call(s)/frame, {variant.label}"
     if ctx.cuda:
         sync(ctx.device)
+        # why here: the peak counter starts before loading, so "peak incl. load" covers the weights' arrival too
+        # (a model can fit while rendering yet not while loading, e.g. cast to fp8 after it is on the device).
         torch.cuda.reset_peak_memory_stats(ctx.device)
         base = torch.cuda.memory_allocated(ctx.device)
     t0 = time.perf_counter()
@@ -189,28 +253,32 @@ def _run_row(ctx: BenchContext, result: BenchResult, row: Row, depth: Any, *, of
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RandomWeightsWarning)
         try:
-            comps = _load(row, ctx, offload=offload, random_ok=random_ok)
+            comps = _load(row, variant, ctx, random_ok=random_ok)
         except WeightsUnavailable as err:
             status.update(status="weights unavailable", reason=str(err).split(". ")[0])
             return
     random_weights = any(issubclass(w.category, RandomWeightsWarning) for w in caught)
     status.update(weights="random (same architecture)" if random_weights else "real",
                   load_s=round(time.perf_counter() - t0, 2), family=comps.family,
-                  text_encoders_on=_text_encoder_devices(comps))
+                  text_encoders_on=_text_encoder_devices(comps), denoiser_weights=_weights_dtypes(comps))
     if ctx.cuda:
         sync(ctx.device)
-        result.add(f"{tag}_resident_gpu_mem", _gib(torch.cuda.memory_allocated(ctx.device) - base), "GiB",
-                   f"{label}; GPU memory held by the loaded model")
+        load_peak = _gib(torch.cuda.max_memory_allocated(ctx.device) - base)
+        resident = _gib(torch.cuda.memory_allocated(ctx.device) - base)
+        result.add(f"{tag}_load_peak_gpu_mem", load_peak, "GiB",
+                   f"{label}; torch.cuda.max_memory_allocated from before the load to its end")
+        result.add(f"{tag}_resident_gpu_mem", resident, "GiB", f"{label}; GPU memory held by the loaded model")
+        status.update(load_peak_gpu_mem_gib=round(load_peak, 2), resident_gpu_mem_gib=round(resident, 2))
     calls = [0]
     hook = comps.unet.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     try:
-        loop = FamilyFrameLoop(comps, depth, row, ctx.warmup + ctx.repeats + 2, ctx.device)
+        loop = FamilyFrameLoop(comps, depth, row, variant, ctx.warmup + ctx.repeats + 2, ctx.device)
         with torch.inference_mode():
             for _ in range(max(ctx.warmup, 1)):  # the first frame also encodes the prompt (cached after)
                 loop.frame()
             if ctx.cuda:
-                result.add(f"{tag}_first_frames_peak_gpu_mem", _gib(torch.cuda.max_memory_allocated(ctx.device)
-                                                                    - base), "GiB",
+                warm_peak = _gib(torch.cuda.max_memory_allocated(ctx.device) - base)
+                result.add(f"{tag}_first_frames_peak_gpu_mem", warm_peak, "GiB",
                            f"{label}; peak from loading through the warm-up frames (prompt encoding included)")
                 torch.cuda.reset_peak_memory_stats(ctx.device)
             calls[0] = 0
@@ -230,30 +298,37 @@ def _run_row(ctx: BenchContext, result: BenchResult, row: Row, depth: Any, *, of
         result.add(f"{tag}_{stage}", median(vals), "ms", f"stage of {tag}_frame", vals)
     status.update(status="ok", ms_per_frame=round(med, 2))
     if ctx.cuda:
-        peak = _gib(torch.cuda.max_memory_allocated(ctx.device) - base)
-        result.add(f"{tag}_peak_gpu_mem", peak, "GiB", f"{label}; torch.cuda.max_memory_allocated in the timed frames")
-        status["peak_gpu_mem_gib"] = round(peak, 2)
+        frames_peak = _gib(torch.cuda.max_memory_allocated(ctx.device) - base)
+        overall = max(warm_peak, frames_peak)
+        result.add(f"{tag}_peak_gpu_mem", frames_peak, "GiB",
+                   f"{label}; torch.cuda.max_memory_allocated in the timed frames")
+        result.add(f"{tag}_peak_incl_load_gpu_mem", overall, "GiB",
+                   f"{label}; torch.cuda.max_memory_allocated from before the load through every frame")
+        status.update(peak_gpu_mem_gib=round(frames_peak, 2), peak_incl_load_gpu_mem_gib=round(overall, 2))
     del loop, comps
 
 
 def run(ctx: BenchContext, *, tiny: bool = False, only: list[str] | None = None, random_ok: bool = True) -> BenchResult:
-    """Time every row (``tiny``: the tiny presets) with text-encoder offload off and on."""
+    """Time every row (``tiny``: the tiny presets) with each of its variants (memory options)."""
     rows = [r for r in (TINY_ROWS if tiny else FULL_ROWS) if not only or r.preset in only]
     result = BenchResult("families", config={
         "dtype": str(ctx.dtype).removeprefix("torch."),
         "tiny": tiny,
         "recipe": "3D animation frame: depth + reproject_3d + colour coherence + img2img at strength 0.5 "
                   "(steps = 2 x denoiser calls) + 8-bit hand-off; cfg and scheduler from the preset",
+        "memory": "GiB above what was allocated before the load; the peak counter is reset before loading "
+                  "(load peak, peak incl. load) and after the warm-up (frames peak)",
         "random_weights_allowed": random_ok,
         "rows": [],
     })
     depth = _depth(ctx, tiny)
     for row in rows:
-        for offload in (False, True):
+        for variant in row.variants:
             status: dict[str, Any] = {"preset": row.preset, "size": row.size, "calls": row.calls,
-                                      "offload_text_encoders": offload}
+                                      "offload_text_encoders": variant.offload, "fp8_weights": variant.fp8,
+                                      "text_encoder_t5": variant.t5}
             try:
-                _run_row(ctx, result, row, depth, offload=offload, random_ok=random_ok, status=status)
+                _run_row(ctx, result, row, variant, depth, random_ok=random_ok, status=status)
             except Exception as err:  # noqa: BLE001 -- one failing row is reported; the others still run
                 status.update(status="failed", reason=f"{type(err).__name__}: {err}"[:300])
             result.config["rows"].append(status)
@@ -261,17 +336,29 @@ def run(ctx: BenchContext, *, tiny: bool = False, only: list[str] | None = None,
     return result
 
 
+def _on_off(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
 def summary_table(result: BenchResult) -> str:
-    """One line per row: preset, offload, size, calls, ms/frame, frames/s, peak GPU memory, where the text encoders
-    were, and the status ("ok", "weights unavailable", "failed") with its reason."""
-    header = ("preset", "offload", "size", "calls", "ms/frame", "fps", "peak GiB", "text enc.", "weights", "status")
+    """One line per row and variant: preset, the memory options (offload, fp8, T5), size, calls, ms/frame, frames/s,
+    GPU memory (load peak, peak including loading, timed frames' peak, resident), where the text encoders were, the
+    denoiser's stored weight dtypes and the status ("ok", "weights unavailable", "failed") with its reason."""
+    header = ("preset", "offload", "fp8", "t5", "size", "calls", "ms/frame", "fps", "load peak GiB",
+              "peak incl. load GiB", "frames peak GiB", "resident GiB", "text enc.", "denoiser weights", "weights",
+              "status")
     lines = [header]
+
+    def gib(r: dict[str, Any], key: str) -> str:
+        return f"{r[key]:.2f}" if key in r else "-"
+
     for r in result.config["rows"]:
         ms = r.get("ms_per_frame")
         lines.append((
-            r["preset"], "on" if r["offload_text_encoders"] else "off", f"{r['size']}^2", str(r["calls"]),
-            f"{ms:.1f}" if ms else "-", f"{1000.0 / ms:.2f}" if ms else "-",
-            f"{r['peak_gpu_mem_gib']:.2f}" if "peak_gpu_mem_gib" in r else "-", r.get("text_encoders_on", "-"),
+            r["preset"], _on_off(r["offload_text_encoders"]), _on_off(r["fp8_weights"]), _on_off(r["text_encoder_t5"]),
+            f"{r['size']}^2", str(r["calls"]), f"{ms:.1f}" if ms else "-", f"{1000.0 / ms:.2f}" if ms else "-",
+            gib(r, "load_peak_gpu_mem_gib"), gib(r, "peak_incl_load_gpu_mem_gib"), gib(r, "peak_gpu_mem_gib"),
+            gib(r, "resident_gpu_mem_gib"), r.get("text_encoders_on", "-"), r.get("denoiser_weights", "-"),
             r.get("weights", "-"), r["status"] + (f": {r['reason']}" if r.get("reason") else ""),
         ))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]

@@ -5,7 +5,6 @@ resolution-shifted schedule and img2img noising of FluxImg2ImgPipeline, and the 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from discolib.models.latent import (
     make_scheduler,
     tiny_family_folder,
 )
-from discolib.samplers import latent as latent_sampler
 
 W = H = 64  # 8x8 latents, 16 packed 2x2 patches
 T5_LEN = 32  # the tiny T5 tokenizer's model_max_length (the pipeline default is 512)
@@ -259,11 +257,8 @@ def test_img2img_noising_is_the_img2img_pipelines(comps: LatentComponents, pipe,
 
 # ---------------------------------------------------------------------------------------------- the latent loop
 
-_FAMILY_SAMPLER = "family_obj" in inspect.getsource(latent_sampler)
-needs_family_sampler = pytest.mark.skipif(not _FAMILY_SAMPLER, reason="the family-generic latent sampler has not landed")
 
 
-@needs_family_sampler
 @pytest.mark.parametrize("variant", ["dev", "schnell"])
 def test_denoise_latents_equals_the_pipeline(comps: LatentComponents, pipe, schnell: LatentComponents,
                                              variant: str) -> None:
@@ -289,7 +284,6 @@ def test_denoise_latents_equals_the_pipeline(comps: LatentComponents, pipe, schn
         assert torch.equal(ours, ref)
 
 
-@needs_family_sampler
 def test_img2img_equals_the_img2img_pipeline_and_noises_with_scale_noise(comps: LatentComponents, pipe) -> None:
     """img2img from latents == FluxImg2ImgPipeline on the same latents and generator; the loop's first latents are
     the scheduler's ``scale_noise`` of the init at the first remaining timestep."""
@@ -319,7 +313,6 @@ def test_img2img_equals_the_img2img_pipeline_and_noises_with_scale_noise(comps: 
     assert torch.equal(seen[0]["x"], sched.scale_noise(x0, sched.timesteps[2:3], noise))
 
 
-@needs_family_sampler
 def test_3d_animation_renders_with_tiny_flux(tmp_path: Path) -> None:
     import numpy as np
     from PIL import Image

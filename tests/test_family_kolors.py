@@ -4,7 +4,6 @@ KolorsImg2ImgPipeline's, the latent loop end to end, and a 3D render."""
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -28,15 +27,11 @@ from discolib.models.latent import (  # noqa: E402
     make_scheduler,
     tiny_family_folder,
 )
-from discolib.samplers import latent as latent_sampler  # noqa: E402
 
 W, H = 64, 48
 ZH = "雾中的城堡"
 EN = "a castle in the fog"
 
-needs_family_sampler = pytest.mark.skipif(
-    "family_obj" not in inspect.getsource(latent_sampler), reason="the family-generic latent sampler has not landed"
-)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -172,7 +167,6 @@ def test_init_steps_equal_the_img2img_pipelines_get_timesteps(pipe: Any, steps: 
     assert torch.equal(sched.timesteps[(steps - n) * sched.order:], timesteps)
 
 
-@needs_family_sampler
 def test_img2img_noising_equals_the_img2img_pipeline(comps: LatentComponents, pipe: Any) -> None:
     """The sampler's first latents for an init == the pipeline's ``prepare_latents`` with the same generator."""
     from diffusers import KolorsImg2ImgPipeline
@@ -197,7 +191,6 @@ def test_img2img_noising_equals_the_img2img_pipeline(comps: LatentComponents, pi
 # ---------------------------------------------------------------------------------------------- the loop
 
 
-@needs_family_sampler
 @pytest.mark.parametrize("text", [ZH, EN])
 def test_denoise_latents_equals_the_pipeline(comps: LatentComponents, pipe: Any, text: str) -> None:
     """txt2img with CFG and Kolors' Euler scheduler through the sampler == the pipeline's ``output_type="latent"``."""
@@ -213,7 +206,6 @@ def test_denoise_latents_equals_the_pipeline(comps: LatentComponents, pipe: Any,
     assert torch.equal(ours, ref)
 
 
-@needs_family_sampler
 @pytest.mark.slow
 def test_3d_animation_renders_with_tiny_kolors(tmp_path: Path) -> None:
     import numpy as np

@@ -4,7 +4,6 @@ StableDiffusion3Img2ImgPipeline, and the latent loop end to end."""
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,7 +26,6 @@ from discolib.models.latent import (
     make_scheduler,
     tiny_family_folder,
 )
-from discolib.samplers import latent as latent_sampler
 
 W = H = 64  # 8x8 latents, a 4x4 patch grid
 T5_LEN = 32  # the tiny T5 tokenizer's model_max_length (the pipeline default is 256)
@@ -239,11 +237,8 @@ def test_img2img_noising_is_the_img2img_pipelines(comps: LatentComponents, img2i
 
 # ---------------------------------------------------------------------------------------------- the latent loop
 
-_FAMILY_SAMPLER = "family_obj" in inspect.getsource(latent_sampler)
-needs_family_sampler = pytest.mark.skipif(not _FAMILY_SAMPLER, reason="the family-generic latent sampler has not landed")
 
 
-@needs_family_sampler
 @pytest.mark.parametrize("cfg_scale", [4.5, 1.0])
 def test_denoise_latents_equals_the_pipeline(comps: LatentComponents, pipe, cfg_scale: float) -> None:
     """txt2img through the sampler (with and without CFG) == StableDiffusion3Pipeline(output_type="latent") with the
@@ -264,7 +259,6 @@ def test_denoise_latents_equals_the_pipeline(comps: LatentComponents, pipe, cfg_
     assert torch.equal(ours, ref)
 
 
-@needs_family_sampler
 def test_img2img_equals_the_img2img_pipeline_and_noises_with_scale_noise(comps: LatentComponents, img2img) -> None:
     """img2img from latents == StableDiffusion3Img2ImgPipeline on the same latents and generator; the loop's first
     latents are the scheduler's ``scale_noise`` of the init at the first remaining timestep."""
@@ -291,7 +285,6 @@ def test_img2img_equals_the_img2img_pipeline_and_noises_with_scale_noise(comps: 
     assert torch.equal(seen[0]["x"], sched.scale_noise(x0, sched.timesteps[2:3], noise))
 
 
-@needs_family_sampler
 def test_3d_animation_renders_with_tiny_sd3(tmp_path: Path) -> None:
     import numpy as np
     from PIL import Image

@@ -4,7 +4,6 @@ latent loop end to end, a LoRA, and a 3D render."""
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,10 @@ from discolib.models.latent import (
     make_scheduler,
     tiny_family_folder,
 )
-from discolib.samplers import latent as latent_sampler
 
 W, H = 64, 48  # not square: the size ids must say (height, width)
 PROMPT = "a castle in the fog"
 
-needs_family_sampler = pytest.mark.skipif(
-    "family_obj" not in inspect.getsource(latent_sampler), reason="the family-generic latent sampler has not landed"
-)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -204,7 +199,6 @@ def test_init_steps_equal_the_img2img_pipelines_get_timesteps(pipe: Any, steps: 
     assert torch.equal(sched.timesteps[begin:], timesteps)
 
 
-@needs_family_sampler
 def test_img2img_noising_equals_the_img2img_pipeline(comps: LatentComponents, pipe: Any) -> None:
     """The sampler's first latents for an init == the pipeline's ``prepare_latents`` with the same generator."""
     from diffusers import StableDiffusionXLImg2ImgPipeline
@@ -229,7 +223,6 @@ def test_img2img_noising_equals_the_img2img_pipeline(comps: LatentComponents, pi
 # ---------------------------------------------------------------------------------------------- the loop
 
 
-@needs_family_sampler
 @pytest.mark.parametrize("negative", ["", "blurry"])
 def test_denoise_latents_equals_the_pipeline(comps: LatentComponents, pipe: Any, negative: str) -> None:
     """txt2img with CFG and SDXL's Euler scheduler through the sampler == the pipeline's ``output_type="latent"``."""
@@ -246,6 +239,85 @@ def test_denoise_latents_equals_the_pipeline(comps: LatentComponents, pipe: Any,
     assert torch.equal(ours, ref)
 
 
+# ---------------------------------------------------------------------------------------------- memory and LCM
+
+
+def test_fp8_weights_store_the_unet_in_float8_and_still_denoise(comps: LatentComponents) -> None:
+    """``fp8_weights=True`` on the CPU: the UNet's weights are STORED as float8 e4m3 (layerwise casting), the compute
+    dtype stays the requested one, the text encoders keep theirs, and the whole loop gives finite latents that differ
+    from the full-precision ones (the quantised weights are the ones used)."""
+    from discolib.samplers.latent import LatentRequest, denoise_latents
+
+    fp8 = load_latent_components("tiny-sdxl", fp8_weights=True)
+    stored = {p.dtype for p in fp8.unet.parameters()}
+    assert torch.float8_e4m3fn in stored
+    linears = [m for m in fp8.unet.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.dtype == torch.float8_e4m3fn for m in linears)
+    assert fp8.dtype == torch.float32  # the compute dtype, not the storage one
+    assert {p.dtype for p in fp8.text_encoder.parameters()} == {torch.float32}
+    noise = torch.randn(1, 4, H // 8, W // 8, generator=torch.Generator().manual_seed(7))
+    request = LatentRequest(prompts=PROMPT, width=W, height=H, steps=2, cfg_scale=5.0, scheduler="default",
+                            noise=noise)
+    ours = denoise_latents(fp8, request)
+    full = denoise_latents(comps, request)
+    assert ours.shape == full.shape == noise.shape and ours.dtype == torch.float32
+    assert torch.isfinite(ours).all()
+    assert not torch.equal(ours, full)
+
+
+def _lcm_sdxl(folder: Path, tmp_path: Path) -> Path:
+    """The tiny SDXL folder with its UNet rebuilt with ``time_cond_proj_dim=16`` (an LCM-SDXL UNet: it has the
+    guidance-embedding projection ``time_embedding.cond_proj``)."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from discolib.ops import seeded
+
+    out = tmp_path / "tiny-lcm-sdxl"
+    shutil.copytree(folder, out)
+    config = UNet2DConditionModel.load_config(folder / "unet")
+    with seeded(0):
+        unet = UNet2DConditionModel.from_config({**config, "time_cond_proj_dim": 16})
+    shutil.rmtree(out / "unet")
+    unet.save_pretrained(out / "unet")
+    return out
+
+
+def test_lcm_unet_runs_without_the_unconditional_pass(folder: Path, tmp_path: Path) -> None:
+    """An LCM-SDXL UNet with cfg_scale 3: the guidance is its embedding, so (as diffusers' pipeline, which turns
+    CFG off for UNets with ``time_cond_proj_dim``) the sampler calls the UNet once per step on the conditional batch
+    only, and its latents equal ``StableDiffusionXLPipeline(guidance_scale=3, output_type="latent")``'s."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from discolib.samplers.latent import LatentRequest, denoise_latents
+
+    lcm = load_latent_components(str(_lcm_sdxl(folder, tmp_path)))
+    assert lcm.family_obj is FAMILY and lcm.unet.config.time_cond_proj_dim == 16
+    assert lcm.unet.time_embedding.cond_proj is not None
+    steps, cfg = 3, 3.0
+    batches: list[int] = []
+
+    def count(_module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        batches.append(int((args[0] if args else kwargs["sample"]).shape[0]))
+
+    noise = torch.randn(1, 4, H // 8, W // 8, generator=torch.Generator().manual_seed(7))
+    request = LatentRequest(prompts=PROMPT, negative="blurry", width=W, height=H, steps=steps, cfg_scale=cfg,
+                            scheduler="default", noise=noise)
+    hook = lcm.unet.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        ours = denoise_latents(lcm, request)
+    finally:
+        hook.remove()
+    assert batches == [1] * steps  # one call per step, the conditional half only
+    ref_pipe = StableDiffusionXLPipeline(**lcm.pipe.components)
+    with torch.no_grad():
+        ref = ref_pipe(PROMPT, negative_prompt="blurry", width=W, height=H, num_inference_steps=steps,
+                       guidance_scale=cfg, latents=noise.clone(), output_type="latent").images
+    assert not ref_pipe.do_classifier_free_guidance
+    assert torch.equal(ours, ref)
+
+
 def test_lora_loads_and_fuses(tmp_path: Path) -> None:
     """An SDXL LoRA saved with ``StableDiffusionXLPipeline.save_lora_weights`` loads with ``lora=`` and is fused at
     ``lora_scale``: the UNet then computes what the adapter model computes."""
@@ -254,8 +326,6 @@ def test_lora_loads_and_fuses(tmp_path: Path) -> None:
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    if "lora" not in inspect.signature(load_latent_components).parameters:
-        pytest.skip("load_latent_components has no lora= yet")
     base = load_latent_components("tiny-sdxl")
     adapted = load_latent_components("tiny-sdxl")
     with torch.random.fork_rng():
@@ -280,7 +350,6 @@ def test_lora_loads_and_fuses(tmp_path: Path) -> None:
     assert fused.name.endswith("+lora")
 
 
-@needs_family_sampler
 @pytest.mark.slow
 def test_3d_animation_renders_with_tiny_sdxl(tmp_path: Path) -> None:
     import numpy as np

@@ -41,11 +41,6 @@ def _one_thread(one_thread: None) -> None:
     """Tiny models on one thread (see conftest)."""
 
 
-def _family_ready(name: str) -> None:
-    if not (Path(__file__).resolve().parents[1] / "discolib" / "models" / "families" / f"{name}.py").is_file():
-        pytest.skip(f"the {name} family module is not written yet")
-
-
 def _assert_same(a: torch.nn.Module, b: torch.nn.Module, what: str) -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys(), f"{what}: keys differ: {sorted(sa.keys() ^ sb.keys())[:5]}"
@@ -183,7 +178,6 @@ def _sdxl_with_distinct_text_widths(tmp: Path) -> tuple[Path, Any]:
 
 
 def test_sdxl_round_trip(tmp_path: Path) -> None:
-    _family_ready("sdxl")
     folder, pipe = _sdxl_with_distinct_text_widths(tmp_path)
     path = fmt.write(
         tmp_path / "tiny-sdxl.safetensors",
@@ -208,7 +202,6 @@ def test_sdxl_round_trip(tmp_path: Path) -> None:
 
 def test_sd3_round_trip_transformer_and_vae(tmp_path: Path) -> None:
     """As SD 3.5's official files: MMDiT + VAE in one file, the three text encoders from the config folder."""
-    _family_ready("sd3")
     folder, pipe = _tiny("sd3")
     path = fmt.write(
         tmp_path / "tiny-sd3.safetensors",
@@ -227,7 +220,6 @@ def test_sd3_round_trip_transformer_and_vae(tmp_path: Path) -> None:
 
 
 def test_sd3_transformer_only_without_t5(tmp_path: Path) -> None:
-    _family_ready("sd3")
     folder, pipe = _tiny("sd3")
     path = fmt.write(tmp_path / "tiny-sd3-mmdit.safetensors", fmt.sd3_to_original(pipe.transformer.state_dict()))
     info = inspect_single_file(path)
@@ -243,7 +235,6 @@ def test_sd3_transformer_only_without_t5(tmp_path: Path) -> None:
 
 
 def _flux_bfl_file(tmp_path: Path) -> tuple[Path, Path, Any]:
-    _family_ready("flux")
     folder, pipe = _tiny("flux")
     path = fmt.write(tmp_path / "tiny-flux1.safetensors", fmt.flux_to_bfl(pipe.transformer.state_dict()))
     return path, folder, pipe
@@ -277,7 +268,6 @@ def test_flux_bfl_round_trip(tmp_path: Path) -> None:
 
 def test_flux_transformer_only_diffusers_layout_round_trip(tmp_path: Path) -> None:
     """A transformer saved with diffusers' names in one file: transformer from the file, the rest from config."""
-    _family_ready("flux")
     folder, pipe = _tiny("flux")
     path = fmt.write(tmp_path / "tiny-flux-transformer.safetensors", pipe.transformer.state_dict())
     info = inspect_single_file(path)

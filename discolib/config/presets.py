@@ -178,8 +178,10 @@ class PresetInfo:
     """What a preset needs, for ``discolib init --list-presets`` and the README's table.
 
     The numbers are approximate (``about``): GPU memory at the preset's size with every model part on the GPU
-    (and with the memory options where they help), the weights' download on first use, and the licence of the
-    weights (the code is MIT; the weights are the model makers', under their own terms).
+    (and with the memory options where they help) is an ESTIMATE from the weights' sizes plus working memory, not a
+    measurement (no GPU was available; ``benchmarks/bench_families.py --device cuda`` measures it), the weights'
+    download on first use, and the licence of the weights (the code is MIT; the weights are the model makers', under
+    their own terms).
     """
 
     family: str
@@ -195,7 +197,7 @@ _OPENRAIL_PP = "CreativeML Open RAIL++-M"
 _SAI_NC = "Stability AI Non-Commercial Research Community License (commercial use: a Stability AI licence)"
 _SAI_COMMUNITY = "Stability AI Community License (free below USD 1M annual revenue)"
 _SD3_MEMORY = "; text_encoder_t5=false or offload_text_encoders=true save about 9 GB"
-_FLUX_MEMORY = "; about 24 GB with offload_text_encoders=true, about 14 GB with fp8_weights=true too"
+_FLUX_MEMORY = "; about 24 GB with offload_text_encoders=true; with fp8_weights=true too about 14 GB, unmeasured"
 
 PRESET_INFO: dict[str, PresetInfo] = {
     "tiny": PresetInfo("guided", **_TINY_INFO, good_for="tests and offline smoke runs of the guided mode"),
@@ -203,41 +205,44 @@ PRESET_INFO: dict[str, PresetInfo] = {
     **{f"tiny-{fam}": PresetInfo(fam, **_TINY_INFO, good_for=f"tests and offline smoke runs of the {fam} family")
        for fam in ("sdxl", "sd3", "flux", "kolors", "hunyuandit")},
     "disco-512": PresetInfo(
-        "guided", "about 16 GB at 1280x768 with 3 CLIP models", "about 3 GB (diffusion model and CLIP models)",
+        "guided", "about 16 GB at 1280x768 with 3 CLIP models (estimate)",
+        "about 3 GB (diffusion model and CLIP models)",
         "MIT (OpenAI guided-diffusion and CLIP; Disco's fine-tune)", "Disco Diffusion's painterly look",
     ),
     "disco-256": PresetInfo(
-        "guided", "about 10 GB at 512x512", "about 3 GB (diffusion model and CLIP models)",
+        "guided", "about 10 GB at 512x512 (estimate)", "about 3 GB (diffusion model and CLIP models)",
         "MIT (OpenAI guided-diffusion and CLIP)", "Disco Diffusion on a smaller card",
     ),
-    "sd-1.5": PresetInfo("sd", "about 4 GB", "about 2-4 GB", "CreativeML OpenRAIL-M",
+    "sd-1.5": PresetInfo("sd", "about 4 GB (estimate)", "about 2-4 GB", "CreativeML OpenRAIL-M",
                          "Deforum's classic model; the most fine-tunes and LoRAs"),
-    "sd-2.1-base": PresetInfo("sd", "about 4 GB", "about 3-5 GB", _OPENRAIL_PP, "512 px SD 2 look"),
-    "sd-turbo": PresetInfo("sd", "about 4 GB", "about 3-5 GB", _SAI_NC, "fast 512 px animation (1-4 steps)"),
-    "sdxs": PresetInfo("sd", "about 3 GB", "about 2.5 GB", _OPENRAIL_PP, "the fastest 512 px drafts (1 step)"),
-    "sdxl": PresetInfo("sdxl", "about 10 GB (8 GB with offload_text_encoders=true)", "about 7 GB", _OPENRAIL_PP,
-                       "detailed 1024 px images; a large LoRA ecosystem"),
-    "sdxl-turbo": PresetInfo("sdxl", "about 8 GB", "about 7 GB", _SAI_NC,
+    "sd-2.1-base": PresetInfo("sd", "about 4 GB (estimate)", "about 3-5 GB", _OPENRAIL_PP, "512 px SD 2 look"),
+    "sd-turbo": PresetInfo("sd", "about 4 GB (estimate)", "about 3-5 GB", _SAI_NC,
+                           "fast 512 px animation (1-4 steps)"),
+    "sdxs": PresetInfo("sd", "about 3 GB (estimate)", "about 2.5 GB", _OPENRAIL_PP,
+                       "the fastest 512 px drafts (1 step)"),
+    "sdxl": PresetInfo("sdxl", "about 10 GB (estimate; 8 GB with offload_text_encoders=true)", "about 7 GB",
+                       _OPENRAIL_PP, "detailed 1024 px images; a large LoRA ecosystem"),
+    "sdxl-turbo": PresetInfo("sdxl", "about 8 GB (estimate)", "about 7 GB", _SAI_NC,
                              "real-time SDXL animation at 512 px (1-4 steps)"),
-    "sdxl-lightning": PresetInfo("sdxl", "about 10 GB", "about 7.5 GB (SDXL and a 0.4 GB LoRA)",
+    "sdxl-lightning": PresetInfo("sdxl", "about 10 GB (estimate)", "about 7.5 GB (SDXL and a 0.4 GB LoRA)",
                                  f"{_OPENRAIL_PP} (SDXL and the LoRA)", "1024 px SDXL in 4 steps"),
-    "lcm-sdxl": PresetInfo("sdxl", "about 10 GB", "about 7.5 GB (SDXL and a 0.4 GB LoRA)",
+    "lcm-sdxl": PresetInfo("sdxl", "about 10 GB (estimate)", "about 7.5 GB (SDXL and a 0.4 GB LoRA)",
                            f"{_OPENRAIL_PP} (SDXL and the LoRA)", "any SDXL fine-tune in 4-8 steps"),
-    "sd3.5-medium": PresetInfo("sd3", f"about 18 GB{_SD3_MEMORY}", "about 16 GB (T5 is about 9.5 GB of it)",
+    "sd3.5-medium": PresetInfo("sd3", f"about 18 GB (estimate){_SD3_MEMORY}", "about 16 GB (T5 is about 9.5 GB of it)",
                                _SAI_COMMUNITY, "prompt adherence and lettering on 12-24 GB cards"),
-    "sd3.5-large": PresetInfo("sd3", f"about 28 GB{_SD3_MEMORY}", "about 28 GB", _SAI_COMMUNITY,
+    "sd3.5-large": PresetInfo("sd3", f"about 28 GB (estimate){_SD3_MEMORY}", "about 28 GB", _SAI_COMMUNITY,
                               "the best SD 3.5 quality"),
-    "sd3.5-large-turbo": PresetInfo("sd3", f"about 28 GB{_SD3_MEMORY}", "about 28 GB", _SAI_COMMUNITY,
+    "sd3.5-large-turbo": PresetInfo("sd3", f"about 28 GB (estimate){_SD3_MEMORY}", "about 28 GB", _SAI_COMMUNITY,
                                     "SD 3.5 Large in 4 steps"),
-    "flux-schnell": PresetInfo("flux", f"about 34 GB{_FLUX_MEMORY}", "about 34 GB", "Apache-2.0",
+    "flux-schnell": PresetInfo("flux", f"about 34 GB (estimate){_FLUX_MEMORY}", "about 34 GB", "Apache-2.0",
                                "top quality in 4 steps; commercial use allowed"),
-    "flux-dev": PresetInfo("flux", f"about 34 GB{_FLUX_MEMORY}", "about 34 GB",
+    "flux-dev": PresetInfo("flux", f"about 34 GB (estimate){_FLUX_MEMORY}", "about 34 GB",
                            "FLUX.1 [dev] Non-Commercial License", "top quality and detail (non-commercial)"),
-    "kolors": PresetInfo("kolors", "about 19 GB (about 9 GB with offload_text_encoders=true)",
+    "kolors": PresetInfo("kolors", "about 19 GB (estimate; about 9 GB with offload_text_encoders=true)",
                          "about 19 GB (ChatGLM3 text encoder about 12 GB)",
                          "Kolors licence (free for research; commercial use after registering with Kuaishou)",
                          "Chinese and English prompts; photorealism"),
-    "hunyuandit": PresetInfo("hunyuandit", "about 14 GB (about 7 GB with offload_text_encoders=true)",
+    "hunyuandit": PresetInfo("hunyuandit", "about 14 GB (estimate; about 7 GB with offload_text_encoders=true)",
                              "about 14 GB", "Tencent Hunyuan Community License",
                              "Chinese and English prompts; Chinese subjects and styles"),
 }

@@ -133,7 +133,7 @@ class ModelSettings:
     text_encoder_t5: bool = _f(True, help="Load the T5 text encoder of SD 3.5 (off saves about 9 GB and some prompt fidelity; Flux and HunyuanDiT need theirs).")
     offload_text_encoders: bool = _f(False, help="Keep the latent model's text encoders on the CPU (prompts are encoded once each and cached): saves their GPU memory on 12-24 GB cards.")
     vae_tiling: bool = _f(False, help="Encode and decode large images with the VAE in tiles (less memory at 1024^2 and above; seams are blended).")
-    fp8_weights: bool = _f(False, help="Store the latent denoiser's weights in float8 and compute in bf16/fp16 (halves its memory; CUDA only, slight quality cost).")
+    fp8_weights: bool = _f(False, help="Store the latent denoiser's weights in float8 and compute in bf16/fp16 (about half its weight memory, an unmeasured estimate; meant for CUDA; slight quality cost).")
     depth_model: str = _f("depth-anything/Depth-Anything-V2-Small-hf", help="Depth model for 3D: hub id, local folder, 'constant' or a tiny preset.", kind="model")
     depth_model_2: str = _f("", help="Optional second depth model blended with the first (Disco's MiDaS + AdaBins).", kind="model")
     depth_weight_2: float = _f(0.3, help="Weight of the second depth model in the blend (Disco's midas_weight).", min=0.0, max=1.0)

@@ -271,7 +271,7 @@ _LAYOUT: list[tuple[str, list[tuple[str, list[_Row]]]]] = [
             _r("models.offload_text_encoders", "Text encoders on CPU",
                "Keep text encoders on the CPU to save GPU memory (prompts are encoded once each)", (), L),
             _r("models.vae_tiling", "VAE tiling", "Tiled VAE encode/decode: less memory for large images", (), L),
-            _r("models.fp8_weights", "FP8 weights", "Store the denoiser in float8 (CUDA): about half its memory", (), L),
+            _r("models.fp8_weights", "FP8 weights", "Store the denoiser in float8 (for CUDA): an estimated half of its weight memory", (), L),
         ]),
         ("CLIP", [
             _r("models.clip_models", "CLIP models",
