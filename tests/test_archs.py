@@ -18,6 +18,7 @@ from discolib.config.presets import apply_preset
 from discolib.config.settings import Settings
 from discolib.models import archs
 from discolib.models.archs import (
+    FAMILY_ARCHS,
     LATENT_ARCHS,
     LATENT_SCHEDULERS,
     SD_SCHEDULER,
@@ -50,10 +51,10 @@ ARCH_DIR = Path(__file__).resolve().parents[1] / "discolib" / "data" / "archs"
 def test_every_arch_file_is_read_and_described() -> None:
     """Each data/archs/*.json is used by archs.py (no stale file) and says what it is."""
     files = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in ARCH_DIR.glob("*.json")}
-    assert set(files) == {"sd-scheduler", "sd-vae", "tiny-adm", *LATENT_ARCHS}
+    assert set(files) == {"sd-scheduler", "sd-vae", "tiny-adm", *LATENT_ARCHS, *FAMILY_ARCHS}
     assert all(isinstance(d.get("description"), str) and d["description"] for d in files.values())
     assert archs.SD_VAE == files["sd-vae"]["config"] and archs.TINY_ADM == files["tiny-adm"]["config"]
-    assert set(LATENT_SCHEDULERS) == {name for name, d in files.items() if "scheduler" in d}
+    assert set(LATENT_SCHEDULERS) == {name for name, d in files.items() if "scheduler" in d and name not in FAMILY_ARCHS}
 
 
 def test_arch_files_build_the_published_shapes() -> None:

@@ -527,7 +527,7 @@ def test_a_keyframe_error_changes_no_width_and_goes_below(panel: SettingsPanel) 
 
 def test_fix_the_invalid_fields_first_goes_once_fixed(tmp_path: Path) -> None:
     p = SettingsPanel(Settings.defaults(), render_fn=_fake_render())
-    p.controls["run.batch_name"].input.value = "a/b"
+    p.controls["run.batch_name"].input.value = "   "
     assert p.render() is None and "fix the invalid fields first" in p.error_area.value
     p.controls["run.batch_name"].input.value = "ok"
     assert p.error_area.value == ""

@@ -80,11 +80,15 @@ def test_latent_config_copies_the_settings() -> None:
     s = tiny("latent", cfg_scale=3.5, negative_prompt="fog", clip_scale=250.0, scheduler="ddim", fast_vae="tiny")
     c = latent_config(s)
     assert (c.width, c.height, c.steps) == (s.image.width, s.image.height, s.image.steps)
-    renamed = {"eta": "ddim_eta"}  # Deforum's name in the settings
+    renamed = {  # Deforum's name, or the models.* name, in the settings
+        "eta": "ddim_eta", "single_file_config": "latent_config", "lora": "latent_lora",
+        "lora_scale": "latent_lora_scale", "t5": "text_encoder_t5",
+    }
     for f in dataclasses.fields(LatentConfig):
         if f.name not in ("width", "height", "steps", "guidance"):
-            group = s.models if hasattr(s.models, f.name) else s.latent
-            assert getattr(c, f.name) == getattr(group, renamed.get(f.name, f.name)), f.name
+            name = renamed.get(f.name, f.name)
+            group = s.models if hasattr(s.models, name) else s.latent
+            assert getattr(c, f.name) == getattr(group, name), f.name
     assert (c.scheduler, c.cfg_scale, c.negative_prompt, c.fast_vae) == ("ddim", 3.5, "fog", "tiny")
     assert c.guidance.clip_guidance_scale == 250.0  # latent.clip_scale, not guidance.clip_guidance_scale
     assert c.guidance.clip_models == tuple(s.models.clip_models)

@@ -247,7 +247,7 @@ def test_panel_edits_the_given_settings_in_place() -> None:
     ("name", "bad", "message"),
     [
         ("run.display_rate", -1, "run.display_rate: expected a value >= 0"),
-        ("run.batch_name", "a/b", "run.batch_name: expected a folder name"),
+        ("run.batch_name", "a\x07b", "run.batch_name: expected a folder name"),
         ("guidance.transformation_percent", "0.1, abc", "'abc' is not a number"),
         ("guidance.cut_overview", "[12]*400", "guidance.cut_overview"),
         ("prompts.text_prompts", '{"0": ["a castle"', "invalid JSON at line 1 column"),
