@@ -25,8 +25,8 @@ PRESETS = {
     "flux-schnell": ("flux", "FluxPipeline", "FluxTransformer2DModel", 1024),
 }
 # The pipelines' prompt embeddings: SDXL's two CLIPs side by side (768 + 1280); SD 3.5's 77 CLIP tokens then its
-# pipeline's 256 T5 tokens, in T5-XXL's width; Flux's 512 T5 tokens.
-PROMPT_EMBEDS = {"sdxl-turbo": (1, 77, 2048), "sd3.5-medium": (1, 77 + 256, 4096), "flux-schnell": (1, 512, 4096)}
+# pipeline's 256 T5 tokens, in T5-XXL's width; Flux schnell's 256 T5 tokens (dev: 512).
+PROMPT_EMBEDS = {"sdxl-turbo": (1, 77, 2048), "sd3.5-medium": (1, 77 + 256, 4096), "flux-schnell": (1, 256, 4096)}
 
 # Parameter counts of the published models (diffusers / transformers classes built from their configs).
 PUBLISHED_PARAMS = {

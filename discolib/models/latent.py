@@ -1,6 +1,11 @@
-"""Latent diffusion (Stable Diffusion family) components: loading, presets, schedulers.
+"""Latent diffusion components of every model family: loading, schedulers, tiny offline models.
 
-Everything loads with diffusers' / transformers' ``from_pretrained(..., subfolder=...)`` from a hub id or a local
+The family (SD 1.x/2.x, SDXL, SD 3.5, Flux.1, Kolors, HunyuanDiT; :mod:`discolib.models.families`) is the preset's
+or detected from the files. SD 1.x/2.x loads component by component, as below; the other families load through
+their diffusers pipeline class (``from_pretrained`` with safetensors only), and a single ``.safetensors`` checkpoint
+through :mod:`discolib.models.single_file`. The presets themselves are data in :mod:`discolib.models.latent_presets`.
+
+SD 1.x/2.x loads with diffusers' / transformers' ``from_pretrained(..., subfolder=...)`` from a hub id or a local
 folder in the diffusers layout::
 
     model/
@@ -13,7 +18,8 @@ folder in the diffusers layout::
 The ``"tiny-latent"`` preset builds random tiny components under a fixed seed, saves them once into a cache folder
 in that same layout and then loads that folder through :func:`load_latent_components`, so tests exercise the real
 loading path without any download. ``"tiny-latent-inpaint"`` is the same with an inpainting UNet (9 input channels:
-noisy latents, mask, masked-image latents, as Stable Diffusion's inpainting checkpoints).
+noisy latents, mask, masked-image latents, as Stable Diffusion's inpainting checkpoints). ``"tiny-<family>"`` does the
+same for each other family (:func:`tiny_family_folder`).
 """
 
 from __future__ import annotations
