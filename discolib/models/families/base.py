@@ -33,7 +33,7 @@ from discolib.errors import InputError
 if TYPE_CHECKING:  # why: only for annotations; latent.py imports this module
     from discolib.models.latent import LatentComponents
 
-__all__ = ["Embeds", "Family", "FamilyError", "blend_embeds", "cat_embeds", "expand_embeds"]
+__all__ = ["Embeds", "Family", "FamilyError", "blend_embeds", "cat_embeds", "expand_embeds", "pooled_embeds"]
 
 Embeds = dict[str, torch.Tensor]
 
@@ -159,6 +159,15 @@ class Family:
         """Random tiny components under fixed seeds, saved in the diffusers layout with ``model_index.json``
         written last (its presence marks a complete folder)."""
         raise NotImplementedError(f"no tiny model for the {self.label} family")
+
+
+def pooled_embeds(comps: LatentComponents, embeds: torch.Tensor, pooled: torch.Tensor) -> Embeds:
+    """The usual conditioning of the pooled families (SDXL, Kolors, SD 3.5, Flux), on the denoiser's device and in its
+    compute dtype: ``prompt_embeds`` (1, L, D) and ``pooled_prompt_embeds`` (1, P)."""
+    return {
+        "prompt_embeds": embeds.to(device=comps.device, dtype=comps.dtype),
+        "pooled_prompt_embeds": pooled.to(device=comps.device, dtype=comps.dtype),
+    }
 
 
 def flow_alpha_bar(sigma: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from discolib.models.families.base import Embeds, Family, FamilyError
+from discolib.models.families.base import Embeds, Family, FamilyError, pooled_embeds
 from discolib.models.families.sd3 import (
     flow_set_timesteps,
     text_device,
@@ -77,10 +77,7 @@ class FluxFamily(Family):
                 device=text_device(pipe, self.text_encoders),
                 max_sequence_length=max_sequence_length(pipe),
             )
-        return {
-            "prompt_embeds": embeds.to(device=comps.device, dtype=comps.dtype),
-            "pooled_prompt_embeds": pooled.to(device=comps.device, dtype=comps.dtype),
-        }
+        return pooled_embeds(comps, embeds, pooled)
 
     def prepare(
         self, comps: LatentComponents, *, width: int, height: int, batch: int, cfg_scale: float

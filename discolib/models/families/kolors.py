@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from discolib.models.families.base import Embeds
+from discolib.models.families.base import Embeds, pooled_embeds
 from discolib.models.families.sdxl import SDXLFamily, build_tiny_sdxl_unet, build_tiny_vae
 from discolib.ops import seeded
 
@@ -53,10 +53,7 @@ class KolorsFamily(SDXLFamily):
             text, device=pipe.text_encoder.device, num_images_per_prompt=1, do_classifier_free_guidance=False,
             max_sequence_length=MAX_SEQUENCE_LENGTH,
         )
-        return {
-            "prompt_embeds": emb.to(device=comps.device, dtype=comps.dtype),
-            "pooled_prompt_embeds": pooled.to(device=comps.device, dtype=comps.dtype),
-        }
+        return pooled_embeds(comps, emb, pooled)
 
     def build_tiny(self, folder: Path) -> None:
         """Tiny Kolors: a 2-layer, 32-wide ChatGLM on a tiny SentencePiece tokenizer, an SDXL-style UNet with a text

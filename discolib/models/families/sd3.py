@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from discolib.models.families.base import Embeds, Family
+from discolib.models.families.base import Embeds, Family, pooled_embeds
 
 if TYPE_CHECKING:  # why: only for annotations; latent.py imports the families
     from discolib.models.latent import LatentComponents
@@ -87,10 +87,7 @@ class SD3Family(Family):
                 do_classifier_free_guidance=False,
                 max_sequence_length=max_sequence_length(pipe),
             )
-        return {
-            "prompt_embeds": embeds.to(device=comps.device, dtype=comps.dtype),
-            "pooled_prompt_embeds": pooled.to(device=comps.device, dtype=comps.dtype),
-        }
+        return pooled_embeds(comps, embeds, pooled)
 
     def prepare(
         self, comps: LatentComponents, *, width: int, height: int, batch: int, cfg_scale: float

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from discolib.models.families.base import Embeds, Family, FamilyError
+from discolib.models.families.base import Embeds, Family, FamilyError, pooled_embeds
 from discolib.ops import seeded
 
 if TYPE_CHECKING:  # why: only for annotations; latent.py imports the families
@@ -63,10 +63,7 @@ class SDXLFamily(Family):
     def encode(self, comps: LatentComponents, text: str) -> Embeds:
         """``StableDiffusionXLPipeline.encode_prompt`` of ``text`` (the same text for both encoders)."""
         emb, pooled = self._encode(comps, text)
-        return {
-            "prompt_embeds": emb.to(device=comps.device, dtype=comps.dtype),
-            "pooled_prompt_embeds": pooled.to(device=comps.device, dtype=comps.dtype),
-        }
+        return pooled_embeds(comps, emb, pooled)
 
     def negative(self, comps: LatentComponents, text: str) -> Embeds:
         """The unconditional side: with ``force_zeros_for_empty_prompt`` (SDXL base's setting) no negative prompt
