@@ -179,3 +179,19 @@ def test_missing_lora_is_reported_before_the_render(tmp_path: Path) -> None:
     local.write_bytes(b"x")
     s.set("models.latent_lora", str(local))
     assert missing_weights(s) == []
+
+
+def test_a_single_files_config_repository_is_checked_before_the_render(tmp_path: Path) -> None:
+    from discolib.config.presets import apply_preset
+    from discolib.config.settings import Settings
+    from discolib.models.availability import missing_weights
+    from discolib.models.latent import tiny_latent_folder
+
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"x")  # only its presence matters here: the config is named
+    s = apply_preset(Settings.defaults("latent"), "tiny-latent")
+    s.set("models.latent_model", str(model))
+    s.set("models.latent_config", "nobody/no-configs")
+    assert [w.what for w in missing_weights(s)] == ["models.latent_config nobody/no-configs"]
+    s.set("models.latent_config", str(tiny_latent_folder()))
+    assert missing_weights(s) == []

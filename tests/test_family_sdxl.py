@@ -177,6 +177,13 @@ def test_refiner_unet_is_a_clear_error(comps: LatentComponents) -> None:
     try:
         with pytest.raises(FamilyError, match="SDXL refiner"):
             FAMILY.prepare(comps, width=W, height=H, batch=1, cfg_scale=5.0)
+        # ... and the loader refuses it before anything runs (no run folder, no frame)
+        from discolib.models.latent import LatentModelError, finish_components
+
+        with pytest.raises(LatentModelError, match=r"models\.latent_model .*SDXL refiner"):
+            finish_components(comps, device=comps.device, dtype=comps.dtype, vae=None, lora=None, lora_scale=1.0,
+                              offload_text_encoders=False, vae_tiling=False, fp8_weights=False, channels_last=False,
+                              compile_unet=False)
     finally:
         comps.unet.register_to_config(projection_class_embeddings_input_dim=before)
     assert FAMILY.prepare(comps, width=W, height=H, batch=1, cfg_scale=5.0)["time_ids"].shape == (1, 6)

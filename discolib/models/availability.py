@@ -107,6 +107,22 @@ def _latent(name: str, fast_vae: str) -> list[MissingWeights]:
     return out
 
 
+def _single_file_config(model: str, config: str) -> MissingWeights | None:
+    """A ``.safetensors`` latent model's configs (``models.latent_config``, or the repo its family defaults to)."""
+    if not _is_local(model, folder=False):
+        return None
+    if not config:
+        from discolib.models.single_file import default_single_file_config  # diffusers: only for a real file
+
+        try:
+            config = default_single_file_config(expand_path(model, setting="models.latent_model"))
+        except InputError:
+            return None  # an unreadable file: the loader's error names it
+    if _is_local(config, folder=True) or _hub_cached(config):
+        return None
+    return MissingWeights(f"models.latent_config {config}", config)
+
+
 def _lora(lora: str) -> MissingWeights | None:
     """``models.latent_lora``: a local file or folder, a hub repo, or one file of a repo (owner/name/file)."""
     if _is_local(lora, folder=True) or _is_local(lora, folder=False):
@@ -187,6 +203,7 @@ def missing_weights(settings: Settings) -> list[MissingWeights]:
                 out.append(_checkpoint(m.secondary_model))
         else:
             out.extend(_latent(m.latent_model, m.fast_vae))
+            out.append(_single_file_config(m.latent_model, m.latent_config))
             if settings.prompts.translate:
                 out.append(_translator(settings.prompts.translate))
             if m.latent_lora:

@@ -615,6 +615,10 @@ def finish_components(
         comps.compute_dtype = dtype
         comps.unet.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
     fam = comps.family_obj
+    try:
+        fam.check(comps)
+    except FamilyError as err:
+        raise LatentModelError(f"models.latent_model {comps.name!r}: {err}") from None
     encoders = [getattr(comps.pipe, n, None) for n in fam.text_encoders] if comps.pipe is not None else [comps.text_encoder]
     encoder_ids = {id(m) for m in encoders if m is not None}
     modules = [comps.unet, comps.vae, *(m for m in encoders if m is not None)]

@@ -120,6 +120,10 @@ class Family:
         cannot honour (Flux needs its T5)."""
         return {}
 
+    def check(self, comps: LatentComponents) -> None:
+        """Refuse loaded components this family cannot run (raise :class:`FamilyError`), at load time, before any
+        run folder or frame. Default: nothing to refuse."""
+
     # ---------------------------------------------------------------------------------------------- prompts
     def encode(self, comps: LatentComponents, text: str) -> Embeds:
         """Conditioning of one prompt, batch 1, on ``comps.device`` in ``comps.dtype`` (masks stay integer)."""

@@ -74,14 +74,12 @@ class SDXLFamily(Family):
             return {k: torch.zeros_like(v) for k, v in e.items()}
         return e
 
-    def prepare(
-        self, comps: LatentComponents, *, width: int, height: int, batch: int, cfg_scale: float
-    ) -> dict[str, Any]:
-        """The size/crop ids (1, 6) as the pipeline's defaults make them (original = target = (height, width), crop
-        (0, 0)); LCM-SDXL UNets (``time_cond_proj_dim``) also get the guidance-scale embedding of ``cfg_scale``."""
-        pipe, unet = comps.pipe, comps.unet
-        pooled_dim = time_ids_dim(pipe)
-        ucfg = unet.config
+    def check(self, comps: LatentComponents) -> None:
+        """Refuse the SDXL refiner (see :meth:`prepare`) when it loads."""
+        self._refuse_refiner(comps)
+
+    def _refuse_refiner(self, comps: LatentComponents) -> None:
+        ucfg, pooled_dim = comps.unet.config, time_ids_dim(comps.pipe)
         if int(ucfg.projection_class_embeddings_input_dim) == 5 * int(ucfg.addition_time_embed_dim) + pooled_dim:
             # The refiner's model_index also says StableDiffusionXLImg2ImgPipeline; its UNet takes an aesthetic
             # score instead of the crop (5 ids, not 6), which diffusers' own check would report less clearly.
@@ -90,6 +88,15 @@ class SDXLFamily(Family):
                 f"projection_class_embeddings_input_dim={ucfg.projection_class_embeddings_input_dim}); latent mode "
                 "runs SDXL base models (e.g. the sdxl and sdxl-turbo presets)"
             )
+
+    def prepare(
+        self, comps: LatentComponents, *, width: int, height: int, batch: int, cfg_scale: float
+    ) -> dict[str, Any]:
+        """The size/crop ids (1, 6) as the pipeline's defaults make them (original = target = (height, width), crop
+        (0, 0)); LCM-SDXL UNets (``time_cond_proj_dim``) also get the guidance-scale embedding of ``cfg_scale``."""
+        pipe, unet = comps.pipe, comps.unet
+        pooled_dim = time_ids_dim(pipe)
+        self._refuse_refiner(comps)  # (components built by hand skip the loader's check)
         time_ids = pipe._get_add_time_ids(
             (height, width), (0, 0), (height, width), dtype=comps.dtype, text_encoder_projection_dim=pooled_dim
         ).to(comps.device)
