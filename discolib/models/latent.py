@@ -62,8 +62,7 @@ from discolib.models.families import (
     Family,
     FamilyError,
     detect_family,
-    family_of_config,
-    family_of_index,
+    family_of_model,
     get_family,
 )
 from discolib.models.hub import cache_root
@@ -82,6 +81,7 @@ from discolib.models.state_dict import (
     refused_weights_error,
     transformers_weights_only,
 )
+from discolib.models.tiny_text import TINY_TOKENIZER_DIR
 from discolib.ops import seeded
 
 __all__ = [
@@ -94,6 +94,7 @@ __all__ = [
     "LatentModelError",
     "LatentModelUnavailable",
     "LatentPreset",
+    "components_from_pipe",
     "enable_fast_paths",
     "finish_components",
     "is_inpainting_unet",
@@ -109,7 +110,6 @@ __all__ = [
 ]
 
 COMPONENT_SUBFOLDERS: tuple[str, ...] = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "data" / "tiny_tokenizer"
 # Bump when the tiny architecture or its seed changes, so stale cache folders are never reused.
 TINY_LATENT_VERSION = 1
 
@@ -455,7 +455,7 @@ def load_latent_components(
         from discolib.models.single_file import load_single_file
 
         fam_name, pipe = load_single_file(path, config=single_file_config, torch_dtype=dtype, t5=t5)
-        comps = _components_from_pipe(pipe, get_family(fam_name), name)
+        comps = components_from_pipe(pipe, get_family(fam_name), name)
     else:
         fam = _family_of(source, path, family)
         if fam.name == "sd":
@@ -491,22 +491,22 @@ def _family_of(source: str, path: Path, known: str | None) -> Family:
         index = diffusers.DiffusionPipeline.load_config(source)
     except LOAD_ERRORS as err:
         raise _wrap_hub_error(source, "model_index.json", err) from err
+
+    def denoiser_config(sub: str) -> dict[str, Any] | None:
+        if sub not in index:
+            return None
+        try:  # load_config reads the repo's config.json as it is, whatever class it names
+            return dict(UNet2DConditionModel.load_config(source, subfolder=sub))
+        except LOAD_ERRORS:
+            return None  # unreadable: the index's own error says what the model is
+
     try:
-        return family_of_index(str(index.get("_class_name", "")))
+        return family_of_model(str(index.get("_class_name", "") or ""), denoiser_config, repr(source))
     except FamilyError as err:
-        # A pipeline not known by name may still hold a known denoiser (as local folders are detected).
-        for sub in ("unet", "transformer"):
-            if sub in index:
-                try:
-                    # load_config reads the folder's config.json as it is, whatever class it names
-                    config = dict(UNet2DConditionModel.load_config(source, subfolder=sub))
-                    return family_of_config(config, f"{sub}/ of {source!r}")
-                except (*LOAD_ERRORS, FamilyError):
-                    break
         raise LatentModelError(f"cannot load {source!r}: {err}") from None
 
 
-def _components_from_pipe(pipe: Any, fam: Family, name: str) -> LatentComponents:
+def components_from_pipe(pipe: Any, fam: Family, name: str) -> LatentComponents:
     """``LatentComponents`` sharing the modules of a family's diffusers pipeline."""
     return LatentComponents(
         unet=getattr(pipe, fam.denoiser),
@@ -545,7 +545,7 @@ def _load_pipeline(fam: Family, source: str, path: Path, name: str, dtype: torch
         if local:
             raise _local_error(path, f"the {fam.label} model", err) from None
         raise _wrap_hub_error(source, f"the {fam.label} model", err) from err
-    return _components_from_pipe(pipe, fam, name)
+    return components_from_pipe(pipe, fam, name)
 
 
 def _load_sd(source: str, path: Path, name: str, dtype: torch.dtype) -> LatentComponents:

@@ -29,7 +29,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["T5_WORDS", "tiny_vocab_pieces", "write_tiny_t5_tokenizer", "write_tiny_xlmr_tokenizer"]
+__all__ = [
+    "T5_WORDS",
+    "TINY_TOKENIZER_DIR",
+    "tiny_clip_tokenizer",
+    "tiny_t5_tokenizer",
+    "tiny_vocab_pieces",
+    "write_tiny_t5_tokenizer",
+    "write_tiny_xlmr_tokenizer",
+]
+
+#: The tiny CLIP tokenizer shipped with discolib (made by :func:`discolib.models.latent.write_tiny_tokenizer`).
+TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "data" / "tiny_tokenizer"
 
 #: Whole-word pieces (with their leading space, as SentencePiece's "▁"), so the unigram model really segments.
 T5_WORDS: tuple[str, ...] = ("a", "the", "castle", "in", "fog", "of", "and", "city", "night", "photo", "forest")
@@ -99,3 +110,23 @@ def write_tiny_xlmr_tokenizer(folder: str | os.PathLike[str], *, model_max_lengt
         bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>",
         mask_token="<mask>",
     )
+
+
+def tiny_clip_tokenizer(**kwargs: Any) -> Any:
+    """The shipped tiny CLIP tokenizer (``kwargs`` go to ``from_pretrained``, e.g. ``model_max_length``)."""
+    from transformers import (
+        CLIPTokenizer,  # why here: transformers is heavy to import; only tiny builds need it
+    )
+
+    return CLIPTokenizer.from_pretrained(str(TINY_TOKENIZER_DIR), **kwargs)
+
+
+def tiny_t5_tokenizer(*, model_max_length: int = 32) -> Any:
+    """A tiny T5 tokenizer (:func:`write_tiny_t5_tokenizer`) loaded as ``T5TokenizerFast``, the class the tiny
+    family models (SD 3.5, Flux, HunyuanDiT) save in their folders (without byte fallback, as real T5's)."""
+    import tempfile
+
+    from transformers import T5TokenizerFast  # why here: as above
+
+    with tempfile.TemporaryDirectory(prefix="discolib-t5tok-") as tmp:
+        return T5TokenizerFast.from_pretrained(str(write_tiny_t5_tokenizer(tmp, model_max_length=model_max_length)))

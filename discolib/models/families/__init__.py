@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ __all__ = [
     "expand_embeds",
     "family_of_config",
     "family_of_index",
+    "family_of_model",
     "get_family",
 ]
 
@@ -94,40 +95,63 @@ def family_of_config(config: dict[str, Any], where: str = "the denoiser") -> Fam
     raise FamilyError(f"{where} is a {cls}{_what(cls)}, which latent mode cannot run{_supported()}")
 
 
+def family_of_model(
+    class_name: str, denoiser_config: Callable[[str], dict[str, Any] | None], where: str
+) -> Family:
+    """The family of a model from its ``model_index.json`` class name and, when that is blank or not known by name,
+    its denoiser's config (``denoiser_config("unet")`` / ``("transformer")``: the parsed ``config.json``, or None when
+    absent). A local folder and a hub repository are detected the same way; only the reading differs.
+
+    Raises:
+        FamilyError: no family matches (the index's error when it named a class, else the config's), or nothing to
+            detect from.
+    """
+    index_error: FamilyError | None = None
+    if class_name:
+        try:
+            return family_of_index(class_name)
+        except FamilyError as err:  # a pipeline we do not know by name may still hold a known denoiser
+            index_error = err
+    for sub in ("unet", "transformer"):
+        config = denoiser_config(sub)
+        if config is None:
+            continue
+        try:
+            return family_of_config(config, f"{sub}/ of {where}")
+        except FamilyError:
+            if index_error is None:
+                raise
+            raise index_error from None
+    if index_error is not None:
+        raise index_error
+    raise FamilyError(f"{where} has neither model_index.json nor unet/ or transformer/ with a config.json")
+
+
+def _read_json(path: Path, *, require_object: bool = False) -> dict[str, Any] | None:
+    """A JSON object file, None when absent (or, unless ``require_object``, not an object); one-line
+    :class:`FamilyError` when unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise FamilyError(f"{str(path)!r} is not valid JSON: {err}") from None
+    if isinstance(data, dict):
+        return data
+    if require_object:
+        raise FamilyError(f"{str(path)!r} is not valid JSON: expected an object, got {type(data).__name__}")
+    return None
+
+
 def detect_family(folder: str | Path) -> Family:
-    """The family of a local model folder in the diffusers layout: from ``model_index.json`` when present, else
-    from ``unet/config.json`` or ``transformer/config.json``.
+    """The family of a local model folder in the diffusers layout (:func:`family_of_model`): from
+    ``model_index.json`` when present, else from ``unet/config.json`` or ``transformer/config.json``.
 
     Raises:
         FamilyError: no family matches (the message names what was found), or nothing to detect from.
     """
     root = Path(folder)
-    index = root / "model_index.json"
-    index_error: FamilyError | None = None
-    if index.is_file():
-        try:
-            class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
-        except (OSError, ValueError, AttributeError) as err:
-            raise FamilyError(f"{str(index)!r} is not valid JSON: {err}") from None
-        if class_name:
-            try:
-                return family_of_index(str(class_name))
-            except FamilyError as err:  # a pipeline we do not know by name may still hold a known denoiser
-                index_error = err
-    for sub in ("unet", "transformer"):
-        cfg = root / sub / "config.json"
-        if cfg.is_file():
-            try:
-                config = json.loads(cfg.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as err:
-                raise FamilyError(f"{str(cfg)!r} is not valid JSON: {err}") from None
-            if isinstance(config, dict):
-                if index_error is None:
-                    return family_of_config(config, f"{sub}/ of {str(root)!r}")
-                try:
-                    return family_of_config(config, f"{sub}/ of {str(root)!r}")
-                except FamilyError:
-                    raise index_error from None
-    if index_error is not None:
-        raise index_error
-    raise FamilyError(f"{str(root)!r} has neither model_index.json nor unet/ or transformer/ with a config.json")
+    index = _read_json(root / "model_index.json", require_object=True) or {}
+    return family_of_model(
+        str(index.get("_class_name", "") or ""), lambda sub: _read_json(root / sub / "config.json"), repr(str(root))
+    )

@@ -33,7 +33,8 @@ from discolib.errors import InputError
 if TYPE_CHECKING:  # why: only for annotations; latent.py imports this module
     from discolib.models.latent import LatentComponents
 
-__all__ = ["Embeds", "Family", "FamilyError", "blend_embeds", "cat_embeds", "expand_embeds", "pooled_embeds"]
+__all__ = ["Embeds", "Family", "FamilyError", "blend_embeds", "cat_embeds", "expand_embeds", "pooled_embeds",
+           "text_device"]
 
 Embeds = dict[str, torch.Tensor]
 
@@ -108,7 +109,8 @@ class Family:
     # ---------------------------------------------------------------------------------------------- detection
     def matches_index(self, class_name: str) -> bool:
         """Whether a ``model_index.json`` ``_class_name`` (txt2img, img2img or another variant) is this family."""
-        return class_name in (self.pipeline, self.img2img_pipeline, *self.pipeline_names)
+        # (an empty name: a family with no such pipeline, e.g. HunyuanDiT's img2img, never matches a blank index)
+        return bool(class_name) and class_name in (self.pipeline, self.img2img_pipeline, *self.pipeline_names)
 
     def matches_denoiser(self, config: dict[str, Any]) -> bool:
         """Whether a denoiser's ``config.json`` (``unet/`` or ``transformer/``) is this family's."""
@@ -163,6 +165,16 @@ class Family:
         """Random tiny components under fixed seeds, saved in the diffusers layout with ``model_index.json``
         written last (its presence marks a complete folder)."""
         raise NotImplementedError(f"no tiny model for the {self.label} family")
+
+
+def text_device(pipe: Any, names: tuple[str, ...]) -> torch.device:
+    """The device of the pipeline's first text encoder present: where ``encode_prompt`` must put the token ids
+    (text encoders may be offloaded to the CPU while the denoiser is not)."""
+    for name in names:
+        enc = getattr(pipe, name, None)
+        if enc is not None:
+            return enc.device
+    return torch.device("cpu")
 
 
 def pooled_embeds(comps: LatentComponents, embeds: torch.Tensor, pooled: torch.Tensor) -> Embeds:

@@ -16,14 +16,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from discolib.models.families.base import Embeds, Family, FamilyError, pooled_embeds
-from discolib.models.families.sd3 import (
-    flow_set_timesteps,
-    text_device,
-    tiny_clip_tokenizer,
-    tiny_t5_tokenizer,
-    tiny_vae,
-)
+from discolib.models.families.base import Embeds, Family, FamilyError, pooled_embeds, text_device
+from discolib.models.families.sd3 import flow_set_timesteps, t5_length, tiny_vae
+from discolib.models.tiny_text import tiny_clip_tokenizer, tiny_t5_tokenizer
 
 if TYPE_CHECKING:  # why: only for annotations; latent.py imports the families
     from discolib.models.latent import LatentComponents
@@ -42,10 +37,7 @@ def max_sequence_length(pipe: Any, default: int | None = None) -> int:
     if default is None:
         dev = bool(getattr(getattr(pipe, "transformer", None), "config", {}).get("guidance_embeds", True))
         default = PIPELINE_MAX_SEQUENCE_LENGTH if dev else SCHNELL_MAX_SEQUENCE_LENGTH
-    limit = getattr(getattr(pipe, "tokenizer_2", None), "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit < default:
-        return limit
-    return default
+    return t5_length(pipe, "tokenizer_2", default)
 
 
 @dataclass(frozen=True)

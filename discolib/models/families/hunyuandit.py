@@ -70,11 +70,6 @@ def _installed_img2img_pipeline() -> str:
     return name if hasattr(diffusers, name) else ""
 
 
-def _module_device(module: torch.nn.Module) -> torch.device:
-    """Where a module's weights are (a text encoder may be offloaded to the CPU while the transformer is not)."""
-    return next(module.parameters()).device
-
-
 @dataclass(frozen=True)
 class HunyuanDiTFamily(Family):
     """HunyuanDiT 1.x: embeds ``prompt_embeds`` (1, 77, D) and ``prompt_attention_mask`` (1, 77) from the bilingual
@@ -82,10 +77,6 @@ class HunyuanDiTFamily(Family):
     blending weighted prompts ORs them)."""
 
     text_encoders: ClassVar[tuple[str, ...]] = ("text_encoder", "text_encoder_2")
-
-    def matches_index(self, class_name: str) -> bool:
-        """The txt2img pipeline or its PAG variant (``img2img_pipeline`` is empty: it must never match ``""``)."""
-        return bool(class_name) and class_name in (self.pipeline, self.img2img_pipeline, *self.pipeline_names)
 
     def matches_denoiser(self, config: dict[str, Any]) -> bool:
         """A HunyuanDiT2DModel transformer."""
@@ -112,7 +103,7 @@ class HunyuanDiTFamily(Family):
             encoder = pipe.text_encoder if index == 0 else pipe.text_encoder_2
             with torch.no_grad():
                 emb, _, mask, _ = pipe.encode_prompt(
-                    prompt=text, device=_module_device(encoder), dtype=comps.dtype, num_images_per_prompt=1,
+                    prompt=text, device=encoder.device, dtype=comps.dtype, num_images_per_prompt=1,
                     do_classifier_free_guidance=False, max_sequence_length=length, text_encoder_index=index,
                 )
             out["prompt_embeds" + suffix] = emb.to(comps.device)
@@ -186,17 +177,14 @@ class HunyuanDiTFamily(Family):
             BertTokenizer,
             T5Config,
             T5EncoderModel,
-            T5TokenizerFast,
         )
 
-        from discolib.models.tiny_text import write_tiny_t5_tokenizer  # why: tiny builds only (see above)
+        from discolib.models.tiny_text import tiny_t5_tokenizer  # why: tiny builds only (see above)
         from discolib.ops import seeded  # why: tiny builds only (see above)
 
         with tempfile.TemporaryDirectory() as tmp:
             tokenizer = BertTokenizer.from_pretrained(str(write_tiny_bert_tokenizer(Path(tmp) / "bert")))
-            tokenizer_2 = T5TokenizerFast.from_pretrained(
-                str(write_tiny_t5_tokenizer(Path(tmp) / "t5", model_max_length=T5_TOKENS))
-            )
+        tokenizer_2 = tiny_t5_tokenizer(model_max_length=T5_TOKENS)
         with seeded(0):
             transformer = HunyuanDiT2DModel(
                 sample_size=8, num_layers=2, patch_size=2, attention_head_dim=8, num_attention_heads=3,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from discolib.models.families.base import Embeds, pooled_embeds
+from discolib.models.families.base import Embeds, pooled_embeds, text_device
 from discolib.models.families.sdxl import SDXLFamily, build_tiny_sdxl_unet, build_tiny_vae
 from discolib.ops import seeded
 
@@ -50,7 +50,7 @@ class KolorsFamily(SDXLFamily):
         """``KolorsPipeline.encode_prompt`` of ``text`` (any mix of Chinese and English)."""
         pipe = comps.pipe
         emb, _, pooled, _ = pipe.encode_prompt(
-            text, device=pipe.text_encoder.device, num_images_per_prompt=1, do_classifier_free_guidance=False,
+            text, device=text_device(pipe, self.text_encoders), num_images_per_prompt=1, do_classifier_free_guidance=False,
             max_sequence_length=MAX_SEQUENCE_LENGTH,
         )
         return pooled_embeds(comps, emb, pooled)

@@ -33,8 +33,8 @@ from diffusers.models.modeling_utils import no_init_weights
 from discolib.errors import InputError
 from discolib.models.archs import FAMILY_ARCHS
 from discolib.models.families import FamilyError, get_family
-from discolib.models.latent import TINY_TOKENIZER_DIR, LatentComponents, LatentModelError
-from discolib.models.tiny_text import write_tiny_t5_tokenizer
+from discolib.models.latent import LatentComponents, LatentModelError, components_from_pipe
+from discolib.models.tiny_text import tiny_clip_tokenizer, write_tiny_t5_tokenizer
 
 __all__ = ["SHRINK", "arch_of", "build_component", "random_family_components", "random_tokenizers"]
 
@@ -184,7 +184,7 @@ def random_tokenizers(arch: dict[str, Any], folder: str) -> dict[str, Any]:
     for name, spec in arch["tokenizers"].items():
         length = int(spec["model_max_length"])
         if spec["kind"] == "clip":
-            out[name] = transformers.CLIPTokenizer.from_pretrained(str(TINY_TOKENIZER_DIR), model_max_length=length)
+            out[name] = tiny_clip_tokenizer(model_max_length=length)
         elif spec["kind"] == "t5":
             sub = f"{folder}/{name}"
             # The generic fast class, as tiny_text says: T5TokenizerFast would rebuild it without byte fallback.
@@ -263,16 +263,6 @@ def random_family_components(
         preview = build_component(
             {"class": "AutoencoderTiny", "config": arch["preview_vae"]}, device=device, dtype=dtype
         )
-    denoiser = modules[arch["denoiser"]]
-    return LatentComponents(
-        unet=denoiser,
-        vae=modules["vae"],
-        text_encoder=getattr(pipe, "text_encoder", None),
-        tokenizer=getattr(pipe, "tokenizer", None),
-        # With the class name, as the loader keeps it: make_scheduler("default") builds the preset's own.
-        scheduler_config={**pipe.scheduler.config, "_class_name": type(pipe.scheduler).__name__},
-        preview_vae=preview,
-        name=f"{preset} (random weights)",
-        family=fam.name,
-        pipe=pipe,
-    )
+    comps = components_from_pipe(pipe, fam, f"{preset} (random weights)")
+    comps.preview_vae = preview
+    return comps

@@ -8,19 +8,19 @@ does, so prompts still work with somewhat weaker text following.
 from __future__ import annotations
 
 import inspect
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from discolib.models.families.base import Embeds, Family, pooled_embeds
+from discolib.models.families.base import Embeds, Family, pooled_embeds, text_device
+from discolib.models.tiny_text import tiny_clip_tokenizer, tiny_t5_tokenizer
 
 if TYPE_CHECKING:  # why: only for annotations; latent.py imports the families
     from discolib.models.latent import LatentComponents
 
-__all__ = ["FAMILY", "SD3Family", "build_tiny_sd3", "flow_set_timesteps", "max_sequence_length", "text_device"]
+__all__ = ["FAMILY", "SD3Family", "build_tiny_sd3", "flow_set_timesteps", "max_sequence_length", "t5_length"]
 
 #: ``StableDiffusion3Pipeline.__call__``'s default T5 length.
 PIPELINE_MAX_SEQUENCE_LENGTH = 256
@@ -30,22 +30,18 @@ PATCH_SIZE = 2
 VAE_FACTOR = 8
 
 
-def max_sequence_length(pipe: Any, default: int = PIPELINE_MAX_SEQUENCE_LENGTH) -> int:
-    """The T5 token count: the pipeline default, or less where the T5 tokenizer allows less (tiny models)."""
-    tok = getattr(pipe, "tokenizer_3", None)
-    limit = getattr(tok, "model_max_length", None) if tok is not None else None
+def t5_length(pipe: Any, tokenizer: str, default: int) -> int:
+    """The T5 token count a pipeline encodes with: ``default``, or less where its T5 tokenizer (the pipeline
+    attribute ``tokenizer``) allows less (tiny models)."""
+    limit = getattr(getattr(pipe, tokenizer, None), "model_max_length", None)
     if isinstance(limit, int) and 0 < limit < default:
         return limit
     return default
 
 
-def text_device(pipe: Any, names: tuple[str, ...]) -> torch.device:
-    """The device of the pipeline's first text encoder present (they may be offloaded to the CPU)."""
-    for name in names:
-        enc = getattr(pipe, name, None)
-        if enc is not None:
-            return enc.device
-    return torch.device("cpu")
+def max_sequence_length(pipe: Any, default: int = PIPELINE_MAX_SEQUENCE_LENGTH) -> int:
+    """SD 3.5's T5 token count (:func:`t5_length` of ``tokenizer_3``)."""
+    return t5_length(pipe, "tokenizer_3", default)
 
 
 def flow_set_timesteps(scheduler: Any, steps: int, *, sigmas: Any = None, mu: float | None = None) -> None:
@@ -177,25 +173,6 @@ def build_tiny_sd3(folder: Path) -> None:
         text_encoder_2=text_encoder_2, tokenizer_2=tokenizer, text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3,
     )
     pipe.save_pretrained(folder)
-
-
-def tiny_clip_tokenizer() -> Any:
-    """The shipped tiny CLIP tokenizer."""
-    from transformers import CLIPTokenizer
-
-    from discolib.models.latent import TINY_TOKENIZER_DIR  # why here: latent.py imports the families
-
-    return CLIPTokenizer.from_pretrained(str(TINY_TOKENIZER_DIR))
-
-
-def tiny_t5_tokenizer() -> Any:
-    """A tiny T5 tokenizer made in-process (:func:`discolib.models.tiny_text.write_tiny_t5_tokenizer`)."""
-    from transformers import T5TokenizerFast
-
-    from discolib.models.tiny_text import write_tiny_t5_tokenizer  # why here: only tiny builds need it
-
-    with tempfile.TemporaryDirectory(prefix="discolib-t5tok-") as tmp:
-        return T5TokenizerFast.from_pretrained(str(write_tiny_t5_tokenizer(tmp)))
 
 
 def tiny_vae(latent_channels: int = 16) -> Any:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from discolib.models.families.base import Embeds, Family, FamilyError, pooled_embeds
+from discolib.models.families.base import Embeds, Family, FamilyError, pooled_embeds, text_device
+from discolib.models.tiny_text import tiny_clip_tokenizer
 from discolib.ops import seeded
 
 if TYPE_CHECKING:  # why: only for annotations; latent.py imports the families
@@ -53,10 +54,10 @@ class SDXLFamily(Family):
 
     def _encode(self, comps: LatentComponents, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         pipe = comps.pipe
-        te = pipe.text_encoder_2 if pipe.text_encoder_2 is not None else pipe.text_encoder
         # The pipeline puts each encoder's ids on that encoder's device itself; ``device`` is where results go.
         emb, _, pooled, _ = pipe.encode_prompt(
-            text, device=te.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            text, device=text_device(pipe, ("text_encoder_2", "text_encoder")), num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
         )
         return emb, pooled
 
@@ -135,12 +136,9 @@ class SDXLFamily(Family):
         """Tiny SDXL: two 32-wide CLIP text encoders on the shipped tiny tokenizer, a two-level UNet, an 8x VAE,
         SDXL's Euler scheduler; saved with ``StableDiffusionXLPipeline.save_pretrained``."""
         from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
-        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-        # why here: latent.py imports the families package at load
-        from discolib.models.latent import TINY_TOKENIZER_DIR
-
-        tokenizer = CLIPTokenizer.from_pretrained(str(TINY_TOKENIZER_DIR))
+        tokenizer = tiny_clip_tokenizer()
         text_config = CLIPTextConfig(
             vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
             num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length,
