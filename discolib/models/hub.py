@@ -53,6 +53,7 @@ __all__ = [
     "load_catalogue",
     "model_names",
     "models_dir",
+    "hub_offline",
     "offline_env",
     "use_models_root",
 ]
@@ -201,6 +202,14 @@ def offline_env(names: tuple[str, ...] = ("HF_HUB_OFFLINE",)) -> bool:
 
 def _offline() -> bool:
     return offline_env()
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is offline for the loaders: huggingface_hub's own flag (read from the environment
+    when it was imported) or ``HF_HUB_OFFLINE`` set since."""
+    from huggingface_hub import constants  # why here: huggingface_hub is imported by the loaders that ask
+
+    return bool(constants.HF_HUB_OFFLINE) or offline_env()
 
 
 def torchvision_state_dict(

@@ -65,7 +65,7 @@ from discolib.models.families import (
     family_of_model,
     get_family,
 )
-from discolib.models.hub import cache_root
+from discolib.models.hub import cache_root, hub_offline
 from discolib.models.latent_presets import (
     LATENT_PRESETS,
     TINY_INPAINT_PRESET,
@@ -306,12 +306,6 @@ def _expected_layout() -> str:
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
 def _wrap_hub_error(model_id: str, what: str, err: Exception) -> LatentModelError:
     """One line naming the model, the part and what to do; weights missing from the hub cache are "unavailable"."""
     how = (
@@ -325,7 +319,7 @@ def _wrap_hub_error(model_id: str, what: str, err: Exception) -> LatentModelErro
         return LatentModelError(f"cannot load {what} of {model_id!r}: {refused_weights_error(err, folder, model_id)}")
     if not isinstance(err, OSError):  # a file that is there but broken: not a download problem
         return LatentModelError(f"cannot load {what} of {model_id!r}: {one_line(err, 400)}")
-    if _offline():
+    if hub_offline():
         return LatentModelUnavailable(
             f"cannot load {what} of {model_id!r}: it is not in the local Hugging Face cache and the hub is offline "
             f"(HF_HUB_OFFLINE=1); {how}. ({type(err).__name__}: {one_line(err, 300)})",
@@ -678,7 +672,7 @@ def _lora_error(lora: str, err: BaseException) -> LatentModelError:
         return LatentModelError(f"models.latent_lora: cannot load {lora!r}: {one_line(err, 300)}")
     src, kw = _lora_source(lora)
     get = f"hf download {src} {kw['weight_name']}" if kw else f"hf download {src}"
-    offline = " (the hub is offline: HF_HUB_OFFLINE=1)" if isinstance(err, OSError) and _offline() else ""
+    offline = " (the hub is offline: HF_HUB_OFFLINE=1)" if isinstance(err, OSError) and hub_offline() else ""
     return LatentModelError(
         f"models.latent_lora: cannot load {lora!r}{offline}: {one_line(err, 300)}; fetch it once with `{get}` on a "
         "machine with internet, or give a local folder or .safetensors file"

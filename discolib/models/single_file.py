@@ -30,7 +30,7 @@ import torch
 
 from discolib.errors import one_line
 from discolib.models.families import FamilyError, get_family
-from discolib.models.hub import offline_env
+from discolib.models.hub import hub_offline
 from discolib.models.latent_presets import LATENT_PRESETS, LatentModelError, LatentModelUnavailable
 from discolib.models.state_dict import (
     LOAD_ERRORS,
@@ -298,12 +298,6 @@ def default_single_file_config(path: str | os.PathLike[str]) -> str:
     return inspect_single_file(path).default_config
 
 
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or offline_env()
-
-
 def _resolve_config(config: str, p: Path, offline: bool) -> str:
     """A local folder as is (checked); a hub id as is online, or its cached snapshot folder offline."""
     folder = Path(config).expanduser()
@@ -396,7 +390,7 @@ def load_single_file_pipeline(
     pipe_cls = getattr(diffusers, fam.pipeline)
     if not hasattr(pipe_cls, "from_single_file"):
         raise _from_folder_error(p, family)
-    offline = _offline()
+    offline = hub_offline()
     source = config or info.default_config
     cfg = _resolve_config(source, p, offline)
     extra = dict(pipeline_kwargs or {})
