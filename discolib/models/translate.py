@@ -30,6 +30,7 @@ import torch
 from discolib.config.settings import Settings
 from discolib.errors import InputError, WeightsUnavailable, one_line
 from discolib.io.inputs import expand_path
+from discolib.models.hub import hub_offline
 from discolib.models.state_dict import (
     refused_by_weights_only,
     refused_weights_message,
@@ -70,12 +71,6 @@ class TranslatorUnavailable(TranslateError, WeightsUnavailable):
         super().__init__(message, reason=reason or "translation model not available")
 
 
-def _offline() -> bool:
-    from huggingface_hub import constants  # why: read when asked (tests and users may set it after import)
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
 def _source(model_id: str) -> str:
     """The folder (checked) or hub id that ``from_pretrained`` gets for ``model_id``."""
     text = model_id.strip()
@@ -102,7 +97,7 @@ def _load_error(model_id: str, err: Exception) -> TranslateError:
         return TranslateError(f"{SETTING}: cannot load translation model {model_id!r}: {one_line(err, 300)}")
     how = (f"download it once with `hf download {model_id}` on a machine with internet, or give the path of a local "
            "folder (tokenizer + model saved with save_pretrained)")
-    if _offline():
+    if hub_offline():
         return TranslatorUnavailable(
             f"{SETTING}: translation model {model_id!r} is not in the local Hugging Face cache and the hub is offline "
             f"(HF_HUB_OFFLINE=1); {how}. ({type(err).__name__}: {one_line(err, 200)})",
