@@ -230,8 +230,9 @@ def test_long_expression_runs_are_cut_out_of_the_spline_fit() -> None:
 
 def test_values_signature_is_unchanged() -> None:
     params = inspect.signature(Schedule.values).parameters
-    assert list(params) == ["self", "n_frames", "seed"]
+    assert list(params) == ["self", "n_frames", "seed", "audio"]  # audio: the soundtrack's features (issue 19)
     assert params["seed"].kind is inspect.Parameter.KEYWORD_ONLY and params["seed"].default == 0
+    assert params["audio"].kind is inspect.Parameter.KEYWORD_ONLY and params["audio"].default is None
 
 
 # --------------------------------------------------------------------------------------------- properties

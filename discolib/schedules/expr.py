@@ -31,6 +31,17 @@ frame's value, so they are not taken). ``%`` follows Python (the result has the 
 (``sqrt(-1)``, ``log(0)``, ``1/0``, ``9**9**9**9``) is a :class:`ScheduleError` naming the column of the operation
 that failed (and the frame, when ``t`` is an array); numpy warnings are suppressed.
 
+Soundtrack functions (music videos)
+----------------------------------
+Where ``t`` is allowed, a value may read the run's soundtrack at a frame (see :mod:`discolib.audio`; values in
+[0, 1]): ``rms(x) onset(x) bass(x) mid(x) treble(x)`` (loudness, onset strength, band energies), ``band(x, lo_hz,
+hi_hz)`` (energy between two constant frequencies), ``beat(x)`` / ``beat(x, decay_s)`` and ``bar(x)`` / ``bar(x,
+decay_s)`` (a pulse of 1 on each beat / bar frame, falling to 0 over ``decay_s`` seconds). ``x`` is a frame index,
+usually ``t`` (``bass(t-2)`` reads two frames earlier); the bare names ``rms onset bass mid treble beat bar`` mean
+``name(t)``. Frame keys may use ``beat_frame(n)`` and ``bar_frame(n)``: the frame of the n-th beat / bar, counted
+from 1. The evaluation gets the features as ``env[AUDIO_ENV]`` (an :class:`AudioSource`); a program that reads the
+soundtrack without one is a :class:`ScheduleError` naming the function's column.
+
 Limits (so hostile text fails cleanly in milliseconds)
 ------------------------------------------------------
 ``MAX_TEXT_LENGTH`` characters per string (checked before anything else), ``MAX_TOKENS`` tokens, ``MAX_DEPTH``
@@ -51,13 +62,17 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import reduce
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from discolib.errors import InputError
 
 __all__ = [
+    "AUDIO_ENV",
+    "AUDIO_FUNCTIONS",
+    "AudioSource",
+    "KEY_FUNCTIONS",
     "MAX_DEPTH",
     "MAX_TEXT_LENGTH",
     "MAX_TOKENS",
@@ -263,9 +278,58 @@ _FUNCTIONS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
 }
 
 
+class AudioSource(Protocol):
+    """What a schedule reads from a soundtrack (implemented by :class:`discolib.audio.AudioFeatures`).
+
+    Errors in the arguments (``band(t, 500, 100)``, ``beat_frame(0)``) are ``ValueError`` with a short reason.
+    """
+
+    key: str  # identity of the features (file hash, fps, beat settings): part of every cache key
+
+    def sample(self, name: str, t: Any, *args: Any) -> Any:
+        """Function ``name`` of :data:`AUDIO_FUNCTIONS` at frame(s) ``t`` (float64 arrays or 0-d)."""
+        ...
+
+    def beat_frame(self, n: int) -> int:
+        """The frame of the ``n``-th beat (from 1)."""
+        ...
+
+    def bar_frame(self, n: int) -> int:
+        """The frame of the ``n``-th bar (from 1)."""
+        ...
+
+
+#: The environment key under which an evaluation gets its :class:`AudioSource`.
+AUDIO_ENV = "__audio__"
+#: Functions of keyframe values that read the soundtrack: name -> (min args, max args). The first is a frame index.
+AUDIO_FUNCTIONS: dict[str, tuple[int, int]] = {
+    "rms": (1, 1),
+    "onset": (1, 1),
+    "bass": (1, 1),
+    "mid": (1, 1),
+    "treble": (1, 1),
+    "band": (3, 3),
+    "beat": (1, 2),
+    "bar": (1, 2),
+}
+#: Bare names that mean ``name(t)``.
+_BARE_AUDIO = frozenset(("rms", "onset", "bass", "mid", "treble", "beat", "bar"))
+#: Functions of frame keys that read the soundtrack's beats: name -> the AudioSource method.
+KEY_FUNCTIONS: dict[str, str] = {"beat_frame": "beat_frame", "bar_frame": "bar_frame"}
+
+
+class _AudioFault(Exception):
+    """An AudioSource refused its arguments at instruction position ``pos`` (turned into a ScheduleError)."""
+
+    def __init__(self, reason: str, pos: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.pos = pos
+
+
 @dataclass(frozen=True)
 class _Instr:
-    op: str  # "num" | "var" | "neg" | "bin" | "call"
+    op: str  # "num" | "var" | "neg" | "bin" | "call" | "audio" | "key"
     arg: Any
     pos: int  # 0-based position of the operator/name, for error columns
     nargs: int = 0
@@ -274,11 +338,13 @@ class _Instr:
 class Program:
     """A parsed expression as postfix code; evaluated by an explicit stack (no recursion, any length)."""
 
-    __slots__ = ("code", "names", "start", "end", "source")
+    __slots__ = ("code", "names", "audio_names", "start", "end", "source")
 
     def __init__(self, code: list[_Instr], source: str, start: int, end: int) -> None:
         self.code = code
         self.names = frozenset(i.arg for i in code if i.op == "var")
+        #: the soundtrack functions it calls (values or keys): it needs an AudioSource to run
+        self.audio_names = frozenset(i.arg for i in code if i.op in ("audio", "key"))
         self.source = source
         self.start = start
         self.end = end
@@ -297,9 +363,23 @@ class Program:
                 stack.append(_step(ins, stack, env))
         return stack[-1]
 
+    def check_audio(self, env: dict[str, Any], setting: str | None) -> None:
+        """A ScheduleError when the program reads the soundtrack and ``env`` has no :class:`AudioSource`."""
+        if self.audio_names and env.get(AUDIO_ENV) is None:
+            first = next(i for i in self.code if i.op in ("audio", "key"))
+            raise ScheduleError(
+                f"{first.arg}() reads the soundtrack, but there is none: set output.soundtrack",
+                setting=setting,
+                column=first.pos + 1,
+            )
+
     def evaluate(self, env: dict[str, Any], setting: str | None, frames: np.ndarray | None = None) -> Any:
         """Run and check that every value is finite; ``frames`` (when ``t`` is an array) names the bad frame."""
-        value = self.run(env)
+        self.check_audio(env, setting)
+        try:
+            value = self.run(env)
+        except _AudioFault as fault:
+            raise ScheduleError(fault.reason, setting=setting, column=fault.pos + 1) from None
         finite = np.isfinite(value)
         if not np.all(finite):
             if frames is not None and np.ndim(value) > 0:
@@ -343,7 +423,24 @@ def _step(ins: _Instr, stack: list[Any], env: dict[str, Any]) -> Any:
         return _BINARY[ins.arg][1](a, b)
     args = stack[len(stack) - ins.nargs :]
     del stack[len(stack) - ins.nargs :]
-    return _FUNCTIONS[ins.arg][2](*args)
+    if ins.op == "call":
+        return _FUNCTIONS[ins.arg][2](*args)
+    return _audio_step(ins, args, env)
+
+
+def _audio_step(ins: _Instr, args: list[Any], env: dict[str, Any]) -> Any:
+    """A soundtrack function: the AudioSource's answer, its ValueError an _AudioFault at the call's column."""
+    source = env[AUDIO_ENV]
+    try:
+        if ins.op == "audio":
+            return np.asarray(source.sample(ins.arg, *args), dtype=np.float64)
+        (n,) = args
+        n = float(n)
+        if not n.is_integer():
+            raise ValueError(f"{ins.arg}() takes a whole number of beats or bars, found {n:g}")
+        return np.float64(getattr(source, KEY_FUNCTIONS[ins.arg])(int(n)))
+    except ValueError as exc:
+        raise _AudioFault(f"{ins.arg}(): {exc}", ins.pos) from None
 
 
 def _why(ins: _Instr, args: list[float]) -> str:
@@ -389,6 +486,7 @@ class Parser:
         allowed: frozenset[str],
         context: str,
         index: int = 0,
+        audio: str | None = None,
     ) -> None:
         self.tokens = tokens
         self.text = text
@@ -396,6 +494,8 @@ class Parser:
         self.allowed = allowed
         self.context = context
         self.i = index
+        # which soundtrack functions this context takes: "values" (rms(t) ...), "keys" (beat_frame(n)) or none
+        self.audio = audio
         self.depth = 0
         self.code: list[_Instr] = []
 
@@ -474,32 +574,58 @@ class Parser:
             self.code.append(_Instr("bin", op.text, op.pos))
             last_was_cmp = op.text in _COMPARISONS
 
+    def call_args(self, tok: Token, lo: int, hi: int | None) -> int:
+        """Parse ``( expr, ... )`` after function ``tok``; returns the argument count (checked against lo..hi)."""
+        name = tok.text
+        opening = self.take()
+        if opening.text != "(" or opening.kind == "end":
+            raise self.error(f"expected '(' after function '{name}', found {describe_token(opening)}", opening.pos)
+        self.enter(tok)
+        nargs = 0
+        while True:
+            self.expr(0)
+            nargs += 1
+            sep = self.take()
+            if sep.kind == "op" and sep.text == ",":
+                continue
+            if sep.kind == "op" and sep.text == ")":
+                break
+            raise self.error(
+                f"expected ',' or ')' in {name}(...) opened at column {opening.pos + 1}, found {describe_token(sep)}",
+                sep.pos,
+            )
+        self.depth -= 1
+        if nargs < lo or (hi is not None and nargs > hi):
+            want = f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} or {hi}"
+            plural = "" if lo == 1 and lo == hi else "s"
+            raise self.error(f"{name}() takes {want} argument{plural}, found {nargs}", tok.pos)
+        return nargs
+
+    def audio_name(self, tok: Token) -> bool:
+        """Emit a soundtrack function or bare feature name at ``tok``; False when ``tok`` names none."""
+        name = tok.text
+        if name not in AUDIO_FUNCTIONS and name not in KEY_FUNCTIONS:
+            return False
+        wanted = "values" if name in AUDIO_FUNCTIONS else "keys"
+        if self.audio != wanted:
+            where = "keyframe values (with t)" if wanted == "values" else "frame keys"
+            raise self.error(f"'{name}' cannot be used in {self.context} (only in {where})", tok.pos)
+        if wanted == "values" and name in _BARE_AUDIO and self.peek().text != "(":
+            self.code.append(_Instr("var", "t", tok.pos))  # a bare feature name reads the current frame
+            self.code.append(_Instr("audio", name, tok.pos, 1))
+            return True
+        lo, hi = AUDIO_FUNCTIONS[name] if wanted == "values" else (1, 1)
+        nargs = self.call_args(tok, lo, hi)
+        self.code.append(_Instr("audio" if wanted == "values" else "key", name, tok.pos, nargs))
+        return True
+
     def name(self, tok: Token) -> None:
         name = tok.text
+        if self.audio_name(tok):
+            return
         if name in _FUNCTIONS:
             lo, hi, _ = _FUNCTIONS[name]
-            opening = self.take()
-            if opening.text != "(" or opening.kind == "end":
-                raise self.error(f"expected '(' after function '{name}', found {describe_token(opening)}", opening.pos)
-            self.enter(tok)
-            nargs = 0
-            while True:
-                self.expr(0)
-                nargs += 1
-                sep = self.take()
-                if sep.kind == "op" and sep.text == ",":
-                    continue
-                if sep.kind == "op" and sep.text == ")":
-                    break
-                raise self.error(
-                    f"expected ',' or ')' in {name}(...) opened at column {opening.pos + 1}, found {describe_token(sep)}",
-                    sep.pos,
-                )
-            self.depth -= 1
-            if nargs < lo or (hi is not None and nargs > hi):
-                want = f"exactly {lo}" if lo == hi else f"at least {lo}"
-                plural = "" if lo == 1 and lo == hi else "s"
-                raise self.error(f"{name}() takes {want} argument{plural}, found {nargs}", tok.pos)
+            nargs = self.call_args(tok, lo, hi)
             self.code.append(_Instr("call", name, tok.pos, nargs))
         elif name in _CONSTANTS:
             self.code.append(_Instr("num", _CONSTANTS[name], tok.pos))
@@ -518,7 +644,7 @@ class Parser:
 
 def fold_constants(program: Program, setting: str | None) -> Program:
     """Replace an expression without variables by its value (and fail now if that value is not finite)."""
-    if program.names or program.constant() is not None:
+    if program.names or program.audio_names or program.constant() is not None:
         return program
     value = float(program.evaluate({}, setting))
     first = program.code[0].pos

@@ -69,7 +69,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from discolib.schedules.expr import (
+    AUDIO_ENV,
     VARIABLES,
+    AudioSource,
     Parser,
     Program,
     ScheduleError,
@@ -91,6 +93,7 @@ __all__ = [
     "Schedule",
     "StringSchedule",
     "check_frames",
+    "export_keyframes",
     "parse_frame_key",
     "resolve_keys",
     "validate_schedule",
@@ -137,22 +140,29 @@ class FrameKey:
 
     @property
     def uses_max_f(self) -> bool:
+        """True when the frame depends on the run (``max_f``, or the soundtrack's beats): resolved per run."""
         return self._frame is None
 
-    def frame_for(self, n_frames: int) -> int:
-        """The frame for a run of ``n_frames`` frames (``max_f = n_frames - 1``), truncated towards zero as webui's
-        ``int()`` does; it may lie outside the frames (keyframe schedules ignore such keys, as Deforum does).
-        Clipped to ``+-(MAX_KEY_FRAME + 1)``, which is outside any run."""
+    @property
+    def uses_audio(self) -> bool:
+        """True when the key reads the soundtrack (``beat_frame(n)``, ``bar_frame(n)``)."""
+        return self._program is not None and bool(self._program.audio_names)
+
+    def frame_for(self, n_frames: int, audio: AudioSource | None = None) -> int:
+        """The frame for a run of ``n_frames`` frames (``max_f = n_frames - 1``) and soundtrack ``audio``, truncated
+        towards zero as webui's ``int()`` does; it may lie outside the frames (keyframe schedules ignore such keys,
+        as Deforum does). Clipped to ``+-(MAX_KEY_FRAME + 1)``, which is outside any run."""
         if self._frame is not None:
             return self._frame
         assert self._program is not None
-        value = float(self._program.evaluate({"max_f": np.float64(n_frames - 1)}, self.setting))
+        env: dict[str, Any] = {"max_f": np.float64(n_frames - 1), AUDIO_ENV: audio}
+        value = float(self._program.evaluate(env, self.setting))
         limit = MAX_KEY_FRAME + 1
         return int(max(-limit, min(limit, math.trunc(value))))
 
-    def resolve(self, n_frames: int) -> int:
+    def resolve(self, n_frames: int, audio: AudioSource | None = None) -> int:
         """:meth:`frame_for`, which must be 0 to ``MAX_KEY_FRAME`` (prompt schedules use every key)."""
-        frame = self.frame_for(n_frames)
+        frame = self.frame_for(n_frames, audio)
         if frame < 0 or frame > MAX_KEY_FRAME:
             raise ScheduleError(
                 f"key '{self.text}' gives frame {frame} for {n_frames} frames (keys must be 0 to {MAX_KEY_FRAME})",
@@ -172,9 +182,9 @@ class FrameKey:
 
 
 def _key_from_tokens(tokens: Sequence[Token], text: str, setting: str | None) -> FrameKey:
-    program = Parser(tokens, text, setting, frozenset({"max_f"}), "a frame key").parse_all()
+    program = Parser(tokens, text, setting, frozenset({"max_f"}), "a frame key", audio="keys").parse_all()
     column = tokens[0].pos + 1
-    if "max_f" in program.names:
+    if "max_f" in program.names or program.audio_names:
         return FrameKey(program.text, column, setting, program, None)
     value = float(fold_constants(program, setting).code[0].arg)
     if not value.is_integer():
@@ -234,7 +244,11 @@ def warn_duplicate_keys(keys: Sequence[FrameKey], setting: str | None, stackleve
 
 
 def resolve_keys(
-    keys: Sequence[FrameKey], n_frames: int, setting: str | None, stacklevel: int = 1
+    keys: Sequence[FrameKey],
+    n_frames: int,
+    setting: str | None,
+    stacklevel: int = 1,
+    audio: AudioSource | None = None,
 ) -> list[tuple[int, int]]:
     """(frame, index into ``keys``) sorted by frame; a duplicate frame keeps the later key.
 
@@ -242,13 +256,17 @@ def resolve_keys(
     with ``max_f`` that lands on the frame of another key warns here (once per frame count). ``stacklevel`` as
     in :func:`warn_duplicate_keys`.
     """
-    return _by_frame(keys, [key.resolve(n_frames) for key in keys], setting, stacklevel + 1)  # + 1: _by_frame
+    frames = [key.resolve(n_frames, audio) for key in keys]
+    return _by_frame(keys, frames, setting, stacklevel + 1)  # + 1: _by_frame
 
 
-def _key_frames(keys: Sequence[FrameKey], n_frames: int, setting: str | None, stacklevel: int) -> list[tuple[int, int]]:
+def _key_frames(
+    keys: Sequence[FrameKey], n_frames: int, setting: str | None, stacklevel: int, audio: AudioSource | None = None
+) -> list[tuple[int, int]]:
     """:func:`resolve_keys` for keyframe schedules: ``max_f`` keys may land outside the frames (the schedule
     ignores those, as Deforum does) instead of failing."""
-    return _by_frame(keys, [key.frame_for(n_frames) for key in keys], setting, stacklevel + 1)  # + 1: _by_frame
+    frames = [key.frame_for(n_frames, audio) for key in keys]
+    return _by_frame(keys, frames, setting, stacklevel + 1)  # + 1: _by_frame
 
 
 def _by_frame(
@@ -333,7 +351,8 @@ class _Keyframe:
 
     @property
     def uses_t(self) -> bool:
-        return "t" in self.program.names
+        """True when the value changes from frame to frame (``t``, or the soundtrack)."""
+        return "t" in self.program.names or bool(self.program.audio_names)
 
 
 #: Parsed keyframe lists kept per (text, setting): validation, the CLI, the panel and the render loop all parse
@@ -381,7 +400,9 @@ def _parse_keyframes(text: str, setting: str | None) -> list[_Keyframe]:
             key = _key_from_tokens([*seg[:colon], Token("end", ":", seg[colon].pos)], text, setting)
             value_tokens = [*seg[colon + 1 :], Token("end", closer.text, closer.pos)]
             raw = text[seg[colon].pos + 1 : closer.pos]
-        program = Parser(value_tokens, text, setting, frozenset(VARIABLES), "a keyframe value").parse_all()
+        program = Parser(
+            value_tokens, text, setting, frozenset(VARIABLES), "a keyframe value", audio="values"
+        ).parse_all()
         keyframes.append(_Keyframe(key, fold_constants(program, setting), _is_number_text(raw)))
     return keyframes
 
@@ -558,7 +579,7 @@ class Schedule:
         self._keyframes = tuple(keyframes)
         self.setting = setting
         self.interpolation = interpolation
-        self._cache: dict[tuple[int, int], np.ndarray] = {}
+        self._cache: dict[tuple[int, int, str | None], np.ndarray] = {}
 
     @classmethod
     def parse(cls, text: str, *, setting: str | None = None, interpolation: str = "linear") -> Schedule:
@@ -604,6 +625,22 @@ class Schedule:
         return any(kf.uses_t for kf in self._keyframes)
 
     @property
+    def uses_audio(self) -> bool:
+        """True when a value or a key reads the soundtrack: :meth:`values` then needs ``audio``."""
+        return any(kf.program.audio_names or kf.key.uses_audio for kf in self._keyframes)
+
+    def require_audio(self, audio: AudioSource | None) -> None:
+        """The ScheduleError :meth:`values` would raise for a schedule that reads the soundtrack when ``audio`` is
+        None (naming the first function that reads it, with its column); nothing otherwise."""
+        if audio is not None:
+            return
+        for kf in self._keyframes:
+            if kf.key.uses_audio:
+                assert kf.key._program is not None
+                kf.key._program.check_audio({}, self.setting)
+            kf.program.check_audio({}, self.setting)
+
+    @property
     def is_constant(self) -> bool:
         """True when every frame gets the same value for any frame count and seed (after constant folding)."""
         if len(self._keyframes) == 1:
@@ -611,33 +648,36 @@ class Schedule:
         consts = {kf.program.constant() for kf in self._keyframes}
         return len(consts) == 1 and None not in consts
 
-    def values(self, n_frames: int, *, seed: int = 0) -> np.ndarray:
-        """Values for frames ``0 .. n_frames-1``: float64, shape (n_frames,)."""
-        return self._values(n_frames, seed).copy()
+    def values(self, n_frames: int, *, seed: int = 0, audio: AudioSource | None = None) -> np.ndarray:
+        """Values for frames ``0 .. n_frames-1``: float64, shape (n_frames,). ``audio``: the soundtrack's features,
+        needed when the schedule reads it (:attr:`uses_audio`)."""
+        return self._values(n_frames, seed, audio).copy()
 
-    def value_at(self, frame: int, *, n_frames: int, seed: int = 0) -> float:
-        """The value at one frame (computed once per (n_frames, seed) and cached)."""
-        values = self._values(n_frames, seed)
+    def value_at(self, frame: int, *, n_frames: int, seed: int = 0, audio: AudioSource | None = None) -> float:
+        """The value at one frame (computed once per (n_frames, seed, audio) and cached)."""
+        values = self._values(n_frames, seed, audio)
         if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < len(values):
             raise ScheduleError(f"frame must be an integer 0 to {len(values) - 1}, found {frame!r}", setting=self.setting)
         return float(values[frame])
 
-    def _values(self, n_frames: int, seed: int) -> np.ndarray:
+    def _values(self, n_frames: int, seed: int, audio: AudioSource | None) -> np.ndarray:
         n = check_frames(n_frames, self.setting)
-        cache_key = (n, int(seed))
+        if not self.uses_audio:
+            audio = None  # the features cannot change the values: one cache entry for every soundtrack
+        cache_key = (n, int(seed), None if audio is None else audio.key)
         cached = self._cache.get(cache_key)
         if cached is None:
-            cached = self._compute(n, int(seed))
+            cached = self._compute(n, int(seed), audio)
             cached.flags.writeable = False
             if len(self._cache) >= 8:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[cache_key] = cached
         return cached
 
-    def _compute(self, n: int, seed: int) -> np.ndarray:
+    def _compute(self, n: int, seed: int, audio: AudioSource | None) -> np.ndarray:
         setting = self.setting
-        env: dict[str, Any] = {"max_f": np.float64(n - 1), "s": np.float64(seed)}
-        order = _key_frames([kf.key for kf in self._keyframes], n, setting, stacklevel=4)
+        env: dict[str, Any] = {"max_f": np.float64(n - 1), "s": np.float64(seed), AUDIO_ENV: audio}
+        order = _key_frames([kf.key for kf in self._keyframes], n, setting, stacklevel=4, audio=audio)
         inside = [(frame, index) for frame, index in order if 0 <= frame < n]
         if not inside:  # Deforum fails here; the value of the key nearest to the frames holds
             frame, index = min(order, key=lambda fi: -fi[0] if fi[0] < 0 else fi[0] - (n - 1))
@@ -690,22 +730,35 @@ class Schedule:
         return hash((self._text, self.interpolation))
 
 
-# (text, setting, n_frames, interpolation, seed) of schedules that evaluated cleanly: the CLI, the panel and render
+# (text, setting, n_frames, interpolation, seed, audio key) of schedules that evaluated cleanly: the CLI, the panel and render
 # validate the same settings several times, and evaluating six 54 KB strings over 100 000 frames takes a second.
-_validated: OrderedDict[tuple[str, str | None, int, str, int], tuple[tuple[type[Warning], str], ...]] = OrderedDict()
+_validated: OrderedDict[
+    tuple[str, str | None, int, str, int, str | None], tuple[tuple[type[Warning], str], ...]
+] = OrderedDict()
 _validated_lock = threading.Lock()
 
 
 def validate_schedule(
-    text: str, setting: str | None = None, n_frames: int = 1000, *, interpolation: str = "linear", seed: int = 0
+    text: str,
+    setting: str | None = None,
+    n_frames: int = 1000,
+    *,
+    interpolation: str = "linear",
+    seed: int = 0,
+    audio: AudioSource | None = None,
 ) -> None:
     """Parse ``text`` and evaluate it over ``n_frames`` so that domain errors surface now; raises ScheduleError.
 
     A schedule that already evaluated cleanly with the same arguments is not evaluated again (its parse is
-    cached too, see :meth:`Schedule.parse`), so validating the same settings twice costs almost nothing.
+    cached too, see :meth:`Schedule.parse`), so validating the same settings twice costs almost nothing. A
+    schedule that reads the soundtrack is only parsed when ``audio`` is None (whether a soundtrack is set is the
+    caller's rule: :meth:`discolib.config.settings.Settings.check_field`).
     """
     sched = Schedule.parse(text, setting=setting, interpolation=interpolation)
-    key = (sched.text, setting, check_frames(n_frames, setting), sched.interpolation, int(seed))
+    if sched.uses_audio and audio is None:
+        return
+    audio_key = audio.key if audio is not None and sched.uses_audio else None
+    key = (sched.text, setting, check_frames(n_frames, setting), sched.interpolation, int(seed), audio_key)
     with _validated_lock:
         seen = _validated.get(key)
         if seen is not None:
@@ -718,13 +771,41 @@ def validate_schedule(
         return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        sched.values(n_frames, seed=seed)
+        sched.values(n_frames, seed=seed, audio=audio)
     for w in caught:
         warnings.warn(w.message, w.category, stacklevel=2)
     with _validated_lock:
         _validated[key] = tuple((w.category, str(w.message)) for w in caught)
         if len(_validated) > PARSE_CACHE_SIZE * 4:
             _validated.popitem(last=False)
+
+
+def export_keyframes(
+    text: str,
+    n_frames: int,
+    *,
+    audio: AudioSource | None = None,
+    seed: int = 0,
+    setting: str | None = None,
+    interpolation: str = "linear",
+    digits: int = 6,
+) -> str:
+    """``text`` evaluated over ``n_frames`` as plain numeric keys: ``"0: (1.04), 1: (1.0312), ..."``, a string that
+    Deforum and Disco read back to the same values (``digits`` significant digits) with their linear tweening.
+
+    A run of equal values keeps only its first and last key (linear tweening between two equal keys gives the
+    same value), so flat stretches of a music curve stay short.
+    """
+    if isinstance(digits, bool) or not isinstance(digits, int) or not 1 <= digits <= 17:
+        raise ScheduleError(f"digits must be 1 to 17, found {digits!r}", setting=setting)
+    values = Schedule.parse(text, setting=setting, interpolation=interpolation).values(n_frames, seed=seed, audio=audio)
+    shown = [f"{v:.{digits}g}" for v in values]
+    keep = [
+        i
+        for i in range(len(shown))
+        if i in (0, len(shown) - 1) or shown[i] != shown[i - 1] or shown[i] != shown[i + 1]
+    ]
+    return ", ".join(f"{i}: ({shown[i]})" for i in keep)
 
 
 # ------------------------------------------------------------------------------------- string schedules
@@ -825,10 +906,10 @@ class StringSchedule:
         """The distinct values, in order of appearance."""
         return list(dict.fromkeys(v for _, v in self._entries))
 
-    def values(self, n_frames: int) -> list[str]:
-        """One string per frame ``0 .. n_frames-1``."""
+    def values(self, n_frames: int, audio: AudioSource | None = None) -> list[str]:
+        """One string per frame ``0 .. n_frames-1`` (``audio`` resolves ``beat_frame``/``bar_frame`` keys)."""
         n = check_frames(n_frames, self.setting)
-        order = _key_frames([k for k, _ in self._entries], n, self.setting, stacklevel=2)
+        order = _key_frames([k for k, _ in self._entries], n, self.setting, stacklevel=2, audio=audio)
         inside = [(frame, index) for frame, index in order if 0 <= frame < n]  # others are ignored, as in Deforum
         if not inside:
             _, index = min(order, key=lambda fi: -fi[0] if fi[0] < 0 else fi[0] - (n - 1))
@@ -840,8 +921,8 @@ class StringSchedule:
             out.extend([self._entries[index][1]] * (end - start))
         return out
 
-    def value_at(self, frame: int, *, n_frames: int) -> str:
-        values = self.values(n_frames)
+    def value_at(self, frame: int, *, n_frames: int, audio: AudioSource | None = None) -> str:
+        values = self.values(n_frames, audio)
         if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < len(values):
             raise ScheduleError(f"frame must be an integer 0 to {len(values) - 1}, found {frame!r}", setting=self.setting)
         return values[frame]

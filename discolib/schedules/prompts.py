@@ -9,8 +9,10 @@ Accepted shapes (pasted unchanged from those tools):
 * :meth:`PromptSchedule.from_any` takes either, a list of prompts (``{0: list}``), a plain string
   (``{0: [string]}``) or a JSON text of a dict.
 
-Keys are whole frame numbers or ``max_f`` expressions (``"max_f/2"``), parsed by :mod:`discolib.schedules.keyframes`. A frame
-uses the prompts of the last key ``<=`` it; before the first key the first key holds.
+Keys are whole frame numbers, ``max_f`` expressions (``"max_f/2"``) or the soundtrack's ``beat_frame(n)`` /
+``bar_frame(n)`` (prompts that change on the music), parsed by :mod:`discolib.schedules.keyframes`. A frame uses the
+prompts of the last key ``<=`` it; before the first key the first key holds. Backtick weights may read the
+soundtrack too (``"fog:`bass(t)`"``).
 
 Weights: a trailing ``:number`` is a weight (default 1.0) only when it is a number, so ``"https://x.org/a.png"``
 and ``"a castle: at dusk"`` stay whole while ``"castle:2"``, ``"fog:-0.5"``, ``"x: 1.5"`` split. Negative weights
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from discolib.io.inputs import MAX_JSON_DEPTH, json_depth_ok
-from discolib.schedules.expr import Parser, Program, ScheduleError, tokenize
+from discolib.schedules.expr import AUDIO_ENV, AudioSource, Parser, Program, ScheduleError, tokenize
 from discolib.schedules.keyframes import FrameKey, parse_frame_key, resolve_keys, warn_duplicate_keys
 
 __all__ = [
@@ -86,7 +88,9 @@ _WEIGHT_NAMES = frozenset({"t", "max_f"})
 def _weight_program(expr: str, setting: str | None) -> Program:
     """Parse a backtick weight expression (names ``t``, ``max_f``); a PromptError names the expression."""
     try:
-        return Parser(tokenize(expr, setting), expr, setting, _WEIGHT_NAMES, "a prompt weight").parse_all()
+        return Parser(
+            tokenize(expr, setting), expr, setting, _WEIGHT_NAMES, "a prompt weight", audio="values"
+        ).parse_all()
     except ScheduleError as err:
         where = f" (column {err.column})" if err.column is not None else ""
         raise PromptError(f"weight `{_shorten(expr, 60)}`{where}: {err.reason}", setting=setting) from None
@@ -258,9 +262,11 @@ def _parse_items(raw: object, key: FrameKey, split_neg: bool, setting: str | Non
     return FramePrompts(positive, negative)
 
 
-def _evaluate_weights(fp: FramePrompts, frame: int, n_frames: int | None, setting: str | None) -> FramePrompts:
+def _evaluate_weights(
+    fp: FramePrompts, frame: int, n_frames: int | None, setting: str | None, audio: AudioSource | None
+) -> FramePrompts:
     """``fp`` with its backtick weights evaluated at ``frame`` (Deforum's sign rule, see the module docstring)."""
-    env: dict[str, Any] = {"t": np.float64(frame)}
+    env: dict[str, Any] = {"t": np.float64(frame), AUDIO_ENV: audio}
     if n_frames is not None:
         env["max_f"] = np.float64(n_frames - 1)
     positive: list[WeightedPrompt] = []
@@ -342,7 +348,7 @@ class PromptSchedule:
         self._entries = entries
         self.style = style
         self.setting = setting
-        self._cache: dict[int | None, tuple[list[int], list[FramePrompts]]] = {}
+        self._cache: dict[tuple[int | None, str | None], tuple[list[int], list[FramePrompts]]] = {}
 
     # ------------------------------------------------------------------------------------ constructors
     @classmethod
@@ -412,42 +418,59 @@ class PromptSchedule:
     def keys(self) -> list[FrameKey]:
         return [k for k, _ in self._entries]
 
-    def _resolved(self, n_frames: int | None) -> tuple[list[int], list[FramePrompts]]:
-        cached = self._cache.get(n_frames)
+    @property
+    def prompts(self) -> list[FramePrompts]:
+        """The prompts of every key as written (keys unresolved, duplicates kept)."""
+        return [fp for _, fp in self._entries]
+
+    @property
+    def uses_audio(self) -> bool:
+        """True when a key or a backtick weight reads the soundtrack: lookups then need ``audio``."""
+        return any(k.uses_audio for k in self.keys) or any(
+            _weight_program(p.weight_expr, self.setting).audio_names
+            for _, fp in self._entries
+            for p in [*fp.positive, *fp.negative]
+            if p.weight_expr is not None
+        )
+
+    def _resolved(self, n_frames: int | None, audio: AudioSource | None) -> tuple[list[int], list[FramePrompts]]:
+        cache_key = (n_frames, None if audio is None else audio.key)
+        cached = self._cache.get(cache_key)
         if cached is None:
             if n_frames is None:
-                needs = [k.text for k in self.keys if k.uses_max_f]
+                needs = [k.text for k in self.keys if k.uses_max_f and not k.uses_audio]
                 if needs:
                     raise PromptError(
                         f"key '{needs[0]}' uses max_f: pass n_frames to look prompts up", setting=self.setting
                     )
-            order = resolve_keys(self.keys, n_frames or 1, self.setting or "prompts", stacklevel=3)
+            order = resolve_keys(self.keys, n_frames or 1, self.setting or "prompts", stacklevel=3, audio=audio)
             cached = ([f for f, _ in order], [self._entries[i][1] for _, i in order])
-            self._cache[n_frames] = cached
+            self._cache[cache_key] = cached
         return cached
 
-    def at(self, frame: int, n_frames: int | None = None) -> FramePrompts:
-        """The prompts of ``frame``: those of the last key ``<= frame`` (the first key before it)."""
+    def at(self, frame: int, n_frames: int | None = None, audio: AudioSource | None = None) -> FramePrompts:
+        """The prompts of ``frame``: those of the last key ``<= frame`` (the first key before it). ``audio``: the
+        soundtrack's features, needed when a key or a weight reads them (:attr:`uses_audio`)."""
         if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
             raise PromptError(f"frame must be an integer >= 0, found {frame!r}", setting=self.setting)
-        frames, prompts = self._resolved(n_frames)
+        frames, prompts = self._resolved(n_frames, audio)
         fp = prompts[max(0, bisect.bisect_right(frames, int(frame)) - 1)]
-        return _evaluate_weights(fp, int(frame), n_frames, self.setting) if _has_expr(fp) else fp
+        return _evaluate_weights(fp, int(frame), n_frames, self.setting, audio) if _has_expr(fp) else fp
 
-    def items(self, n_frames: int | None = None) -> list[tuple[int, FramePrompts]]:
+    def items(self, n_frames: int | None = None, audio: AudioSource | None = None) -> list[tuple[int, FramePrompts]]:
         """(frame, prompts) for each key, sorted by frame, duplicates resolved (last wins)."""
-        frames, prompts = self._resolved(n_frames)
+        frames, prompts = self._resolved(n_frames, audio)
         return list(zip(frames, prompts, strict=True))
 
-    def changes(self, n_frames: int) -> list[int]:
+    def changes(self, n_frames: int, audio: AudioSource | None = None) -> list[int]:
         """Sorted frames in ``[0, n_frames)`` where the prompts differ from the previous frame (0 always)."""
-        frames, prompts = self._resolved(n_frames)
+        frames, prompts = self._resolved(n_frames, audio)
         if any(_has_expr(fp) for fp in prompts):
             # Weights that follow the frame: compare every frame with the one before it.
             out = [0]
-            prev = self.at(0, n_frames)
+            prev = self.at(0, n_frames, audio)
             for frame in range(1, n_frames):
-                cur = self.at(frame, n_frames)
+                cur = self.at(frame, n_frames, audio)
                 if cur != prev:
                     out.append(frame)
                 prev = cur
