@@ -9,6 +9,7 @@ import numpy as np
 
 from discolib.errors import DiscolibError
 from discolib.io.fonts import label_font_families
+from discolib.schedules.expr import AudioSource
 from discolib.schedules.keyframes import Schedule, StringSchedule, check_frames
 
 if TYPE_CHECKING:
@@ -25,8 +26,10 @@ def plot_schedule(
     ax: Axes | None = None,
     *,
     seed: int = 0,
+    audio: AudioSource | None = None,
 ) -> Figure:
-    """Plot a schedule over ``n_frames`` frames (keys marked); saves a PNG/SVG to ``path`` when given.
+    """Plot a schedule over ``n_frames`` frames (keys marked); saves a PNG/SVG to ``path`` when given. ``audio``:
+    the soundtrack's features, for a schedule that reads them (its curve over the song).
 
     A new figure is a plain ``Figure`` on the Agg canvas (no pyplot state, works headless). String schedules are
     drawn as steps between their distinct values. Needs matplotlib (``pip install "discolib[notebook]"``); without
@@ -52,14 +55,14 @@ def plot_schedule(
         fig = ax.get_figure()  # type: ignore[assignment]
     frames = np.arange(check_frames(n_frames, sched.setting))
     if isinstance(sched, StringSchedule):
-        labels = sched.values(n_frames)
+        labels = sched.values(n_frames, audio)
         options = sched.options
         ax.step(frames, [options.index(v) for v in labels], where="post")
         ax.set_yticks(range(len(options)), options, fontfamily=families)
     else:
-        values = sched.values(n_frames, seed=seed)
+        values = sched.values(n_frames, seed=seed, audio=audio)
         ax.plot(frames, values, lw=1.5)
-        keys = sorted({k.frame_for(n_frames) for k in sched.keys} & set(range(n_frames)))  # keys outside the run are ignored
+        keys = sorted({k.frame_for(n_frames, audio) for k in sched.keys} & set(range(n_frames)))  # keys outside the run are ignored
         ax.plot(keys, values[keys], "o", ms=4)
     ax.set_xlabel("frame")
     ax.set_title(sched.setting or sched.text[:60], fontsize=9, fontfamily=families)
