@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("discolib.errors", "discolib.ops"),
     ("discolib.io",),
     ("discolib.schedules",),
+    ("discolib.audio",),
     ("discolib.config",),
     ("discolib.models",),
     ("discolib.guidance",),

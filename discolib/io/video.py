@@ -53,7 +53,7 @@ from typing import IO, Literal
 import numpy as np
 import torch
 
-from discolib.errors import InputError
+from discolib.io.ffmpeg import VideoError, ff_path, ffmpeg_exe, ffmpeg_report
 from discolib.io.files import atomic_path
 from discolib.io.inputs import expand_path
 
@@ -75,30 +75,10 @@ FRAME_NAME = re.compile(r"^(\d{6})\.png$")
 _STDERR_TAIL_LINES = 15
 
 
-class VideoError(InputError):
-    """A video cannot be written or read; the message names the setting or path and, for ffmpeg failures, ends
-    with the last lines ffmpeg wrote to stderr."""
-
-
 # ---------------------------------------------------------------------------------------------- ffmpeg plumbing
-
-
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary bundled with imageio-ffmpeg."""
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        raise VideoError("video needs the imageio-ffmpeg package (pip install imageio-ffmpeg)") from None
-    try:
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except RuntimeError as exc:
-        raise VideoError(f"imageio-ffmpeg found no ffmpeg binary: {exc}") from None
-
-
-def _ff_path(path: Path) -> str:
-    """A path as an ffmpeg URL that is always the local file: absolute and ``file:``-prefixed."""
-    return "file:" + os.path.abspath(path)
-
+# (the binary, its path URLs and its stream report live in the torch-free discolib.io.ffmpeg, shared with audio)
+_ff_path = ff_path
+_ffmpeg_report = ffmpeg_report
 
 
 def _tail(text: str, n: int = _STDERR_TAIL_LINES) -> str:
@@ -526,17 +506,6 @@ def _parse_probe(report: str) -> VideoProbe | None:
     audio = re.search(r"^\s*Stream #0:\d+\S*: Audio: (\S+)", report, flags=re.MULTILINE)
     audio_codec = audio.group(1).rstrip(",") if audio else None
     return VideoProbe(container, codec, pix_fmt, width, height, fps, duration, audio_codec)
-
-
-def _ffmpeg_report(path: Path) -> str:
-    """ffmpeg's description of a file's streams (``ffmpeg -i``; the header is read, nothing is decoded)."""
-    proc = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _ff_path(path)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-    )
-    # Without an output ffmpeg always exits non-zero; the report on stderr is what matters.
-    return proc.stderr.decode("utf-8", errors="replace")
 
 
 def _existing(path: str | Path, setting: str) -> Path:
