@@ -20,8 +20,11 @@ import torch
 
 from discolib.animation.policy import AnimationPolicy, policy_for
 from discolib.animation.video_input import video_guidance, video_seed_base
+from discolib.audio import AudioFeatures
 from discolib.config.settings import Settings, SettingsError
+from discolib.io.files import safe_folder_name
 from discolib.io.images import check_image, load_image
+from discolib.io.inputs import expand_path
 from discolib.io.video import check_soundtrack, first_frame, read_video_frames, video_info
 from discolib.ops import stream_seed
 from discolib.schedules.keyframes import Schedule
@@ -29,7 +32,9 @@ from discolib.schedules.prompts import FramePrompts, PromptSchedule
 
 __all__ = [
     "RenderPlan",
+    "audio_cache_dir",
     "check_inputs",
+    "plan_audio",
     "SCHEDULE_FIELDS",
     "VIDEO_SUFFIXES",
     "diffused_frames",
@@ -70,14 +75,32 @@ SCHEDULE_FIELDS = (
 #: An init image with one of these suffixes is a video: its first frame starts the animation.
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
 
-def evaluate_schedules(settings: Settings, n_frames: int, seed: int) -> dict[str, np.ndarray]:
-    """Every keyframe schedule evaluated for all frames at once: name -> float64 array ``(n_frames,)``."""
+def evaluate_schedules(
+    settings: Settings, n_frames: int, seed: int, audio: AudioFeatures | None = None
+) -> dict[str, np.ndarray]:
+    """Every keyframe schedule evaluated for all frames at once: name -> float64 array ``(n_frames,)``; ``audio``
+    (the soundtrack's features) for the schedules that read it."""
     anim = settings.animation
     out: dict[str, np.ndarray] = {}
     for name in SCHEDULE_FIELDS:
         sched = Schedule.parse(getattr(anim, name), setting=f"animation.{name}", interpolation=anim.interpolation)
-        out[name] = sched.values(n_frames, seed=seed)
+        out[name] = sched.values(n_frames, seed=seed, audio=audio)
     return out
+
+
+def audio_cache_dir(settings: Settings) -> Path:
+    """Where a render keeps its soundtrack analyses: ``<output_root>/<batch>/.cache/audio`` (inside the folder the
+    user chose; shared by the batch's runs, so a resume or a second render of the same song does not re-analyse)."""
+    root = expand_path(settings.run.output_root, setting="run.output_root")
+    return root / safe_folder_name(settings.run.batch_name) / ".cache" / "audio"
+
+
+def plan_audio(settings: Settings, cache_dir: Path | None = None) -> AudioFeatures | None:
+    """The soundtrack's features when the schedules or prompts read them (else None: no analysis), cached in
+    ``cache_dir`` (default :func:`audio_cache_dir`)."""
+    if not settings.uses_audio():
+        return None
+    return settings.audio_features(audio_cache_dir(settings) if cache_dir is None else cache_dir)
 
 
 def diffused_frames(settings: Settings, n_frames: int, policy: AnimationPolicy | None = None) -> list[bool]:
@@ -167,12 +190,21 @@ def check_inputs(settings: Settings) -> None:
         check_image(init, setting="guidance.init_image")
     if settings.prompts.image_prompts:
         schedule = PromptSchedule.from_any(settings.prompts.image_prompts, setting="prompts.image_prompts")
-        items = schedule.items(settings.n_frames() if animated else 1)  # stills use frame 0's image prompts
-        for source in dict.fromkeys(p.text for _, fp in items for p in fp.positive):  # each distinct image once
+        # every key's images (keys past the last frame too, as before; beat_frame keys need no song for this)
+        for source in dict.fromkeys(p.text for fp in schedule.prompts for p in fp.positive):  # each distinct image once
             check_image(source, setting="prompts.image_prompts")
     out = settings.output
     if animated and out.make_video and out.soundtrack and out.video_format == "mp4":
         check_soundtrack(out.soundtrack)  # a bad audio file must not surface after the last frame
+    audio = plan_audio(settings)  # analysed (and cached) now: a bad song fails before the run folder exists
+    if audio is not None and animated:
+        # The schedules and prompt keys that read the song, on its real features: a domain error (log(bass(t)) on
+        # a silent frame) or a beat_frame(n) of a song without beats is reported now, not mid-run.
+        n = settings.n_frames()
+        evaluate_schedules(settings, n, 0, audio)
+        for name in ("prompts.text_prompts", "prompts.image_prompts"):
+            if settings.get(name):
+                PromptSchedule.from_any(settings.get(name), setting=name).items(n, audio)
 
 
 @dataclass(frozen=True)
@@ -187,6 +219,7 @@ class RenderPlan:
         values: each keyframe schedule of :data:`SCHEDULE_FIELDS` as a float64 array ``(n_frames,)`` (empty for
             stills, which read no schedule).
         prompts, image_prompts: the text and image prompt schedules (``image_prompts`` None without any).
+        audio: the soundtrack's features when the schedules or prompts read them, else None.
         strength: each frame's init strength in Deforum's sense (fraction of the init kept): the latent
             ``strength_schedule``, or guided mode's ``frames_skip_steps`` as a fraction, the same for every frame.
         first_strength: frame 0's (and a still's) init strength: ``latent.strength``, or
@@ -207,14 +240,18 @@ class RenderPlan:
     first_strength: float
     init_scale: float | None
     cfg_scale: np.ndarray | None
+    audio: AudioFeatures | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RenderPlan:
-        """The plan of ``settings`` (validated, with a fixed ``run.seed``)."""
+    def from_settings(cls, settings: Settings, *, audio: AudioFeatures | None = None) -> RenderPlan:
+        """The plan of ``settings`` (validated, with a fixed ``run.seed``); ``audio``: the soundtrack's features
+        (default: :func:`plan_audio`'s, analysed or loaded from the batch's cache when the settings read them)."""
         anim, seed = settings.animation, settings.run.seed
         animated = anim.animation_mode != "None"
+        if audio is None:
+            audio = plan_audio(settings)
         n = settings.n_frames()
-        values = evaluate_schedules(settings, n, seed) if animated else {}
+        values = evaluate_schedules(settings, n, seed, audio) if animated else {}
         guided = settings.image.mode == "guided"
         if guided:
             strength = np.full(n, settings.frames_skip_fraction() if animated else 0.0)
@@ -246,6 +283,7 @@ class RenderPlan:
             first_strength=first,
             init_scale=init_scale,
             cfg_scale=values["cfg_scale_schedule"] if animated and not guided else None,
+            audio=audio,
         )
 
     @property
@@ -259,9 +297,10 @@ class RenderPlan:
     def prompts_at(self, i: int) -> tuple[FramePrompts, FramePrompts | None]:
         """The text and image prompts that hold at frame ``i`` (stills all use frame 0's, as Disco)."""
         if not self.animated:
-            return self.prompts.at(0), self.image_prompts.at(0) if self.image_prompts else None
-        n = self.n_frames
-        return self.prompts.at(i, n), self.image_prompts.at(i, n) if self.image_prompts else None
+            first = self.image_prompts.at(0, None, self.audio) if self.image_prompts else None
+            return self.prompts.at(0, None, self.audio), first
+        n, audio = self.n_frames, self.audio
+        return self.prompts.at(i, n, audio), self.image_prompts.at(i, n, audio) if self.image_prompts else None
 
     def generator(self, purpose: str, i: int) -> torch.Generator:
         """A CPU generator of its own for ``purpose`` at frame ``i`` (never the global RNG): seeded by

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from discolib.audio import AudioFeatures, audio_duration, audio_features, frames_for_duration
 from discolib.errors import InputError
 from discolib.io.files import write_text_atomic
 from discolib.io.inputs import MAX_JSON_DEPTH, expand_path, json_depth_ok, loads_json, read_user_text
@@ -52,6 +53,8 @@ __all__ = [
 ]
 
 _UNSET = object()
+#: The most frames an animation may have (animation.max_frames' bound; a soundtrack's length is cut to it).
+MAX_ANIMATION_FRAMES = 1_000_000
 
 
 class SettingsError(InputError):
@@ -209,7 +212,11 @@ class AnimationSettings:
     """Keyframed motion and coherence (Disco and Deforum)."""
 
     animation_mode: Literal["None", "2D", "3D", "Video Input"] = _f("None", help="None (stills), 2D, 3D or Video Input.")
-    max_frames: int = _f(10000, help="Number of frames of an animation.", min=1, max=1_000_000)
+    max_frames: int = _f(10000, help="Number of frames of an animation (\"audio\": as long as output.soundtrack, which sets length_from_soundtrack).", min=1, max=MAX_ANIMATION_FRAMES)
+    length_from_soundtrack: bool = _f(False, help="Make the animation as long as output.soundtrack at output.fps (max_frames is then ignored); max_frames: \"audio\" in a settings file turns it on.")
+    beat_decay: float = _f(0.25, help="Seconds over which beat(t) and bar(t) in keyframe strings fall from 1 on the beat to 0.", min=0.001, max=60.0)
+    beats_per_bar: int = _f(4, help="Beats per bar of the soundtrack: bar(t) and bar_frame(n) count bars of this many beats.", min=1, max=32)
+    first_downbeat: int = _f(-1, help="Which of the first beats starts a bar (0 = the first tracked beat); -1 finds it from the low-frequency onsets (the kick usually falls on the one).", min=-1, max=31)
     interpolation: Literal["linear", "quadratic", "cubic", "step", "ease-in-out", "pchip"] = _f("linear", help="How numeric keyframes are tweened: Deforum's linear, quadratic and cubic (splines, as its pandas interpolation); step, ease-in-out and pchip (monotone cubic) are discolib's.")
     angle: str = _f("0:(0)", help="2D rotation, degrees per frame (counter-clockwise).", kind="schedule")
     zoom: str = _f("0: (1), 10: (1.05)", help="2D zoom factor per frame.", kind="schedule")
@@ -293,7 +300,7 @@ class OutputSettings:
     fps: float = _f(12.0, help="Frames per second of the video.", min=0.1, max=240.0)
     make_video: bool = _f(True, help="Write the video when an animation finishes.")
     video_format: Literal["mp4", "gif"] = _f("mp4", help="mp4 (H.264, yuv420p) or gif.")
-    soundtrack: str = _f("", help="Optional audio file muxed into the mp4.", kind="path")
+    soundtrack: str = _f("", help="Optional audio file muxed into the mp4; keyframe strings can follow it (bass(t), beat(t), beat_frame(n) ...).", kind="path")
     preview_video_every: int = _f(0, help="Rewrite a preview video every N frames (0 off).", min=0)
 
 
@@ -393,7 +400,10 @@ class Settings:
         if mode not in ("guided", "latent"):
             raise SettingsError(f"expected one of 'guided', 'latent', got {_show(mode)}", field="image.mode")
         s = cls.defaults(mode)
-        for name, value in flat.items():
+        # max_frames "audio" turns length_from_soundtrack on: applied last, so a file that also holds the flag's
+        # default (every file `discolib init` writes) still gets the song's length
+        order = sorted(flat.items(), key=lambda kv: kv[0] == "animation.max_frames" and isinstance(kv[1], str))
+        for name, value in order:
             s.set(name, value, validate_field=validate)
         if validate:
             s.validate()
@@ -431,8 +441,14 @@ class Settings:
         return getattr(getattr(self, group), fname)
 
     def set(self, name: str, value: Any, *, validate_field: bool = True) -> None:
-        """Set one field by dotted (``animation.zoom``) or plain (``zoom``) name, coercing and checking it."""
+        """Set one field by dotted (``animation.zoom``) or plain (``zoom``) name, coercing and checking it.
+
+        ``max_frames = "audio"`` turns ``animation.length_from_soundtrack`` on (and leaves max_frames as it is).
+        """
         group, fname = resolve_name(name)
+        if (group, fname) == ("animation", "max_frames") and isinstance(value, str) and value.strip().lower() == "audio":
+            self.animation.length_from_soundtrack = True
+            return
         if validate_field:
             value = coerce_value(f"{group}.{fname}", value)
         setattr(getattr(self, group), fname, value)
@@ -479,10 +495,22 @@ class Settings:
                 field="guidance.skip_steps",
             )
         anim = self.animation
-        if anim.animation_mode != "None" and anim.cadence > anim.max_frames:
+        if anim.beats_per_bar <= anim.first_downbeat:
             raise SettingsError(
-                f"cadence {anim.cadence} is larger than animation.max_frames ({anim.max_frames})",
-                field="animation.cadence",
+                f"must be -1 (find it) or a beat 0 to {anim.beats_per_bar - 1} of a bar of animation.beats_per_bar "
+                f"({anim.beats_per_bar}) beats, got {anim.first_downbeat}",
+                field="animation.first_downbeat",
+            )
+        if anim.animation_mode != "None" and anim.length_from_soundtrack and not self.output.soundtrack:
+            raise SettingsError(
+                "the animation's length comes from output.soundtrack, which is empty: set a soundtrack or turn "
+                "length_from_soundtrack off",
+                field="animation.length_from_soundtrack",
+            )
+        if anim.animation_mode != "None" and anim.cadence > self.n_frames():
+            frames = "the soundtrack's frames" if anim.length_from_soundtrack else "animation.max_frames"
+            raise SettingsError(
+                f"cadence {anim.cadence} is larger than {frames} ({self.n_frames()})", field="animation.cadence"
             )
         if anim.animation_mode == "Video Input" and not anim.video_init_path:
             raise SettingsError("Video Input mode needs a video path", field="animation.video_init_path")
@@ -509,8 +537,48 @@ class Settings:
         return self
 
     def n_frames(self) -> int:
-        """Images the run makes (the one definition): ``animation.max_frames`` frames, or ``run.n_batches`` stills."""
-        return self.animation.max_frames if self.animation.animation_mode != "None" else self.run.n_batches
+        """Images the run makes (the one definition): ``run.n_batches`` stills, or the animation's frames:
+        ``animation.max_frames``, or with ``animation.length_from_soundtrack`` the soundtrack's duration times
+        ``output.fps`` rounded up (read from the audio file's header)."""
+        anim = self.animation
+        if anim.animation_mode == "None":
+            return self.run.n_batches
+        if anim.length_from_soundtrack and self.output.soundtrack:
+            return min(frames_for_duration(audio_duration(self.output.soundtrack), self.output.fps), MAX_ANIMATION_FRAMES)
+        return anim.max_frames
+
+    def audio_features(self, cache_dir: str | Path | None = None) -> AudioFeatures | None:
+        """The soundtrack's per-frame features at ``output.fps`` with the animation's beat settings (the one place
+        settings turn into :class:`~discolib.audio.AudioFeatures`), or None without ``output.soundtrack``. The
+        analysis is cached in ``cache_dir`` (and per process) by the file's content hash."""
+        out, anim = self.output, self.animation
+        if not out.soundtrack:
+            return None
+        return audio_features(
+            out.soundtrack,
+            out.fps,
+            beat_decay=anim.beat_decay,
+            beats_per_bar=anim.beats_per_bar,
+            first_downbeat=anim.first_downbeat,
+            cache_dir=None if cache_dir is None else Path(cache_dir),
+            setting="output.soundtrack",
+        )
+
+    def uses_audio(self) -> list[str]:
+        """The settings whose keyframe strings or prompt schedules read the soundtrack (in schema order)."""
+        found = []
+        for name in iter_fields():
+            kind = _FIELDS[name].kind
+            value = self.get(name)
+            if kind == "schedule" and Schedule.parse(value, setting=name).uses_audio:
+                found.append(name)
+            elif kind == "prompts" and value and PromptSchedule.from_any(value, setting=name).uses_audio:
+                found.append(name)
+        return found
+
+    def _check_frames(self) -> int:
+        """Frames over which validation evaluates schedules: the animation's, at most 100 000 (instant checks)."""
+        return max(1, min(self.n_frames() if self.animation.animation_mode != "None" else self.animation.max_frames, 100_000))
 
     def frames_skip_fraction(self) -> float:
         """Disco's ``animation.frames_skip_steps`` (``"60%"`` or a step count) as a fraction of ``image.steps``:
@@ -527,11 +595,14 @@ class Settings:
         """Keyframe schedules with a range must stay in it on every frame: checked here, before a run folder exists,
         not mid-run by the warp or the anti-blur."""
         anim = self.animation
-        n = max(1, min(anim.max_frames, 100_000))
+        n = self._check_frames()
 
         def values(field_name: str) -> Any:
             text = getattr(anim, field_name)
-            return Schedule.parse(text, setting=f"animation.{field_name}", interpolation=anim.interpolation).values(n)
+            sched = Schedule.parse(text, setting=f"animation.{field_name}", interpolation=anim.interpolation)
+            if sched.uses_audio:  # checked on the song's real features by the plan, before the first frame
+                return None
+            return sched.values(n)
 
         kernel = values("antiblur_kernel")
         checks = (
@@ -546,6 +617,8 @@ class Settings:
             ("fov", values("fov"), lambda v: (v != 0) & (abs(v) < 180), "a field of view with 0 < |fov| < 180 degrees"),
         )
         for field_name, vals, ok, expected in checks:
+            if vals is None or (field_name == "antiblur_sigma" and kernel is None):
+                continue
             bad = (~ok(vals)).nonzero()[0]
             if bad.size:
                 k = int(bad[0])
@@ -567,8 +640,9 @@ class Settings:
         """
         info = field_info(name)
         if info.kind == "schedule":
-            n = max(1, min(self.animation.max_frames, 100_000))
-            validate_schedule(value, info.name, n_frames=n, interpolation=self.animation.interpolation)
+            validate_schedule(value, info.name, n_frames=self._check_frames(), interpolation=self.animation.interpolation)
+            if not self.output.soundtrack:
+                Schedule.parse(value, setting=info.name).require_audio(None)
         elif info.kind == "cut_schedule":
             # Cut counts are whole numbers; the inner-cut power and grey probability are fractions.
             kind = float if info.name.endswith(("ic_pow", "icgray_p")) else int
@@ -579,8 +653,14 @@ class Settings:
                 schedule = PromptSchedule.from_any(value, setting=info.name)
             except ValueError as exc:
                 raise SettingsError(str(exc).removeprefix(f"{info.name}: "), field=info.name) from None
+            if schedule.uses_audio and not self.output.soundtrack:
+                raise SettingsError(
+                    "reads the soundtrack (beat_frame, bar_frame or a weight such as `bass(t)`), but there is none: "
+                    "set output.soundtrack",
+                    field=info.name,
+                )
             if info.name == "prompts.image_prompts":
-                for _, frame_prompts in schedule.items(max(1, min(self.animation.max_frames, 100_000))):
+                for frame_prompts in schedule.prompts:
                     for prompt in frame_prompts.positive:
                         _check_path(info.name, prompt.text)
 

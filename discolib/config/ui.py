@@ -388,6 +388,8 @@ _LAYOUT: list[tuple[str, list[tuple[str, list[_Row]]]]] = [
         ("Frames", [
             _r("animation.max_frames", "Frames", "Number of frames to render",
                ("Disco: max_frames", "Deforum: max_frames"), animation_modes=ANIMATED),
+            _r("animation.length_from_soundtrack", "As long as the soundtrack",
+               "Render as many frames as the soundtrack lasts at the video's frame rate", (), animation_modes=ANIMATED),
             _r("animation.interpolation", "Keyframe interpolation",
                "How values between keyframes are filled in: linear, cubic, step...",
                ("Disco: interp_spline",), animation_modes=ANIMATED, excluded=GUIDED_VIDEO),
@@ -628,6 +630,14 @@ _LAYOUT: list[tuple[str, list[tuple[str, list[_Row]]]]] = [
                "Rewrite a preview video every N frames while rendering; 0 is off",
                (), animation_modes=ANIMATED),
         ]),
+        ("Music", [
+            _r("animation.beat_decay", "Beat pulse decay (s)",
+               "How long beat(t) and bar(t) take to fall from 1 on the beat to 0", (), animation_modes=ANIMATED),
+            _r("animation.beats_per_bar", "Beats per bar", "Bars of this many beats for bar(t) and bar_frame(n)",
+               (), animation_modes=ANIMATED),
+            _r("animation.first_downbeat", "First downbeat",
+               "Which of the first beats starts a bar; -1 finds it from the kick", (), animation_modes=ANIMATED),
+        ]),
     ]),
 ]
 
@@ -690,6 +700,11 @@ _NEEDS: dict[str, tuple[Need, ...]] = {
     "animation.video_init_frames_skip_steps": (Need(("animation.video_init_honor_frames_skip_steps",), "true"),),
     "animation.video_output_blend": (Need(("animation.video_init_blend_mode",), "!=", "None"),),
     "output.soundtrack": (Need(("output.video_format",), "==", "mp4"),),
+    "animation.length_from_soundtrack": (Need(("output.soundtrack",), "!=", ""),),
+    "animation.beat_decay": (Need(("output.soundtrack",), "!=", ""),),
+    "animation.beats_per_bar": (Need(("output.soundtrack",), "!=", ""),),
+    "animation.first_downbeat": (Need(("output.soundtrack",), "!=", ""),),
+    "animation.max_frames": (Need(("animation.length_from_soundtrack",), "==", False),),
 }
 
 def _build() -> tuple[dict[str, FieldUI], list[tuple[str, list[tuple[str, list[str]]]]]]:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from discolib.animation.plan import diffused_frames
+from discolib.animation.plan import diffused_frames, plan_audio
 from discolib.animation.policy import GUIDED_POLICY, LATENT_POLICY
 from discolib.animation.video_input import video_guidance
 from discolib.config.settings import Settings
@@ -376,7 +376,9 @@ def _group(run: Any, passes: Any, skip: Any) -> list[tuple[int, int, float, int]
 def _schedule(settings: Settings, name: str, n: int) -> Any:
     anim = settings.animation
     sched = Schedule.parse(getattr(anim, name), setting=f"animation.{name}", interpolation=anim.interpolation)
-    return sched.values(n, seed=max(settings.run.seed, 0))
+    # a schedule on the soundtrack: its features (analysed by check_inputs before the budget, so cached by now)
+    audio = plan_audio(settings) if sched.uses_audio else None
+    return sched.values(n, seed=max(settings.run.seed, 0), audio=audio)
 
 
 def _guided_skip(settings: Settings) -> int:
@@ -405,7 +407,7 @@ def _plan(settings: Settings) -> _Plan:
             return _Plan([(steps - skip, 1, skip / steps, n)], 0, n)
         run = _latent_steps(steps, settings.latent.strength) if has_init else steps
         return _Plan([(run, 2 if settings.latent.cfg_scale > 1.0 else 1, 0.0, n)], n if has_init else 0, n)
-    n = anim.max_frames
+    n = settings.n_frames()
     video = anim.animation_mode == "Video Input"
     if guided and video and (vg := video_guidance(settings)) is not None:
         # Disco's Video Input runs its own step count and skips (video_init_*), every frame diffused.

@@ -120,6 +120,25 @@ def _prepare(
     return settings, folder, folder.read_record(), 0, folder.lock()
 
 
+#: run.json's extra key for the SHA-256 of the soundtrack a run's schedules read.
+SOUNDTRACK_KEY = "soundtrack_sha256"
+
+
+def _record_soundtrack(plan: RenderPlan, folder: RunFolder, record: RunRecord) -> None:
+    """Record the song the schedules follow; a resume whose song changed since is refused (its motion would
+    differ from the frames on disk)."""
+    if plan.audio is None:
+        return
+    sha = plan.audio.analysis.sha256
+    recorded = record.extra.get(SOUNDTRACK_KEY)
+    if recorded is not None and recorded != sha:
+        raise RunError(
+            f"output.soundtrack: the file changed since the run started (SHA-256 {str(recorded)[:12]}... then, "
+            f"{sha[:12]}... now) and the schedules follow it: restore that file or start a new run"
+        )
+    record.extra[SOUNDTRACK_KEY] = sha
+
+
 @contextmanager
 def cpu_threads(want: int) -> Iterator[int]:
     """torch's intra-op and OpenCV's thread counts set to ``want`` for the block, both restored after; yields the
@@ -213,6 +232,7 @@ def render(
         if translation:
             record.extra[RECORD_KEY] = translation
         plan = RenderPlan.from_settings(settings)
+        _record_soundtrack(plan, folder, record)
         n_frames, seeds = plan.n_frames, list(plan.seeds)
         with _recorded_threads(record, folder, settings.models.threads) as threads:
             record.frames_total = n_frames
