@@ -9,10 +9,12 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from discolib import Settings, __version__, apply_preset, preset_mode
 from discolib.config.importers import import_settings
@@ -39,6 +41,8 @@ examples:
   discolib schedule "0:(0), 30:(sin(t/5))" --frames 60 --plot curve.png
   discolib animate photo.jpg --camera orbit --seconds 4 -o orbit.mp4
   discolib animate photo.jpg --camera path.json --stereo sbs --mesh photo.glb -o sbs.mp4
+  discolib audio song.mp3 --fps 15 --plot song.png
+  discolib audio song.mp3 --fps 15 --export-keyframes "zoom=1+0.04*bass" --export-keyframes "translation_z=10*beat"
 """
 
 
@@ -123,6 +127,27 @@ def _parser() -> argparse.ArgumentParser:
     sch.add_argument("--interpolation", default="linear", choices=list(INTERPOLATIONS))
     sch.add_argument("--seed", type=int, default=0, help="value of s in expressions")
     sch.add_argument("--plot", default=None, metavar="PNG", help="also save a plot of the curve")
+
+    aud = sub.add_parser(
+        "audio",
+        help="analyse a soundtrack at a frame rate: tempo, beats, bars; plot the features, export keyframe strings",
+    )
+    aud.add_argument("song", metavar="SONG", help="the audio file (wav, flac, ogg, mp3, m4a ...: anything ffmpeg reads)")
+    aud.add_argument("--fps", default=None, metavar="F", help="frames per second of the video (default: output.fps's default, 12)")
+    aud.add_argument("--plot", default=None, metavar="PNG", help="also save a plot of the features (and of the exported curves) per frame")
+    aud.add_argument(
+        "--export-keyframes",
+        action="append",
+        default=[],
+        metavar="NAME=EXPR",
+        help="(repeatable) evaluate EXPR (a keyframe value or string, e.g. zoom=1+0.04*bass or translation_z=10*beat) "
+        "at every frame of the song and print {NAME: \"0: (v0), 1: (v1), ...\"} as JSON on stdout, plain numbers a "
+        "Deforum or Disco settings file reads; the summary then goes to stderr",
+    )
+    aud.add_argument("--beat-decay", default=None, metavar="S", help="seconds a beat(t) pulse takes to fall from 1 to 0 (animation.beat_decay, default 0.25)")
+    aud.add_argument("--beats-per-bar", default=None, metavar="N", help="beats in a bar (animation.beats_per_bar, default 4)")
+    aud.add_argument("--first-downbeat", default=None, metavar="K", help="which of the first beats (0-based) is a bar's first beat; -1 = found from the bass (animation.first_downbeat, default -1)")
+    aud.add_argument("--json", action="store_true", help="print the summary as one JSON object (with the exported keyframes under \"keyframes\")")
     return p
 
 
@@ -319,6 +344,151 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audio_int(text: str, option: str, what: str) -> int:
+    """A whole number of ``discolib audio``'s options, or a one-line CliError naming the option."""
+    try:
+        return int(text)
+    except ValueError:
+        raise CliError(f"{option}: expected {what}, got {text!r}") from None
+
+
+def _audio_exports(assignments: list[str]) -> dict[str, str]:
+    """``--export-keyframes NAME=EXPR`` options as ``{NAME: EXPR}`` (in order; a repeated NAME is refused)."""
+    exports: dict[str, str] = {}
+    for assignment in assignments:
+        name, sep, expr = assignment.partition("=")
+        name = name.strip()
+        if not sep:
+            raise CliError(f"--export-keyframes: expected NAME=EXPR (e.g. zoom=1+0.04*bass), got {assignment!r}")
+        if not name.isidentifier() or not name.isascii():
+            raise CliError(f"--export-keyframes: NAME must be a setting name such as zoom or translation_z, got {name!r}")
+        if name in exports:
+            raise CliError(f"--export-keyframes: {name} is given twice")
+        if not expr.strip():
+            raise CliError(f"--export-keyframes {name}: expected a keyframe value after '=', e.g. {name}=1+0.04*bass")
+        exports[name] = expr
+    return exports
+
+
+def _plot_target(text: str) -> tuple[Path, str]:
+    """Where ``--plot`` writes and the image format its suffix names (checked before the analysis, which takes
+    seconds); matplotlib is optional (the `notebook` extra), so a missing one is a one-line error saying so."""
+    try:
+        # Here for start-up time, and because matplotlib is optional: only --plot needs it.
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise CliError('--plot needs matplotlib: pip install "discolib[notebook]"') from None
+    path = expand_path(text, setting="--plot")
+    suffix = path.suffix.lower().lstrip(".") or "png"
+    if suffix not in FigureCanvasBase.get_supported_filetypes():
+        raise CliError(f"--plot: expected a file name ending in .png, .svg or .pdf, got {text!r}")
+    if path.is_dir():
+        raise CliError(f"--plot: {path} is a folder; expected an image file name such as features.png")
+    return path, suffix
+
+
+def _cmd_audio(args: argparse.Namespace) -> int:
+    # Here for start-up time: export_keyframes is light, but the analysis imports librosa (seconds, on first use).
+    from discolib.schedules.keyframes import export_keyframes
+
+    song = expand_path(args.song, setting="SONG")
+    if not song.is_file():  # said before the options' checks below, which read the defaults of every setting
+        raise CliError(f"SONG: {song}: no such file" if not song.exists() else f"SONG: {song}: not a file")
+    settings = Settings()
+    # Each option is the setting of the same meaning, checked by it (the range a render would accept), so that the
+    # numbers printed here are what a render of those settings evaluates.
+    options = [
+        ("--fps", "output.fps", args.fps, float, "a number of frames per second"),
+        ("--beat-decay", "animation.beat_decay", args.beat_decay, float, "a decay in seconds"),
+        ("--beats-per-bar", "animation.beats_per_bar", args.beats_per_bar, int, "a whole number of beats"),
+        ("--first-downbeat", "animation.first_downbeat", args.first_downbeat, int, "a beat index (0-based) or -1"),
+    ]
+    for option, name, text, kind, what in options:
+        if text is None:
+            continue
+        value = _audio_int(text, option, what) if kind is int else _animate_number(text, option, float, what)
+        try:
+            settings.set(name, value)
+        except SettingsError as exc:
+            raise CliError(f"{option} ({name}): {exc.reason}") from None
+    bpb, first = settings.animation.beats_per_bar, settings.animation.first_downbeat
+    if first >= bpb:  # each option alone was in range; together they are not
+        raise CliError(f"--first-downbeat (animation.first_downbeat): expected -1 (auto) or 0 to {bpb - 1} with {bpb} beats per bar, got {first}")
+    exports = _audio_exports(args.export_keyframes)
+    plot = _plot_target(args.plot) if args.plot else None
+
+    settings.set("output.soundtrack", str(song))
+    features = settings.audio_features()  # the one place settings become features: what a render evaluates
+    if features is None:  # pragma: no cover (output.soundtrack is set just above)
+        raise CliError("SONG: no soundtrack")
+    # `s` in an expression is 0, as in `discolib schedule` without --seed (a render's is its run's seed).
+    keyframes = {
+        name: export_keyframes(expr, features.n_frames, audio=features, seed=0, setting=f"--export-keyframes {name}")
+        for name, expr in exports.items()
+    }
+    summary = _audio_summary(song, features)
+    if plot is not None:
+        _save_audio_plot(features, plot, exports)
+    if args.json:
+        print(json.dumps({**summary, **({"keyframes": keyframes} if keyframes else {})}, indent=2, ensure_ascii=False))
+    else:
+        # With exports, stdout is only their JSON object (`> keys.json` gives a file to paste from); the summary,
+        # for the person at the terminal, goes to stderr.
+        out = sys.stderr if keyframes else sys.stdout
+        for line in _audio_lines(summary):
+            print(line, file=out)
+        if keyframes:
+            print(json.dumps(keyframes, indent=2, ensure_ascii=False))
+    if plot is not None:
+        print(f"# plot written to {plot[0]}", file=sys.stderr)
+    return 0
+
+
+def _audio_summary(song: Path, features: Any) -> dict[str, Any]:
+    """The features' summary plus what a user keys on: the first beat's and the first bar's frame (None: none)."""
+    summary = {"song": str(song), **features.summary()}
+    summary.update(
+        beats_per_bar=features.beats_per_bar,
+        first_downbeat=features.first_downbeat,
+        beat_decay=features.beat_decay,
+        first_beat_frame=int(features.beat_frames[0]) if len(features.beat_frames) else None,
+        first_bar_frame=int(features.bar_frames[0]) if len(features.bar_frames) else None,
+    )
+    return summary
+
+
+def _audio_lines(summary: dict[str, Any]) -> list[str]:
+    fps = summary["fps"]
+    first_beat, first_bar = summary["first_beat_frame"], summary["first_bar_frame"]
+    return [
+        f"song: {summary['song']}",
+        f"duration: {summary['duration']:.3f} s",
+        f"tempo: {summary['tempo']:.1f} BPM" if summary["tempo"] else "tempo: none (no beat found)",
+        f"beats: {summary['beats']}" + (f", the first at frame {first_beat}" if first_beat is not None else ""),
+        f"bars: {summary['bars']} of {summary['beats_per_bar']} beats"
+        + (f", the first at frame {first_bar} (first_downbeat {summary['first_downbeat']})" if first_bar is not None else ""),
+        f"frames: {summary['n_frames']} at {fps:g} fps",
+    ]
+
+
+def _save_audio_plot(features: Any, plot: tuple[Path, str], exports: dict[str, str]) -> None:
+    """plot_features' figure (with the exported curves) written atomically: never half an image under the name."""
+    from discolib.audio import plot_features  # here: matplotlib, optional and slow to import
+    from discolib.io.files import WriteError, atomic_path  # here too: only --plot writes a file
+
+    path, fmt = plot
+    curves = {
+        name: Schedule.parse(expr, setting=f"--export-keyframes {name}").values(features.n_frames, audio=features)
+        for name, expr in exports.items()
+    }
+    fig = plot_features(features, curves=curves or None)
+    with atomic_path(path, mkdir=True, error=lambda exc: WriteError(path, exc)) as tmp:
+        with warnings.catch_warnings():
+            # Without the CJK font package, CJK glyphs draw as boxes: a known fallback, not news for every plot.
+            warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+            fig.savefig(tmp, format=fmt, dpi=100)
+
+
 COMMANDS = {
     "init": _cmd_init,
     "validate": _cmd_validate,
@@ -327,6 +497,7 @@ COMMANDS = {
     "video": _cmd_video,
     "schedule": _cmd_schedule,
     "animate": _cmd_animate,
+    "audio": _cmd_audio,
 }
 
 
