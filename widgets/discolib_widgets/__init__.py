@@ -4,6 +4,7 @@ notebooks' helpers).
 Installed with ``pip install "discolib[notebook]"``; discolib itself never imports ipywidgets or this package.
 """
 
+from discolib_widgets.audio import SoundtrackView
 from discolib_widgets.curve import CurveEditor, CurveKey, keys_from_text, text_from_keys
 from discolib_widgets.fields import FieldControl, check_field, schedule_png
 from discolib_widgets.notebook import (
@@ -27,6 +28,7 @@ __all__ = [
     "RenderView",
     "RunIncomplete",
     "SettingsPanel",
+    "SoundtrackView",
     "ViewState",
     "apply_parameters",
     "check_field",

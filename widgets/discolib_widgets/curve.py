@@ -85,17 +85,21 @@ def _parsed(text: str, setting: str, interpolation: str = "linear") -> Schedule:
         return Schedule.parse(text, setting=setting, interpolation=interpolation)
 
 
-def keys_from_text(text: str, *, setting: str = "animation.zoom", max_frames: int = 100) -> list[CurveKey]:
+def keys_from_text(
+    text: str, *, setting: str = "animation.zoom", max_frames: int = 100, audio: Any = None
+) -> list[CurveKey]:
     """The keys of a keyframe string, sorted by frame; of two keys on one frame the later wins, as in a render.
 
     Raises the parser's :class:`~discolib.schedules.expr.ScheduleError` (an InputError naming ``setting`` and the
-    column) on bad text. ``max_frames`` resolves keys that use ``max_f``.
+    column) on bad text. ``max_frames`` resolves keys that use ``max_f``, ``audio`` (the soundtrack's features)
+    keys such as ``beat_frame(8)``; both kinds are read-only and written back verbatim.
     """
     sched = _parsed(text, setting)
     by_frame: dict[int, CurveKey] = {}
     for kf in sched.keyframes:
-        frame = kf.key.frame_for(max_frames) if kf.key.uses_max_f else kf.key.frame
-        key_text = kf.key.text if kf.key.uses_max_f else None
+        computed = kf.key.uses_max_f or bool(getattr(kf.key, "uses_audio", False))
+        frame = kf.key.frame_for(max_frames, audio) if computed else kf.key.frame
+        key_text = kf.key.text if computed else None
         if kf.number is not None:
             by_frame[frame] = CurveKey(frame, kf.number, None, key_text, _unwrap(kf.text))
         else:
@@ -149,16 +153,17 @@ def _sample_frames(n_frames: int, key_frames: Sequence[int]) -> np.ndarray:
 
 
 def _evaluate(
-    text: str, setting: str, max_frames: int, interpolation: str
+    text: str, setting: str, max_frames: int, interpolation: str, audio: Any = None
 ) -> tuple[list[CurveKey], list[list[float]]]:
     """Keys and the sampled curve ``[[frame, value], ...]`` of ``text``: the values a render uses (same parser,
-    interpolation and frame count). Raises the schedule's errors (ScheduleError for bad text or frame counts)."""
+    interpolation, frame count and soundtrack features ``audio``). Raises the schedule's errors (ScheduleError for
+    bad text or frame counts, or a string that reads the soundtrack without ``audio``)."""
     n = int(max_frames)
     sched = _parsed(text, setting, interpolation)
-    keys = keys_from_text(text, setting=setting, max_frames=n)
+    keys = keys_from_text(text, setting=setting, max_frames=n, audio=audio)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        values = sched.values(n)  # checks n (1 .. MAX_FRAMES) and raises the schedule's own errors
+        values = sched.values(n, audio=audio)  # checks n (1 .. MAX_FRAMES) and raises the schedule's own errors
     frames = _sample_frames(n, [k.frame for k in keys])
     return keys, [[int(f), float(v)] for f, v in zip(frames, values[frames], strict=True)]
 
@@ -200,16 +205,19 @@ class CurveEditor(anywidget.AnyWidget):
         setting: str = "animation.zoom",
         max_frames: int = 100,
         interpolation: str = "linear",
+        audio: Any = None,
         **kwargs: Any,
     ) -> None:
         from discolib.config.settings import field_info
 
-        self._last: tuple[tuple[str, str, int, str], tuple[list[CurveKey], list[list[float]]]] | None = None
+        self._last: tuple[tuple[Any, ...], tuple[list[CurveKey], list[list[float]]]] | None = None
+        #: The soundtrack's features (:class:`~discolib.audio.AudioFeatures`) for strings that read it; not synced.
+        self.audio: Any = audio
         #: The keys shown (``keyframes``) with their texts as written: an edit keeps the text of keys it did not move.
         self._keys: list[CurveKey] = []
         # The first state the browser gets already holds the keys and curve (no empty plot first).
         try:
-            self._keys, curve = _evaluate(text, setting, max_frames, interpolation)
+            self._keys, curve = _evaluate(text, setting, max_frames, interpolation, audio)
             first: dict[str, Any] = {"keyframes": [k.to_json() for k in self._keys], "curve": curve}
         except INPUT_ERRORS as exc:
             first = {"error": describe_error(exc)}
@@ -229,6 +237,12 @@ class CurveEditor(anywidget.AnyWidget):
     def _on_change(self, _change: dict[str, Any]) -> None:
         self._refresh()
 
+    def set_audio(self, audio: Any) -> None:
+        """Evaluate with the soundtrack's features ``audio`` (None: none) from now on, and redraw."""
+        if audio is not self.audio:
+            self.audio = audio
+            self._refresh()
+
     def _refresh(self) -> None:
         """Recompute keys, curve and error from the traits; on bad input keep the last good keys and curve."""
         try:
@@ -246,8 +260,9 @@ class CurveEditor(anywidget.AnyWidget):
         """:func:`_evaluate` with this editor's traits; the last result is kept (an edit from the browser is
         checked, then shown: one evaluation, not two)."""
         args = (text, self.setting, int(self.max_frames), self.interpolation)
-        if self._last is None or self._last[0] != args:
-            self._last = (args, _evaluate(*args))
+        key = (*args, None if self.audio is None else self.audio.key)
+        if self._last is None or self._last[0] != key:
+            self._last = (key, _evaluate(*args, self.audio))
         return self._last[1]
 
     # ------------------------------------------------------------------ browser -> text

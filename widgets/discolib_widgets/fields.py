@@ -13,7 +13,9 @@ import html
 import io
 import json
 import math
+import threading
 import warnings
+from collections import OrderedDict
 from typing import Any
 
 import ipywidgets as widgets
@@ -28,6 +30,7 @@ from discolib.schedules.keyframes import Schedule
 from discolib.schedules.plot import plot_schedule
 
 __all__ = [
+    "DRAW_LOCK",
     "INPUT_ERRORS",
     "MESSAGE_CHARS",
     "LABEL_PX",
@@ -37,9 +40,14 @@ __all__ = [
     "VALIDATE_FRAMES",
     "FieldControl",
     "PlotError",
+    "animation_frames",
+    "audio_schedule_png",
+    "audio_schedule_values",
     "check_field",
     "describe_error",
     "interpolation_of",
+    "plot_frames",
+    "reads_audio",
     "schedule_png",
 ]
 
@@ -60,6 +68,10 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (
 )
 # A message beside a field is cut to this many characters (an error may quote a 100 KB value).
 MESSAGE_CHARS = 600
+
+#: Held while a plot is drawn: matplotlib's font and text caches are not thread-safe, and the panel draws on the
+#: kernel's thread (typing) and on the soundtrack's analysis thread (the song's features arriving).
+DRAW_LOCK = threading.RLock()
 
 #: Width of the label column (px); help, messages and plots are indented by it.
 LABEL_PX = 200
@@ -144,7 +156,7 @@ def schedule_png(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    with warnings.catch_warnings():
+    with DRAW_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # duplicate-key warnings are shown beside the field, not twice
         sched = Schedule.parse(text, setting=setting, interpolation=interpolation)
         values = sched.values(n_frames) if n_frames > PLOT_POINTS else None  # the schedule's own errors, here
@@ -172,6 +184,122 @@ def schedule_png(
             detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
             raise PlotError(f"{setting}: valid, but too large to draw ({detail})") from None
     return buf.getvalue()
+
+
+def animation_frames(settings: Settings) -> int:
+    """The frames a schedule runs over: :meth:`Settings.n_frames` of an animation (the soundtrack's length when
+    ``animation.length_from_soundtrack`` is on); ``animation.max_frames`` for stills or when the frame count cannot
+    be known (a bad soundtrack: its error is shown under its own field)."""
+    n = settings.animation.max_frames
+    if settings.animation.animation_mode != "None":
+        try:
+            n = settings.n_frames()
+        except (*INPUT_ERRORS, OSError):
+            pass
+    return max(1, int(n))
+
+
+def plot_frames(settings: Settings) -> int:
+    """The frames a schedule's plot covers: :func:`animation_frames`, at most :data:`VALIDATE_FRAMES`."""
+    return min(animation_frames(settings), VALIDATE_FRAMES)
+
+
+def reads_audio(text: str, setting: str) -> bool:
+    """Whether the keyframe string reads the soundtrack (``bass(t)``, a ``beat_frame(8)`` key): the library's
+    ``Schedule.uses_audio``; False for text that does not parse (its error is shown by the field's check)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bool(Schedule.parse(text, setting=setting).uses_audio)
+    except INPUT_ERRORS:
+        return False
+
+
+# Evaluated audio schedules and their PNGs, per (text, setting, frames, interpolation, features key): redrawing a
+# field, or every field when the song's features arrive, evaluates and draws each curve once.
+_AUDIO_CACHE_SIZE = 64
+_audio_values: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
+_audio_pngs: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+_audio_lock = threading.Lock()
+
+
+def _cache_put(cache: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any) -> None:
+    with _audio_lock:
+        cache[key] = value
+        while len(cache) > _AUDIO_CACHE_SIZE:
+            cache.popitem(last=False)
+
+
+def audio_schedule_values(text: str, setting: str, n_frames: int, interpolation: str, audio: Any) -> np.ndarray:
+    """``Schedule.values(n_frames, audio=audio)`` of a keyframe string that reads the soundtrack (``audio``: the
+    song's :class:`~discolib.audio.AudioFeatures`; None raises the library's one-line error naming the setting).
+    Read-only; cached per features key."""
+    key = (text, setting, int(n_frames), interpolation, None if audio is None else audio.key)
+    with _audio_lock:
+        cached = _audio_values.get(key)
+    if cached is not None:
+        return cached
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate-key warnings are shown beside the field
+        values = Schedule.parse(text, setting=setting, interpolation=interpolation).values(n_frames, audio=audio)
+    values.flags.writeable = False
+    _cache_put(_audio_values, key, values)
+    return values
+
+
+def audio_schedule_png(
+    text: str,
+    setting: str,
+    n_frames: int,
+    interpolation: str,
+    audio: Any,
+    *,
+    size: tuple[int, int] = PLOT_SIZE,
+    scale: int = PLOT_SCALE,
+) -> bytes:
+    """PNG bytes of a keyframe string that reads the soundtrack, over ``n_frames`` frames of the song ``audio``
+    (:func:`audio_schedule_values`), with the song's beats (light) and bars (dark) as ticks; at most
+    :data:`PLOT_POINTS` frames drawn. Raises the schedule's ``ScheduleError`` and :class:`PlotError` as
+    :func:`schedule_png` does."""
+    key = (text, setting, int(n_frames), interpolation, audio.key, size, scale)
+    with _audio_lock:
+        cached = _audio_pngs.get(key)
+    if cached is not None:
+        return cached
+    values = audio_schedule_values(text, setting, n_frames, interpolation, audio)
+    # Here, not at the top: matplotlib takes about a second to import (as in schedule_png).
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    try:
+        with DRAW_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fig = Figure(figsize=(size[0] / 72, size[1] / 72), dpi=72 * scale)
+            FigureCanvasAgg(fig)
+            fig.subplots_adjust(left=0.14, right=0.97, bottom=0.27, top=0.88)
+            ax = fig.add_subplot()
+            n = len(values)
+            idx = np.unique(np.linspace(0, n - 1, min(n, PLOT_POINTS)).round().astype(np.int64))
+            # Beat and bar ticks: one LineCollection each (cheap however many beats the song has).
+            for frames, alpha in ((audio.beat_frames, 0.18), (audio.bar_frames, 0.45)):
+                inside = np.asarray(frames)[(np.asarray(frames) >= 0) & (np.asarray(frames) < n)]
+                if inside.size:
+                    ax.vlines(inside, 0, 1, transform=ax.get_xaxis_transform(), colors="#7b1fa2", lw=0.6, alpha=alpha)
+            ax.plot(idx, values[idx], lw=1.5)
+            ax.set_xlim(0, max(1, n - 1))
+            ax.set_xlabel("frame")
+            drawn = "" if len(idx) == n else f", {len(idx)} of {n} frames drawn"
+            ax.set_title(f"{setting} over the soundtrack (beats, bars{drawn})", fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.locator_params(nbins=4)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png")
+    except Exception as exc:  # matplotlib on values near 1e308 (as schedule_png)
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise PlotError(f"{setting}: valid, but too large to draw ({detail})") from None
+    png = buf.getvalue()
+    _cache_put(_audio_pngs, key, png)
+    return png
 
 
 class FieldInputError(SettingsError):
@@ -293,6 +421,14 @@ class FieldControl:
         self.curve: Any = None  # the CurveEditor (discolib_widgets.curve), made when first shown
         self.curve_note: widgets.HTML | None = None  # which interpolation the curve shows, and where it is set
         self._curve_link: widgets.link | None = None
+        #: The song's features (:class:`~discolib.audio.AudioFeatures`) for schedules that read the soundtrack, set
+        #: by the panel (:meth:`set_audio`); ``audio_note`` says why there are none (analysing, the file's error).
+        self.audio: Any = None
+        self.audio_note = ""
+        self._audio_note_error = False
+        #: The values the plot shows of a schedule that reads the soundtrack (``Schedule.values(.., audio=)``).
+        self.plot_values: np.ndarray | None = None
+        self._audio_message = ""  # the message HTML this control's audio plot put there (cleared when stale)
         row: list[widgets.Widget] = [self.label, self.input]
         parts: list[widgets.Widget] = []
         if self.info.kind == "schedule":
@@ -429,24 +565,45 @@ class FieldControl:
             # Never an empty Image on screen: the browser would draw a broken-image icon.
             self.plot.layout.display = "" if shown and len(self.plot.value) else "none"
 
+    def set_audio(self, features: Any, note: str = "", *, error: bool = False) -> None:
+        """The song's features for this schedule's plot, or None and the note saying why there are none (an
+        ``error`` is shown red under the field while the schedule reads the soundtrack)."""
+        self.audio, self.audio_note, self._audio_note_error = features, note, error
+        if self.curve is not None:
+            self.curve.set_audio(features)
+
+    def _audio_message_show(self, text: str, *, error: bool) -> None:
+        """A message of the audio plot under the field, unless an input error is shown there (it comes first)."""
+        if self._error:
+            return
+        value = (_ERROR_HTML if error else _WARNING_HTML).format(html.escape(text[:MESSAGE_CHARS]))
+        self.message.value = self._audio_message = value
+
+    def _audio_message_clear(self) -> None:
+        if self._audio_message and self.message.value == self._audio_message:
+            self.message.value = ""
+        self._audio_message = ""
+
     def update_plot(self, settings: Settings) -> None:
         """Show or hide the plot per its toggle; when shown, draw the Settings value (always valid text).
 
         While the curve editor is shown the plot stays hidden and is not drawn: the curve is the plot, and a drag
-        sends an edit every few tens of milliseconds (a PNG takes a good part of a second to draw).
+        sends an edit every few tens of milliseconds (a PNG takes a good part of a second to draw). A schedule that
+        reads the soundtrack is drawn over the song (:meth:`_update_audio_plot`).
         """
         if self.plot is None:
             return
+        text = settings.get(self.name)
+        if reads_audio(text, self.name):
+            self._update_audio_plot(settings, text)
+            return
+        self.plot_values = None
+        self._audio_message_clear()
         if not self.plot_shown or self.curve_shown:
             self._show_plot(False)
             return
         try:
-            png = schedule_png(
-                settings.get(self.name),
-                self.name,
-                settings.animation.max_frames,
-                interpolation_of(self.name, settings),
-            )
+            png = schedule_png(text, self.name, plot_frames(settings), interpolation_of(self.name, settings))
         except PlotError as exc:  # the value is valid, only its drawing failed: a note, not an error
             self._show_plot(False)  # not the previous value's plot, which would mislead
             if not self._error:
@@ -457,6 +614,34 @@ class FieldControl:
             self._show_plot(True)
             return
         self.plot.value = png
+        self._show_plot(True)
+
+    def _update_audio_plot(self, settings: Settings, text: str) -> None:
+        """A schedule that reads the soundtrack: its values over :func:`plot_frames` frames of the song (shown when
+        the plot is), or the one-line reason there are none under the field (whether the plot is shown or not)."""
+        assert self.plot is not None
+        n, interpolation = plot_frames(settings), interpolation_of(self.name, settings)
+        self.plot_values = None
+        try:
+            if self.audio is None and self.audio_note:  # analysing, or the soundtrack's own error
+                self._audio_message_show(self.audio_note, error=self._audio_note_error)
+                self._show_plot(False)
+                return
+            # Without features this raises the library's "reads the soundtrack, but there is none" line.
+            self.plot_values = audio_schedule_values(text, self.name, n, interpolation, self.audio)
+            self._audio_message_clear()
+            if not self.plot_shown or self.curve_shown:
+                self._show_plot(False)
+                return
+            self.plot.value = audio_schedule_png(text, self.name, n, interpolation, self.audio)
+        except PlotError as exc:
+            self._audio_message_show(str(exc), error=False)
+            self._show_plot(False)
+            return
+        except INPUT_ERRORS as exc:
+            self._audio_message_show(describe_error(exc), error=True)
+            self._show_plot(False)
+            return
         self._show_plot(True)
 
     # ------------------------------------------------------------------ curve editor
@@ -489,8 +674,9 @@ class FieldControl:
             self.curve = CurveEditor(
                 self.input.value,
                 setting=self.name,
-                max_frames=settings.animation.max_frames,
+                max_frames=animation_frames(settings),
                 interpolation=interpolation_of(self.name, settings),
+                audio=self.audio,
                 **options,
             )
             self._curve_link = widgets.link((self.input, "value"), (self.curve, "text"))
@@ -510,7 +696,7 @@ class FieldControl:
         if self.curve is None:
             return
         with self.curve.hold_sync():
-            self.curve.max_frames = settings.animation.max_frames
+            self.curve.max_frames = animation_frames(settings)
             self.curve.interpolation = interpolation_of(self.name, settings)
         if self.curve_note is not None:
             note = _NOTE_HTML.format(html.escape(_curve_note(self.name, settings)))

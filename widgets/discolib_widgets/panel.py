@@ -30,8 +30,16 @@ from discolib.config.presets import PRESETS, apply_preset, preset_mode
 from discolib.config.settings import GROUPS, SettingsError, iter_fields
 from discolib.config.ui import field_ui, is_shown, panel_layout
 from discolib.errors import InputError, ResourceLimitError
-from discolib_widgets.fields import INPUT_ERRORS, FieldControl, check_field, describe_error
-from discolib_widgets.view import MODEL_IMPORTS, RenderView, on_render_end, render_here, video_too_large
+from discolib_widgets.audio import AUDIO_INPUTS, SoundtrackView
+from discolib_widgets.fields import INPUT_ERRORS, FieldControl, check_field, describe_error, reads_audio
+from discolib_widgets.view import (
+    MODEL_IMPORTS,
+    RenderView,
+    has_sound,
+    on_render_end,
+    render_here,
+    video_too_large,
+)
 
 if TYPE_CHECKING:  # discolib.run imports torch; the panel needs it only once a render runs
     from discolib import RenderResult
@@ -43,7 +51,8 @@ RenderFn = Callable[..., "RenderResult"]
 """``render(settings, *, out=None, resume=None, callback=None, stop=None, progress=True, force=False)``."""
 
 # Fields whose change alters how every keyframe string is checked and drawn.
-_SCHEDULE_CONTEXT = ("animation.max_frames", "animation.interpolation")
+# animation.length_from_soundtrack: the frame count is the song's.
+_SCHEDULE_CONTEXT = ("animation.max_frames", "animation.interpolation", "animation.length_from_soundtrack")
 # The fields whose values decide which fields are shown (the modes, and every FieldUI.needs condition): an edit
 # of any other field (a schedule dragged in its curve editor, say) leaves the visibility as it is.
 _VISIBILITY_INPUTS = frozenset(
@@ -201,6 +210,12 @@ class SettingsPanel:
                     rows.append(control.box)
                 section_boxes.append((widgets.VBox(rows), names))
             self._pages.append((tab, widgets.VBox([b for b, _ in section_boxes]), section_boxes))
+        # The song under the soundtrack field: its features, a frame cursor and a player (discolib_widgets.audio).
+        self.soundtrack_view: SoundtrackView | None = None
+        track = self.controls.get("output.soundtrack")
+        if track is not None:
+            self.soundtrack_view = SoundtrackView(on_features=self._on_audio_features)
+            track.box.children = (*track.box.children, self.soundtrack_view.box)
         self.tabs = widgets.Tab()
         self.show_all = widgets.Checkbox(
             value=False,
@@ -395,6 +410,8 @@ class SettingsPanel:
                 control.show_ok()
         self._refresh_visibility()
         self._update_validity()
+        if self.soundtrack_view is not None:
+            self.soundtrack_view.update(self._settings)  # asks the library again only when the song's inputs changed
 
     def _refresh_visibility(self) -> None:
         """Show the fields, sections and tabs of the current image mode and animation mode (or all of them).
@@ -491,7 +508,29 @@ class SettingsPanel:
             self._check_weights_soon()
         if control.name in ("run.output_root", "run.batch_name"):
             self._update_resume()
+        if control.name in AUDIO_INPUTS and self.soundtrack_view is not None:
+            self.soundtrack_view.update(self._settings)
         self._record_edits()
+
+    def _on_audio_features(self, features: Any, note: str, error: bool) -> None:
+        """The song's features changed (or there are none, ``note`` says why): the schedules that read the
+        soundtrack are checked and drawn again with them (a string refused for want of a soundtrack may pass now)."""
+        # With the animation as long as the song, every schedule's frame count follows the song too.
+        song_length = bool(getattr(self._settings.animation, "length_from_soundtrack", False))
+        for control in self.controls.values():
+            if control.info.kind == "prompts" and control.error:  # e.g. a "bar_frame(8)" key refused without a song
+                self._guarded(control, lambda c=control: self._apply(c, refresh=False))
+            if control.info.kind != "schedule":
+                continue
+            control.set_audio(features, note, error=error)
+            if song_length or reads_audio(control.input.value, control.name):
+                self._guarded(control, lambda c=control: self._apply(c, refresh=False))
+                control.sync_curve(self._settings)
+        self._update_validity()
+
+    def wait_audio(self, timeout: float | None = None) -> bool:
+        """Join the soundtrack's analysis thread; True when no analysis is running any more."""
+        return self.soundtrack_view is None or self.soundtrack_view.wait(timeout)
 
     def _on_plot_toggle(self, control: FieldControl, _change: dict[str, Any]) -> None:
         self._guarded(control, lambda: control.update_plot(self._settings))
@@ -917,6 +956,8 @@ class SettingsPanel:
             return path
         gif = path.suffix.lower() == ".gif"
         shown, hidden = (self.video_gif, self.video) if gif else (self.video, self.video_gif)
+        if not gif:  # a video with a soundtrack waits for its play control (as the render view's)
+            self.video.loop = not has_sound(path)
         shown.value = path.read_bytes()
         shown.layout.display = ""
         hidden.layout.display = "none"

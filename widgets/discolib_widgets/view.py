@@ -39,7 +39,17 @@ from discolib.run.runs import RunFolder, resolve_resume
 if TYPE_CHECKING:  # discolib.run.events imports torch; the view needs it only once a render runs
     from discolib.run.events import RenderEvent, RenderResult
 
-__all__ = ["MAX_EMBED_BYTES", "MODEL_IMPORTS", "RenderView", "ViewState", "format_duration", "render_here", "video_bundle", "video_too_large"]
+__all__ = [
+    "MAX_EMBED_BYTES",
+    "MODEL_IMPORTS",
+    "RenderView",
+    "ViewState",
+    "format_duration",
+    "has_sound",
+    "render_here",
+    "video_bundle",
+    "video_too_large",
+]
 
 _log = logging.getLogger("discolib_widgets")
 
@@ -455,16 +465,30 @@ def video_too_large(path: Path) -> str | None:
     return None
 
 
+def has_sound(path: Path) -> bool:
+    """Whether the video has an audio stream (a soundtrack muxed in); False when ffmpeg cannot tell."""
+    from discolib.io.video import probe_video  # ffmpeg: only for a video about to be shown
+
+    try:
+        return probe_video(path).has_audio
+    except (InputError, OSError):
+        return False
+
+
 def video_bundle(path: Path) -> dict[str, str]:
-    """The video as an embedded output (a GIF as an image), or a line naming it when too large to embed."""
+    """The video as an embedded output (a GIF as an image), or a line naming it when too large to embed.
+
+    A silent video plays at once (muted autoplay, which browsers allow); a video with a soundtrack waits for the
+    play control, unmuted, so its sound plays (browsers refuse autoplay with sound)."""
     text = video_too_large(path)
     if text is not None:
         return {"text/html": f"<div style='font-family:monospace'>{html.escape(text)}</div>", "text/plain": text}
     data = path.read_bytes()
     if path.suffix.lower() == ".gif":
         return {"image/gif": _b64(data), "text/plain": f"video: {path}"}
+    play = "controls" if has_sound(path) else "controls loop autoplay muted"
     return {
-        "text/html": f'<video controls loop autoplay muted style="max-width:100%" src="data:video/mp4;base64,{_b64(data)}"></video>',
+        "text/html": f'<video {play} style="max-width:100%" src="data:video/mp4;base64,{_b64(data)}"></video>',
         "text/plain": f"video: {path}",
     }
 
@@ -492,8 +516,10 @@ def _video_widget(path: Path) -> widgets.Widget:
         return widgets.HTML(html.escape(text))
     if path.suffix.lower() == ".gif":
         return widgets.Image(value=path.read_bytes(), format="gif", layout=widgets.Layout(max_width="512px"))
+    # With a soundtrack: no autoplay (browsers refuse it with sound, and a looping song should wait for play).
+    sound = has_sound(path)
     return widgets.Video(
-        value=path.read_bytes(), format="mp4", autoplay=True, loop=True, controls=True,
+        value=path.read_bytes(), format="mp4", autoplay=not sound, loop=not sound, controls=True,
         layout=widgets.Layout(max_width="512px"),
     )
 
