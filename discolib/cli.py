@@ -127,6 +127,10 @@ def _parser() -> argparse.ArgumentParser:
     sch.add_argument("--interpolation", default="linear", choices=list(INTERPOLATIONS))
     sch.add_argument("--seed", type=int, default=0, help="value of s in expressions")
     sch.add_argument("--plot", default=None, metavar="PNG", help="also save a plot of the curve")
+    sch.add_argument(
+        "--soundtrack", default=None, metavar="SONG", help="audio file that bass(t), beat(t), beat_frame(n) ... read"
+    )
+    sch.add_argument("--fps", default=None, metavar="F", help="frames per second the soundtrack is read at (default 12)")
 
     aud = sub.add_parser(
         "audio",
@@ -335,11 +339,23 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         if suffix and suffix not in FigureCanvasBase.get_supported_filetypes():
             raise CliError(f"--plot: expected a file name ending in .png, .svg or .pdf, got {args.plot!r}")
     sched = Schedule.parse(args.text, setting="schedule", interpolation=args.interpolation)
-    values = sched.values(args.frames, seed=args.seed)
+    audio = None
+    if args.soundtrack is not None:
+        settings = Settings()
+        if args.fps is not None:
+            try:
+                settings.set("output.fps", _animate_number(args.fps, "--fps", float, "a number of frames per second"))
+            except SettingsError as exc:
+                raise CliError(f"--fps (output.fps): {exc.reason}") from None
+        settings.set("output.soundtrack", args.soundtrack)
+        audio = settings.audio_features()  # what a render with that song and fps evaluates
+    elif args.fps is not None:
+        raise CliError("--fps: only with --soundtrack (the frame rate the song is read at)")
+    values = sched.values(args.frames, seed=args.seed, audio=audio)
     lines = [f"{i} {v:.6g}" for i, v in enumerate(values.tolist())]
     sys.stdout.write("\n".join(lines) + "\n")
     if args.plot:
-        plot_schedule(sched, args.frames, path=args.plot)
+        plot_schedule(sched, args.frames, path=args.plot, audio=audio)
         print(f"# plot written to {args.plot}", file=sys.stderr)
     return 0
 

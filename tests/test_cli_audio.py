@@ -214,3 +214,23 @@ def test_bad_songs_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[st
     code, out, err = run(["audio", str(text), "--fps", "15"], capsys)
     assert (code, out) == (2, "") and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("discolib: error: output.soundtrack: ") and str(text) in err
+
+
+def test_schedule_command_reads_a_soundtrack(song: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """`discolib schedule` evaluates a keyframe string on a song at an fps, as a render of those settings would."""
+    from discolib.audio import audio_features
+
+    plot = tmp_path / "curve.png"
+    code, out, err = run(
+        ["schedule", "0: (1 + 0.04*bass(t))", "--frames", "30", "--soundtrack", str(song), "--fps", "10", "--plot", str(plot)],
+        capsys,
+    )
+    assert code == 0, err
+    values = [float(line.split()[1]) for line in out.splitlines()]
+    expected = 1 + 0.04 * audio_features(song, 10.0).bass[:30]
+    np.testing.assert_allclose(values, expected, rtol=0, atol=5e-6)  # printed with 6 significant digits
+    assert plot.stat().st_size > 0
+    code, _, err = run(["schedule", "0: (bass(t))"], capsys)
+    assert code == 2 and err.strip().endswith("bass() reads the soundtrack, but there is none: set output.soundtrack")
+    code, _, err = run(["schedule", "0: (1)", "--fps", "10"], capsys)
+    assert code == 2 and "--fps: only with --soundtrack" in err and "\n" not in err.strip()
