@@ -5,7 +5,9 @@ weights (``disco-512``, ``sd-1.5``) that need downloads and a GPU. The notebooks
 ``DISCOLIB_PRESET``, ``DISCOLIB_MAX_FRAMES`` and ``DISCOLIB_OUTPUT_ROOT`` (``notebook_setup``), and nbval's kernels
 inherit this process's environment (jupyter_client starts them with a copy of ``os.environ``). So, just before
 nbval starts a notebook's kernel, these are set here to the tiny preset of the notebook's sampler family, 3 frames
-and a temporary output folder (removed at the end; otherwise the runs would land in ``notebooks/runs/``). The photo
+and a temporary output folder (removed at the end; otherwise the runs would land in ``notebooks/runs/``). The
+3-frame cap bounds the music notebook too, whose animation is otherwise as long as its soundtrack
+(``finish_settings`` turns ``length_from_soundtrack`` off under the cap). The photo
 notebook (``photo_setup``) has no preset: it gets ``DISCOLIB_DEPTH_MODEL`` (the tiny random Depth Anything, built
 in-process, instead of the real one it would download), the same 3-frame cap and output folder. Each is set only
 when the user has not set it: ``DISCOLIB_PRESET=disco-512 pytest --nbval-lax notebooks/disco.ipynb`` runs the real
@@ -22,7 +24,10 @@ from pathlib import Path
 import pytest
 
 #: Each notebook's offline preset: the tiny preset of its sampler family.
-OFFLINE_PRESET = {"quickstart.ipynb": "tiny-latent", "animation.ipynb": "tiny-latent", "disco.ipynb": "tiny"}
+OFFLINE_PRESET = {
+    "quickstart.ipynb": "tiny-latent", "animation.ipynb": "tiny-latent", "disco.ipynb": "tiny",
+    "music_video.ipynb": "tiny-latent",
+}  # fmt: skip
 #: The photo notebook's offline depth model.
 OFFLINE_DEPTH_MODEL = {"photo.ipynb": "tiny-depth-anything"}
 MAX_FRAMES = "3"

@@ -55,7 +55,10 @@ NOTEBOOK_DIR = REPO / "notebooks"
 
 #: Each render notebook (Settings, the panel, render_here) and the offline preset that nbval runs it with (through
 #: DISCOLIB_PRESET).
-OFFLINE_PRESET = {"quickstart.ipynb": "tiny-latent", "disco.ipynb": "tiny", "animation.ipynb": "tiny-latent"}
+OFFLINE_PRESET = {
+    "quickstart.ipynb": "tiny-latent", "disco.ipynb": "tiny", "animation.ipynb": "tiny-latent",
+    "music_video.ipynb": "tiny-latent",
+}  # fmt: skip
 RENDER_NOTEBOOKS = list(OFFLINE_PRESET)
 #: The photo notebook (discolib.animate_photo, no Settings) and the depth model nbval runs it with (through
 #: DISCOLIB_DEPTH_MODEL): tiny, random, built in-process.
@@ -72,6 +75,11 @@ REQUIRED_PARAMETERS = {
 }  # fmt: skip
 #: Parameters the notebook itself uses (the rest are settings, applied through apply_parameters).
 NOTEBOOK_PARAMETERS = {"preset", "animation_mode", "overrides", "output_root", "use_drive", "settings_file", "resume_run", "reset_panel"}
+#: A notebook's own parameters beyond those (used by its calls, not applied as settings): the music notebook's
+#: length of the clip it synthesises when no soundtrack is given.
+EXTRA_NOTEBOOK_PARAMETERS = {"music_video.ipynb": {"max_seconds"}}
+#: The notebooks whose default preset is a tiny one (the demos that run anywhere); the others default to real weights.
+TINY_DEFAULT = ("quickstart.ipynb", "music_video.ipynb")
 
 #: Every parameter's default, as docs/NOTEBOOKS.md and the notebooks' markdown describe them. Jupyter's autosave
 #: writes a user's edits into the tracked notebook; this makes such an edit fail the tests instead of shipping.
@@ -103,6 +111,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "angle": "0: (0)", "zoom": "0: (1), 10: (1.05)", "translation_x": "0: (0)", "translation_y": "0: (0)",
         "translation_z": "0: (10.0)", "rotation_3d_x": "0: (0)", "rotation_3d_y": "0: (0)", "rotation_3d_z": "0: (0)",
         "frames_skip_steps": "60%", "fps": 12,
+    },
+    "music_video.ipynb": {
+        "soundtrack": "", "max_seconds": 4, "fps": 8, "length_from_soundtrack": True, "max_frames": 32,
+        "preset": "tiny-latent", "animation_mode": "3D",
+        "text_prompts": {"0": "a neon city at night, synthwave", "bar_frame(2)": "a glowing jungle under a purple sky, synthwave"},
+        "zoom": "0: (1.0 + 0.04*bass(t))", "translation_z": "0: (2 + 10*beat(t))", "angle": "0: (2*bar(t))",
+        "beat_decay": 0.25, "batch_name": "MusicVideo", "seed": 42,
     },
     PHOTO: {
         "photo": "", "camera": "dolly", "seconds": 4, "fps": 24,
@@ -211,7 +226,8 @@ def run_nbval(name: str, env: dict[str, str]) -> None:
 
 
 def only_run(output_root: Path, batch_name: str) -> RunFolder:
-    runs = sorted(p for p in (output_root / batch_name).iterdir() if p.is_dir())
+    # (.cache holds the batch's soundtrack analyses, not a run)
+    runs = sorted(p for p in (output_root / batch_name).iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(runs) == 1, f"expected one run folder under {output_root / batch_name}, found {runs}"
     return RunFolder.open(runs[0])
 
@@ -357,7 +373,7 @@ def test_notebook_structure(name: str) -> None:
         # Presets: every option exists, and the offline one that nbval uses is among them.
         options = params["preset"]["options"]
         assert set(options) <= set(PRESETS) and OFFLINE_PRESET[name] in options
-    if name not in ("quickstart.ipynb", PHOTO):  # the real notebooks default to real weights within one sampler
+    if name not in (*TINY_DEFAULT, PHOTO):  # the real notebooks default to real weights within one sampler
         assert not params["preset"]["value"].startswith("tiny"), f"{name}: the default preset must use real weights"
         assert len({preset_mode(p) for p in params["preset"]["options"]}) == 1
 
@@ -429,7 +445,9 @@ def test_notebook_structure(name: str) -> None:
     # The public faces only (sys: the Colab check, before discolib is installed there).
     assert imported == {"discolib_widgets", "sys"}, f"{name}: imports {sorted(imported)}"
     # Every parameter reaches the settings or the notebook's own calls.
-    assert set(params) - NOTEBOOK_PARAMETERS == applied - NOTEBOOK_PARAMETERS, set(params) ^ applied
+    own = NOTEBOOK_PARAMETERS | EXTRA_NOTEBOOK_PARAMETERS.get(name, set())
+    assert set(params) - own == applied - own, set(params) ^ applied
+    assert set(params) <= read, f"{name}: parameters no cell uses: {set(params) - read}"
     stem = name.removesuffix(".ipynb")
     for call in (
         "start_settings(preset, animation_mode, settings_file, output_root)",
@@ -535,6 +553,59 @@ def test_finish_settings_says_when_weights_are_missing_offline(
     assert len(capsys.readouterr().out.splitlines()) == 1  # the tiny presets need nothing: no warning
 
 
+def test_soundtrack_source_and_the_demo_clip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The music notebook's soundtrack: the user's path as given, else the demo clip written under output_root
+    (the same bytes every time, as long as asked)."""
+    import soundfile
+
+    from discolib_widgets.notebook import DEMO_SR, demo_soundtrack, soundtrack_source
+
+    assert soundtrack_source(" song.mp3 ", str(tmp_path), 2) == "song.mp3"
+    assert capsys.readouterr().out == "soundtrack: song.mp3\n"
+    assert not (tmp_path / "music").exists()
+    path = Path(soundtrack_source("", str(tmp_path / "out"), 2.5))
+    assert path == tmp_path / "out" / "music" / "demo-120bpm.wav"
+    assert capsys.readouterr().out.startswith(f"no soundtrack given: the built-in demo clip {path}")
+    info = soundfile.info(str(path))
+    assert (info.samplerate, info.channels, info.frames) == (DEMO_SR, 1, round(2.5 * DEMO_SR))
+    again = demo_soundtrack(tmp_path / "again.wav", 2.5)
+    assert again.read_bytes() == path.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.wav", "out"]
+
+
+def test_max_frames_cap_bounds_a_soundtrack_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DISCOLIB_MAX_FRAMES (nbval's 3 frames) caps an animation as long as its soundtrack too: finish_settings turns
+    length_from_soundtrack off and max_frames to min(cap, the song's frames); unset, the song sets the length."""
+    from discolib_widgets.notebook import demo_soundtrack, finish_settings
+
+    song = str(demo_soundtrack(tmp_path / "song.wav", 2))
+
+    def settings_for(overrides: dict[str, Any]) -> Settings:
+        s = start_settings("tiny-latent", "3D", "", str(tmp_path))
+        apply_parameters(s, {"output.soundtrack": song, "output.fps": 8, "animation.length_from_soundtrack": True})
+        finish_settings(s, overrides, preset="tiny-latent")
+        return s
+
+    monkeypatch.delenv("DISCOLIB_MAX_FRAMES", raising=False)
+    s = settings_for({})
+    assert s.animation.length_from_soundtrack and s.n_frames() == 16  # 2 s at 8 fps
+    monkeypatch.setenv("DISCOLIB_MAX_FRAMES", "3")
+    capsys.readouterr()
+    s = settings_for({"output.fps": 4})  # after the overrides: 8 frames at their fps, capped at 3
+    assert not s.animation.length_from_soundtrack and s.animation.max_frames == 3 and s.n_frames() == 3
+    assert capsys.readouterr().out.startswith("DISCOLIB_MAX_FRAMES=3: 3 of the soundtrack's 8 frames\n")
+    monkeypatch.setenv("DISCOLIB_MAX_FRAMES", "100")  # a cap above the song's length leaves its length
+    s = settings_for({})
+    assert not s.animation.length_from_soundtrack and s.n_frames() == s.animation.max_frames == 16
+    # Runs not timed by a soundtrack keep their max_frames (notebook_setup caps those).
+    s = start_settings("tiny-latent", "3D", "", str(tmp_path))
+    apply_parameters(s, {"animation.max_frames": 200})
+    finish_settings(s, {}, preset="tiny-latent")
+    assert s.animation.max_frames == 200 and not s.animation.length_from_soundtrack
+
+
 def test_record_summary_requires_a_complete_run(tmp_path: Path) -> None:
     from discolib.run.runs import RunRecord
     from discolib_widgets.notebook import RunIncomplete, record_summary
@@ -591,7 +662,7 @@ def test_papermill_help_lists_every_parameter(name: str) -> None:
 # ----------------------------------------------------------------------------------------------- nbval
 @pytest.mark.slow
 def test_nbval_plain_command(tmp_path: Path, python3_kernel: str) -> None:
-    """`pytest --nbval-lax notebooks/` as README documents it, once for the four notebooks (each nbval run of a
+    """`pytest --nbval-lax notebooks/` as README documents it, once for the five notebooks (each nbval run of a
     notebook costs ~30 s here): offline, passes; notebooks/conftest.py picked each notebook's tiny preset and 3
     frames. Only DISCOLIB_OUTPUT_ROOT is set, to find the runs (without it they go to a temporary folder that is
     removed: test_nbval_conftest_hooks)."""
@@ -763,7 +834,9 @@ def test_papermill_photo(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------- GPU mode
 #: The real preset each notebook runs with in GPU mode (None: the notebook's own default).
-GPU_PRESET: dict[str, str | None] = {"quickstart.ipynb": "sd-turbo", "disco.ipynb": None, "animation.ipynb": None}
+GPU_PRESET: dict[str, str | None] = {
+    "quickstart.ipynb": "sd-turbo", "disco.ipynb": None, "animation.ipynb": None, "music_video.ipynb": "sd-turbo",
+}  # fmt: skip
 #: Full-size models, fewer steps: the point is the code path on CUDA, not the picture.
 GPU_OVERRIDES = {"guided": {"models.device": "cuda", "image.steps": 25}, "latent": {"models.device": "cuda"}}
 GPU_FRAMES = 2

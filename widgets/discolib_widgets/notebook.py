@@ -33,7 +33,9 @@ __all__ = [
     "NOTEBOOK_ENV",
     "RunIncomplete",
     "apply_parameters",
+    "cap_soundtrack_length",
     "demo_photo",
+    "demo_soundtrack",
     "finish_settings",
     "gpu_report",
     "notebook_setup",
@@ -45,6 +47,8 @@ __all__ = [
     "record_summary",
     "show_photo_result",
     "show_result",
+    "show_song",
+    "soundtrack_source",
     "start_settings",
 ]
 
@@ -147,12 +151,14 @@ def apply_parameters(settings: Settings, values: dict[str, Any], *, settings_fil
 
 def finish_settings(settings: Settings, overrides: dict[str, Any], *, preset: str, settings_file: str = "") -> None:
     """Apply ``overrides`` ({setting name: value}, dotted or plain names) last, validate, print a summary line, and
-    a warning line when the models these settings need are not here and cannot be downloaded (offline).
+    a warning line when the models these settings need are not here and cannot be downloaded (offline). Under
+    ``DISCOLIB_MAX_FRAMES`` a run as long as its soundtrack is capped first (:func:`cap_soundtrack_length`).
 
     Raises the Settings' one-line ``SettingsError`` naming the setting when a value is invalid.
     """
     for name, value in overrides.items():
         settings.set(name, value)
+    cap_soundtrack_length(settings)
     settings.validate()
     source = f"settings file {settings_file.strip()}" if settings_file.strip() else f"preset {preset}"
     print(
@@ -165,6 +171,24 @@ def finish_settings(settings: Settings, overrides: dict[str, Any], *, preset: st
     problem = weights_problem(settings)
     if problem:  # said now, before the panel and the render cell, not after a long traceback
         print(f"⚠ {problem}")
+
+
+def cap_soundtrack_length(settings: Settings) -> None:
+    """Under ``DISCOLIB_MAX_FRAMES`` (nbval, CI: see :func:`notebook_setup`) an animation as long as its soundtrack
+    is capped too: ``animation.length_from_soundtrack`` off and ``animation.max_frames`` the smaller of the cap and
+    the song's frames. Unset, or for a run not timed by its soundtrack, nothing changes.
+
+    Here, after ``overrides``, not in :func:`notebook_setup`: the song, its fps and ``max_frames: "audio"`` are
+    known only once every setting is in (a settings file or an override can set them).
+    """
+    cap = os.environ.get("DISCOLIB_MAX_FRAMES")
+    anim = settings.animation
+    if cap is None or anim.animation_mode == "None" or not anim.length_from_soundtrack or not settings.output.soundtrack:
+        return
+    frames = settings.n_frames()  # the song's frames at output.fps (from the file's header)
+    settings.set("animation.length_from_soundtrack", False)
+    settings.set("animation.max_frames", min(int(cap), frames))
+    print(f"DISCOLIB_MAX_FRAMES={cap}: {settings.animation.max_frames} of the soundtrack's {frames} frames")
 
 
 def show_result(result: RenderResult, *, width: int = 512) -> None:
@@ -362,3 +386,72 @@ def show_photo_result(result: PhotoResult, *, width: int = 512) -> None:
     # As the render cell shows its video: embedded (a GIF as an image), or a line naming it when too large.
     display(video_bundle(result.video), raw=True)
     print(f"video: {result.video}")
+
+
+# ----------------------------------------------------------------------------------------------- music notebook
+#: The music notebook's demo clip: its sample rate and tempo (a bar is 4 beats).
+DEMO_SR = 44100
+DEMO_BPM = 120.0
+
+
+def demo_soundtrack(path: str | Path, seconds: float) -> Path:
+    """Write the built-in demo clip (deterministic, ``seconds`` long, a 16-bit WAV) to ``path`` and return it.
+
+    Sine waves and seeded noise, no recorded music: :data:`DEMO_BPM` with a kick on every beat (louder on the first
+    beat of each bar of 4), a hi-hat on the off-beats and a bass note that changes every bar (A, F, C, G), so
+    ``beat(t)``, ``bar(t)``, ``bass(t)`` and ``treble(t)`` each have something to follow.
+    """
+    import numpy as np
+    import soundfile  # here, not at the top: only the music notebook writes audio
+
+    t = np.arange(max(1, round(seconds * DEMO_SR))) / DEMO_SR
+    beat = 60.0 / DEMO_BPM
+    since_beat = t % beat
+    since_offbeat = (t + beat / 2) % beat
+    noise = np.random.default_rng(0).standard_normal(t.size)
+    accent = 1 + 0.6 * (t % (4 * beat) < beat)  # the one of each bar
+    # A kick: a tone falling from 130 Hz to 50 Hz with a short click on top.
+    thump = np.sin(2 * np.pi * (50 + 80 * np.exp(-since_beat / 0.02)) * since_beat) * np.exp(-since_beat / 0.15)
+    kick = accent * (thump + 0.5 * noise * np.exp(-since_beat / 0.005))
+    hat = noise * np.exp(-since_offbeat / 0.02)
+    bass_hz = np.array([55.0, 43.65, 65.41, 49.0])[(t // (4 * beat)).astype(int) % 4]
+    # The phase is the running sum of the frequency, so the note changes without a click.
+    bass = np.sin(2 * np.pi * np.cumsum(bass_hz) / DEMO_SR) * (0.5 + 0.5 * np.exp(-since_beat / 0.2))
+    mix = 0.5 * kick + 0.06 * hat + 0.35 * bass
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(out, (0.9 * mix / max(float(np.abs(mix).max()), 1e-9)).astype(np.float32), DEMO_SR, subtype="PCM_16")
+    return out
+
+
+def soundtrack_source(soundtrack: str, output_root: str, seconds: float) -> str:
+    """The soundtrack of the music notebook: ``soundtrack`` (a path, as given), else the demo clip of ``seconds``
+    written to ``<output_root>/music/demo-120bpm.wav`` (:func:`demo_soundtrack`). Prints which."""
+    if soundtrack.strip():
+        print(f"soundtrack: {soundtrack.strip()}")
+        return soundtrack.strip()
+    path = demo_soundtrack(Path(output_root) / "music" / "demo-120bpm.wav", seconds)
+    print(f"no soundtrack given: the built-in demo clip {path} ({seconds:g} s at {DEMO_BPM:g} BPM)")
+    return str(path)
+
+
+def show_song(settings: Settings, *, frames: int = 8) -> None:
+    """What ``discolib audio SONG --fps F --plot song.png`` shows for the settings' soundtrack: the features'
+    summary (a dict: duration, tempo, beats, bars, frames, fps), the frames of the first beats and bars, the frames
+    the render makes, and the plot of the features per frame (beats and bars ticked). Nothing without a soundtrack.
+
+    Raises the library's one-line AudioError (naming ``output.soundtrack``) when the file cannot be read.
+    """
+    from discolib_widgets.audio import song_png  # here: matplotlib, only when a song is shown
+
+    features = settings.audio_features()
+    if features is None:
+        print("no soundtrack (output.soundtrack is empty)")
+        return
+    print(features.summary())
+    print(
+        f"frames of the first beats: {features.beat_frames[:frames].tolist()}, "
+        f"of the first bars: {features.bar_frames[: frames // 2].tolist()}"
+    )
+    print(f"{settings.n_frames()} frames to render")
+    display(Image(song_png(features)))
