@@ -329,15 +329,7 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         raise CliError(f"--frames: expected a positive number of frames, got {args.frames}")
     if abs(args.seed) >= 2**63:
         raise CliError("--seed: expected an integer of at most 18 digits")
-    if args.plot:
-        try:
-            # Here for start-up time, and because matplotlib is optional (the `notebook` extra): only --plot needs it.
-            from matplotlib.backend_bases import FigureCanvasBase
-        except ImportError:
-            raise CliError('--plot needs matplotlib: pip install "discolib[notebook]"') from None
-        suffix = Path(args.plot).suffix.lower().lstrip(".")
-        if suffix and suffix not in FigureCanvasBase.get_supported_filetypes():
-            raise CliError(f"--plot: expected a file name ending in .png, .svg or .pdf, got {args.plot!r}")
+    plot = _plot_target(args.plot) if args.plot else None
     sched = Schedule.parse(args.text, setting="schedule", interpolation=args.interpolation)
     audio = None
     if args.soundtrack is not None:
@@ -354,8 +346,8 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     values = sched.values(args.frames, seed=args.seed, audio=audio)
     lines = [f"{i} {v:.6g}" for i, v in enumerate(values.tolist())]
     sys.stdout.write("\n".join(lines) + "\n")
-    if args.plot:
-        plot_schedule(sched, args.frames, path=args.plot, audio=audio)
+    if plot is not None:
+        plot_schedule(sched, args.frames, path=str(plot[0]), audio=audio)
         print(f"# plot written to {args.plot}", file=sys.stderr)
     return 0
 

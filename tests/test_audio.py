@@ -234,9 +234,16 @@ def test_beat_and_bar_frame_keys(click_features) -> None:
     n_beats = len(f.beat_frames)
     assert [f.beat_frame(k) for k in range(1, n_beats + 1)] == f.beat_frames.tolist()
     assert f.beat_frame(2.0) == f.beat_frames[1]  # a whole float (from arithmetic in a key) is fine
-    last = float(f.analysis.beat_times[-1])
+    times = f.analysis.beat_times
+    last, period = float(times[-1]), (float(times[-1]) - float(times[0])) / (len(times) - 1)
+    assert period == pytest.approx(BEAT_S, abs=0.002)  # the tracked beats' mean interval, not the quantised tempo
     for extra in (1, 4, 100):
-        assert f.beat_frame(n_beats + extra) == math.floor((last + extra * 60.0 / f.tempo) * FPS + 1e-9)
+        assert f.beat_frame(n_beats + extra) == math.floor((last + extra * period) * FPS + 1e-9)
+    # 100 beats past the end the clicks' own grid: continued at the tracked interval it stays within a frame
+    assert abs(f.beat_frame(n_beats + 100) - (last + 100 * BEAT_S) * FPS) <= 1.0
+    for huge in (10**400, 1e300):
+        with pytest.raises(ValueError, match="too large|too far"):
+            f.beat_frame(huge)
     assert f.beat_frame(n_beats + 1) > f.beat_frames[-1]
     assert [f.bar_frame(k) for k in range(1, len(f.bar_frames) + 1)] == f.bar_frames.tolist()
     k = len(f.bar_frames) + 3
@@ -358,3 +365,16 @@ def test_nothing_is_written_without_a_cache_dir(tmp_path: Path, monkeypatch: pyt
     clear_cache()
     audio_features(song, FPS)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["song.wav"]
+
+
+def test_a_float_file_beyond_full_scale_gives_the_features_of_its_shape(tmp_path: Path) -> None:
+    """Float WAVs may hold samples far above 1.0: the analysis scales them (the features are relative), so the
+    float16 spectrum cannot overflow into NaN and the features equal those of the same signal at full scale."""
+    y = clicks(22050, seconds=4.0, kick_phase=0)
+    y = y / np.abs(y).max()
+    normal = audio_features(write(tmp_path / "normal.wav", y, 22050), FPS)
+    loud = audio_features(write(tmp_path / "loud.wav", y * 1e6, 22050), FPS)
+    for name in ("rms", "onset", "bass", "mid", "treble"):
+        assert np.isfinite(getattr(loud, name)).all()
+        np.testing.assert_allclose(getattr(loud, name), getattr(normal, name), atol=1e-3, err_msg=name)
+    np.testing.assert_array_equal(loud.beat_frames, normal.beat_frames)

@@ -119,3 +119,43 @@ def test_the_camera_moves_on_the_beat_the_video_has_the_song_and_resume_is_exact
     monkeypatch.undo()  # librosa may analyse the new song
     with pytest.raises(RunError, match="output.soundtrack: the file changed since the run started"):
         render(s, resume=run, progress=False)
+
+
+def test_seed_schedule_ranges_and_checks_follow_the_song(tmp_path: Path) -> None:
+    """A seed schedule on the bars, a range-checked schedule on the bass, prompts on the beats: all evaluated on
+    the song before the run folder exists (check_inputs), and the plan's seeds change on the bars."""
+    from discolib.animation.plan import RenderPlan, check_inputs
+    from discolib.config.settings import SettingsError
+    from discolib.config.ui import is_shown
+
+    song = tmp_path / "song.wav"
+    write_clicks(song, seconds=4.0)
+    s = music_settings(song)
+    s.set("run.output_root", str(tmp_path / "out"))
+    s.set("animation.seed_behavior", "schedule")
+    s.set("animation.seed_schedule", "0: (s), bar_frame(1): (s + 100)")
+    check_inputs(s.validate())
+    plan = RenderPlan.from_settings(s)
+    assert plan.audio is not None
+    bar = plan.audio.bar_frame(1)
+    assert set(plan.seeds[:bar]) == {7} and set(plan.seeds[bar:]) == {107}
+
+    s.set("animation.fov", "0: (90*bass(t))")  # 0 where the song is quiet: no projection there
+    s.validate()  # the song decides, so validation leaves it to check_inputs ...
+    with pytest.raises(SettingsError, match=r"animation.fov: expected a field of view with 0 < \|fov\| < 180"):
+        check_inputs(s)  # ... which refuses it before any run folder
+    assert not (tmp_path / "out" / s.run.batch_name).exists() or not [
+        p for p in (tmp_path / "out" / s.run.batch_name).iterdir() if not p.name.startswith(".")
+    ]
+
+    # With "as long as the soundtrack" and an unreadable song, only the soundtrack is in error, not every schedule.
+    s.set("animation.fov", "0: (40)")
+    s.set("output.soundtrack", str(tmp_path / "gone.wav"))
+    s.check_field("animation.zoom", "0: (1.02)")
+    modes = (s.image.mode, s.animation.animation_mode)
+    assert is_shown("animation.length_from_soundtrack", *modes, values=s)  # to turn it off, it must be there
+    assert not is_shown("animation.max_frames", *modes, values=s)
+
+    # An explicit --set max_frames=N wins over a file's max_frames "audio" (a short test of a long song).
+    s.set_from_string("max_frames=5")
+    assert not s.animation.length_from_soundtrack and s.n_frames() == 5

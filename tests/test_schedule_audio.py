@@ -129,8 +129,10 @@ def test_beat_and_bar_keys_place_keyframes_on_the_music() -> None:
     np.testing.assert_allclose(values[14:], 1.0)
     assert parse_frame_key("bar_frame(1) + 2").frame_for(N, AUDIO) == 6
     assert parse_frame_key("max_f - beat_frame(1)").frame_for(N, AUDIO) == 35
-    with pytest.raises(ScheduleError, match=r"beat_frame\(\): beat_frame\(\) takes a whole number"):
+    with pytest.raises(ScheduleError, match=r"column 1: beat_frame\(\) takes a whole number"):
         parse_frame_key("beat_frame(1.5)", setting="animation.angle").frame_for(N, AUDIO)
+    with pytest.raises(ScheduleError, match=r"column 1: beat_frame\(\): expected a finite number"):
+        parse_frame_key("beat_frame(1e308 * 10)", setting="animation.angle").frame_for(N, AUDIO)
     with pytest.raises(ScheduleError, match="counted from 1"):
         parse_frame_key("beat_frame(0)").frame_for(N, AUDIO)
     strings = StringSchedule.parse("0: (euler_a), beat_frame(3): (dpmpp_2m)")

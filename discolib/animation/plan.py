@@ -20,12 +20,12 @@ import torch
 
 from discolib.animation.policy import AnimationPolicy, policy_for
 from discolib.animation.video_input import video_guidance, video_seed_base
-from discolib.audio import AudioFeatures
+from discolib.audio import AudioFeatures, audio_duration
 from discolib.config.settings import Settings, SettingsError
 from discolib.io.files import safe_folder_name
 from discolib.io.images import check_image, load_image
 from discolib.io.inputs import expand_path
-from discolib.io.video import check_soundtrack, first_frame, read_video_frames, video_info
+from discolib.io.video import first_frame, read_video_frames, video_info
 from discolib.ops import stream_seed
 from discolib.schedules.keyframes import Schedule
 from discolib.schedules.prompts import FramePrompts, PromptSchedule
@@ -132,7 +132,13 @@ def _next_seed(behavior: str, seed: int, k: int, iter_n: int, rng: np.random.Gen
     return seed  # fixed
 
 
-def frame_seeds(settings: Settings, n_frames: int, seed: int, policy: AnimationPolicy | None = None) -> list[int]:
+def frame_seeds(
+    settings: Settings,
+    n_frames: int,
+    seed: int,
+    policy: AnimationPolicy | None = None,
+    audio: AudioFeatures | None = None,
+) -> list[int]:
     """The seed of every frame (Deforum's ``seed_behavior``), fixed before the loop so a resume reuses them.
 
     The seed advances once per diffused frame when the policy says so (Deforum calls ``next_seed`` after each
@@ -158,7 +164,7 @@ def frame_seeds(settings: Settings, n_frames: int, seed: int, policy: AnimationP
     scheduled = None
     if behavior == "schedule":
         scheduled = Schedule.parse(anim.seed_schedule, setting="animation.seed_schedule", interpolation="linear").values(
-            n_frames, seed=seed
+            n_frames, seed=seed, audio=audio
         )
     seeds: list[int] = []
     s, k = base, 0
@@ -195,13 +201,15 @@ def check_inputs(settings: Settings) -> None:
             check_image(source, setting="prompts.image_prompts")
     out = settings.output
     if animated and out.make_video and out.soundtrack and out.video_format == "mp4":
-        check_soundtrack(out.soundtrack)  # a bad audio file must not surface after the last frame
+        audio_duration(out.soundtrack)  # a bad audio file must not surface after the last frame
     audio = plan_audio(settings)  # analysed (and cached) now: a bad song fails before the run folder exists
     if audio is not None and animated:
-        # The schedules and prompt keys that read the song, on its real features: a domain error (log(bass(t)) on
-        # a silent frame) or a beat_frame(n) of a song without beats is reported now, not mid-run.
+        # The schedules, seeds and prompt keys that read the song, on its real features: a domain error
+        # (log(bass(t)) on a silent frame), a value out of its range (fov 0 where the bass is) or a beat_frame(n)
+        # of a song without beats is reported now, not mid-run.
         n = settings.n_frames()
-        evaluate_schedules(settings, n, 0, audio)
+        settings.check_schedule_ranges(evaluate_schedules(settings, n, 0, audio))
+        frame_seeds(settings, n, 0, audio=audio)
         for name in ("prompts.text_prompts", "prompts.image_prompts"):
             if settings.get(name):
                 PromptSchedule.from_any(settings.get(name), setting=name).items(n, audio)
@@ -275,7 +283,7 @@ class RenderPlan:
             settings=settings,
             motion=anim.animation_mode,
             n_frames=n,
-            seeds=tuple(frame_seeds(settings, n, seed)),
+            seeds=tuple(frame_seeds(settings, n, seed, audio=audio)),
             values=values,
             prompts=PromptSchedule.from_any(settings.prompts.text_prompts, setting="prompts.text_prompts"),
             image_prompts=image_prompts,

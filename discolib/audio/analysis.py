@@ -154,6 +154,9 @@ def _compute(y: np.ndarray, sr: int, sha256: str) -> AudioAnalysis:
     librosa = load_librosa()
     hop, n_fft = ANALYSIS_HOP, ANALYSIS_NFFT
     duration = len(y) / sr
+    peak = float(np.abs(y).max(initial=0.0))
+    if peak > 1.0:  # a float file beyond full scale: the float16 spectrum would overflow (features are relative)
+        y = y / peak
     mag = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, center=True))  # (bins, n_hops)
     n_hops = mag.shape[1]
     power = _hop_power(y, hop, n_hops).astype(np.float32)
@@ -220,10 +223,11 @@ def cache_file(cache_dir: str | os.PathLike[str], sha256: str) -> Path:
     return Path(cache_dir) / f"{sha256}-v{ANALYSIS_VERSION}.npz"
 
 
-def _store(analysis: AudioAnalysis, target: Path) -> None:
+def _store(data: bytes, target: Path) -> None:
+    """Write an analysis's npz bytes atomically; a read-only cache costs a re-analysis next time, not the render."""
     try:
-        analysis.save(target)
-    except WriteError as exc:  # a read-only cache costs a re-analysis next time, not the render
+        write_bytes_atomic(target, data)
+    except WriteError as exc:
         warnings.warn(f"audio analysis not cached: {exc}", stacklevel=3)
 
 
@@ -256,17 +260,14 @@ def analyse_audio(
             return hit
     if hit is not None:
         if target is not None and not target.is_file():
-            _store(hit, target)
+            _store(hit.to_bytes(), target)
         return hit
     fresh = _analyse_file(p, sha, setting)
     # Round-trip through the stored bytes: what a later load returns is then this object's numbers exactly.
     data = fresh.to_bytes()
     analysis = AudioAnalysis.load(io.BytesIO(data))  # type: ignore[arg-type]
     if target is not None:
-        try:
-            write_bytes_atomic(target, data)
-        except WriteError as exc:
-            warnings.warn(f"audio analysis not cached: {exc}", stacklevel=2)
+        _store(data, target)
     _remember(sha, analysis)
     return analysis
 

@@ -161,6 +161,12 @@ def _soundfile_probe(p: Path) -> _Probe | None:
     return _Probe(info.frames / info.samplerate, int(info.samplerate), int(info.channels), "soundfile", exact)
 
 
+def _ffmpeg_reason(stderr: str, p: Path, default: str) -> str:
+    """ffmpeg's last meaningful stderr line, without the path it repeats (the message names the file already)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and "output file must be specified" not in ln]
+    return lines[-1].replace(f"file:{os.path.abspath(p)}: ", "") if lines else default
+
+
 def _ffmpeg_probe(p: Path, setting: str) -> _Probe:
     try:
         report = ffmpeg_report(p)
@@ -172,9 +178,7 @@ def _ffmpeg_probe(p: Path, setting: str) -> _Probe:
     if audio is None:
         if re.search(r"^Input #0, ", report, flags=re.MULTILINE):
             raise _fail(setting, p, "not an audio file (it has no audio stream)")
-        lines = [ln.strip() for ln in report.splitlines() if ln.strip() and "output file must be specified" not in ln]
-        reason = lines[-1] if lines else "ffmpeg cannot open it"
-        reason = reason.replace(f"file:{os.path.abspath(p)}: ", "")  # ffmpeg repeats the path; the message has it
+        reason = _ffmpeg_reason(report, p, "ffmpeg cannot open it")
         raise _fail(setting, p, f"not a readable audio file ({reason})")
     rate_m = re.search(r"(\d+) Hz", audio.group(1))
     duration: float | None = None
@@ -312,8 +316,7 @@ def _read_ffmpeg(p: Path, probe: _Probe, setting: str) -> tuple[np.ndarray, int]
     usable = len(proc.stdout) // 4 * 4
     samples = np.frombuffer(proc.stdout[:usable], dtype="<f4").astype(np.float32)
     if proc.returncode != 0 and samples.size == 0:
-        lines = [ln.strip() for ln in proc.stderr.decode("utf-8", errors="replace").splitlines() if ln.strip()]
-        reason = lines[-1].replace(f"file:{os.path.abspath(p)}: ", "") if lines else f"exit status {proc.returncode}"
+        reason = _ffmpeg_reason(proc.stderr.decode("utf-8", errors="replace"), p, f"exit status {proc.returncode}")
         raise _fail(setting, p, f"ffmpeg cannot decode it ({reason})")
     return samples[: len(samples) // 2 * 2].reshape(-1, 2), rate
 

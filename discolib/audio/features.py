@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +61,10 @@ def _positive(value: object, name: str, *, allow_zero: bool = False) -> float:
 def _whole(value: object, name: str, *, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an int beyond float's range
+        raise ValueError(f"{name} is too large") from None
     if not math.isfinite(v) or not v.is_integer() or v < minimum:
         raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
     return int(v)
@@ -220,18 +225,25 @@ class AudioFeatures:
     # ------------------------------------------------------------------------------------------ keys
 
     def beat_frame(self, n: int) -> int:
-        """The frame of the ``n``-th beat (from 1); past the last tracked beat, beats continue at the tempo."""
+        """The frame of the ``n``-th beat (from 1); past the last tracked beat, beats continue at the mean interval
+        of the tracked ones (librosa's tempo is quantised to its lag grid: 129.2 BPM for a 128 BPM song would
+        drift by a frame every few bars)."""
         k = _whole(n, "beat_frame(n)", minimum=1)
         times = self.analysis.beat_times
         if len(times) == 0:
             raise ValueError("the soundtrack has no beats")
         if k <= len(times):
             return int(self.beat_frames[k - 1])
-        if not self.tempo > 0:
+        if len(times) >= 2:
+            period = (float(times[-1]) - float(times[0])) / (len(times) - 1)
+        elif self.tempo > 0:
+            period = 60.0 / self.tempo
+        else:
             raise ValueError("the soundtrack has no tempo to continue its beats")
-        t = float(times[-1]) + (k - len(times)) * 60.0 / self.tempo
-        frame = math.floor(t * self.fps + _EPS)
-        return int(frame)
+        t = float(times[-1]) + (k - len(times)) * period
+        if not math.isfinite(t * self.fps) or t * self.fps > 2**62:
+            raise ValueError(f"beat {k} is too far past the song's end")
+        return int(math.floor(t * self.fps + _EPS))
 
     def bar_frame(self, n: int) -> int:
         """The frame of the ``n``-th bar (from 1): beat ``first_downbeat + (n - 1) * beats_per_bar`` (0-based)."""
@@ -341,8 +353,26 @@ def audio_features(
     cache_dir: str | os.PathLike[str] | None = None,
     setting: str = SETTING,
 ) -> AudioFeatures:
-    """:func:`~discolib.audio.analysis.analyse_audio` (cached) then :func:`features_from_analysis`."""
+    """:func:`~discolib.audio.analysis.analyse_audio` (cached) then :func:`features_from_analysis`, whose result is
+    kept per process too (the checks before a render, its plan and its budget all ask for the same features)."""
     analysis = analyse_audio(path, cache_dir=cache_dir, setting=setting)
-    return features_from_analysis(
+    key = (analysis.sha256, fps, beat_decay, beats_per_bar, first_downbeat)
+    with _features_lock:
+        hit = _features_lru.get(key)
+        if hit is not None:
+            _features_lru.move_to_end(key)
+            return hit
+    features = features_from_analysis(
         analysis, fps, beat_decay=beat_decay, beats_per_bar=beats_per_bar, first_downbeat=first_downbeat
     )
+    with _features_lock:
+        _features_lru[key] = features
+        while len(_features_lru) > _FEATURES_LRU_SIZE:
+            _features_lru.popitem(last=False)
+    return features
+
+
+#: Features per (file hash, fps, beat settings): a few songs' worth (each holds its per-frame arrays and bands).
+_FEATURES_LRU_SIZE = 4
+_features_lru: OrderedDict[tuple[Any, ...], AudioFeatures] = OrderedDict()
+_features_lock = threading.Lock()

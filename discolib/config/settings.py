@@ -28,11 +28,12 @@ import reprlib
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from discolib.audio import AudioFeatures, audio_duration, audio_features, frames_for_duration
+from discolib.audio import AudioError, AudioFeatures, audio_duration, audio_features, frames_for_duration
 from discolib.errors import InputError
 from discolib.io.files import write_text_atomic
 from discolib.io.inputs import MAX_JSON_DEPTH, expand_path, json_depth_ok, loads_json, read_user_text
@@ -460,6 +461,9 @@ class Settings:
         name, raw = assignment.split("=", 1)
         name = name.strip()
         group, fname = resolve_name(name)
+        if (group, fname) == ("animation", "max_frames") and raw.strip().lower() != "audio":
+            # an explicit frame count overrides a file's max_frames "audio" (a short test render of a long song)
+            self.animation.length_from_soundtrack = False
         info = field_info(f"{group}.{fname}")
         value: Any = raw
         if info.type_name != "str" or raw.strip()[:1] in ('"',):
@@ -524,7 +528,7 @@ class Settings:
         self._validate_paths()
         self._validate_schedules()
         if self.animation.animation_mode != "None":
-            self._validate_schedule_ranges()
+            self.check_schedule_ranges()
         if mode == "latent":
             names = latent_scheduler_names()
             if self.latent.scheduler not in names:
@@ -577,8 +581,13 @@ class Settings:
         return found
 
     def _check_frames(self) -> int:
-        """Frames over which validation evaluates schedules: the animation's, at most 100 000 (instant checks)."""
-        return max(1, min(self.n_frames() if self.animation.animation_mode != "None" else self.animation.max_frames, 100_000))
+        """Frames over which validation evaluates schedules: the animation's, at most 100 000 (instant checks). A
+        soundtrack that cannot be read counts as max_frames here: its own field reports it, not every schedule."""
+        try:
+            n = self.n_frames() if self.animation.animation_mode != "None" else self.animation.max_frames
+        except AudioError:
+            n = self.animation.max_frames
+        return max(1, min(n, 100_000))
 
     def frames_skip_fraction(self) -> float:
         """Disco's ``animation.frames_skip_steps`` (``"60%"`` or a step count) as a fraction of ``image.steps``:
@@ -591,16 +600,20 @@ class Settings:
             if _FIELDS[name].kind in ("path", "model"):
                 _check_path(name, self.get(name))
 
-    def _validate_schedule_ranges(self) -> None:
-        """Keyframe schedules with a range must stay in it on every frame: checked here, before a run folder exists,
-        not mid-run by the warp or the anti-blur."""
+    def check_schedule_ranges(self, evaluated: Mapping[str, Any] | None = None) -> None:
+        """Keyframe schedules with a range must stay in it on every frame: checked before a run folder exists, not
+        mid-run by the warp or the anti-blur. ``evaluated``: the schedules' values (name -> per-frame array) when
+        the caller has them, e.g. :func:`discolib.animation.plan.check_inputs` on the soundtrack's features;
+        without them, a schedule that reads the soundtrack is left to that check."""
         anim = self.animation
         n = self._check_frames()
 
         def values(field_name: str) -> Any:
+            if evaluated is not None and field_name in evaluated:
+                return evaluated[field_name]
             text = getattr(anim, field_name)
             sched = Schedule.parse(text, setting=f"animation.{field_name}", interpolation=anim.interpolation)
-            if sched.uses_audio:  # checked on the song's real features by the plan, before the first frame
+            if sched.uses_audio:  # checked on the song's real features by check_inputs, before the run folder
                 return None
             return sched.values(n)
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from discolib.animation.plan import RenderPlan, check_inputs
+from discolib.animation.plan import RenderPlan, check_inputs, plan_audio
 from discolib.animation.step import AnimationStep, FrameInit
 from discolib.animation.video_input import VideoInput
 from discolib.config.settings import Settings
@@ -231,7 +231,10 @@ def render(
             raise
         if translation:
             record.extra[RECORD_KEY] = translation
-        plan = RenderPlan.from_settings(settings)
+        # The song's analysis is cached beside the run (its batch folder), wherever the process runs from: a resume
+        # started in another working directory still finds it (the settings' output_root may be relative).
+        audio = plan_audio(settings, folder.path.parent / ".cache" / "audio")
+        plan = RenderPlan.from_settings(settings, audio=audio)
         _record_soundtrack(plan, folder, record)
         n_frames, seeds = plan.n_frames, list(plan.seeds)
         with _recorded_threads(record, folder, settings.models.threads) as threads:

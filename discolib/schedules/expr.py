@@ -436,11 +436,16 @@ def _audio_step(ins: _Instr, args: list[Any], env: dict[str, Any]) -> Any:
             return np.asarray(source.sample(ins.arg, *args), dtype=np.float64)
         (n,) = args
         n = float(n)
+        if not math.isfinite(n):
+            raise ValueError(f"expected a finite number of beats or bars, found {n:g}")
         if not n.is_integer():
             raise ValueError(f"{ins.arg}() takes a whole number of beats or bars, found {n:g}")
         return np.float64(getattr(source, KEY_FUNCTIONS[ins.arg])(int(n)))
-    except ValueError as exc:
-        raise _AudioFault(f"{ins.arg}(): {exc}", ins.pos) from None
+    except (ValueError, OverflowError) as exc:
+        reason = str(exc)
+        if not reason.startswith(f"{ins.arg}("):  # the source may name the function itself
+            reason = f"{ins.arg}(): {reason}"
+        raise _AudioFault(reason, ins.pos) from None
 
 
 def _why(ins: _Instr, args: list[float]) -> str:
