@@ -6,11 +6,16 @@ Audio is synthesised in the test (clicks at 120 BPM and a gated 60 Hz tone, writ
 from __future__ import annotations
 
 import html
+import io
 import logging
-from collections.abc import Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import IPython
 import ipywidgets as widgets
 import numpy as np
 import pytest
@@ -27,6 +32,7 @@ from discolib_widgets.view import _video_widget, has_sound, video_bundle
 sf = pytest.importorskip("soundfile")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SONG_SIZE_PX = (audio_mod.SONG_SIZE[0] * audio_mod.PLOT_SCALE, audio_mod.SONG_SIZE[1] * audio_mod.PLOT_SCALE)
 SR = 22050
 FPS = 15.0
 SECONDS = 4.0
@@ -135,7 +141,7 @@ def test_setting_the_soundtrack_shows_the_song_view_and_a_player(make_panel: Any
     assert view.error == "" and view.body.layout.display == ""
     png = bytes(view.image.value)
     assert png.startswith(PNG_MAGIC) and view.image.layout.display == ""
-    assert png == song_png(expected, 0)  # plot_features' own drawing, with the cursor at frame 0
+    assert png == song_png(expected, 0)  # plot_features' drawing of the song, with the cursor at frame 0
     assert view.cursor.max == expected.n_frames - 1 == int(np.ceil(SECONDS * FPS)) - 1
     summary = expected.summary()
     assert f"{summary['beats']} beats" in view.summary.value and "BPM" in view.summary.value
@@ -239,6 +245,172 @@ def test_player_for_a_small_file_and_a_note_for_a_huge_one(
     assert view.player is not None and not isinstance(view.player, widgets.Audio)
     assert not any(isinstance(w, widgets.Audio) for w in _tree(view.box))
     assert "too large to play here" in view.player.value and "song.wav" in view.player.value
+
+
+class _FakeKernelLoop:
+    """A kernel's IO loop as the view uses it: add_callback from any thread, the callbacks run on the loop's own
+    thread (here a thread named ``fake-kernel``, started by :meth:`run`)."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], Any]] = []
+        self.posted = threading.Event()
+
+    def add_callback(self, callback: Callable[..., Any], *args: Any) -> None:
+        self.callbacks.append(lambda: callback(*args))
+        self.posted.set()
+
+    def run(self) -> int:
+        """Run the callbacks posted so far on the loop's thread; how many ran."""
+        ran = len(self.callbacks)
+
+        def drain() -> None:
+            while self.callbacks:
+                self.callbacks.pop(0)()
+
+        thread = threading.Thread(target=drain, name="fake-kernel")
+        thread.start()
+        thread.join(120)
+        assert not thread.is_alive()
+        return ran
+
+
+@pytest.fixture
+def kernel_loop(monkeypatch: pytest.MonkeyPatch) -> _FakeKernelLoop:
+    """As under an IPython kernel: get_ipython().kernel.io_loop is the fake loop."""
+    assert audio_mod.kernel_loop() is None  # plain pytest: no kernel, the answer is shown directly
+    loop = _FakeKernelLoop()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: SimpleNamespace(kernel=SimpleNamespace(io_loop=loop)))
+    assert audio_mod.kernel_loop() is loop
+    return loop
+
+
+def test_an_answer_that_comes_after_a_newer_update_is_dropped(
+    tmp_path: Path, song: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    original = Settings.audio_features
+
+    def slow(self: Settings, *args: Any, **kwargs: Any) -> Any:
+        started.set()
+        assert release.wait(60)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Settings, "audio_features", slow)
+    shown: list[Any] = []
+    view = SoundtrackView(on_features=lambda features, _note, _error: shown.append(features))
+    view.update(_settings(tmp_path, song))
+    assert started.wait(60)
+    view.update(_settings(tmp_path))  # the soundtrack cleared while its analysis runs
+    release.set()
+    assert view.wait(60)  # the analysis ended: its answer is older than the clearing, and dropped
+    assert view.features is None and view.error == "" and view.body.layout.display == "none"
+    assert shown == [None, None] and view.image.value == b""
+
+
+def test_an_answer_waiting_for_the_kernels_thread_is_dropped_after_a_newer_update(
+    tmp_path: Path, song: Path, kernel_loop: _FakeKernelLoop
+) -> None:
+    view = SoundtrackView()
+    view.update(_settings(tmp_path, song))
+    assert kernel_loop.posted.wait(120)  # the worker's answer waits for the kernel's thread ...
+    assert view.features is None
+    view.update(_settings(tmp_path))  # ... when the user clears the soundtrack
+    assert kernel_loop.run() == 1
+    assert view.features is None and view.body.layout.display == "none" and view.wait(10)
+
+
+def test_the_panel_is_changed_on_the_kernels_thread_not_the_analysis_thread(
+    make_panel: Any, song: Path, kernel_loop: _FakeKernelLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    panel = make_panel()
+    view = _view(panel)
+    zoom = panel.controls["animation.zoom"]
+    zoom.input.value = BASS_ZOOM  # refused without a soundtrack; applied when the song's features arrive
+    assert "set output.soundtrack" in zoom.error
+    threads: list[str] = []
+    setter = panel._set_from_widget
+
+    def spy(control: Any) -> bool:
+        threads.append(threading.current_thread().name)
+        return setter(control)
+
+    monkeypatch.setattr(panel, "_set_from_widget", spy)
+    panel.controls["output.soundtrack"].input.value = str(song)  # on this thread: set, and the analysis started
+    threads.clear()
+    assert kernel_loop.posted.wait(120)
+    assert threads == [] and view.features is None  # the worker only called the library
+    assert kernel_loop.run() == 1
+    assert view.features is not None and view.error == "" and view.image.value
+    assert threads and set(threads) == {"fake-kernel"}  # the panel's callbacks ran on the kernel's thread
+    assert zoom.error == "" and panel.settings.animation.zoom == BASS_ZOOM and zoom.plot_values is not None
+    assert panel.wait_audio(10) and threads and set(threads) == {"fake-kernel"}  # shown once, not again
+
+
+def test_waiting_in_a_cell_shows_the_answer_on_the_waiting_thread(
+    tmp_path: Path, song: Path, kernel_loop: _FakeKernelLoop
+) -> None:
+    """A cell that waits blocks the kernel's loop: wait() shows the answer itself (the browser test's cell does)."""
+    calls: list[tuple[str, bool]] = []
+    view = SoundtrackView(
+        on_features=lambda features, _note, _error: calls.append(
+            (threading.current_thread().name, features is not None)
+        )
+    )
+    view.update(_settings(tmp_path, song))
+    assert view.wait(120) and view.features is not None and view.image.value
+    me = threading.current_thread().name
+    assert calls == [(me, False), (me, True)]
+    assert kernel_loop.run() == 1 and calls == [(me, False), (me, True)]  # the loop's callback finds it shown
+
+
+def _decode(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    assert png.startswith(PNG_MAGIC)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_a_cursor_move_draws_only_the_cursor_over_the_songs_drawing(
+    tmp_path: Path, song: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import discolib.audio
+
+    drawn: list[Any] = []
+    original = discolib.audio.plot_features
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        drawn.append(kwargs.get("frame"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(discolib.audio, "plot_features", counting)
+    monkeypatch.setattr(audio_mod, "_canvases", OrderedDict())  # no song drawn yet
+    view = SoundtrackView(background=False)
+    settings = _settings(tmp_path, song)
+    view.update(settings)
+    features = view.features
+    assert features is not None
+    for frame in (5, 22, 40, 22, 0):
+        view.cursor.value = frame
+        assert bytes(view.image.value) == song_png(features, frame)
+    assert drawn == [None]  # the song's features drawn once, without a cursor; each frame adds only the cursor
+    background = _decode(song_png(features, None))
+    assert background.shape == (SONG_SIZE_PX[1], SONG_SIZE_PX[0], 3)
+
+    def cursor(frame: int) -> tuple[np.ndarray, int]:
+        changed = (_decode(song_png(features, frame)) != background).any(axis=2)
+        return np.flatnonzero(changed.any(axis=0)), int(changed.any(axis=1).sum())
+
+    (cols5, rows5), (cols22, rows22) = cursor(5), cursor(22)
+    for cols, rows in ((cols5, rows5), (cols22, rows22)):
+        # a thin vertical line across the song's panels, nothing else changed
+        assert cols.size and cols.max() - cols.min() <= 6 and rows > background.shape[0] // 2
+    assert cols22.min() > cols5.max() + 100  # later frames to the right
+    assert drawn == [None]
+    # other beat settings are another drawing of the song (once)
+    settings.animation.beat_decay = 0.5
+    view.update(settings)
+    view.cursor.value = 7
+    assert drawn == [None, None] and bytes(view.image.value) == song_png(view.features, 7)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------- schedules

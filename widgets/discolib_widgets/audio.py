@@ -6,7 +6,8 @@ the current frame's feature values as text, and plays the file (an ``ipywidgets.
 to :data:`MAX_PLAYER_BYTES`). Everything about the song comes from discolib: this module only decides when to ask
 again (the soundtrack's file, fps or beat settings changed) and draws the answer. A missing or bad file is the
 library's one-line error under the field, found from the file's header at once; the analysis itself (seconds for
-a long song, once per file thanks to the library's cache) runs on a worker thread.
+a long song, once per file thanks to the library's cache) runs on a worker thread, which only calls the library:
+its answer is shown on the kernel's thread (see :func:`kernel_loop`), where the user's edits are handled too.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "audio_player",
     "features_key",
     "frame_text",
+    "kernel_loop",
     "song_png",
 ]
 
@@ -56,6 +58,8 @@ MAX_PLAYER_BYTES = 20 * 2**20
 SONG_SIZE = (560, 300)
 # The song view's PNG per (features key, cursor frame): moving the cursor back and forth redraws nothing.
 _PNG_CACHE_SIZE = 32
+# Songs whose drawn features (the figure without a cursor) are kept: a cursor move draws only the cursor line.
+_CANVAS_CACHE_SIZE = 2
 # The browser's name of an audio file's format, by suffix (ipywidgets.Audio sends "audio/<format>").
 _AUDIO_FORMATS = {
     ".mp3": "mpeg",
@@ -90,6 +94,64 @@ def features_key(settings: Settings) -> tuple[Any, ...] | None:
     return (ident, float(settings.output.fps), *beats)
 
 
+def kernel_loop() -> Any | None:
+    """The IO loop of the IPython kernel this runs in (``get_ipython().kernel.io_loop``: its thread runs the cells
+    and the widgets' messages), None outside a kernel (plain Python, tests)."""
+    try:
+        from IPython import get_ipython  # present wherever a kernel is; a plain interpreter may lack it
+    except ImportError:
+        return None
+    kernel = getattr(get_ipython(), "kernel", None)
+    loop = getattr(kernel, "io_loop", None)
+    return loop if callable(getattr(loop, "add_callback", None)) else None
+
+
+class _SongCanvas:
+    """:func:`discolib.audio.plot_features` of one song drawn once, without a cursor; a cursor frame restores that
+    background and draws only the cursor lines (Agg blitting): milliseconds, where the whole figure of a long song
+    takes seconds. Used under DRAW_LOCK (matplotlib's caches are not thread-safe)."""
+
+    def __init__(
+        self, features: AudioFeatures, curves: dict[str, np.ndarray] | None, size: tuple[int, int], scale: int
+    ) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        from discolib.audio import plot_features  # matplotlib and the analysis: only when a song is shown
+
+        fig = plot_features(features, frame=None, curves=curves)
+        # Figure inches at 72 dpi are CSS pixels (as the schedule plots): the PNG is exactly size * scale.
+        fig.set_size_inches(size[0] / 72, size[1] / 72)
+        fig.set_dpi(72 * scale)
+        if not isinstance(fig.canvas, FigureCanvasAgg):
+            FigureCanvasAgg(fig)
+        # The cursor as plot_features draws it (a black line across each panel), hidden while the background is drawn.
+        self.lines = [ax.axvline(0, color="black", lw=1.2, visible=False) for ax in fig.axes]
+        fig.canvas.draw()
+        fig.set_layout_engine("none")  # the layout stays as drawn: only the cursor is drawn from now on
+        self.fig = fig
+        self.background = fig.canvas.copy_from_bbox(fig.bbox)
+
+    def png(self, frame: int | None) -> bytes:
+        """The background with the cursor at ``frame`` (none for None), as PNG bytes."""
+        from PIL import Image
+
+        canvas = self.fig.canvas
+        canvas.restore_region(self.background)
+        if frame is not None:
+            for line in self.lines:
+                line.set_xdata([frame, frame])
+                line.set_visible(True)
+                line.axes.draw_artist(line)
+                line.set_visible(False)
+        rgb = np.asarray(canvas.buffer_rgba())[..., :3]  # an opaque figure: the alpha channel says nothing
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="png")
+        return buf.getvalue()
+
+
+_canvases: OrderedDict[tuple[Any, ...], _SongCanvas] = OrderedDict()
+
+
 def song_png(
     features: AudioFeatures,
     frame: int | None = None,
@@ -98,21 +160,23 @@ def song_png(
     size: tuple[int, int] = SONG_SIZE,
     scale: int = PLOT_SCALE,
 ) -> bytes:
-    """PNG bytes of :func:`discolib.audio.plot_features` (with the frame cursor at ``frame``), ``size`` CSS pixels
-    drawn at ``scale`` device pixels each (sharp on HiDPI screens)."""
-    from discolib.audio import plot_features  # matplotlib and the analysis: only when a song is shown
+    """PNG bytes of :func:`discolib.audio.plot_features` with the frame cursor at ``frame``, ``size`` CSS pixels
+    drawn at ``scale`` device pixels each (sharp on HiDPI screens).
 
-    with DRAW_LOCK:  # drawn on the analysis thread too (see DRAW_LOCK)
-        fig = plot_features(features, frame=frame, curves=curves)
-        # Figure inches at 72 dpi are CSS pixels (as the schedule plots): the PNG is exactly size * scale.
-        fig.set_size_inches(size[0] / 72, size[1] / 72)
-        if fig.canvas is None or not hasattr(fig.canvas, "print_png"):
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-            FigureCanvasAgg(fig)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=72 * scale)
-    return buf.getvalue()
+    The features are drawn once per song (``features.key``, size and scale; the last few songs kept): another
+    frame draws only the cursor. ``curves`` (evaluated schedules) are drawn afresh each call."""
+    with DRAW_LOCK:  # the song's figure is shared, and matplotlib's caches are not thread-safe (see DRAW_LOCK)
+        if curves:
+            return _SongCanvas(features, curves, size, scale).png(frame)
+        key = (features.key, tuple(size), int(scale))
+        canvas = _canvases.get(key)
+        if canvas is None:
+            canvas = _canvases[key] = _SongCanvas(features, None, size, scale)
+            while len(_canvases) > _CANVAS_CACHE_SIZE:
+                _canvases.popitem(last=False)
+        else:
+            _canvases.move_to_end(key)
+        return canvas.png(frame)
 
 
 def frame_text(features: AudioFeatures, frame: int) -> str:
@@ -166,8 +230,11 @@ class SoundtrackView:
     :meth:`update` with the panel's Settings asks :meth:`Settings.audio_features` again only when
     :func:`features_key` changes; a missing or bad file shows the library's one-line error at once (from the
     header: :func:`discolib.audio.audio_duration`); the analysis runs on a worker thread unless ``background`` is
-    False. ``on_features(features, note, error)`` is called when the features change (None and a note saying why when
-    there are none; ``error`` when the note is the file's error): the panel redraws the schedules that read the song. Nothing here raises into ipywidgets.
+    False. The worker only calls :meth:`Settings.audio_features`: its answer is shown, and ``on_features`` called, on
+    the kernel's thread (scheduled on :func:`kernel_loop`; called directly outside a kernel, or by :meth:`wait`), so
+    the widgets, the Settings and ``warnings`` are touched by one thread only. ``on_features(features, note, error)``
+    is called when the features change (None and a note saying why when there are none; ``error`` when the note is
+    the file's error): the panel redraws the schedules that read the song. Nothing here raises into ipywidgets.
 
     Attributes:
         features: the song's :class:`~discolib.audio.AudioFeatures`, None while there are none.
@@ -222,6 +289,8 @@ class SoundtrackView:
         self._lock = threading.Lock()
         self._generation = 0
         self._thread: threading.Thread | None = None
+        # The worker's answer (generation, features, error) until the kernel's thread shows it (_deliver).
+        self._pending: tuple[int, AudioFeatures | None, str] | None = None
         self._pngs: OrderedDict[tuple[str, int], bytes] = OrderedDict()
 
     # ------------------------------------------------------------------ settings -> features
@@ -262,29 +331,52 @@ class SoundtrackView:
         if not self.background:
             self._analyse(work, generation)
             return
+        loop = kernel_loop()  # looked up here, on the kernel's thread
         self._thread = threading.Thread(
-            target=self._analyse, args=(work, generation), name="discolib-soundtrack", daemon=True
+            target=self._analyse, args=(work, generation, loop), name="discolib-soundtrack", daemon=True
         )
         self._thread.start()
 
-    def _analyse(self, settings: Settings, generation: int) -> None:
+    def _analyse(self, settings: Settings, generation: int, loop: Any | None = None) -> None:
+        """The library's analysis (on the worker thread in the background); its answer goes to :meth:`_deliver` on
+        ``loop``'s thread (the kernel's), or is shown at once without a loop."""
+        features: AudioFeatures | None = None
+        error = ""
         try:
             features = settings.audio_features()
         except (*INPUT_ERRORS, OSError) as exc:
-            self._finish(generation, None, describe_error(exc))
-            return
+            error = describe_error(exc)
         except Exception as exc:  # a worker thread: shown under the field, never lost
             _log.exception("discolib_widgets: analysing the soundtrack failed")
-            self._finish(generation, None, f"unexpected error (please report it): {describe_error(exc)}")
+            error = f"unexpected error (please report it): {describe_error(exc)}"
+        with self._lock:
+            if generation != self._generation:  # a newer update() came meanwhile: its answer wins
+                return
+            self._pending = (generation, features, error)
+        if loop is None:
+            self._deliver()
             return
-        self._finish(generation, features, "")
+        try:
+            loop.add_callback(self._deliver)
+        except Exception:  # a closed loop (the kernel shutting down): the next wait() shows it
+            _log.exception("discolib_widgets: cannot hand the soundtrack's features to the kernel's thread")
+
+    def _deliver(self) -> None:
+        """Show the worker's pending answer (on the kernel's thread; a no-op once shown)."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                self._finish(*pending)
+            except Exception:  # a loop callback: logged, never raised into the kernel's loop
+                _log.exception("discolib_widgets: showing the soundtrack's features failed")
 
     def _finish(self, generation: int, features: AudioFeatures | None, error: str) -> None:
         """Show ``features`` or ``error`` unless a newer :meth:`update` came meanwhile (its answer wins)."""
-        with self._lock:
+        with self._lock:  # the check and the assignment in one hold: a stale answer never overwrites a newer one
             if generation != self._generation:
                 return
-        self.features, self.error = features, error
+            self.features, self.error = features, error
         self.message.value = _ERROR_HTML.format(html.escape(error)) if error else ""
         if features is None:
             self.body.layout.display = "none"
@@ -299,15 +391,18 @@ class SoundtrackView:
         if self.on_features is not None:
             try:
                 self.on_features(features, error, bool(error))
-            except Exception:  # maybe on the worker thread: logged, and the song view stays as drawn
+            except Exception:  # an observer's work: logged, and the song view stays as drawn
                 _log.exception("discolib_widgets: redrawing the schedules for the soundtrack failed")
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Join the analysis thread; True when no analysis is running any more."""
+        """Join the analysis thread and show its answer here (call it on the kernel's thread: a cell waiting blocks
+        the loop that would show it); True when no analysis is running any more."""
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
-            return not thread.is_alive()
+            if thread.is_alive():
+                return False
+        self._deliver()
         return True
 
     # ------------------------------------------------------------------ cursor

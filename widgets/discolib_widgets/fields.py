@@ -8,7 +8,6 @@ discolib whether a value is valid; it holds no rules of its own.
 
 from __future__ import annotations
 
-import functools
 import html
 import io
 import json
@@ -41,7 +40,6 @@ __all__ = [
     "FieldControl",
     "PlotError",
     "animation_frames",
-    "audio_schedule_png",
     "audio_schedule_values",
     "check_field",
     "describe_error",
@@ -69,8 +67,8 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (
 # A message beside a field is cut to this many characters (an error may quote a 100 KB value).
 MESSAGE_CHARS = 600
 
-#: Held while a plot is drawn: matplotlib's font and text caches are not thread-safe, and the panel draws on the
-#: kernel's thread (typing) and on the soundtrack's analysis thread (the song's features arriving).
+#: Held while a plot is drawn: matplotlib's font and text caches are not thread-safe, and plots may be drawn off
+#: the kernel's thread (the song view outside a kernel, a user's own threads).
 DRAW_LOCK = threading.RLock()
 
 #: Width of the label column (px); help, messages and plots are indented by it.
@@ -132,13 +130,19 @@ class PlotError(Exception):
     """A valid schedule that cannot be drawn (values near the float limits break matplotlib's axis ticks)."""
 
 
-@functools.lru_cache(maxsize=256)
+# Schedule plots per (text, setting, frames, interpolation, features key, size, scale): panels made with the same
+# schedules, a user undoing an edit, or every field redrawn when the song's features arrive draw each plot once.
+_PNG_CACHE_SIZE = 256
+_pngs: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+
+
 def schedule_png(
     text: str,
     setting: str,
     n_frames: int,
     interpolation: str = "linear",
     *,
+    audio: Any = None,
     size: tuple[int, int] = PLOT_SIZE,
     scale: int = PLOT_SCALE,
 ) -> bytes:
@@ -148,18 +152,38 @@ def schedule_png(
     HiDPI screens and never stretched.
 
     Up to ``PLOT_POINTS`` frames go through :func:`discolib.schedules.plot.plot_schedule`; longer animations are
-    evaluated by the same Schedule and drawn at ``PLOT_POINTS`` evenly spaced frames. Cached: panels made
-    with the same schedules (or a user undoing an edit) do not re-plot. Raises ``ScheduleError`` on bad text
-    and :class:`PlotError` when valid values cannot be drawn.
+    evaluated by the same Schedule and drawn at ``PLOT_POINTS`` evenly spaced frames. ``audio`` (the song's
+    :class:`~discolib.audio.AudioFeatures`) evaluates a schedule that reads the soundtrack
+    (:func:`audio_schedule_values`) and draws the song's beats (light) and bars (dark) as ticks. Cached (per
+    ``audio.key``). Raises ``ScheduleError`` on bad text and :class:`PlotError` when valid values cannot be drawn.
     """
+    key = (text, setting, int(n_frames), interpolation, None if audio is None else audio.key, tuple(size), int(scale))
+    with _cache_lock:
+        cached = _pngs.get(key)
+        if cached is not None:
+            _pngs.move_to_end(key)
+            return cached
+    png = _draw_schedule(text, setting, int(n_frames), interpolation, audio, size, scale)
+    _cache_put(_pngs, key, png, _PNG_CACHE_SIZE)
+    return png
+
+
+def _draw_schedule(
+    text: str, setting: str, n_frames: int, interpolation: str, audio: Any, size: tuple[int, int], scale: int
+) -> bytes:
+    """:func:`schedule_png`'s drawing (uncached)."""
     # Here, not at the top: matplotlib takes about a second to import and only a shown plot needs it.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     with DRAW_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # duplicate-key warnings are shown beside the field, not twice
-        sched = Schedule.parse(text, setting=setting, interpolation=interpolation)
-        values = sched.values(n_frames) if n_frames > PLOT_POINTS else None  # the schedule's own errors, here
+        sched = None
+        if audio is not None:  # the schedule's own errors, here (None: the library's "no soundtrack" line)
+            values: np.ndarray | None = audio_schedule_values(text, setting, n_frames, interpolation, audio)
+        else:
+            sched = Schedule.parse(text, setting=setting, interpolation=interpolation)
+            values = sched.values(n_frames) if n_frames > PLOT_POINTS else None
         try:
             # Figure inches at 72 dpi are CSS pixels; dpi 72*scale gives scale device pixels per CSS pixel.
             fig = Figure(figsize=(size[0] / 72, size[1] / 72), dpi=72 * scale)
@@ -167,13 +191,26 @@ def schedule_png(
             # Fixed margins: constrained layout doubles the drawing time of such a small figure.
             fig.subplots_adjust(left=0.14, right=0.97, bottom=0.27, top=0.88)
             ax = fig.add_subplot()
+            if audio is not None:
+                # Beat and bar ticks: one LineCollection each (cheap however many beats the song has).
+                for ticks, alpha in ((audio.beat_frames, 0.18), (audio.bar_frames, 0.45)):
+                    ticks = np.asarray(ticks)
+                    inside = ticks[(ticks >= 0) & (ticks < n_frames)]
+                    if inside.size:
+                        ax.vlines(inside, 0, 1, transform=ax.get_xaxis_transform(), colors="#7b1fa2", lw=0.6, alpha=alpha)
+                ax.set_xlim(0, max(1, n_frames - 1))
             if values is None:
+                assert sched is not None
                 plot_schedule(sched, n_frames, ax=ax)
             else:
-                idx = np.unique(np.linspace(0, n_frames - 1, PLOT_POINTS).round().astype(np.int64))
+                idx = np.unique(np.linspace(0, n_frames - 1, min(n_frames, PLOT_POINTS)).round().astype(np.int64))
                 ax.plot(idx, values[idx], lw=1.5)
                 ax.set_xlabel("frame")
-                ax.set_title(f"{setting} ({len(idx)} of {n_frames} frames drawn)", fontsize=9)
+                drawn = "" if len(idx) == n_frames else f"{len(idx)} of {n_frames} frames drawn"
+                if audio is not None:
+                    ax.set_title(f"{setting} over the soundtrack (beats, bars{', ' if drawn else ''}{drawn})", fontsize=9)
+                else:
+                    ax.set_title(f"{setting} ({drawn})", fontsize=9)
                 ax.grid(alpha=0.3)
             ax.locator_params(nbins=4)  # few ticks: tick creation is most of the drawing time
             buf = io.BytesIO()
@@ -215,18 +252,19 @@ def reads_audio(text: str, setting: str) -> bool:
         return False
 
 
-# Evaluated audio schedules and their PNGs, per (text, setting, frames, interpolation, features key): redrawing a
-# field, or every field when the song's features arrive, evaluates and draws each curve once.
+# Evaluated audio schedules, per (text, setting, frames, interpolation, features key): redrawing a field, or every
+# field when the song's features arrive, evaluates each curve once (the plot and the control share the values).
 _AUDIO_CACHE_SIZE = 64
 _audio_values: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
-_audio_pngs: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
-_audio_lock = threading.Lock()
+_cache_lock = threading.Lock()
 
 
-def _cache_put(cache: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any) -> None:
-    with _audio_lock:
+def _cache_put(
+    cache: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any, size: int = _AUDIO_CACHE_SIZE
+) -> None:
+    with _cache_lock:
         cache[key] = value
-        while len(cache) > _AUDIO_CACHE_SIZE:
+        while len(cache) > size:
             cache.popitem(last=False)
 
 
@@ -235,7 +273,7 @@ def audio_schedule_values(text: str, setting: str, n_frames: int, interpolation:
     song's :class:`~discolib.audio.AudioFeatures`; None raises the library's one-line error naming the setting).
     Read-only; cached per features key."""
     key = (text, setting, int(n_frames), interpolation, None if audio is None else audio.key)
-    with _audio_lock:
+    with _cache_lock:
         cached = _audio_values.get(key)
     if cached is not None:
         return cached
@@ -245,61 +283,6 @@ def audio_schedule_values(text: str, setting: str, n_frames: int, interpolation:
     values.flags.writeable = False
     _cache_put(_audio_values, key, values)
     return values
-
-
-def audio_schedule_png(
-    text: str,
-    setting: str,
-    n_frames: int,
-    interpolation: str,
-    audio: Any,
-    *,
-    size: tuple[int, int] = PLOT_SIZE,
-    scale: int = PLOT_SCALE,
-) -> bytes:
-    """PNG bytes of a keyframe string that reads the soundtrack, over ``n_frames`` frames of the song ``audio``
-    (:func:`audio_schedule_values`), with the song's beats (light) and bars (dark) as ticks; at most
-    :data:`PLOT_POINTS` frames drawn. Raises the schedule's ``ScheduleError`` and :class:`PlotError` as
-    :func:`schedule_png` does."""
-    key = (text, setting, int(n_frames), interpolation, audio.key, size, scale)
-    with _audio_lock:
-        cached = _audio_pngs.get(key)
-    if cached is not None:
-        return cached
-    values = audio_schedule_values(text, setting, n_frames, interpolation, audio)
-    # Here, not at the top: matplotlib takes about a second to import (as in schedule_png).
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    try:
-        with DRAW_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fig = Figure(figsize=(size[0] / 72, size[1] / 72), dpi=72 * scale)
-            FigureCanvasAgg(fig)
-            fig.subplots_adjust(left=0.14, right=0.97, bottom=0.27, top=0.88)
-            ax = fig.add_subplot()
-            n = len(values)
-            idx = np.unique(np.linspace(0, n - 1, min(n, PLOT_POINTS)).round().astype(np.int64))
-            # Beat and bar ticks: one LineCollection each (cheap however many beats the song has).
-            for frames, alpha in ((audio.beat_frames, 0.18), (audio.bar_frames, 0.45)):
-                inside = np.asarray(frames)[(np.asarray(frames) >= 0) & (np.asarray(frames) < n)]
-                if inside.size:
-                    ax.vlines(inside, 0, 1, transform=ax.get_xaxis_transform(), colors="#7b1fa2", lw=0.6, alpha=alpha)
-            ax.plot(idx, values[idx], lw=1.5)
-            ax.set_xlim(0, max(1, n - 1))
-            ax.set_xlabel("frame")
-            drawn = "" if len(idx) == n else f", {len(idx)} of {n} frames drawn"
-            ax.set_title(f"{setting} over the soundtrack (beats, bars{drawn})", fontsize=9)
-            ax.grid(alpha=0.3)
-            ax.locator_params(nbins=4)
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png")
-    except Exception as exc:  # matplotlib on values near 1e308 (as schedule_png)
-        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-        raise PlotError(f"{setting}: valid, but too large to draw ({detail})") from None
-    png = buf.getvalue()
-    _cache_put(_audio_pngs, key, png)
-    return png
 
 
 class FieldInputError(SettingsError):
@@ -633,7 +616,7 @@ class FieldControl:
             if not self.plot_shown or self.curve_shown:
                 self._show_plot(False)
                 return
-            self.plot.value = audio_schedule_png(text, self.name, n, interpolation, self.audio)
+            self.plot.value = schedule_png(text, self.name, n, interpolation, audio=self.audio)
         except PlotError as exc:
             self._audio_message_show(str(exc), error=False)
             self._show_plot(False)

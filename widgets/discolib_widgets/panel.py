@@ -529,7 +529,8 @@ class SettingsPanel:
         self._update_validity()
 
     def wait_audio(self, timeout: float | None = None) -> bool:
-        """Join the soundtrack's analysis thread; True when no analysis is running any more."""
+        """Join the soundtrack's analysis thread and show its answer on this (the kernel's) thread; True when no
+        analysis is running any more."""
         return self.soundtrack_view is None or self.soundtrack_view.wait(timeout)
 
     def _on_plot_toggle(self, control: FieldControl, _change: dict[str, Any]) -> None:
