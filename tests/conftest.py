@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 # Before any import of huggingface_hub / transformers / diffusers: never touch the network in tests.
@@ -108,3 +109,25 @@ def tol(dtype) -> dict[str, float]:
     return {**table, torch.bfloat16: {"rtol": 3e-2, "atol": 3e-2}}.get(
         dtype, {"rtol": 1e-2, "atol": 1e-2}
     )
+
+
+class _Errors(logging.Handler):
+    """Collects ERROR records: ipywidgets and the panel log what an observer raised instead of raising it."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def logged_errors() -> Iterator[list[logging.LogRecord]]:
+    handler = _Errors()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        root.removeHandler(handler)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -547,28 +547,6 @@ MUST_FAIL: dict[str, list[Any]] = {
     "list[str]": [DEEP],
     "dict": ["[]", "null", "1e308", DEEP, '{"a":' * 10_000 + "1" + "}" * 10_000, '{"0": NaN}', '{"0": [1e400]}'],
 }
-
-
-class _Errors(logging.Handler):
-    """Collects ERROR records: ipywidgets and the panel log what an observer raised instead of raising it."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def logged_errors() -> Iterator[list[logging.LogRecord]]:
-    handler = _Errors()
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        root.removeHandler(handler)
 
 
 def _values_for(control: Any) -> tuple[str, list[Any]]:
