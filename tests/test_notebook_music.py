@@ -1,10 +1,9 @@
 """notebooks/music_video.ipynb beyond the rules every render notebook follows (test_notebooks.py checks its
-structure, defaults, help and the nbval run): its default motion reads the music, and one papermill run.
+structure, defaults, help and the nbval run): its default motion reads the music, and its music cell.
 
-The papermill run renders the demo clip the notebook synthesises (2 s at 4 fps, tiny-latent, 3D) and checks what a
-user gets: every frame of a video exactly as long as the clip (``length_from_soundtrack``), the video with the
-clip's audio stream and a player with sound, the features' summary and plot, the render's analysis cache, and
-nothing written outside ``output_root``. The helpers and kernel fixtures are test_notebooks.py's (imported).
+The notebook itself runs under nbval in test_notebooks.py (whose run checks the video's audio stream and the
+analysis cache); the render of a whole song (``length_from_soundtrack``), the resume and the muxing are
+test_render_audio.py's; here, the music cell's output.
 """
 
 from __future__ import annotations
@@ -13,17 +12,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from test_notebooks import (
-    cell_display,
-    check_run,
-    code_cells,
-    execute,
-    executed_check_output,
-    kernel_env,  # noqa: F401 (a fixture, used by name)
-    only_run,
-    parameters,
-    python3_kernel,  # noqa: F401 (a fixture kernel_env needs)
-)
+from test_notebooks import parameters
 
 from discolib.audio import frames_for_duration
 from discolib.schedules.keyframes import Schedule
@@ -40,41 +29,26 @@ def test_music_notebook_defaults_read_the_music() -> None:
     assert PromptSchedule.from_deforum(params["text_prompts"], setting="text_prompts").uses_audio
 
 
-@pytest.mark.slow
-@pytest.mark.usefixtures("kernel_env")
-def test_papermill_music_video(tmp_path: Path) -> None:
-    from discolib.io.video import video_info
+def test_show_song_prints_the_summary_and_shows_the_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # noqa: ANN001
+    """The notebook's music cell (show_song): the summary a reader sees (120 BPM, the frame count) and the plot."""
+    import discolib_widgets.notebook as notebook_mod
+    from discolib import Settings
+    from discolib_widgets.notebook import show_song, soundtrack_source
 
-    out_root = tmp_path / "out"
-    seconds, fps = 2, 4
-    params = {"output_root": str(out_root), "max_seconds": seconds, "fps": fps}
-    nb = execute(NAME, tmp_path / "music.out.ipynb", params, tmp_path)
-    assert executed_check_output(nb) == "done True\n"
-
-    n_frames = frames_for_duration(seconds, fps)  # the animation is as long as the clip
-    folder = only_run(out_root, "MusicVideo")
-    settings = check_run(folder, n_frames, video=True)
-    demo = out_root / "music" / "demo-120bpm.wav"
-    assert settings.animation.length_from_soundtrack and settings.output.soundtrack == str(demo)
-    assert settings.image.mode == "latent" and settings.models.latent_model == "tiny-latent"
-    assert settings.animation.animation_mode == "3D" and settings.output.fps == fps
-    # The render's analysis cache (.cache/audio/<sha256>-v<N>.npz): what a resume reads instead of analysing again.
-    assert len(list((out_root / "MusicVideo" / ".cache" / "audio").glob("*.npz"))) == 1
-    (video,) = folder.path.glob("video.*")
-    info = video_info(video)
-    assert info["has_audio"] is True and info["n_frames"] == n_frames
-    assert info["duration"] == pytest.approx(seconds, abs=0.3)
-    # The clip is written inside output_root; nothing else lands beside it (papermill's cwd is tmp_path).
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["music.out.ipynb", "out"]
-    assert sorted(p.name for p in out_root.iterdir()) == ["MusicVideo", "music"]
-
-    # What a reader of the output notebook sees: the summary (120 BPM), the features plot, the video with sound.
-    (song_cell,) = [c for c in code_cells(nb) if "show_song(settings)" in c.source]
-    text = "".join(o.get("text", "") for o in song_cell.outputs if o.output_type == "stream")
-    summary = ast.literal_eval(text.splitlines()[0])
-    assert summary["tempo"] == pytest.approx(120, rel=0.05) and summary["n_frames"] == n_frames
-    assert summary["beats"] >= 3 and summary["bars"] >= 1
-    assert f"{n_frames} frames to render" in text
-    assert "image/png" in cell_display(nb, "show_song(")[0]
-    mimes, html = cell_display(nb, "render_here(")
-    assert "<video controls " in html and "muted" not in html and "data:video/mp4;base64," in html, mimes
+    shown: list[object] = []
+    monkeypatch.setattr(notebook_mod, "display", shown.append)
+    seconds, fps = 4, 4
+    settings = Settings.defaults("latent", "3D")
+    settings.output.fps = fps
+    settings.output.soundtrack = soundtrack_source("", str(tmp_path), seconds)  # the demo clip
+    settings.animation.length_from_soundtrack = True
+    show_song(settings)
+    text = capsys.readouterr().out
+    summary = ast.literal_eval(text.splitlines()[1])  # (after soundtrack_source's line)
+    assert summary["tempo"] == pytest.approx(120, rel=0.05) and summary["n_frames"] == frames_for_duration(seconds, fps)
+    assert summary["beats"] >= 3 and f"{summary['n_frames']} frames to render" in text
+    (image,) = shown
+    assert image.data[:8] == b"\x89PNG\r\n\x1a\n"  # type: ignore[attr-defined]
+    settings.output.soundtrack = ""
+    show_song(settings)
+    assert "no soundtrack" in capsys.readouterr().out

@@ -690,6 +690,13 @@ def test_nbval_plain_command(tmp_path: Path, python3_kernel: str) -> None:
         else:
             assert settings.models.diffusion_model == "tiny", name
         assert settings.output.fps == 4.0, name
+    # The music notebook: its demo clip written inside the output root, muxed into the video, analysed once into
+    # the batch's cache (what a resume reads).
+    from discolib.io.video import video_info
+
+    (video,) = only_run(tmp_path, "MusicVideo").path.glob("video.*")
+    assert video_info(video)["has_audio"] and (tmp_path / "music" / "demo-120bpm.wav").is_file()
+    assert len(list((tmp_path / "MusicVideo" / ".cache" / "audio").glob("*.npz"))) == 1
 
 
 def test_nbval_conftest_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
