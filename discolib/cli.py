@@ -419,9 +419,10 @@ def _cmd_audio(args: argparse.Namespace) -> int:
             settings.set(name, value)
         except SettingsError as exc:
             raise CliError(f"{option} ({name}): {exc.reason}") from None
-    bpb, first = settings.animation.beats_per_bar, settings.animation.first_downbeat
-    if first >= bpb:  # each option alone was in range; together they are not
-        raise CliError(f"--first-downbeat (animation.first_downbeat): expected -1 (auto) or 0 to {bpb - 1} with {bpb} beats per bar, got {first}")
+    try:
+        settings.check_first_downbeat()  # each option alone was in range; together they may not be
+    except SettingsError as exc:
+        raise CliError(f"--first-downbeat (animation.first_downbeat): {exc.reason}") from None
     exports = _audio_exports(args.export_keyframes)
     plot = _plot_target(args.plot) if args.plot else None
 

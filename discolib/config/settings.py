@@ -499,12 +499,7 @@ class Settings:
                 field="guidance.skip_steps",
             )
         anim = self.animation
-        if anim.beats_per_bar <= anim.first_downbeat:
-            raise SettingsError(
-                f"must be -1 (find it) or a beat 0 to {anim.beats_per_bar - 1} of a bar of animation.beats_per_bar "
-                f"({anim.beats_per_bar}) beats, got {anim.first_downbeat}",
-                field="animation.first_downbeat",
-            )
+        self.check_first_downbeat()
         if anim.animation_mode != "None" and anim.length_from_soundtrack and not self.output.soundtrack:
             raise SettingsError(
                 "the animation's length comes from output.soundtrack, which is empty: set a soundtrack or turn "
@@ -539,6 +534,17 @@ class Settings:
                     field="latent.scheduler",
                 )
         return self
+
+    def check_first_downbeat(self) -> None:
+        """``animation.first_downbeat`` must be -1 or a beat of a bar of ``animation.beats_per_bar`` beats (each field
+        alone has its own range; together they may not fit)."""
+        anim = self.animation
+        if anim.beats_per_bar <= anim.first_downbeat:
+            raise SettingsError(
+                f"must be -1 (find it) or a beat 0 to {anim.beats_per_bar - 1} of a bar of animation.beats_per_bar "
+                f"({anim.beats_per_bar}) beats, got {anim.first_downbeat}",
+                field="animation.first_downbeat",
+            )
 
     def n_frames(self) -> int:
         """Images the run makes (the one definition): ``run.n_batches`` stills, or the animation's frames:
