@@ -4,11 +4,13 @@ Each pair is timed interleaved (A, B, B, A, ... so drift and turbo affect both),
 the default thread count (torch and OpenCV together), and reported as each side's median and the ratio
 ``discolib / reference`` (below 1: discolib is faster):
 
-* ``warp2d``: :func:`discolib.animation.motion.warp_2d` of a ``(1, 3, H, W)`` float frame (bilinear and bicubic,
-  replicate border) vs OpenCV's ``warpPerspective`` of the uint8 ``H x W x 3`` frame with Deforum's 2D matrix
+* ``warp2d_u8``: :func:`discolib.animation.motion.warp_2d_u8` of the uint8 frame a CPU render holds
+  (``animation.frames_8bit``, the default), and ``warp2d``: :func:`discolib.animation.motion.warp_2d` of a
+  ``(1, 3, H, W)`` float frame (bilinear and bicubic, replicate border; ``frames_8bit`` off, or a GPU), vs OpenCV's ``warpPerspective`` of the uint8 ``H x W x 3`` frame with Deforum's 2D matrix
   (``getRotationMatrix2D`` about the centre times a translation, ``INTER_LINEAR``, ``BORDER_REPLICATE``): each side
   warps the frame as its pipeline holds it.
-* ``lab_match``: :func:`discolib.animation.coherence.match_histogram` with a prepared frame-0 reference vs
+* ``lab_match_u8``: :func:`discolib.animation.coherence.match_histogram_u8` (8-bit frames: Deforum's bytes) and
+  ``lab_match``: :func:`discolib.animation.coherence.match_histogram` (float) with a prepared frame-0 reference vs
   Deforum's ``maintain_colors`` for "Match Frame 0 LAB": OpenCV uint8 RGB->LAB, ``skimage.exposure.
   match_histograms`` against frame 0's LAB, back to RGB.
 * ``schedules``: :func:`discolib.animation.plan.evaluate_schedules`-style parsing and evaluation of 24 numeric
@@ -90,6 +92,11 @@ def _pairs(size: int, n_frames: int) -> dict[str, tuple[Callable[[], Any], Calla
     def ref_warp() -> Any:
         return cv2.warpPerspective(u8, xform, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
+    def ours_u8() -> Any:
+        return motion.warp_2d_u8(u8, MOTION["angle"], MOTION["zoom"], MOTION["tx"], MOTION["ty"], padding_mode="replicate")
+
+    # What a CPU render runs (animation.frames_8bit, the default): the frame as written, uint8, as Deforum's.
+    pairs["warp2d_u8"] = (ours_u8, ref_warp, "warp_2d_u8 (8-bit frames, the render's CPU path) vs cv2.warpPerspective uint8 linear")
     for sampling in ("bilinear", "bicubic"):
 
         def ours(sampling: str = sampling) -> Any:
@@ -113,10 +120,17 @@ def _pairs(size: int, n_frames: int) -> dict[str, tuple[Callable[[], Any], Calla
             matched = match_histograms(lab, ref_lab, channel_axis=-1)
             return cv2.cvtColor(np.clip(matched, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
+        prepared8 = coherence.HistogramReference8.prepare(ref_u8, "LAB")
+        pairs["lab_match_u8"] = (
+            lambda: coherence.match_histogram_u8(u8, prepared8),
+            ref_match,
+            "match_histogram_u8 LAB (8-bit frames, the render's CPU path; Deforum's bytes), prepared frame 0 vs cv2 "
+            "LAB uint8 + skimage match_histograms",
+        )
         pairs["lab_match"] = (
             lambda: coherence.match_histogram(frame, prepared, "LAB"),
             ref_match,
-            "match_histogram LAB, prepared frame 0 vs cv2 LAB uint8 + skimage match_histograms",
+            "match_histogram LAB float (frames_8bit off), prepared frame 0 vs cv2 LAB uint8 + skimage match_histograms",
         )
 
     try:

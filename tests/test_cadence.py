@@ -115,6 +115,8 @@ def dsd_reference(n: int, c: int, sampler: Sampler, warp: Callable, inits: dict)
         if f >= n:  # the extra window's frames are written: its own diffusion is not needed
             break
         init = None if prev_sample is None else warp(f, prev_sample, depth=depth_fn(prev_sample))[0]
+        if init is not None and c == 1:
+            init = quantize(init)  # without cadence prev_img is uint8 (sample_to_cv2), and so is its warp
         if init is not None:
             inits[f] = init
         sample = sampler(f, init)

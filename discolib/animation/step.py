@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from discolib.animation import coherence, motion, perspective
@@ -139,6 +140,12 @@ class AnimationStep:
         self._depth_val: torch.Tensor | None = None
         self._unmatched = -1  # the frame whose warped init became the colour reference (it is not matched)
         self._replaying = False
+        # 8-bit CPU path (latent 2D, no cadence, bilinear): the previous frame as written (its uint8 (H, W, 3) array,
+        # handed over by the loop through written()) is warped and colour-matched in uint8 as Deforum does, on
+        # OpenCV; see eight_bit().
+        self._eight_bit = self.eight_bit(plan, policy, device)
+        self._new_u8: tuple[torch.Tensor, np.ndarray] | None = None  # (the frame tensor, its uint8 array)
+        self._color_hist8: coherence.HistogramReference8 | None = None
         self.start = start
         self._video: VideoInput | None = None
         if plan.motion == "Video Input":
@@ -153,6 +160,45 @@ class AnimationStep:
                     self.start = 0
         elif start > 0 and store is not None:
             self.start = self._resume(start, store)
+
+    @staticmethod
+    def eight_bit(plan: RenderPlan, policy: AnimationPolicy, device: torch.device) -> bool:
+        """Whether a diffused frame's warped init is made on the 8-bit CPU path: ``animation.frames_8bit`` on, a latent
+        (Deforum) render on the CPU with bilinear 2D motion, no perspective flip and no cadence. There the previous frame as written (8-bit)
+        is warped in uint8 (:func:`~discolib.animation.motion.warp_2d_u8`: the float warp rounded to 8 bits, as
+        Deforum's uint8 frame) and LAB / RGB colour coherence is Deforum's 8-bit recipe bit for bit
+        (:func:`~discolib.animation.coherence.match_histogram_u8`); contrast, anti-blur and noise follow in float as
+        before. Elsewhere the same 8 bits come from the float warp, rounded (:meth:`__call__`), and
+        :func:`~discolib.animation.coherence.match_histogram_8bit`: the same bytes but for rounding ties."""
+        anim = plan.settings.animation
+        return (
+            anim.frames_8bit
+            and device.type == "cpu"
+            and plan.motion == "2D"
+            and not policy.quantize_chains
+            and not anim.enable_perspective_flip
+            and anim.sampling_mode_2d == "bilinear"
+            and not (anim.cadence > 1)
+        )
+
+    def written(self, image: torch.Tensor, frame: Any) -> None:
+        """The loop hands over the uint8 ``(H, W, 3)`` array it wrote for ``image`` (the tensor :meth:`finish`
+        returned), so the 8-bit path warps the frame as written without converting it again."""
+        if self._eight_bit and isinstance(frame, np.ndarray) and image is self._new:
+            self._new_u8 = (image, frame)
+
+    def _frame_u8(self) -> np.ndarray:
+        """The newer chain's frame as uint8 ``(H, W, 3)``: the loop's array, else converted (exact: it is 8-bit)."""
+        assert self._new is not None
+        if self._new_u8 is not None and self._new_u8[0] is self._new:
+            return self._new_u8[1]
+        return coherence.to_u8(self._new)
+
+    def _histogram8(self) -> coherence.HistogramReference8:
+        if self._color_hist8 is None:  # the reference's half of the 8-bit matching, done once per run
+            assert self.color_ref is not None
+            self._color_hist8 = coherence.HistogramReference8.prepare(coherence.to_u8(self.color_ref), self.anim.color_coherence)
+        return self._color_hist8
 
     # ------------------------------------------------------------------------------------------ per frame
 
@@ -189,8 +235,16 @@ class AnimationStep:
             self._tween = self._blend(i)
             return FrameInit(self._tween, final=True)
         before = self._new
-        warped, mask = self.warp(i, before, depth=self._new_depth(i))
-        warped = self._chain(warped)
+        warped_u8 = None
+        if self._eight_bit:
+            warped_u8 = self._warp_u8(i)
+            warped, mask = coherence.from_u8(warped_u8, self.device), None
+        else:
+            warped, mask = self.warp(i, before, depth=self._new_depth(i))
+            warped = self._chain(warped)
+            if self.anim.frames_8bit and not self.blends:
+                # Deforum's warped frame is uint8 (cadence chains stay float: Deforum's tween chains are float)
+                warped = quantize(warped)
         self._pending = (i, before, warped)
         if self.anim.color_coherence != "None" and self.color_ref is None and self.anim.color_coherence_reference != "frame0":
             # Deforum: the first warped frame it meets becomes the reference, taken before contrast and noise and
@@ -201,7 +255,22 @@ class AnimationStep:
             # Strength 1 keeps the warped frame as it is (pure depth parallax): no noise is added that no sampler
             # would take out again.
             return FrameInit(warped, final=True)
-        return self._diffused(i, self.coherence(i, warped, mask))
+        return self._diffused(i, self.coherence(i, warped, mask, warped_u8=warped_u8))
+
+    def _warp_u8(self, i: int) -> np.ndarray:
+        """Frame ``i``'s 2D motion of the previous frame as written: ``(H, W, 4)`` uint8 (RGB + padding)."""
+        v, anim = self.plan.value, self.anim
+        return motion.warp_2d_u8(
+            self._frame_u8(),
+            v("angle", i),
+            v("zoom", i),
+            v("translation_x", i),
+            v("translation_y", i),
+            v("transform_center_x", i),
+            v("transform_center_y", i),
+            padding_mode=anim.border,
+            sampling_mode=anim.sampling_mode_2d,
+        )
 
     def finish(self, i: int, sample: torch.Tensor) -> torch.Tensor:
         """The frame ``i`` to write, ``(1, 3, H, W)`` in [0, 1] quantised to 8 bits, from what it was made of: the
@@ -214,7 +283,7 @@ class AnimationStep:
         ref_mode = self.anim.color_coherence_reference
         if ref_mode == "webui" and self.color_ref is not None and self.anim.color_coherence != "None":
             # sd-webui-deforum matches every sampled frame again after sampling (not legacy_colormatch).
-            sample = coherence.match_histogram(sample.clamp(0, 1), self._histogram(), self.anim.color_coherence)
+            sample = self._match(sample.clamp(0, 1))
         if self.anim.color_force_grayscale:  # both Deforums grey the sample too
             sample = perspective.force_grayscale(sample)
         sample = quantize(sample)
@@ -299,7 +368,7 @@ class AnimationStep:
                 return start
             start = max(k for k in range(start) if self.diffused[k])  # make the last diffused frame again
             self._new = self._old = self.color_ref = None
-            self._color_hist = None
+            self._color_hist = self._color_hist8 = None
         return 0
 
     def _replay(self, start: int, store: FrameStore) -> bool:
@@ -347,7 +416,7 @@ class AnimationStep:
         return next((k for k in range(1, self.plan.n_frames) if self.diffused[k]), self.plan.n_frames)
 
     def _set_color_ref(self, i: int, image: torch.Tensor) -> None:
-        self.color_ref, self._color_hist = image, None
+        self.color_ref, self._color_hist, self._color_hist8 = image, None, None
         if self.store is not None:
             self.store.save("color_ref", image)  # before any frame matched to it is handed over
 
@@ -427,13 +496,26 @@ class AnimationStep:
             self._color_hist = coherence.HistogramReference.prepare(self.color_ref, self.anim.color_coherence)
         return self._color_hist
 
-    def coherence(self, i: int, warped: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _match(self, image: torch.Tensor, frame_u8: np.ndarray | None = None) -> torch.Tensor:
+        """``image`` colour-matched to the reference: in 8 bits (``animation.frames_8bit``; straight from the 8-bit
+        path's ``frame_u8`` when there is one) or in float."""
+        space = self.anim.color_coherence
+        if not self.anim.frames_8bit:
+            return coherence.match_histogram(image, self._histogram(), space)
+        if frame_u8 is not None and coherence.space_of(space) in coherence.SPACES_U8:
+            return coherence.from_u8(coherence.match_histogram_u8(frame_u8, self._histogram8()), self.device)
+        return coherence.match_histogram_8bit(image, self._histogram(), space)
+
+    def coherence(
+        self, i: int, warped: torch.Tensor, mask: torch.Tensor | None, *, warped_u8: np.ndarray | None = None
+    ) -> torch.Tensor:
         """Colour match to the reference, contrast, anti-blur and, per the policy, noise in disoccluded pixels and
-        the noise schedule: the init of a diffused frame, ``(1, 3, H, W)`` in [0, 1]."""
+        the noise schedule: the init of a diffused frame, ``(1, 3, H, W)`` in [0, 1]. ``warped_u8``: ``warped`` as
+        the 8-bit path made it (uint8 ``(H, W, 3|4)``), matched in uint8 as Deforum does (LAB, RGB)."""
         plan, anim = self.plan, self.anim
         x = warped
         if anim.color_coherence != "None" and self.color_ref is not None and i != self._unmatched:
-            x = coherence.match_histogram(x, self._histogram(), anim.color_coherence)
+            x = self._match(x, warped_u8)
         if anim.color_force_grayscale:
             # dsd's warp-side grey applies OpenCV's BGR weights to its RGB frame (red and blue swapped); webui's not.
             dsd = anim.color_coherence_reference == "deforum"

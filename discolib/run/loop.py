@@ -345,7 +345,7 @@ def _render_frames(run: _Run, sampler: FrameSampler, start: int) -> None:
             frame_init = step.first() if i == 0 else step(i)
             # The step turns the sample into the frame to write (a cadence blend; 8-bit, as the loop continues from it).
             image = step.finish(i, _sample(run, sampler, i, frame_init))
-            _finish_frame(run, i, image)
+            step.written(image, _finish_frame(run, i, image))
             if eyes is not None:
                 eyes(i, image)
             if every and (i + 1) % every == 0 and i + 1 < n:
@@ -494,9 +494,13 @@ def _depth_dir(run: _Run) -> Path | None:
     return path
 
 
-def _finish_frame(run: _Run, i: int, image: torch.Tensor) -> None:
-    """Hand frame ``i`` to the background writer (it writes the PNG, then the record, then emits ``frame``)."""
-    run.frames.append(run.writer.submit(i, _to_uint8(image), run.plan.seeds[i]))
+def _finish_frame(run: _Run, i: int, image: torch.Tensor) -> Any:
+    """Hand frame ``i`` to the background writer (it writes the PNG, then the record, then emits ``frame``).
+    Returns what was handed over: the uint8 ``(H, W, 3)`` array on the CPU (the 8-bit step warps it next), else a
+    :class:`~discolib.run.runs.PendingFrame`."""
+    frame = _to_uint8(image)
+    run.frames.append(run.writer.submit(i, frame, run.plan.seeds[i]))
+    return frame
 
 
 def _write_video(settings: Settings, folder: RunFolder, n_frames: int, *, final: bool) -> Path:
