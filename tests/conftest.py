@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 # Before any import of huggingface_hub / transformers / diffusers: never touch the network in tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -131,3 +132,33 @@ def logged_errors() -> Iterator[list[logging.LogRecord]]:
         yield handler.records
     finally:
         root.removeHandler(handler)
+
+
+# ------------------------------------------------------------------------------- one JupyterLab for the browser tests
+@pytest.fixture(scope="session")
+def _jupyterlab_server(tmp_path_factory: pytest.TempPathFactory):  # -> Iterator[tuple[LabServer, Path]]
+    """One JupyterLab for every real-browser test (test_browser*.py, test_curve_browser.py): started by the first
+    that asks (a server start costs ~10 s on a 2-core machine), stopped with its kernels when the session ends.
+    Skips, saying why, without chromium, Playwright or JupyterLab."""
+    from test_browser import _require_browser_stack, jupyterlab
+
+    _require_browser_stack()
+    base = tmp_path_factory.mktemp("jupyterlab")
+    root = base / "root"
+    root.mkdir()
+    with jupyterlab(root, base / "state") as lab:
+        yield lab, root
+
+
+@pytest.fixture
+def jupyterlab_dir(_jupyterlab_server, request: pytest.FixtureRequest):  # -> Iterator[tuple[LabServer, Path]]
+    """(the session's JupyterLab, a new folder under its root for this test): put the notebook there and open it
+    with ``lab.notebook_url(folder, name)`` (a workspace of its own). The kernels the test started are shut down
+    after it, so none keeps running (or holding models) into later tests."""
+    lab, root = _jupyterlab_server
+    folder = root / re.sub(r"\W+", "_", request.node.name)[:80]
+    folder.mkdir()
+    try:
+        yield lab, folder
+    finally:
+        lab.shutdown_kernels()

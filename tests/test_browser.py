@@ -1,8 +1,9 @@
 """Real-browser test: JupyterLab + Debian's chromium (driven by Playwright) run notebooks/quickstart.ipynb.
 
-The test starts JupyterLab on 127.0.0.1 (free port, random token, every Jupyter/IPython dir in tmp, the
-notebook copied into a temp root so no output lands in the repo), opens the notebook in headless chromium and
-runs all cells. It checks in the DOM that:
+The test uses the session's JupyterLab (the ``jupyterlab_dir`` fixture of tests/conftest.py, shared by the three
+real-browser test files: one server start instead of three) on 127.0.0.1 (free port, random token, every
+Jupyter/IPython dir in tmp, the notebook copied into a folder of its own under a temp root so no output lands in the
+repo), opens the notebook in headless chromium and runs all cells. It checks in the DOM that:
 
 * the render cell shows the image DURING the render: while Run All is still running, its output <img> shows at
   least two different previews (different pixels), as Disco's "Diffuse!" cell did;
@@ -59,7 +60,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-MAX_FRAMES = 4
+#: Two frames: the first (24 steps, a preview every second step) is what the live-preview check watches; each
+#: further frame only added render time, twice (Run All and the panel's Render).
+MAX_FRAMES = 2
 PRESET = "tiny-latent"
 #: Slow enough that the render cell is seen changing in the browser: more steps, a bigger image, a preview every
 #: second step (the tiny model is fast; a 4-step 64x64 render ends before the browser draws twice).
@@ -96,6 +99,27 @@ class LabServer:
             return self.log.read_text(errors="replace")[-chars:]
         except OSError:
             return "(no server log)"
+
+    def shutdown_kernels(self) -> None:
+        """Delete every session and kernel (what a test's notebooks started): the next test on this server starts
+        with none running."""
+        for kind in ("sessions", "kernels"):
+            with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
+                req = urllib.request.Request(f"{self.url}/api/{kind}", headers={"Authorization": f"token {self.token}"})
+                with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (a fixed http://127.0.0.1 URL)
+                    items = json.loads(resp.read())
+                for item in items:
+                    req = urllib.request.Request(
+                        f"{self.url}/api/{kind}/{item['id']}", method="DELETE",
+                        headers={"Authorization": f"token {self.token}"},
+                    )
+                    with contextlib.suppress(OSError, urllib.error.URLError):
+                        urllib.request.urlopen(req, timeout=30).close()  # noqa: S310
+
+    def notebook_url(self, folder: Path, name: str) -> str:
+        """The URL that opens ``folder/name`` (``folder`` directly under the served root) in a workspace of its own:
+        a fresh workspace restores no notebook an earlier test left open on this server."""
+        return f"{self.url}/lab/workspaces/{folder.name}/tree/{folder.name}/{name}?token={self.token}"
 
 
 def _free_port() -> int:
@@ -352,20 +376,19 @@ def wait_kernel_idle(page: Any) -> None:
 
 
 @pytest.mark.slow
-def test_quickstart_notebook_in_jupyterlab(tmp_path: Path) -> None:
+def test_quickstart_notebook_in_jupyterlab(tmp_path: Path, jupyterlab_dir: tuple[LabServer, Path]) -> None:
     """Run quickstart.ipynb in JupyterLab in chromium: the render cell's live preview, the panel's tabs and widths,
     and a render from the panel's own button."""
     _require_browser_stack()
     from playwright.sync_api import expect, sync_playwright
 
     assert NOTEBOOK.is_file(), f"{NOTEBOOK} is missing"
-    root = tmp_path / "root"
-    root.mkdir()
+    lab, root = jupyterlab_dir  # the session's JupyterLab (tests/conftest.py), this test's folder
     shutil.copy2(NOTEBOOK, root / NOTEBOOK.name)
     shots = Path(os.environ.get("DISCOLIB_SCREENSHOT_DIR") or tmp_path / "screenshots")
     browser_errors: list[str] = []
 
-    with jupyterlab(root, tmp_path / "jupyter") as lab, sync_playwright() as pw:
+    with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),  # a fresh profile: no state from earlier runs
             executable_path=str(CHROMIUM),
@@ -377,7 +400,7 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path: Path) -> None:
         page.on("pageerror", lambda exc: browser_errors.append(str(exc)))
         panel = page.locator(".discolib-panel")
         try:
-            page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}", wait_until="domcontentloaded")
+            page.goto(lab.notebook_url(root, NOTEBOOK.name), wait_until="domcontentloaded")
             wait_kernel_idle(page)
             state = _notebook_state(page)
             assert state["kernelName"] == "python3", state

@@ -1,5 +1,5 @@
 """Real-browser test of the soundtrack in the panel: JupyterLab + Debian's chromium (Playwright), as
-tests/test_browser.py (whose server and browser helpers it reuses).
+tests/test_browser.py (whose browser helpers it reuses, on the session's JupyterLab: tests/conftest.py).
 
 A notebook made here synthesises a 4 s song (clicks at 120 BPM, a gated 60 Hz tone), sets it as output.soundtrack
 and shows the panel with a stand-in render (it writes six frames and their mp4 with the song muxed in, as a render
@@ -24,12 +24,12 @@ from test_browser import (
     _STRIP_ANSI,
     CHROMIUM,
     CHROMIUM_ARGS,
+    LabServer,
     _decode_png,
     _fetch_image_bytes,
     _notebook_state,
     _require_browser_stack,
     _save_screenshots,
-    jupyterlab,
     wait_kernel_idle,
 )
 
@@ -98,18 +98,19 @@ def _soundtrack_tab() -> str:
 
 
 @pytest.mark.slow
-def test_soundtrack_view_player_and_video_with_sound_in_jupyterlab(tmp_path: Path) -> None:
+def test_soundtrack_view_player_and_video_with_sound_in_jupyterlab(
+    tmp_path: Path, jupyterlab_dir: tuple[LabServer, Path]
+) -> None:
     _require_browser_stack()
     pytest.importorskip("soundfile")
     from playwright.sync_api import expect, sync_playwright
 
-    root = tmp_path / "root"
-    root.mkdir()
+    lab, root = jupyterlab_dir  # the session's JupyterLab (tests/conftest.py), this test's folder
     _notebook(root)
     shots = Path(os.environ.get("DISCOLIB_SCREENSHOT_DIR") or tmp_path / "screenshots")
     browser_errors: list[str] = []
 
-    with jupyterlab(root, tmp_path / "jupyter") as lab, sync_playwright() as pw:
+    with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),
             executable_path=str(CHROMIUM),
@@ -122,7 +123,7 @@ def test_soundtrack_view_player_and_video_with_sound_in_jupyterlab(tmp_path: Pat
         page.on("pageerror", lambda exc: browser_errors.append(str(exc)))
         panel = page.locator(".discolib-panel")
         try:
-            page.goto(f"{lab.url}/lab/tree/{NOTEBOOK_NAME}?token={lab.token}", wait_until="domcontentloaded")
+            page.goto(lab.notebook_url(root, NOTEBOOK_NAME), wait_until="domcontentloaded")
             wait_kernel_idle(page)
             page.evaluate(
                 "() => { window.__runAll = 'running';"

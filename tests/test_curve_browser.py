@@ -2,8 +2,8 @@
 
 A small notebook (written into tmp_path) shows a :class:`~discolib_widgets.curve.CurveEditor`; the test drags a key
 with the mouse and checks that the keyframe string changed both in the page and in the kernel (a cell prints
-``editor.text``), then sets ``editor.text`` from a cell and checks that the keys in the page moved. JupyterLab and
-the browser come from tests/test_browser.py's helpers. A second editor then shows that each editor clips its curve
+``editor.text``), then sets ``editor.text`` from a cell and checks that the keys in the page moved. JupyterLab
+(the session's, tests/conftest.py) and the browser come from tests/test_browser.py's helpers. A second editor then shows that each editor clips its curve
 with its own clipPath (not the first editor's), so its curve is drawn even while the first editor is hidden. Screenshots go to ``$DISCOLIB_SCREENSHOT_DIR`` or tmp_path.
 """
 
@@ -20,11 +20,11 @@ from test_browser import (
     _STRIP_ANSI,
     CHROMIUM,
     CHROMIUM_ARGS,
+    LabServer,
     _decode_png,
     _notebook_state,
     _require_browser_stack,
     _shot_dir,
-    jupyterlab,
     wait_kernel_idle,
 )
 
@@ -115,19 +115,18 @@ def _key_points(editor: Any) -> list[tuple[int, float | None]]:
 
 
 @pytest.mark.slow
-def test_curve_editor_drag_in_jupyterlab(tmp_path: Path) -> None:
+def test_curve_editor_drag_in_jupyterlab(tmp_path: Path, jupyterlab_dir: tuple[LabServer, Path]) -> None:
     """Drag a key with the mouse: the string changes in the page and in the kernel; a string set in Python moves keys."""
     _require_browser_stack()
     pytest.importorskip("anywidget")
     from playwright.sync_api import expect, sync_playwright
 
-    root = tmp_path / "root"
-    root.mkdir()
+    lab, root = jupyterlab_dir  # the session's JupyterLab (tests/conftest.py), this test's folder
     _write_notebook(root / "curve.ipynb")
     shots = _shot_dir(Path(os.environ.get("DISCOLIB_SCREENSHOT_DIR") or tmp_path / "screenshots"))
     browser_errors: list[str] = []
 
-    with jupyterlab(root, tmp_path / "jupyter") as lab, sync_playwright() as pw:
+    with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),
             executable_path=str(CHROMIUM),
@@ -142,7 +141,7 @@ def test_curve_editor_drag_in_jupyterlab(tmp_path: Path) -> None:
         page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         editor = page.locator(".dc-curve")
         try:
-            page.goto(f"{lab.url}/lab/tree/curve.ipynb?token={lab.token}", wait_until="domcontentloaded")
+            page.goto(lab.notebook_url(root, "curve.ipynb"), wait_until="domcontentloaded")
             wait_kernel_idle(page)
             assert _notebook_state(page)["kernelName"] == "python3"
 
