@@ -181,3 +181,16 @@ def test_out_of_range_and_non_finite_inputs() -> None:
     for space in ("LAB", "RGB", "HSV"):  # no error (RGB and HSV fall back to the torch path)
         out = match_histogram(nan, reference, space)  # type: ignore[arg-type]
         assert out.shape == image.shape and out[..., 10:, 10:].isfinite().all()
+
+
+@pytest.mark.parametrize(("kernel", "sigma"), [(5, 1.0), (0, 2.0), (7, 0.0), (3, 0.5), (11, 1.5)])
+def test_unsharp_mask_opencv_blur_within_float_rounding_of_torch(kernel: int, sigma: float) -> None:
+    """A CPU float32 frame is blurred by cv2.sepFilter2D: the torch path's kernel and borders, summed in another
+    order (float32 rounding apart); the torch path is what a frame in autograd takes."""
+    gen = torch.Generator().manual_seed(kernel)
+    image = torch.rand(2, 3, 40, 52, generator=gen)
+    fast = coherence.unsharp_mask(image, 0.5, kernel, sigma, 0.02)
+    with torch.enable_grad():
+        slow = coherence.unsharp_mask(image.clone().requires_grad_(True), 0.5, kernel, sigma, 0.02).detach()
+    assert (fast - slow).abs().max().item() <= 1e-6
+    assert torch.equal(fast, coherence.unsharp_mask(image, 0.5, kernel, sigma, 0.02))  # deterministic
