@@ -2,10 +2,10 @@
 
 The public face, what scripts and notebooks import::
 
-    from discolib import Settings, apply_preset, preset_mode, render, RenderResult, RunFolder, animate_photo
+    from discolib import Settings, apply_preset, preset_mode, render, RenderResult, RunFolder, animate_photo, sweep
 
 ``Settings``, ``apply_preset`` and ``preset_mode`` come from :mod:`discolib.config` (no torch). ``render``,
-``RenderResult``, ``RunFolder`` and ``animate_photo`` live in :mod:`discolib.run` (the render loop imports torch and
+``RenderResult``, ``RunFolder``, ``animate_photo`` and ``sweep`` live in :mod:`discolib.run` (the render loop imports torch and
 the model libraries); they are imported on first access (PEP 562 ``__getattr__``), so ``import discolib``,
 ``from discolib import Settings`` and ``discolib validate`` load the settings layer only.
 """
@@ -22,18 +22,20 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below i
     from discolib.run.loop import render
     from discolib.run.photo import animate_photo
     from discolib.run.runs import RunFolder
+    from discolib.run.sweep import sweep
 
 __version__ = "0.2.0"
 
 __all__ = [
     "RenderResult", "RunFolder", "Settings", "__version__", "animate_photo", "apply_preset", "preset_mode", "render",
+    "sweep",
 ]
 
-_LAZY = ("RenderResult", "RunFolder", "animate_photo", "render")
+_LAZY = ("RenderResult", "RunFolder", "animate_photo", "render", "sweep")
 
 
 def __getattr__(name: str) -> Any:
-    """``render``, ``RenderResult``, ``RunFolder`` and ``animate_photo``, imported when first asked for (then cached
+    """``render``, ``RenderResult``, ``RunFolder``, ``animate_photo`` and ``sweep``, imported when first asked for (then cached
     as globals)."""
     # Function-level imports on purpose (start-up time): the render loop imports torch, diffusers, transformers,
     # open_clip and kornia (seconds), which `import discolib`, `from discolib import Settings` and
@@ -47,6 +49,9 @@ def __getattr__(name: str) -> Any:
     elif name == "RunFolder":
         # start-up time: torch-free, but hashing, zip and platform modules (~0.1 s) only run-folder users need
         from discolib.run.runs import RunFolder as value
+    elif name == "sweep":
+        # start-up time: running variants imports torch and the models
+        from discolib.run.sweep import sweep as value
     else:
         raise AttributeError(f"module 'discolib' has no attribute {name!r}")
     globals()[name] = value

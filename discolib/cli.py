@@ -36,6 +36,8 @@ examples:
   discolib render settings.json --out runs --set n_batches=2
   discolib render settings.json --threads 2
   discolib render --resume runs/TimeToDisco/20260101-120000
+  discolib sweep sweep.json --out sweeps/first
+  discolib sweep sweep.json --out sweeps/first --executor ray --gpus-per-run 1
   discolib import-settings TimeToDisco(0)_settings.txt -o settings.json
   discolib video runs/TimeToDisco/20260101-120000 --fps 24 --from 10 --to 59 --gif
   discolib schedule "0:(0), 30:(sin(t/5))" --frames 60 --plot curve.png
@@ -97,6 +99,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     ren.add_argument("--no-progress", action="store_true", help="no progress bars")
     ren.add_argument("--force", action="store_true", help="start even when the run looks too large for this machine's memory")
+
+    swp = sub.add_parser(
+        "sweep",
+        help="render every variant of a sweep file (grid / zip / seeds axes over any setting) into one folder",
+        description="Render every variant of a sweep file into DIR: DIR/sweep.json lists each variant's overrides, "
+        "run folder and status, DIR/runs/<variant id>/ holds its run folder, DIR/contact_sheet.png its last frame. "
+        "Running the same command again skips the finished variants and resumes the interrupted ones. "
+        "See docs/SWEEPS.md for the file format.",
+    )
+    swp.add_argument("file", metavar="SWEEP", help="the sweep file (.json, or .yaml/.yml with pyyaml)")
+    swp.add_argument("--out", required=True, metavar="DIR", help="the sweep folder (created; a re-run continues it)")
+    swp.add_argument("--executor", default="local", choices=["local", "ray"], help="local: one variant at a time here, each model loaded once (default); ray: each variant a Ray task (pip install \"discolib[ray]\")")
+    swp.add_argument("--ray-address", default=None, metavar="ADDR", help="the Ray cluster to use (default: a local Ray, or the one already started)")
+    swp.add_argument("--gpus-per-run", default=None, metavar="F", help="GPUs per variant with --executor ray (0.5: two variants share a GPU; default 0)")
+    swp.add_argument("--max-variants", default=None, metavar="N", help="allow up to N variants (default 256, or the file's max_variants; at most 100000)")
+    swp.add_argument("--frame", default=None, metavar="N", help="the frame each contact-sheet tile shows, 0-based; negative counts from the end (default: the last)")
+    swp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     vid = sub.add_parser("video", help="(re)make the video of a run folder from its complete frames; prints its path")
     vid.add_argument("run", metavar="RUN", help="run folder (also one still rendering: only complete frames are used)")
@@ -242,6 +261,60 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if result.video:
         print(f"video: {result.video}")
     return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    # Here, not at the top, for start-up time: running variants imports torch and the model libraries.
+    from discolib.run.sweep import sweep
+
+    if args.executor != "ray" and (args.ray_address is not None or args.gpus_per_run is not None):
+        raise CliError("--ray-address and --gpus-per-run are options of --executor ray")
+    max_variants = _sweep_int(args.max_variants, "--max-variants", "a number of variants")
+    frame = _sweep_int(args.frame, "--frame", "a frame number (0-based; negative from the end)")
+    gpus = None
+    if args.gpus_per_run is not None:
+        try:
+            gpus = float(args.gpus_per_run)
+        except ValueError:
+            raise CliError(f"--gpus-per-run: expected a number of GPUs such as 1 or 0.5, got {args.gpus_per_run!r}") from None
+        if not 0 <= gpus <= 1024:
+            raise CliError(f"--gpus-per-run: expected a number of GPUs from 0 to 1024, got {args.gpus_per_run!r}")
+
+    def report(state: Any) -> None:
+        if state.status == "running":
+            return
+        where = f" ({state.run_dir})" if state.run_dir else ""
+        error = f": {state.error}" if state.status == "failed" and state.error else ""
+        print(f"{state.id} {state.status}{error} · {state.label}{where}", flush=True)
+
+    result = sweep(
+        args.file,
+        str(expand_path(args.out, setting="--out")),
+        executor=args.executor,
+        ray_address=args.ray_address,
+        gpus_per_run=gpus,
+        max_variants=max_variants,
+        frame=frame,
+        progress=not args.no_progress,
+        callback=report,
+    )
+    done = sum(s.status == "done" for s in result.variants)
+    print(f"{done} of {len(result.variants)} variant(s) done in {result.path}")
+    if result.contact_sheet is not None:
+        print(f"contact sheet: {result.contact_sheet}")
+    failed = [s for s in result.variants if s.status != "done"]
+    for state in failed:
+        print(f"{state.id} {state.status}: {state.error or state.label}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _sweep_int(text: str | None, option: str, what: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise CliError(f"{option}: expected {what}, got {text!r}") from None
 
 
 def _number(text: str | None, option: str, kind: type[int] | type[float]) -> int | float | None:
@@ -503,6 +576,7 @@ COMMANDS = {
     "validate": _cmd_validate,
     "import-settings": _cmd_import,
     "render": _cmd_render,
+    "sweep": _cmd_sweep,
     "video": _cmd_video,
     "schedule": _cmd_schedule,
     "animate": _cmd_animate,

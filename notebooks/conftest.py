@@ -9,7 +9,8 @@ and a temporary output folder (removed at the end; otherwise the runs would land
 3-frame cap bounds the music notebook too, whose animation is otherwise as long as its soundtrack
 (``finish_settings`` turns ``length_from_soundtrack`` off under the cap). The photo
 notebook (``photo_setup``) has no preset: it gets ``DISCOLIB_DEPTH_MODEL`` (the tiny random Depth Anything, built
-in-process, instead of the real one it would download), the same 3-frame cap and output folder. Each is set only
+in-process, instead of the real one it would download), the same 3-frame cap and output folder; the sweep notebook
+(whose default, the shipped demo sweep, is tiny and offline) gets only the output folder. Each is set only
 when the user has not set it: ``DISCOLIB_PRESET=disco-512 pytest --nbval-lax notebooks/disco.ipynb`` runs the real
 preset.
 """
@@ -30,6 +31,9 @@ OFFLINE_PRESET = {
 }  # fmt: skip
 #: The photo notebook's offline depth model.
 OFFLINE_DEPTH_MODEL = {"photo.ipynb": "tiny-depth-anything"}
+#: Notebooks whose defaults already run offline (the sweep notebook's demo sweep of tiny variants): they get only
+#: the temporary output folder (and the frame cap, which they ignore), so nothing lands in notebooks/.
+OUTPUT_ONLY = ("sweep.ipynb",)
 MAX_FRAMES = "3"
 _VARIABLES = ("DISCOLIB_PRESET", "DISCOLIB_DEPTH_MODEL", "DISCOLIB_MAX_FRAMES", "DISCOLIB_OUTPUT_ROOT")
 #: What the user set before pytest started (None: unset, so this file may set it).
@@ -41,7 +45,7 @@ _TMP: list[str] = []  # the temporary output folder, once made
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before the default setup, which starts the notebook's kernel at its first cell: the notebook's variables."""
     name = Path(str(item.fspath)).name
-    if name not in OFFLINE_PRESET and name not in OFFLINE_DEPTH_MODEL:
+    if name not in OFFLINE_PRESET and name not in OFFLINE_DEPTH_MODEL and name not in OUTPUT_ONLY:
         return
     if _USER["DISCOLIB_PRESET"] is None and name in OFFLINE_PRESET:
         os.environ["DISCOLIB_PRESET"] = OFFLINE_PRESET[name]

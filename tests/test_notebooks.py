@@ -64,9 +64,14 @@ RENDER_NOTEBOOKS = list(OFFLINE_PRESET)
 #: DISCOLIB_DEPTH_MODEL): tiny, random, built in-process.
 PHOTO = "photo.ipynb"
 OFFLINE_DEPTH_MODEL = "tiny-depth-anything"
-NOTEBOOKS = [*RENDER_NOTEBOOKS, PHOTO]
-#: What docs/NOTEBOOKS.md's table names as each notebook's offline choice (a preset; the photo's depth model).
-OFFLINE_CHOICE = {**OFFLINE_PRESET, PHOTO: OFFLINE_DEPTH_MODEL}
+#: The sweep notebook (discolib.sweep, no Settings, panel or render_here): its default, the shipped demo sweep of
+#: tiny variants, runs offline as it is (nbval gets only the output folder).
+SWEEP = "sweep.ipynb"
+DEMO_SWEEP = "demo_sweep.json"
+NOTEBOOKS = [*RENDER_NOTEBOOKS, PHOTO, SWEEP]
+#: What docs/NOTEBOOKS.md's table names as each notebook's offline choice (a preset; the photo's depth model; the
+#: sweep's sweep file).
+OFFLINE_CHOICE = {**OFFLINE_PRESET, PHOTO: OFFLINE_DEPTH_MODEL, SWEEP: DEMO_SWEEP}
 
 #: Parameters every render notebook has.
 REQUIRED_PARAMETERS = {
@@ -123,6 +128,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "photo": "", "camera": "dolly", "seconds": 4, "fps": 24,
         "depth_model": "depth-anything/Depth-Anything-V2-Small-hf", "fill": "auto", "latent_model": "",
         "stereo": "none", "mesh": False, "output_root": "runs", "use_drive": False,
+    },
+    SWEEP: {
+        "sweep_file": "", "executor": "local", "ray_address": "", "gpus_per_run": 0, "max_variants": 0,
+        "output_root": "runs", "use_drive": False,
     },
 }  # fmt: skip
 #: Defaults every render notebook shares: a new run, no file, outputs in runs/, no Drive, the panel's edits kept.
@@ -324,6 +333,60 @@ def kernel_env(python3_kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.setenv(name, value)
 
 
+class PlainNbval:
+    """``pytest --nbval-lax notebooks/`` (README's command) in a subprocess, started once per module: by the
+    module's first test when test_nbval_plain_command is selected too (so they run side by side), else by that
+    test."""
+
+    cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "notebooks/", "-p", "no:cacheprovider", "-q"]
+
+    def __init__(self, out_root: Path) -> None:
+        self.out_root = out_root  # DISCOLIB_OUTPUT_ROOT: where the runs land
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.before: list[Path] = []
+        self.returncode: int | None = None
+
+    def start(self) -> PlainNbval:
+        if self.proc is None:
+            env = clean_env(DISCOLIB_OUTPUT_ROOT=str(self.out_root), DISCOLIB_OVERRIDES='{"output.fps": 4}')
+            self.before = sorted(NOTEBOOK_DIR.iterdir())
+            # Output to files, not pipes: nobody reads a pipe while the papermill tests run, and a full one blocks.
+            logs = self.out_root.parent
+            with (logs / "nbval.out").open("wb") as out, (logs / "nbval.err").open("wb") as err:
+                self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stdout=out, stderr=err)  # noqa: S603
+        return self
+
+    def wait(self) -> tuple[str, str]:
+        assert self.proc is not None
+        self.returncode = self.proc.wait(timeout=2400)
+        read = lambda name: (self.out_root.parent / name).read_text(encoding="utf-8", errors="replace")  # noqa: E731
+        return read("nbval.out"), read("nbval.err")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def nbval_plain(python3_kernel: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlainNbval]:
+    base = tmp_path_factory.mktemp("nbval-plain")
+    (base / "runs").mkdir()
+    run = PlainNbval(base / "runs")
+    try:
+        yield run
+    finally:
+        run.stop()  # never left running past the module (a failed or deselected test_nbval_plain_command)
+
+
+@pytest.fixture(autouse=True)
+def overlap_nbval(request: pytest.FixtureRequest) -> None:
+    """Start the plain nbval command at this module's first test when test_nbval_plain_command is selected in this
+    session: it then runs beside the module's other tests (the papermill runs, ~1 min, and the fast ones)."""
+    if any(getattr(item, "originalname", "") == "test_nbval_plain_command" for item in request.session.items):
+        request.getfixturevalue("nbval_plain").start()
+
+
 def execute(name: str, out: Path, parameters: dict[str, Any], cwd: Path) -> nbformat.NotebookNode:
     import papermill
 
@@ -343,7 +406,13 @@ def execute(name: str, out: Path, parameters: dict[str, Any], cwd: Path) -> nbfo
 SETUP_CALL = {
     **{name: "notebook_setup(preset, max_frames, output_root, overrides, use_drive=use_drive)" for name in RENDER_NOTEBOOKS},
     PHOTO: "photo_setup(seconds, fps, depth_model, output_root, use_drive=use_drive)",
+    SWEEP: (
+        "sweep_setup(sweep_file, output_root, ray_address=ray_address, gpus_per_run=gpus_per_run, "
+        "max_variants=max_variants, use_drive=use_drive)"
+    ),
 }
+#: The sweep notebook's last cell: "done 4/4" from sweep.json, or an error naming the variants not done.
+SWEEP_CHECK_CALL = "print(sweep_summary(result.path, require_done=True))"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -368,12 +437,14 @@ def test_notebook_structure(name: str) -> None:
         assert params["camera"]["options"] == list(CAMERA_PRESETS)
         assert params["fill"]["options"] == list(photo_run._FILLS)
         assert params["stereo"]["options"] == list(photo_run._STEREO)
+    elif name == SWEEP:
+        assert params["executor"]["options"] == ["local", "ray"]
     else:
         assert REQUIRED_PARAMETERS <= set(params), REQUIRED_PARAMETERS - set(params)
         # Presets: every option exists, and the offline one that nbval uses is among them.
         options = params["preset"]["options"]
         assert set(options) <= set(PRESETS) and OFFLINE_PRESET[name] in options
-    if name not in (*TINY_DEFAULT, PHOTO):  # the real notebooks default to real weights within one sampler
+    if name not in (*TINY_DEFAULT, PHOTO, SWEEP):  # the real notebooks default to real weights within one sampler
         assert not params["preset"]["value"].startswith("tiny"), f"{name}: the default preset must use real weights"
         assert len({preset_mode(p) for p in params["preset"]["options"]}) == 1
 
@@ -412,7 +483,8 @@ def test_notebook_structure(name: str) -> None:
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and cell is not pcell:
                 read.add(node.id)
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                calls.setdefault(ast.unparse(node) if node.func.id not in ("apply_parameters", "animate_photo") else node.func.id, i)
+                whole = node.func.id not in ("apply_parameters", "animate_photo", "sweep")
+                calls.setdefault(ast.unparse(node) if whole else node.func.id, i)
                 if node.func.id == "apply_parameters":
                     # {setting: parameter}, never over a settings file
                     assert ast.unparse(node.keywords[0]) == "settings_file=settings_file", cell.source
@@ -426,7 +498,7 @@ def test_notebook_structure(name: str) -> None:
                 imported.add((node.module or "").split(".")[0])
             elif isinstance(node, ast.Import):
                 imported.update(a.name.split(".")[0] for a in node.names)
-    assert CHECK_CALL in cells[-1].source, f"{name}: the last cell checks the run"
+    assert (SWEEP_CHECK_CALL if name == SWEEP else CHECK_CALL) in cells[-1].source, f"{name}: the last cell checks the run"
     for cell in cells:
         assert cell.outputs == [] and cell.execution_count is None, f"{name}: outputs left in\n{cell.source}"
     if name == PHOTO:
@@ -437,6 +509,19 @@ def test_notebook_structure(name: str) -> None:
             SETUP_CALL[name], "photo_upload(photo)", "photo_source(photo, upload, output_root)", "animate_photo",
             "show_photo_result(result)", CHECK_CALL.removeprefix("print(").removesuffix(")"),
         ]
+        for call in order:
+            assert call in calls, f"{name}: no {call}"
+        assert [calls[c] for c in order] == sorted(calls[c] for c in order), f"{name}: cells out of order"
+        assert not any(c.startswith(("render", "show_panel(")) for c in calls), sorted(calls)
+        return
+    if name == SWEEP:
+        # The public faces only: discolib.sweep and discolib_widgets.sweep (sys: the Colab check).
+        assert imported == {"discolib", "discolib_widgets", "sys"}, f"{name}: imports {sorted(imported)}"
+        assert set(params) <= read, f"{name}: parameters no cell uses: {set(params) - read}"
+        order = [
+            SETUP_CALL[name], "sweep", "show_sweep_result(result)", "show_sweep(sweep_dir)",
+            SWEEP_CHECK_CALL.removeprefix("print(").removesuffix(")"),
+        ]  # fmt: skip
         for call in order:
             assert call in calls, f"{name}: no {call}"
         assert [calls[c] for c in order] == sorted(calls[c] for c in order), f"{name}: cells out of order"
@@ -480,13 +565,14 @@ def test_photo_notebook_passes_every_setting_to_animate_photo() -> None:
 def test_parameters_hold_the_documented_defaults(name: str) -> None:
     """An autosaved edit of the tracked notebook's parameters fails here (edit a copy or pass parameters)."""
     values = {pname: p["value"] for pname, p in parameters(name).items()}
-    assert values == (DEFAULTS[name] if name == PHOTO else {**DEFAULTS[name], **COMMON_DEFAULTS})
+    assert values == (DEFAULTS[name] if name in (PHOTO, SWEEP) else {**DEFAULTS[name], **COMMON_DEFAULTS})
     # docs/NOTEBOOKS.md's table names each notebook's default preset (the photo's: its depth model) and the
     # offline one.
     doc = (REPO / "docs" / "NOTEBOOKS.md").read_text(encoding="utf-8")
     row = re.search(rf"^\| \[`{re.escape(name)}`\].*\| `([\w./-]+)` \| `([\w./-]+)` \|$", doc, flags=re.MULTILINE)
     assert row, f"docs/NOTEBOOKS.md has no row for {name}"
-    assert row[1] == values["depth_model" if name == PHOTO else "preset"] and row[2] == OFFLINE_CHOICE[name]
+    default = {PHOTO: values.get("depth_model"), SWEEP: DEMO_SWEEP}.get(name, values.get("preset"))
+    assert row[1] == default and row[2] == OFFLINE_CHOICE[name]
 
 
 def test_nbstripout_keeps_tracked_notebooks_as_they_are() -> None:
@@ -660,45 +746,6 @@ def test_papermill_help_lists_every_parameter(name: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- nbval
-@pytest.mark.slow
-def test_nbval_plain_command(tmp_path: Path, python3_kernel: str) -> None:
-    """`pytest --nbval-lax notebooks/` as README documents it, once for the five notebooks (each nbval run of a
-    notebook costs ~30 s here): offline, passes; notebooks/conftest.py picked each notebook's tiny preset and 3
-    frames. Only DISCOLIB_OUTPUT_ROOT is set, to find the runs (without it they go to a temporary folder that is
-    removed: test_nbval_conftest_hooks)."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert "pytest --nbval-lax notebooks/\n" in readme, "README documents the plain command"
-    env = clean_env(DISCOLIB_OUTPUT_ROOT=str(tmp_path), DISCOLIB_OVERRIDES='{"output.fps": 4}')
-    before = sorted(NOTEBOOK_DIR.iterdir())
-    cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "notebooks/", "-p", "no:cacheprovider", "-q"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=2400)
-    assert proc.returncode == 0, f"{' '.join(cmd[2:])} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
-    n_cells = sum(len(code_cells(load(name))) for name in NOTEBOOKS)
-    assert re.search(rf"\b{n_cells} passed", proc.stdout), proc.stdout[-2000:]
-    assert sorted(NOTEBOOK_DIR.iterdir()) == before, "the nbval run left files in notebooks/"
-    # The photo notebook: no photo given, so the demo image; the tiny depth model, capped at 3 frames.
-    assert (tmp_path / "demo-photo.png").is_file()
-    run_settings = check_photo_run(tmp_path / "photo" / "demo-photo-dolly.mp4", 3)
-    assert run_settings["depth_model"] == OFFLINE_DEPTH_MODEL and run_settings["camera"] == "dolly", run_settings
-    for name in RENDER_NOTEBOOKS:
-        batch = parameters(name)["batch_name"]["value"]
-        settings = check_run(only_run(tmp_path, batch), 3, video=True)  # every notebook's default is a 3D animation
-        assert settings.animation.animation_mode == "3D" and settings.animation.max_frames == 3, name
-        assert settings.image.mode == preset_mode(OFFLINE_PRESET[name]) and settings.models.device == "cpu", name
-        if settings.image.mode == "latent":
-            assert settings.models.latent_model == "tiny-latent", name
-        else:
-            assert settings.models.diffusion_model == "tiny", name
-        assert settings.output.fps == 4.0, name
-    # The music notebook: its demo clip written inside the output root, muxed into the video, analysed once into
-    # the batch's cache (what a resume reads).
-    from discolib.io.video import video_info
-
-    (video,) = only_run(tmp_path, "MusicVideo").path.glob("video.*")
-    assert video_info(video)["has_audio"] and (tmp_path / "music" / "demo-120bpm.wav").is_file()
-    assert len(list((tmp_path / "MusicVideo" / ".cache" / "audio").glob("*.npz"))) == 1
-
-
 def test_nbval_conftest_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
     """notebooks/conftest.py: each notebook's tiny preset, 3 frames and a temporary output folder, set only where
     the user set nothing, announced, and the folder removed at the end (what the plain command relies on)."""
@@ -722,6 +769,10 @@ def test_nbval_conftest_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
     conftest.pytest_runtest_setup(Item(PHOTO))
     assert os.environ["DISCOLIB_DEPTH_MODEL"] == OFFLINE_DEPTH_MODEL and os.environ["DISCOLIB_MAX_FRAMES"] == "3"
     folder = Path(os.environ["DISCOLIB_OUTPUT_ROOT"])
+    for var in NOTEBOOK_ENV:
+        monkeypatch.delenv(var, raising=False)
+    conftest.pytest_runtest_setup(Item(SWEEP))  # its demo sweep runs as it is: only the output folder
+    assert os.environ["DISCOLIB_OUTPUT_ROOT"] == str(folder) and "DISCOLIB_PRESET" not in os.environ
     assert folder.is_dir() and folder.name.startswith("discolib-nbval-")
     lines: list[str] = []
 
@@ -767,11 +818,17 @@ def output_texts(nb: nbformat.NotebookNode) -> list[str]:
 @pytest.mark.usefixtures("kernel_env")
 def test_papermill_quickstart_2d(tmp_path: Path) -> None:
     """papermill runs the quickstart; its output notebook is what a reader of it sees: the preview and frames as
-    images, the video, the final progress line; no widget reprs (``VBox(children=...``) and no frozen bars."""
+    images, the video, the final progress line; no widget reprs (``VBox(children=...``) and no frozen bars. The
+    ``overrides`` parameter (a dotted name and a short one) reaches the run's settings.
+
+    (Each notebook run costs a kernel and its imports, ~20 s here: the injected parameters are checked on this
+    notebook and disco's, as every render notebook makes the same calls (test_notebook_structure), and nbval runs
+    animation.ipynb as it is.)"""
     out_root = tmp_path / "out"
     params = {
-        "animation_mode": "2D", "max_frames": 3, "output_root": str(out_root), "batch_name": "qs", "fps": 5,
-        "overrides": {"run.display_rate": 1},
+        "preset": "tiny-latent", "animation_mode": "2D", "max_frames": 3, "output_root": str(out_root),
+        "batch_name": "qs", "fps": 5,
+        "overrides": {"run.display_rate": 1, "animation.noise_schedule": "0: (0.03)", "strength_schedule": "0: (0.5)"},
     }  # fmt: skip
     nb = execute("quickstart.ipynb", tmp_path / "quickstart.out.ipynb", params, tmp_path)
     assert executed_check_output(nb) == "done True\n"
@@ -787,6 +844,7 @@ def test_papermill_quickstart_2d(tmp_path: Path) -> None:
     assert settings.image.mode == "latent" and settings.models.latent_model == "tiny-latent"
     assert settings.animation.animation_mode == "2D" and settings.animation.max_frames == 3
     assert settings.output.fps == 5.0 and settings.run.output_root == str(out_root)
+    assert settings.animation.strength_schedule == "0: (0.5)" and settings.animation.noise_schedule == "0: (0.03)"
 
 
 @pytest.mark.slow
@@ -800,24 +858,6 @@ def test_papermill_disco_stills(tmp_path: Path) -> None:
     settings = check_run(folder, 2, video=False)
     assert settings.animation.animation_mode == "None" and settings.run.n_batches == 2 and settings.run.seed == 7
     assert folder.read_record().seeds == [7, 8]
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("kernel_env")
-def test_papermill_animation_overrides(tmp_path: Path) -> None:
-    out_root = tmp_path / "out"
-    params = {
-        "preset": "tiny-latent",
-        "max_frames": 4,
-        "output_root": str(out_root),
-        "overrides": {"strength_schedule": "0: (0.5)", "output.fps": 6},
-    }
-    nb = execute("animation.ipynb", tmp_path / "animation.out.ipynb", params, tmp_path)
-    assert executed_check_output(nb) == "done True\n"
-    settings = check_run(only_run(out_root, "Deforum"), 4, video=True)
-    assert settings.image.mode == "latent" and settings.models.latent_model == "tiny-latent"
-    assert settings.animation.strength_schedule == "0: (0.5)" and settings.output.fps == 6.0
-    assert settings.animation.animation_mode == "3D" and settings.animation.max_frames == 4
 
 
 @pytest.mark.slow
@@ -837,6 +877,53 @@ def test_papermill_photo(tmp_path: Path) -> None:
     run_settings = check_photo_run(out_root / "photo" / "demo-photo-orbit.mp4", 8)
     assert (run_settings["camera"], run_settings["fps"], run_settings["depth_model"]) == ("orbit", 8, "constant")
     assert (out_root / "demo-photo.png").is_file()
+
+
+@pytest.mark.slow
+def test_nbval_plain_command(nbval_plain: PlainNbval) -> None:
+    """`pytest --nbval-lax notebooks/` as README documents it, once for the five notebooks (each nbval run of a
+    notebook costs ~30 s here): offline, passes; notebooks/conftest.py picked each notebook's tiny preset and 3
+    frames. Only DISCOLIB_OUTPUT_ROOT is set, to find the runs (without it they go to a temporary folder that is
+    removed: test_nbval_conftest_hooks).
+
+    The command runs in a subprocess that this module's first test starts when this test is selected too (the
+    ``overlap_nbval`` fixture): its notebook kernels then run beside the papermill tests' kernels and the fast
+    tests, on the CI machine's second core (each kernel uses one thread), instead of after them."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "pytest --nbval-lax notebooks/\n" in readme, "README documents the plain command"
+    run = nbval_plain.start()  # already running when this module's first test started it
+    tmp_path = run.out_root
+    stdout, stderr = run.wait()
+    assert run.returncode == 0, f"{' '.join(run.cmd[2:])} failed:\n{stdout[-6000:]}\n{stderr[-3000:]}"
+    n_cells = sum(len(code_cells(load(name))) for name in NOTEBOOKS)
+    assert re.search(rf"\b{n_cells} passed", stdout), stdout[-2000:]
+    assert sorted(NOTEBOOK_DIR.iterdir()) == run.before, "the nbval run left files in notebooks/"
+    # The photo notebook: no photo given, so the demo image; the tiny depth model, capped at 3 frames.
+    assert (tmp_path / "demo-photo.png").is_file()
+    run_settings = check_photo_run(tmp_path / "photo" / "demo-photo-dolly.mp4", 3)
+    assert run_settings["depth_model"] == OFFLINE_DEPTH_MODEL and run_settings["camera"] == "dolly", run_settings
+    for name in RENDER_NOTEBOOKS:
+        batch = parameters(name)["batch_name"]["value"]
+        settings = check_run(only_run(tmp_path, batch), 3, video=True)  # every notebook's default is a 3D animation
+        assert settings.animation.animation_mode == "3D" and settings.animation.max_frames == 3, name
+        assert settings.image.mode == preset_mode(OFFLINE_PRESET[name]) and settings.models.device == "cpu", name
+        if settings.image.mode == "latent":
+            assert settings.models.latent_model == "tiny-latent", name
+        else:
+            assert settings.models.diffusion_model == "tiny", name
+        assert settings.output.fps == 4.0, name
+    # The music notebook: its demo clip written inside the output root, muxed into the video, analysed once into
+    # the batch's cache (what a resume reads).
+    from discolib.io.video import video_info
+
+    (video,) = only_run(tmp_path, "MusicVideo").path.glob("video.*")
+    assert video_info(video)["has_audio"] and (tmp_path / "music" / "demo-120bpm.wav").is_file()
+    assert len(list((tmp_path / "MusicVideo" / ".cache" / "audio").glob("*.npz"))) == 1
+    # The sweep notebook: the demo sweep, every variant done in the output root (not notebooks/).
+    from discolib.run.sweep import read_sweep
+
+    _header, states = read_sweep(tmp_path / DEMO_SWEEP.removesuffix(".json"))
+    assert [s.status for s in states] == ["done"] * 4 and (tmp_path / "demo_sweep" / "contact_sheet.png").is_file()
 
 
 # ----------------------------------------------------------------------------------------------- GPU mode

@@ -9,6 +9,10 @@ Each loader turns a settings name into a ready model (on ``device``, in eval mod
 * :func:`load_clip_ensemble`: the CLIP models used for guidance;
 * :func:`load`: any of them by kind.
 
+Inside :func:`shared_models` (a sweep's variants, a Ray worker's tasks) each loader returns the model it already
+loaded for the same arguments (:class:`ModelCache`), reset to its state as loaded: N renders with one model load it
+once.
+
 With ``random_ok`` (``models.random_weights``), a model whose weights cannot be had here
 (:class:`~discolib.errors.WeightsUnavailable`: offline, not downloaded) is replaced by the same architecture with
 fixed random weights (:mod:`discolib.models.archs`) and a :class:`RandomWeightsWarning` says so. Only
@@ -18,10 +22,13 @@ unavailability falls back: an unknown name, a SHA-256 mismatch or a refused file
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
+import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -49,6 +56,8 @@ from discolib.models.latent import (
 )
 
 __all__ = [
+    "WORKER_MODELS",
+    "ModelCache",
     "RandomWeightsWarning",
     "library_progress_bars",
     "load",
@@ -57,6 +66,7 @@ __all__ = [
     "load_diffusion",
     "load_latent",
     "load_secondary",
+    "shared_models",
 ]
 
 _T = TypeVar("_T")
@@ -110,8 +120,116 @@ def library_progress_bars(enabled: bool) -> Iterator[None]:
                     hf_utils.enable_progress_bars()
 
 
+class ModelCache:
+    """Loaded models keyed by their loader's arguments (kind, name, device, dtype, ``random_ok``, options).
+
+    At most ``max_items`` models are kept (the least recently used goes first), so a sweep over several models
+    does not hold them all. Thread-safe: one lock serialises loads, so two threads asking for the same model load
+    it once. ``loads`` and ``hits`` count what happened (tests, benchmarks).
+    """
+
+    def __init__(self, max_items: int = 8) -> None:
+        if max_items < 1:
+            raise ValueError(f"max_items must be at least 1, got {max_items}")
+        self.max_items = max_items
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.RLock()
+        self.loads = 0
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get_or_load(self, key: Hashable, load: Callable[[], _T]) -> _T:
+        """The model cached under ``key``, or ``load()``'s result, cached."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]  # type: ignore[no-any-return]
+            value = load()
+            self.loads += 1
+            self._items[key] = value
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+            return value
+
+    def clear(self) -> None:
+        """Forget every model (their memory is freed when nothing else holds them)."""
+        with self._lock:
+            self._items.clear()
+
+
+#: The process-wide cache a Ray worker uses across its tasks (one worker, one copy of each model).
+WORKER_MODELS = ModelCache()
+# A context variable, not a global: a render started in another thread (the panel's) beside a sweep never sees the
+# sweep's cache, and nested shared_models blocks restore the outer cache on exit.
+_ACTIVE: contextvars.ContextVar[ModelCache | None] = contextvars.ContextVar("discolib_model_cache", default=None)
+
+
+@contextlib.contextmanager
+def shared_models(cache: ModelCache | None = None) -> Iterator[ModelCache]:
+    """Within the block (in this thread / context), the loaders reuse the models ``cache`` holds (a new cache when
+    None) for identical arguments."""
+    active = cache if cache is not None else ModelCache()
+    token = _ACTIVE.set(active)
+    try:
+        yield active
+    finally:
+        _ACTIVE.reset(token)
+
+
+def _freeze(value: Any) -> Hashable:
+    """A hashable, exact form of a loader argument (lists of CLIP names, option dicts, devices, dtypes)."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return (type(value).__name__, value)  # 1 and 1.0 and True stay different keys
+    return (type(value).__name__, str(value))  # torch.device, torch.dtype
+
+
+def _reset_for_reuse(kind: str, model: Any) -> Any:
+    """``model`` as its loader returned it: what a render changes on a loaded model is undone before the next
+    render gets it, so a variant's frames never depend on the variant before it.
+
+    * text-embedding caches are emptied: embeddings computed in a batch with other prompts may differ in their last
+      bits from those computed alone (CPU GEMMs split by batch size), and a fresh load starts empty;
+    * gradient checkpointing, which the guided sampler switches on per config, is switched off again.
+    Everything else a render sets (LoRA fusing, compile flags, fast paths, memory options) is an argument of the
+    loader, hence part of the key.
+    """
+    if kind == "latent":
+        model.embedding_cache.clear()
+    elif kind == "clip":
+        model.clear_cache()
+    elif kind == "diffusion" and getattr(model, "is_gradient_checkpointing", False):
+        model.disable_gradient_checkpointing()
+    return model
+
+
+def _cached(kind: str, load_now: Callable[[], _T], *key: Any) -> _T:
+    """``load_now()``, through the active :func:`shared_models` cache when there is one."""
+    cache = _ACTIVE.get()
+    if cache is None:
+        return load_now()
+    return _reset_for_reuse(kind, cache.get_or_load((kind, *(_freeze(k) for k in key)), load_now))  # type: ignore[no-any-return]
+
+
 class RandomWeightsWarning(UserWarning):
     """Real weights were unavailable; a random-weight model of the same architecture is used (images are noise)."""
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that attributes a warning raised in :func:`_load_or_random` to the first frame outside this
+    module (the loaders' caller), however many wrappers (the model cache) lie between."""
+    frame = sys._getframe(1)  # _load_or_random: stacklevel 1
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _load_or_random(what: str, load_real: Callable[[], _T], load_random: Callable[[], _T] | None) -> _T:
@@ -130,7 +248,7 @@ def _load_or_random(what: str, load_real: Callable[[], _T], load_random: Callabl
             f"{what}: real weights unavailable ({reason}); using the same architecture with RANDOM weights "
             "(models.random_weights is on): speed is real, images are noise",
             RandomWeightsWarning,
-            stacklevel=3,  # the caller of the public loader
+            stacklevel=_caller_level(),  # the caller of the public loader
         )
         return load_random()
 
@@ -141,6 +259,10 @@ def load_diffusion(name: str, device: torch.device, dtype: torch.dtype, *, rando
     ``model(x, t).sample`` maps ``(B, 3, H, W)`` to ``(B, 6, H, W)`` (eps, then the variance interpolation).
     On CUDA the weights are channels-last.
     """
+    return _cached("diffusion", lambda: _load_diffusion(name, device, dtype, random_ok), name, device, dtype, random_ok)
+
+
+def _load_diffusion(name: str, device: torch.device, dtype: torch.dtype, random_ok: bool) -> torch.nn.Module:
     unet = _load_or_random(
         f"models.diffusion_model {name!r}",
         lambda: build_tiny_adm_unet() if name == TINY else load_disco_unet(name),
@@ -156,6 +278,10 @@ def load_diffusion(name: str, device: torch.device, dtype: torch.dtype, *, rando
 def load_secondary(name: str, device: torch.device, dtype: torch.dtype, *, random_ok: bool = False) -> torch.nn.Module:
     """Disco's secondary model (``"tiny"``, a catalogue name or a file): ``(B, 3, H, W)`` noisy image and
     ``(B,)`` timestep in, predicted clean image and eps out."""
+    return _cached("secondary", lambda: _load_secondary(name, device, dtype, random_ok), name, device, dtype, random_ok)
+
+
+def _load_secondary(name: str, device: torch.device, dtype: torch.dtype, random_ok: bool) -> torch.nn.Module:
     model = _load_or_random(
         f"models.secondary_model {name!r}",
         lambda: build_tiny_secondary() if name == TINY else load_secondary_model(name),
@@ -175,7 +301,14 @@ def load_latent(
     (sdxl-turbo, sd3.5-medium, flux-schnell at full size, for GPU benchmarks without downloads); it honours ``vae``
     (a TAESD-shaped preview VAE), the memory options, ``channels_last`` and ``compile_unet``.
     """
+    return _cached(
+        "latent", lambda: _load_latent(name, device, dtype, random_ok, options), name, device, dtype, random_ok, options
+    )
 
+
+def _load_latent(
+    name: str, device: torch.device, dtype: torch.dtype, random_ok: bool, options: dict[str, Any]
+) -> LatentComponents:
     def random_family() -> LatentComponents:
         offload = options.get("offload_text_encoders", False)
         comps = random_family_components(
@@ -209,8 +342,12 @@ def load_depth_estimator(name: str, device: torch.device, *, random_ok: bool = F
     """A float32 depth estimator (cached per process by :func:`~discolib.models.depth.load_depth`).
 
     The random fallback exists for :data:`~discolib.models.depth.DEFAULT_DEPTH_MODEL` only (Depth Anything V2
-    Small's architecture); it is built anew on each call.
+    Small's architecture); it is built anew on each call (outside :func:`shared_models`).
     """
+    return _cached("depth", lambda: _load_depth(name, device, random_ok), name, device, random_ok)
+
+
+def _load_depth(name: str, device: torch.device, random_ok: bool) -> DepthEstimator:
     return _load_or_random(
         f"models.depth_model {name!r}",
         lambda: load_depth(name, device),
@@ -225,6 +362,12 @@ def load_clip_ensemble(
 ) -> ClipEnsemble:
     """The CLIP ensemble of ``names``; with ``random_ok``, each member whose weights cannot be had is the same
     architecture with random weights."""
+    return _cached(
+        "clip", lambda: _load_clip_ensemble(names, device, dtype, random_ok), list(names), device, dtype, random_ok
+    )
+
+
+def _load_clip_ensemble(names: Sequence[str], device: torch.device, dtype: torch.dtype, random_ok: bool) -> ClipEnsemble:
     members: list[ClipMember] = []
     for spec in names:
         real = functools.partial(load_clip, spec, device, dtype, True)
