@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     swp.add_argument("--out", required=True, metavar="DIR", help="the sweep folder (created; a re-run continues it)")
     swp.add_argument("--executor", default="local", choices=["local", "ray"], help="local: one variant at a time here, each model loaded once (default); ray: each variant a Ray task (pip install \"discolib[ray]\")")
     swp.add_argument("--ray-address", default=None, metavar="ADDR", help="the Ray cluster to use (default: a local Ray, or the one already started)")
-    swp.add_argument("--gpus-per-run", default=None, metavar="F", help="GPUs per variant with --executor ray (0.5: two variants share a GPU; default 0)")
+    swp.add_argument("--gpus-per-run", default=None, metavar="F", help="GPUs per variant with --executor ray (0.5: two variants share a GPU; 0: none; default: 1 when the cluster has GPUs, else 0)")
     swp.add_argument("--max-variants", default=None, metavar="N", help="allow up to N variants (default 256, or the file's max_variants; at most 100000)")
     swp.add_argument("--frame", default=None, metavar="N", help="the frame each contact-sheet tile shows, 0-based; negative counts from the end (default: the last)")
     swp.add_argument("--no-progress", action="store_true", help="no progress bars")

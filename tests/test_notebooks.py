@@ -353,7 +353,10 @@ class PlainNbval:
             # Output to files, not pipes: nobody reads a pipe while the papermill tests run, and a full one blocks.
             logs = self.out_root.parent
             with (logs / "nbval.out").open("wb") as out, (logs / "nbval.err").open("wb") as err:
-                self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stdout=out, stderr=err)  # noqa: S603
+                self.proc = subprocess.Popen(  # noqa: S603
+                    # its own process group: stop() ends nbval's kernels with it
+                    self.cmd, cwd=REPO, env=env, stdout=out, stderr=err, start_new_session=True
+                )
         return self
 
     def wait(self) -> tuple[str, str]:
@@ -364,8 +367,16 @@ class PlainNbval:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=60)
+            import signal
+
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # the kernels nbval started too, not only pytest
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=60)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.fixture(scope="module")

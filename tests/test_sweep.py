@@ -256,6 +256,8 @@ def test_model_cache_reuses_and_resets(monkeypatch: pytest.MonkeyPatch) -> None:
         first.enable_gradient_checkpointing()  # what the guided sampler does per config: undone for the next user
         second = load_module.load_diffusion("tiny", cpu, torch.float32)
         assert second is first and not second.is_gradient_checkpointing
-        assert load_module.load_diffusion("tiny", cpu, torch.float64) is not first  # another dtype, another key
+        # another dtype, another key; a diffusion model is kept one at a time (GBs each): the first is evicted
+        assert load_module.load_diffusion("tiny", cpu, torch.float64) is not first
+        assert len(cache) == 1
     assert load_module.load_diffusion("tiny", cpu, torch.float32) is not first  # outside the block: a fresh load
-    assert outside is not first and calls == ["tiny"] * 4 and (cache.loads, cache.hits, len(cache)) == (2, 1, 2)
+    assert outside is not first and calls == ["tiny"] * 4 and (cache.loads, cache.hits, len(cache)) == (2, 1, 1)

@@ -270,7 +270,7 @@ def test_sweep_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: py
     path, sweep_dir, options = sweep_setup(
         " mine.sweep.yaml ", "ignored", ray_address="ray://head:10001", gpus_per_run=0.5, max_variants=1000
     )
-    assert path == Path("mine.sweep.yaml") and sweep_dir == tmp_path / "env" / "mine"
+    assert path == Path("mine.sweep.yaml") and sweep_dir == tmp_path / "env" / "mine.sweep"  # a.v1 / a.v2 differ
     assert options == {"ray_address": "ray://head:10001", "gpus_per_run": 0.5, "max_variants": 1000}
     assert not (tmp_path / "env").exists()  # the sweep makes its folder, not the setup
 

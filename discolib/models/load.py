@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import gc
+import os
 import sys
 import threading
 import warnings
@@ -47,6 +49,7 @@ from discolib.models.clip import ClipEnsemble, ClipMember, load_clip
 from discolib.models.depth import DEFAULT_DEPTH_MODEL, DepthEstimator, load_depth, random_depth_anything_small
 from discolib.models.disco import load_disco_unet, load_secondary_model
 from discolib.models.families.random import random_family_components
+from discolib.models.hub import models_dir
 from discolib.models.latent import (
     LatentComponents,
     enable_fast_paths,
@@ -140,24 +143,47 @@ class ModelCache:
     def __len__(self) -> int:
         return len(self._items)
 
-    def get_or_load(self, key: Hashable, load: Callable[[], _T]) -> _T:
-        """The model cached under ``key``, or ``load()``'s result, cached."""
+    def get_or_load(self, key: Hashable, load: Callable[[], _T], *, keep: Callable[[], bool] = lambda: True) -> _T:
+        """The model cached under ``key``, or ``load()``'s result, cached unless ``keep()`` says no afterwards.
+
+        A key whose first item is one of :data:`SINGLE_KINDS` (a diffusion model, a latent pipeline: GBs each)
+        first evicts the other entries of its kind, so a sweep over several checkpoints holds one at a time.
+        """
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 self.hits += 1
                 return self._items[key]  # type: ignore[no-any-return]
+            kind = key[0] if isinstance(key, tuple) and key else None
+            if kind in SINGLE_KINDS:
+                stale = [k for k in self._items if isinstance(k, tuple) and k and k[0] == kind]
+                for k in stale:
+                    del self._items[k]
+                if stale:
+                    _free_memory()
             value = load()
             self.loads += 1
-            self._items[key] = value
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+            if keep():
+                self._items[key] = value
+                while len(self._items) > self.max_items:
+                    self._items.popitem(last=False)
             return value
 
     def clear(self) -> None:
         """Forget every model (their memory is freed when nothing else holds them)."""
         with self._lock:
             self._items.clear()
+
+
+#: Kinds of which a cache keeps one model at a time (each is GBs of weights on the device).
+SINGLE_KINDS = ("diffusion", "latent")
+
+
+def _free_memory() -> None:
+    """Return evicted models' memory now (the next load would otherwise run next to them on the GPU)."""
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 #: The process-wide cache a Ray worker uses across its tasks (one worker, one copy of each model).
@@ -209,12 +235,32 @@ def _reset_for_reuse(kind: str, model: Any) -> Any:
     return model
 
 
+def _file_stamp(value: Any) -> Any:
+    """A local file's name with its size and mtime (a checkpoint replaced at the same path is a new model)."""
+    if isinstance(value, str) and value and os.path.isfile(value):
+        st = os.stat(value)
+        return (value, st.st_size, st.st_mtime_ns)
+    return value
+
+
+# Set by _load_or_random when it fell back to random weights: such a model is never kept in a cache (the real
+# weights may be there for the next variant, as photo.py never caches one either).
+_FELL_BACK: contextvars.ContextVar[bool] = contextvars.ContextVar("discolib_fell_back", default=False)
+
+
 def _cached(kind: str, load_now: Callable[[], _T], *key: Any) -> _T:
-    """``load_now()``, through the active :func:`shared_models` cache when there is one."""
+    """``load_now()``, through the active :func:`shared_models` cache when there is one (keyed on the arguments,
+    the models root of this run and local files' size and mtime)."""
     cache = _ACTIVE.get()
     if cache is None:
         return load_now()
-    return _reset_for_reuse(kind, cache.get_or_load((kind, *(_freeze(k) for k in key)), load_now))  # type: ignore[no-any-return]
+    full = (kind, str(models_dir()), *(_freeze(_file_stamp(k)) for k in key))
+    token = _FELL_BACK.set(False)
+    try:
+        model = cache.get_or_load(full, load_now, keep=lambda: not _FELL_BACK.get())
+    finally:
+        _FELL_BACK.reset(token)
+    return _reset_for_reuse(kind, model)  # type: ignore[no-any-return]
 
 
 class RandomWeightsWarning(UserWarning):
@@ -244,6 +290,7 @@ def _load_or_random(what: str, load_real: Callable[[], _T], load_random: Callabl
         if load_random is None:
             raise
         reason = str(exc).split(". ")[0]
+        _FELL_BACK.set(True)
         warnings.warn(
             f"{what}: real weights unavailable ({reason}); using the same architecture with RANDOM weights "
             "(models.random_weights is on): speed is real, images are noise",

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from discolib.animation.plan import RenderPlan, check_inputs, plan_audio
 from discolib.animation.step import AnimationStep, FrameInit
 from discolib.animation.video_input import VideoInput
-from discolib.config.settings import Settings
+from discolib.config.settings import Settings, read_settings_json
 from discolib.errors import InputError, one_line
 from discolib.io.files import save_png_atomic
 from discolib.io.images import load_image
@@ -93,6 +93,10 @@ def _prepare(
                         stacklevel=3,
                     )
             used = Settings.load(folder.settings_path)
+            data, _ = read_settings_json(folder.settings_path)
+            if isinstance(data.get("animation"), dict) and "frames_8bit" not in data["animation"]:
+                # A run started before animation.frames_8bit existed made its frames in float: it resumes so.
+                used.animation.frames_8bit = False
             size = (used.image.width, used.image.height)
             n_frames = used.n_frames()
             if record is None:

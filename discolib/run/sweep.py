@@ -13,7 +13,8 @@ are) and resumes the others exactly (``render(resume=...)``: byte-identical fram
 ``interrupted``. The ``local`` executor renders the variants one at a time in this process, inside
 :func:`~discolib.models.load.shared_models` (each model loaded once); ``ray`` hands them to
 :mod:`discolib.run.sweep_ray`. The folder itself (sweep.json, :func:`run_variant`, the contact sheet) is
-:mod:`discolib.run.sweep_folder`, which both executors build on. Nothing is written outside ``out``.
+:mod:`discolib.run.sweep_folder`, which both executors build on. Every run folder and sweep file is inside ``out``
+(model downloads go to ``models.models_root`` or the cache; Ray keeps its session files in its own temp folder).
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ def sweep(
     """
     if executor not in ("local", "ray"):
         raise InputError(f"executor: expected 'local' or 'ray', got {executor!r}")
-    if gpus_per_run is not None and (isinstance(gpus_per_run, bool) or not 0 <= gpus_per_run <= 1024):
+    if gpus_per_run is not None and (
+        isinstance(gpus_per_run, bool) or not isinstance(gpus_per_run, int | float) or not 0 <= gpus_per_run <= 1024
+    ):
         raise InputError(f"gpus_per_run: expected a number of GPUs from 0 to 1024, got {gpus_per_run!r}")
     if executor == "local" and (ray_address is not None or gpus_per_run is not None):
         raise InputError("ray_address and gpus_per_run are options of the ray executor (executor='ray')")
@@ -177,6 +180,5 @@ def _run_local(
                     stopped.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
                     if not isinstance(exc, KeyboardInterrupt):
                         stopped.error = f"{type(exc).__name__}: {one_line(exc, 300)}"
-                states[variant.index] = stopped
-                write_sweep(sweep_dir, spec, states)
+                on_state(stopped)  # sweep.json and the caller's callback (the CLI line, the notebook's progress)
                 raise

@@ -44,7 +44,7 @@ RUNS_DIR = "runs"
 SWEEP_VERSION = 1
 VariantStatus = Literal["pending", "running", "done", "failed", "interrupted"]
 _STATUSES: tuple[str, ...] = get_args(VariantStatus)
-_LOCK = threading.Lock()  # sweep.json's writers in this process (the Ray driver's callbacks may come from threads)
+_LOCK = threading.Lock()  # sweep.json's writers in this process (a notebook may run sweeps from threads)
 
 
 @dataclass

@@ -164,21 +164,25 @@ def run_ray(
         variants: those to run (the caller leaves out the finished ones).
         address: None: a local Ray on this machine (or the Ray already initialised in this process); else the
             address of a running cluster (``"auto"``, ``"ray://head:10001"``).
-        gpus_per_run: each task's GPU share (``1`` = one GPU per variant, ``0.5`` = two per GPU); None or 0: CPU.
+        gpus_per_run: each task's GPU share (``1`` = one GPU per variant, ``0.5`` = two per GPU); 0: none; None: one
+            when the cluster has GPUs, else none.
         progress: a progress bar over the variants in this process (workers never draw bars).
-        on_state: called in this process with each variant's state: ``"running"`` when its task is submitted, then
-            its final state (``"done"``, ``"failed"``, or ``"interrupted"`` after Ctrl-C).
+        on_state: called in this process with each variant's final state when its task returns (``"done"``,
+            ``"failed"``), or ``"interrupted"`` for the tasks still queued or running after Ctrl-C or a Ray failure;
+            until then sweep.json keeps a variant ``"pending"``.
         runner: ``runner(spec, variant, sweep_dir, progress=False) -> state``, run in a worker
             (default :func:`discolib.run.sweep_folder.run_variant`; a module-level function, sent by reference).
         state_of: a variant's state as its run folder says, in this process (default: ``variant_on_disk`` of the
-            sweep folder): the base of the ``"running"`` state and of a state Ray's failure decides.
+            sweep folder): the base of a state Ray's failure or an interruption decides.
         max_retries: Ray's retries of a task whose worker died; each retry resumes the variant.
 
     Raises:
         RayUnavailable: Ray is not installed or the cluster cannot be reached.
         KeyboardInterrupt: after cancelling the tasks still running (their runs stay resumable).
     """
-    if gpus_per_run is not None and (isinstance(gpus_per_run, bool) or not 0 <= gpus_per_run <= 1024):
+    if gpus_per_run is not None and (
+        isinstance(gpus_per_run, bool) or not isinstance(gpus_per_run, int | float) or not 0 <= gpus_per_run <= 1024
+    ):
         raise InputError(f"--gpus-per-run: expected a GPU share from 0 to 1024 (0.5 = two variants per GPU), got {gpus_per_run!r}")
     ray = _import_ray()
     sweep_dir = Path(sweep_dir).resolve()  # workers may start in another working directory
@@ -202,17 +206,20 @@ def run_ray(
 
             bar = tqdm(total=len(variants), desc="sweep (ray)", unit="variant")
         task = ray.remote(_variant_task)
+        if gpus_per_run is None:
+            # Not asked: one GPU per variant on a cluster that has GPUs (a task with no GPU share would see either no
+            # GPU or every GPU unaccounted, depending on Ray's version), none elsewhere.
+            gpus_per_run = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         options = {
             "num_cpus": 1,
-            "num_gpus": float(gpus_per_run or 0),
+            "num_gpus": float(gpus_per_run),
             "max_retries": max(0, int(max_retries)),
             "retry_exceptions": False,  # a variant's own error is its result (status failed), never a retry
         }
         spec_ref = ray.put(spec)
         for variant in variants:
             ref = task.options(name=task_name(variant.id), **options).remote(runner, spec_ref, variant, str(sweep_dir), threads)
-            pending[ref] = variant
-            on_state(state(variant, "running"))
+            pending[ref] = variant  # "pending" in sweep.json until its result comes (a queued task is not running)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
@@ -226,9 +233,12 @@ def run_ray(
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(f"{variant.id} {getattr(result, 'status', '')}", refresh=False)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, or Ray itself failing (a lost cluster): no variant is left saying "running"
         for ref, variant in pending.items():
-            ray.cancel(ref, force=True)  # the runs stay resumable: a re-run of the sweep continues them
+            try:
+                ray.cancel(ref, force=True)  # the runs stay resumable: a re-run of the sweep continues them
+            except Exception:  # noqa: S110 - the cluster may be gone; the state below is what matters
+                pass
             states[variant.id] = state(variant, "interrupted")
             on_state(states[variant.id])
         raise

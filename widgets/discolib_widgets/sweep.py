@@ -390,7 +390,7 @@ def sweep_setup(
     """
     path = Path(sweep_file.strip()) if sweep_file.strip() else demo_sweep_path()
     output_root = _colab_drive(os.environ.get("DISCOLIB_OUTPUT_ROOT", output_root), use_drive)
-    sweep_dir = Path(output_root) / (path.name.split(".")[0] or "sweep")
+    sweep_dir = Path(output_root) / (path.stem or "sweep")
     options: dict[str, Any] = {
         "ray_address": ray_address.strip() or None,
         "gpus_per_run": gpus_per_run or None,
