@@ -44,6 +44,7 @@ __all__ = [
     "match_histogram_u8",
     "from_u8",
     "to_u8",
+    "to_u8_tensor",
     "space_of",
     "unsharp_mask",
 ]
@@ -585,11 +586,16 @@ def match_histogram(
 SPACES_U8 = ("LAB", "RGB")
 
 
+def to_u8_tensor(image: torch.Tensor) -> torch.Tensor:
+    """``(1, 3, H, W)`` in [0, 1] -> contiguous ``(H, W, 3)`` uint8 on the image's device (rounded: exact for a
+    frame already quantised to 8 bits). The one conversion of a frame to its 8-bit pixels: the PNG writer's and the
+    8-bit path's bytes are the same by construction."""
+    return image.detach()[0].float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+
+
 def to_u8(image: torch.Tensor) -> np.ndarray:
-    """``(1, 3, H, W)`` in [0, 1] -> ``(H, W, 3)`` uint8 on the host (rounded: exact for a frame already quantised
-    to 8 bits)."""
-    frame = image.detach()[0].float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
-    return np.ascontiguousarray(frame.cpu().numpy())
+    """:func:`to_u8_tensor` on the host, as a numpy array."""
+    return to_u8_tensor(image).cpu().numpy()
 
 
 def from_u8(frame: np.ndarray, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:

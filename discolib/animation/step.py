@@ -178,7 +178,7 @@ class AnimationStep:
             and not policy.quantize_chains
             and not anim.enable_perspective_flip
             and anim.sampling_mode_2d == "bilinear"
-            and not (anim.cadence > 1)
+            and anim.cadence == 1
         )
 
     def written(self, image: torch.Tensor, frame: Any) -> None:
@@ -500,11 +500,12 @@ class AnimationStep:
         """``image`` colour-matched to the reference: in 8 bits (``animation.frames_8bit``; straight from the 8-bit
         path's ``frame_u8`` when there is one) or in float."""
         space = self.anim.color_coherence
-        if not self.anim.frames_8bit:
-            return coherence.match_histogram(image, self._histogram(), space)
-        if frame_u8 is not None and coherence.space_of(space) in coherence.SPACES_U8:
-            return coherence.from_u8(coherence.match_histogram_u8(frame_u8, self._histogram8()), self.device)
-        return coherence.match_histogram_8bit(image, self._histogram(), space)
+        if not self.anim.frames_8bit or coherence.space_of(space) not in coherence.SPACES_U8:
+            return coherence.match_histogram(image, self._histogram(), space)  # float (HSV always)
+        if image.device.type == "cpu":  # the run's 8-bit tables, not a float reference prepared and unused
+            frame = frame_u8 if frame_u8 is not None else coherence.to_u8(image)
+            return coherence.from_u8(coherence.match_histogram_u8(frame, self._histogram8()), self.device)
+        return coherence.match_histogram_8bit(image, self.color_ref, space)  # an accelerator: the torch recipe
 
     def coherence(
         self, i: int, warped: torch.Tensor, mask: torch.Tensor | None, *, warped_u8: np.ndarray | None = None

@@ -28,7 +28,7 @@ import reprlib
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -780,10 +780,14 @@ def resolve_name(name: str) -> tuple[str, str]:
         return g, f
     if "." not in name and len(_PLAIN.get(name, [])) > 1:
         raise SettingsError(f"ambiguous setting name; use one of {', '.join(_PLAIN[name])}", field=name)
-    candidates = list(_FIELDS) + list(_PLAIN)
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6) if len(name) <= 100 else []
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise SettingsError(f"unknown setting{hint}", field=_short_name(name))
+    raise SettingsError(f"unknown setting{did_you_mean(name, [*_FIELDS, *_PLAIN])}", field=_short_name(name))
+
+
+def did_you_mean(name: str, candidates: Sequence[str], n: int = 3) -> str:
+    """``"; did you mean 'a' or 'b'?"`` for the candidates close to ``name`` (none for names over 100 characters:
+    difflib is quadratic), else ``""``."""
+    close = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.6) if len(name) <= 100 else []
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 def _flatten_input(data: dict[str, Any]) -> dict[str, Any]:

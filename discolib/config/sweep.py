@@ -17,7 +17,6 @@ Nothing a user typed is evaluated: the file is decoded as data (JSON, or YAML's 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -31,6 +30,7 @@ from discolib.config.presets import apply_preset, preset_mode
 from discolib.config.settings import (
     Settings,
     SettingsError,
+    did_you_mean,
     normalise_animation_mode,
     read_settings_json,
     resolve_name,
@@ -236,8 +236,7 @@ def _parse(data: Any, source: str, base_dir: Path | None, max_variants: int | No
         if key.startswith("_"):
             continue  # a comment, as in settings files
         if key not in TOP_KEYS:
-            close = difflib.get_close_matches(key, TOP_KEYS, n=2, cutoff=0.6) if len(key) <= 100 else []
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            hint = did_you_mean(key, TOP_KEYS, n=2)
             raise _err(source, short_repr(key), f"unknown key{hint} (expected {', '.join(TOP_KEYS)})")
 
     limit = MAX_VARIANTS

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from discolib.animation.coherence import to_u8_tensor
 from discolib.animation.plan import RenderPlan, check_inputs, plan_audio
 from discolib.animation.step import AnimationStep, FrameInit
 from discolib.animation.video_input import VideoInput
@@ -555,8 +556,7 @@ def _to_uint8(image: torch.Tensor) -> Any:
     On CUDA the copy goes to pinned memory without a host sync (:class:`discolib.run.runs.PendingFrame`); the
     writer thread waits for it, so the loop can queue the next frame while the GPU finishes this one.
     """
-    frame = image[0].detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
-    return PendingFrame.from_tensor(frame.contiguous())
+    return PendingFrame.from_tensor(to_u8_tensor(image))
 
 
 def _frame_emitter(emit: EventCallback, n_frames: int, seeds: list[int]) -> Callable[[int, Path, np.ndarray], None]:

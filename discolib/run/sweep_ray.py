@@ -22,6 +22,7 @@ this module (and the local executor) never needs it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Sequence
@@ -113,26 +114,19 @@ def _variant_task(runner: Callable[..., _State], spec: SweepSpec, variant: Varia
     variant's ``models.threads: 0`` (auto) must resolve here as it would in the driver (the local executor), or the
     last bits of CPU frames would differ between the two executors. The worker's own count is restored after.
     """
-    import torch  # why here: only a worker process renders; the driver never needs torch for dispatch
-
     from discolib.models.load import WORKER_MODELS, shared_models  # why here: the worker side only (torch)
+    from discolib.run.loop import cpu_threads  # why here: the worker side only (torch, the render loop)
 
-    before = torch.get_num_threads()
-    if threads >= 1 and threads != before:
-        torch.set_num_threads(threads)
-    try:
-        with shared_models(WORKER_MODELS):
-            return runner(spec, variant, Path(sweep_dir), progress=False)
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+    with cpu_threads(threads) if threads >= 1 else contextlib.nullcontext(), shared_models(WORKER_MODELS):
+        return runner(spec, variant, Path(sweep_dir), progress=False)
 
 
 def _driver_threads() -> int:
     """The torch intra-op thread count of this process (what the local executor resolves ``auto`` from)."""
-    import torch  # why here: the count is torch's; importing this module stays light
+    # why here: torch_threads imports torch; importing this module stays light
+    from discolib.run.runs import torch_threads
 
-    return int(torch.get_num_threads())
+    return torch_threads()[0]
 
 
 def _task_error(exc: BaseException) -> str:
