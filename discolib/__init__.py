@@ -2,10 +2,10 @@
 
 The public face, what scripts and notebooks import::
 
-    from discolib import Settings, apply_preset, preset_mode, render, RenderResult, RunFolder, animate_photo, sweep
+    from discolib import Settings, apply_preset, preset_mode, render, RenderResult, RunFolder, animate_photo, sweep, LiveSession
 
 ``Settings``, ``apply_preset`` and ``preset_mode`` come from :mod:`discolib.config` (no torch). ``render``,
-``RenderResult``, ``RunFolder``, ``animate_photo`` and ``sweep`` live in :mod:`discolib.run` (the render loop imports torch and
+``RenderResult``, ``RunFolder``, ``animate_photo``, ``sweep`` and ``LiveSession`` live in :mod:`discolib.run` (the render loop imports torch and
 the model libraries); they are imported on first access (PEP 562 ``__getattr__``), so ``import discolib``,
 ``from discolib import Settings`` and ``discolib validate`` load the settings layer only.
 """
@@ -19,6 +19,7 @@ from discolib.config.settings import Settings
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below imports these on first access
     from discolib.run.events import RenderResult
+    from discolib.run.live import LiveSession
     from discolib.run.loop import render
     from discolib.run.photo import animate_photo
     from discolib.run.runs import RunFolder
@@ -27,15 +28,15 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below i
 __version__ = "0.2.0"
 
 __all__ = [
-    "RenderResult", "RunFolder", "Settings", "__version__", "animate_photo", "apply_preset", "preset_mode", "render",
+    "LiveSession", "RenderResult", "RunFolder", "Settings", "__version__", "animate_photo", "apply_preset", "preset_mode", "render",
     "sweep",
 ]
 
-_LAZY = ("RenderResult", "RunFolder", "animate_photo", "render", "sweep")
+_LAZY = ("LiveSession", "RenderResult", "RunFolder", "animate_photo", "render", "sweep")
 
 
 def __getattr__(name: str) -> Any:
-    """``render``, ``RenderResult``, ``RunFolder``, ``animate_photo`` and ``sweep``, imported when first asked for (then cached
+    """``render``, ``RenderResult``, ``RunFolder``, ``animate_photo``, ``sweep`` and ``LiveSession``, imported when first asked for (then cached
     as globals)."""
     # Function-level imports on purpose (start-up time): the render loop imports torch, diffusers, transformers,
     # open_clip and kornia (seconds), which `import discolib`, `from discolib import Settings` and
@@ -52,6 +53,8 @@ def __getattr__(name: str) -> Any:
     elif name == "sweep":
         # start-up time: running variants imports torch and the models
         from discolib.run.sweep import sweep as value
+    elif name == "LiveSession":
+        from discolib.run.live import LiveSession as value  # start-up time: torch and the model libraries
     else:
         raise AttributeError(f"module 'discolib' has no attribute {name!r}")
     globals()[name] = value

@@ -40,7 +40,7 @@ from discolib.animation.video_input import VideoInput
 from discolib.models.depth import DepthEstimator, depth_for_warp, save_depth_png
 from discolib.models.device import upload
 
-__all__ = ["AnimationStep", "FrameInit", "FrameStore", "motion_3d_table", "quantize"]
+__all__ = ["MOTION_3D_KEYS", "AnimationStep", "FrameInit", "FrameStore", "motion_3d_table", "quantize"]
 
 
 @dataclass(frozen=True)
@@ -68,13 +68,16 @@ def quantize(image: torch.Tensor) -> torch.Tensor:
     return image.detach().float().clamp(0, 1).mul(255).round().div(255)
 
 
+#: The 3D motion schedules in the order of :func:`motion_3d_table`'s columns.
+MOTION_3D_KEYS = ("rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "translation_x", "translation_y", "translation_z")
+
+
 def motion_3d_table(plan: RenderPlan, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Every frame's 3D camera motion, ``(frames, 6)``: ``rotation_3d_x/y/z`` then ``translation_x/y/z``.
 
     Uploaded once per run (without a host sync), so a frame only indexes it: no per-frame host-to-device copy.
     """
-    keys = ("rotation_3d_x", "rotation_3d_y", "rotation_3d_z", "translation_x", "translation_y", "translation_z")
-    table = torch.stack([torch.as_tensor(plan.values[k], dtype=torch.float64) for k in keys], dim=1)
+    table = torch.stack([torch.as_tensor(plan.values[k], dtype=torch.float64) for k in MOTION_3D_KEYS], dim=1)
     return upload(table.to(dtype), device)
 
 
@@ -186,6 +189,14 @@ class AnimationStep:
         returned), so the 8-bit path warps the frame as written without converting it again."""
         if self._eight_bit and isinstance(frame, np.ndarray) and image is self._new:
             self._new_u8 = (image, frame)
+
+    def motion_changed(self, i: int) -> None:
+        """Frame ``i``'s 3D motion in ``plan.values`` was set after the step uploaded its motion table (live mode sets
+        each frame's camera as the frame starts): upload that row again, without a host sync."""
+        if self._motion_3d is None:
+            return  # made on first use, from the values as they are then
+        row = torch.tensor([self.plan.values[k][i] for k in MOTION_3D_KEYS], dtype=torch.float64).to(self._motion_3d.dtype)
+        self._motion_3d[i] = upload(row, self._motion_3d.device)
 
     def _frame_u8(self) -> np.ndarray:
         """The newer chain's frame as uint8 ``(H, W, 3)``: the loop's array, else converted (exact: it is 8-bit)."""

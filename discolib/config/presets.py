@@ -27,6 +27,16 @@ _TINY_ANIMATION: dict[str, Any] = {
     "output.fps": 8,
 }
 
+# Live mode starts still: the session's controls set the motion of each frame as it is made.
+_LIVE_ANIMATION: dict[str, Any] = {
+    "animation.animation_mode": "3D",
+    **{f"animation.{axis}": "0: (0)" for axis in ("translation_x", "translation_y", "translation_z", "rotation_3d_x",
+                                                  "rotation_3d_y", "rotation_3d_z")},
+    "animation.strength_schedule": "0: (0.5)",
+    "animation.noise_schedule": "0: (0.02)",
+    "animation.cadence": 1,
+}
+
 # Few-step models: Deforum strength 0.5 with 4 steps leaves 2 denoising steps per animation frame (diffusers'
 # img2img runs int(steps * strength) of them, the flow models' rule gives the same here); with fewer steps a frame
 # could get none and would only be moved, never diffused.
@@ -167,6 +177,41 @@ PRESETS: dict[str, dict[str, Any]] = {
     "flux-dev": _latent("flux-dev", size=1024, steps=28, cfg=3.5),
     "kolors": _latent("kolors", size=1024, steps=50, cfg=5.0),
     "hunyuandit": _latent("hunyuandit", size=1024, steps=50, cfg=5.0),
+    # ---- live mode (discolib.live): a still camera to start from (the keys move it), 3D, every frame diffused
+    "tiny-live": {
+        **{k: v for k, v in _TINY_ANIMATION.items() if k.startswith("output.")},
+        "image.mode": "latent",
+        "run.batch_name": "live",
+        "run.seed": 42,
+        "run.display_rate": 0,
+        "image.width": 64,
+        "image.height": 64,
+        "image.steps": 4,
+        "models.latent_model": "tiny-latent",
+        "models.depth_model": "tiny-depth-anything",
+        "models.device": "cpu",
+        "prompts.text_prompts": {"0": "a lighthouse in a stormy sea --neg blurry"},
+        **_LIVE_ANIMATION,
+    },
+    # 1 denoising step a frame (2 steps at strength 0.5), TAESD decodes, compiled: the real-time settings on CUDA.
+    "sd-turbo-live": {
+        "image.mode": "latent",
+        "run.batch_name": "live",
+        "run.display_rate": 0,
+        "models.latent_model": "sd-turbo",
+        "models.fast_vae": "madebyollin/taesd",
+        "models.depth_model": "depth-anything/Depth-Anything-V2-Small-hf",
+        "models.compile": True,
+        "image.width": 512,
+        "image.height": 512,
+        "image.steps": 2,
+        "latent.cfg_scale": 0.0,
+        "latent.scheduler": "euler_a",
+        "prompts.text_prompts": {"0": "a lighthouse in a stormy sea, concept art, matte painting"},
+        **_LIVE_ANIMATION,
+        "animation.cfg_scale_schedule": "0: (0)",
+        "output.fps": 24,
+    },
     # ---- tiny random models of each family: offline, CPU, seconds (tests and smoke runs)
     **{f"tiny-{fam}": _tiny_family(f"tiny-{fam}", negative=fam != "flux")
        for fam in ("sdxl", "sd3", "flux", "kolors", "hunyuandit")},
@@ -204,6 +249,9 @@ PRESET_INFO: dict[str, PresetInfo] = {
     "tiny-latent": PresetInfo("sd", **_TINY_INFO, good_for="tests and offline smoke runs of the latent mode"),
     **{f"tiny-{fam}": PresetInfo(fam, **_TINY_INFO, good_for=f"tests and offline smoke runs of the {fam} family")
        for fam in ("sdxl", "sd3", "flux", "kolors", "hunyuandit")},
+    "tiny-live": PresetInfo("sd", **_TINY_INFO, good_for="tests and offline runs of live mode"),
+    "sd-turbo-live": PresetInfo("sd", "about 5 GB (estimate; with the depth model)", "about 3-5 GB", _SAI_NC,
+                                "live mode: flying through a 512 px world in real time (1 step a frame)"),
     "disco-512": PresetInfo(
         "guided", "about 16 GB at 1280x768 with 3 CLIP models (estimate)",
         "about 3 GB (diffusion model and CLIP models)",

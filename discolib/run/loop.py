@@ -63,7 +63,7 @@ from discolib.run.runs import (
 from discolib.run.stereo import EyeWriter, missing_eye_frames, write_stereo_video
 from discolib.samplers.base import FrameRequest, FrameSampler, RenderStopped, check_stop
 
-__all__ = ["render", "frame_request", "load_run_settings"]
+__all__ = ["render", "depth_estimator", "frame_request", "load_run_settings"]
 
 
 def _prepare(
@@ -323,7 +323,7 @@ def _render_frames(run: _Run, sampler: FrameSampler, start: int) -> None:
         plan,
         sampler.policy,
         device,
-        depth=_depth_estimator(s, device) if plan.motion == "3D" else None,
+        depth=depth_estimator(s, device) if plan.motion == "3D" else None,
         depth_dir=_depth_dir(run) if plan.motion == "3D" else None,
         start=start,
         store=_KeptImages(run, device),
@@ -478,7 +478,7 @@ def _sample(run: _Run, sampler: FrameSampler, i: int, frame_init: FrameInit) -> 
     return sampler(frame_request(run.plan, i, frame_init, callback=_step_callback(sampler, run, i), stop=run.stop))
 
 
-def _depth_estimator(settings: Settings, device: torch.device) -> DepthEstimator:
+def depth_estimator(settings: Settings, device: torch.device) -> DepthEstimator:
     """The 3D warp's depth: the depth model (blended with a second one when set), or flat without depth warping."""
     m = settings.models
     if not settings.animation.use_depth_warping:

@@ -94,6 +94,8 @@ __all__ = [
     "StringSchedule",
     "check_frames",
     "export_keyframes",
+    "format_number",
+    "keyframes_from_values",
     "parse_frame_key",
     "resolve_keys",
     "validate_schedule",
@@ -806,6 +808,73 @@ def export_keyframes(
         if i in (0, len(shown) - 1) or shown[i] != shown[i - 1] or shown[i] != shown[i + 1]
     ]
     return ", ".join(f"{i}: ({shown[i]})" for i in keep)
+
+
+def format_number(value: float) -> str:
+    """``value`` as the shortest plain decimal that reads back to the same float64 (no exponent: Deforum's number
+    test, and so a keyframe's tweening, only knows plain decimals)."""
+    if not math.isfinite(value):
+        raise ScheduleError(f"a keyframe value must be a finite number, found {value!r}")
+    return np.format_float_positional(float(value), unique=True, trim="-")
+
+
+def _linear_keys(y: np.ndarray, tolerance: float, integer: bool) -> list[int]:
+    """Frames to key so that linear tweening (``np.interp``, the schedules' own) between them gives every value of
+    ``y`` within ``tolerance`` (``integer``: the tweened value truncated to an integer equals it, as a seed
+    schedule is read). Ramer-Douglas-Peucker on the vertical error, with an explicit stack."""
+    n = len(y)
+    keys = {0, n - 1}
+    stack = [(0, n - 1)]
+    while stack:
+        a, b = stack.pop()
+        if b - a < 2:
+            continue
+        q = np.arange(a, b + 1, dtype=np.float64)
+        line = np.interp(q, [float(a), float(b)], [y[a], y[b]])
+        err = np.abs(np.trunc(line) - y[a : b + 1]) if integer else np.abs(line - y[a : b + 1])
+        worst = int(np.argmax(err))
+        if err[worst] <= (0.0 if integer else tolerance):
+            continue
+        if worst in (0, b - a):  # (cannot happen: the ends are exact) split in the middle rather than loop
+            worst = (b - a) // 2
+        keys.add(a + worst)
+        stack += [(a, a + worst), (a + worst, b)]
+    return sorted(keys)
+
+
+def keyframes_from_values(
+    values: Sequence[float] | np.ndarray,
+    *,
+    tolerance: float = 0.0,
+    integer: bool = False,
+    setting: str | None = None,
+) -> str:
+    """A compact linear keyframe string whose values over ``len(values)`` frames reproduce ``values``: within
+    ``tolerance`` at every frame (0: equal, bit for bit), or, with ``integer``, equal after truncation to an integer
+    (how a seed schedule is read). Keys only where the path bends: a held value or a straight ramp is two keys.
+
+    The string is checked by parsing it back (``Schedule.parse(...).values``); a frame outside the tolerance gets
+    a key of its own, so the promise holds whatever the rounding of the tweening.
+    """
+    y = np.asarray(values, dtype=np.float64)
+    if y.ndim != 1 or len(y) == 0:
+        raise ScheduleError(f"expected a non-empty list of values, found shape {y.shape}", setting=setting)
+    if not np.isfinite(y).all():
+        at = int(np.flatnonzero(~np.isfinite(y))[0])
+        raise ScheduleError(f"frame {at}: a keyframe value must be a finite number, found {y[at]!r}", setting=setting)
+    if integer and not np.array_equal(y, np.trunc(y)):
+        raise ScheduleError("integer keyframes need whole numbers", setting=setting)
+    tol = float(tolerance)
+    if not (tol >= 0.0 and math.isfinite(tol)):
+        raise ScheduleError(f"tolerance must be a finite number >= 0, found {tolerance!r}", setting=setting)
+    keys = set(_linear_keys(y, tol, integer))
+    while True:
+        text = ", ".join(f"{k}: ({format_number(y[k])})" for k in sorted(keys))
+        got = Schedule.parse(text, setting=setting).values(len(y))
+        bad = np.flatnonzero(np.trunc(got) != y) if integer else np.flatnonzero(~(np.abs(got - y) <= tol))
+        if len(bad) == 0:
+            return text
+        keys.update(int(k) for k in bad)  # a key at a frame reads back as its own value: this ends
 
 
 # ------------------------------------------------------------------------------------- string schedules
