@@ -263,7 +263,7 @@ def test_tolerance_trades_keys_for_a_bounded_path_error(tiny: Settings, sampler)
 
 
 def test_a_recording_started_mid_flight_starts_from_the_frame_before(tiny: Settings, sampler, tmp_path: Path) -> None:  # noqa: ANN001
-    session = _session(tiny, sampler, record=False, keep_frames=20)
+    session = _session(tiny, sampler, record=False, keep_frames=20)  # (kept frames only to compare)
     _run_to(session, 4)
     session.record(True)
     session.set_velocity(z=1.0)

@@ -228,6 +228,8 @@ class LiveSession:
         self._origins: dict[int, float] = {}  # frame -> the earliest control change it is the first to apply
         self._rec_start: int | None = 0 if record else None
         self._rec_end: int | None = None
+        self._last: tuple[int, Any] | None = None  # the last frame made, as handed over
+        self._rec_init: tuple[int, Any] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -339,6 +341,7 @@ class LiveSession:
                     with self._lock:
                         self._next = i + 1
                         self._made = i + 1
+                        self._last = (i, frame)
                         self._times.append(time.perf_counter())
                     self._hand_over(i, frame)
                 if self._next >= self.max_frames:
@@ -547,6 +550,8 @@ class LiveSession:
             if on:
                 if self._rec_start is None or self._rec_end is not None:
                     self._rec_start, self._rec_end = self._next, None
+                    # the frame before the recording: a replay from a mid-flight start begins with it
+                    self._rec_init = self._last if self._next > 0 else None
             elif self._rec_start is not None and self._rec_end is None:
                 self._rec_end = self._next
 
@@ -578,8 +583,8 @@ class LiveSession:
         seeds, and the prompts as prompt keyframes (``--neg`` for the negative side).
 
         A recording from frame 0 replays the live frames exactly (same preset, seed and size, on the CPU). One
-        started later starts from the frame before it: that frame is written as a PNG into ``init_dir`` (required
-        then) and kept as the replay's frame 0 (strength 1); the replay's colour reference is taken afresh, so its
+        started later starts from the frame before it (kept when Record was pressed): that frame is written as a
+        PNG into ``init_dir`` (required then) and kept as the replay's frame 0 (strength 1); the replay's colour reference is taken afresh, so its
         frames can differ from the live ones in colour (docs/LIVE.md).
         """
         lo, hi = self._recorded()
@@ -590,14 +595,11 @@ class LiveSession:
                     f"init_dir: the recording starts at frame {lo}, after the flight began; the frame before it "
                     "becomes the replay's init image, and needs a folder to be written to"
                 )
-            latest = next((f for f in reversed(self.frames) if f.index == lo - 1), None)
-            if latest is None:
-                raise LiveError(
-                    f"init_dir: frame {lo - 1} (the replay's first frame) is no longer kept; start the session with "
-                    "keep_frames > 0 to record mid-flight"
-                )
+            assert self._rec_init is not None and self._rec_init[0] == lo - 1
+            frame = self._rec_init[1]
+            array = frame.result() if isinstance(frame, PendingFrame) else frame
             path = Path(init_dir) / f"live_init_{lo - 1:06d}.png"
-            save_png_atomic(path, torch.from_numpy(latest.image).permute(2, 0, 1).unsqueeze(0).float().div(255))
+            save_png_atomic(path, torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float().div(255))
             s.guidance.init_image = str(path)
             s.latent.strength = 1.0
             lo -= 1
