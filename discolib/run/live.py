@@ -584,10 +584,16 @@ class LiveSession:
 
         A recording from frame 0 replays the live frames exactly (same preset, seed and size, on the CPU). One
         started later starts from the frame before it (kept when Record was pressed): that frame is written as a
-        PNG into ``init_dir`` (required then) and kept as the replay's frame 0 (strength 1); the replay's colour reference is taken afresh, so its
-        frames can differ from the live ones in colour (docs/LIVE.md).
+        PNG into ``init_dir`` (required then) and kept as the replay's frame 0 (strength 1); the replay's colour
+        reference is taken afresh, so its frames can differ from the live ones in colour (docs/LIVE.md).
         """
-        lo, hi = self._recorded()
+        with self._lock:  # a snapshot: the loop goes on writing later rows and prompt keys meanwhile
+            lo, hi = self._recorded()
+            start = lo - 1 if lo > 0 else lo
+            values = {name: np.array(self._plan.values[name][start:hi]) for name in SCHEDULE_FIELDS}
+            seeds = list(self._plan.seeds[start:hi])
+            prompt_keys = dict(self._prompts)
+            rec_init = self._rec_init
         s = self.settings.copy()
         if lo > 0:
             if init_dir is None:
@@ -595,26 +601,29 @@ class LiveSession:
                     f"init_dir: the recording starts at frame {lo}, after the flight began; the frame before it "
                     "becomes the replay's init image, and needs a folder to be written to"
                 )
-            assert self._rec_init is not None and self._rec_init[0] == lo - 1
-            frame = self._rec_init[1]
+            assert rec_init is not None and rec_init[0] == lo - 1
+            frame = rec_init[1]
             array = frame.result() if isinstance(frame, PendingFrame) else frame
             path = Path(init_dir) / f"live_init_{lo - 1:06d}.png"
             save_png_atomic(path, torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float().div(255))
             s.guidance.init_image = str(path)
             s.latent.strength = 1.0
-            lo -= 1
-        plan = self._plan
         anim = s.animation
-        anim.max_frames = hi - lo
-        for name in SCHEDULE_FIELDS:
-            tol = float(tolerance) if name in CONTROL_AXES else 0.0
-            text = keyframes_from_values(plan.values[name][lo:hi], tolerance=tol, setting=f"animation.{name}")
-            setattr(anim, name, text)
-        anim.seed_behavior = "schedule"
-        anim.seed_schedule = keyframes_from_values(plan.seeds[lo:hi], integer=True, setting="animation.seed_schedule")
-        s.run.seed = int(plan.seeds[lo])
+        anim.max_frames = hi - start
+        try:
+            for name in SCHEDULE_FIELDS:
+                tol = float(tolerance) if name in CONTROL_AXES else 0.0
+                setattr(anim, name, keyframes_from_values(values[name], tolerance=tol, setting=f"animation.{name}"))
+            anim.seed_behavior = "schedule"
+            anim.seed_schedule = keyframes_from_values(seeds, integer=True, setting="animation.seed_schedule")
+        except InputError as exc:
+            raise LiveError(
+                f"{exc} (the recording's keys do not fit in one keyframe string: record less, or pass a tolerance "
+                "> 0, e.g. 0.001, to draw the camera path with fewer keys)"
+            ) from None
+        s.run.seed = int(seeds[0])
         # (keys before the recording all map to its frame 0: the last of them, the prompt holding there, wins)
-        prompts = {str(max(k - lo, 0)): items for k, items in sorted(self._prompts.items()) if k < hi}
+        prompts = {str(max(k - start, 0)): items for k, items in sorted(prompt_keys.items()) if k < hi}
         s.prompts.text_prompts = _compact_prompts(prompts)
         try:
             s.validate()
