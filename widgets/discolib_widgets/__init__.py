@@ -7,6 +7,7 @@ Installed with ``pip install "discolib[notebook]"``; discolib itself never impor
 from discolib_widgets.audio import SoundtrackView
 from discolib_widgets.curve import CurveEditor, CurveKey, keys_from_text, text_from_keys
 from discolib_widgets.fields import FieldControl, check_field, schedule_png
+from discolib_widgets.live import LivePanel, LiveView, live_panel
 from discolib_widgets.notebook import (
     RunIncomplete,
     apply_parameters,
@@ -24,6 +25,8 @@ __all__ = [
     "CurveEditor",
     "CurveKey",
     "FieldControl",
+    "LivePanel",
+    "LiveView",
     "RenderFn",
     "RenderView",
     "RunIncomplete",
@@ -35,6 +38,7 @@ __all__ = [
     "finish_settings",
     "gpu_report",
     "keys_from_text",
+    "live_panel",
     "notebook_setup",
     "record_summary",
     "render_here",
