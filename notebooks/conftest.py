@@ -12,7 +12,8 @@ notebook (``photo_setup``) has no preset: it gets ``DISCOLIB_DEPTH_MODEL`` (the 
 in-process, instead of the real one it would download), the same 3-frame cap and output folder; the sweep notebook
 (whose default, the shipped demo sweep, is tiny and offline) gets only the output folder. Each is set only
 when the user has not set it: ``DISCOLIB_PRESET=disco-512 pytest --nbval-lax notebooks/disco.ipynb`` runs the real
-preset.
+preset. The live notebook gets its tiny preset (``tiny-live``) and reads the 3-frame cap as ``autoplay_frames``
+(``live_setup``): a scripted flight of 3 frames, then its render, so it runs without a person at the keyboard.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pytest
 #: Each notebook's offline preset: the tiny preset of its sampler family.
 OFFLINE_PRESET = {
     "quickstart.ipynb": "tiny-latent", "animation.ipynb": "tiny-latent", "disco.ipynb": "tiny",
-    "music_video.ipynb": "tiny-latent",
+    "music_video.ipynb": "tiny-latent", "live.ipynb": "tiny-live",
 }  # fmt: skip
 #: The photo notebook's offline depth model.
 OFFLINE_DEPTH_MODEL = {"photo.ipynb": "tiny-depth-anything"}

@@ -68,6 +68,9 @@ OFFLINE_DEPTH_MODEL = "tiny-depth-anything"
 #: tiny variants, runs offline as it is (nbval gets only the output folder).
 SWEEP = "sweep.ipynb"
 DEMO_SWEEP = "demo_sweep.json"
+#: The live notebook (a LiveSession's panel; tests/test_notebook_live.py checks its structure): nbval runs it with
+#: tiny-live and reads the 3-frame cap as a scripted flight of 3 frames, then renders the flight.
+LIVE = "live.ipynb"
 NOTEBOOKS = [*RENDER_NOTEBOOKS, PHOTO, SWEEP]
 #: What docs/NOTEBOOKS.md's table names as each notebook's offline choice (a preset; the photo's depth model; the
 #: sweep's sweep file).
@@ -892,7 +895,7 @@ def test_papermill_photo(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_nbval_plain_command(nbval_plain: PlainNbval) -> None:
-    """`pytest --nbval-lax notebooks/` as README documents it, once for the five notebooks (each nbval run of a
+    """`pytest --nbval-lax notebooks/` as README documents it, once for the seven notebooks (each nbval run of a
     notebook costs ~30 s here): offline, passes; notebooks/conftest.py picked each notebook's tiny preset and 3
     frames. Only DISCOLIB_OUTPUT_ROOT is set, to find the runs (without it they go to a temporary folder that is
     removed: test_nbval_conftest_hooks).
@@ -906,7 +909,7 @@ def test_nbval_plain_command(nbval_plain: PlainNbval) -> None:
     tmp_path = run.out_root
     stdout, stderr = run.wait()
     assert run.returncode == 0, f"{' '.join(run.cmd[2:])} failed:\n{stdout[-6000:]}\n{stderr[-3000:]}"
-    n_cells = sum(len(code_cells(load(name))) for name in NOTEBOOKS)
+    n_cells = sum(len(code_cells(load(name))) for name in (*NOTEBOOKS, LIVE))
     assert re.search(rf"\b{n_cells} passed", stdout), stdout[-2000:]
     assert sorted(NOTEBOOK_DIR.iterdir()) == run.before, "the nbval run left files in notebooks/"
     # The photo notebook: no photo given, so the demo image; the tiny depth model, capped at 3 frames.
@@ -935,6 +938,11 @@ def test_nbval_plain_command(nbval_plain: PlainNbval) -> None:
 
     _header, states = read_sweep(tmp_path / DEMO_SWEEP.removesuffix(".json"))
     assert [s.status for s in states] == ["done"] * 4 and (tmp_path / "demo_sweep" / "contact_sheet.png").is_file()
+    # The live notebook: the scripted 3-frame flight's replay, with tiny-live's models, complete.
+    live = only_run(tmp_path, "live")
+    settings = check_run(live, Settings.load(live.settings_path).animation.max_frames, video=True)
+    assert settings.animation.max_frames >= 3 and settings.animation.seed_behavior == "schedule"
+    assert settings.models.latent_model == "tiny-latent" and (settings.image.width, settings.image.height) == (64, 64)
 
 
 # ----------------------------------------------------------------------------------------------- GPU mode

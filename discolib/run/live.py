@@ -52,10 +52,12 @@ from discolib.schedules.prompts import FramePrompts, PromptSchedule
 
 __all__ = [
     "CONTROL_AXES",
+    "FLIGHT_KEYS",
     "KEY_BINDINGS",
     "LiveError",
     "LiveFrame",
     "LiveSession",
+    "flight_with_preset",
     "velocity_for_keys",
 ]
 
@@ -636,6 +638,35 @@ class LiveSession:
         goes beside it."""
         path = Path(path)
         return self.to_settings(tolerance=tolerance, init_dir=path.parent).save(path)
+
+
+#: What a recorded flight is, besides its look: kept when :func:`flight_with_preset` renders it with another preset.
+FLIGHT_KEYS = (
+    *(f"animation.{name}" for name in SCHEDULE_FIELDS),
+    "animation.animation_mode", "animation.max_frames", "animation.interpolation", "animation.seed_behavior",
+    "animation.seed_schedule", "prompts.text_prompts", "latent.negative_prompt", "run.seed", "run.batch_name",
+    "run.output_root", "output.fps", "guidance.init_image", "latent.strength",
+)  # fmt: skip
+
+
+def flight_with_preset(flight: Settings, preset: str, *, size: int | None = None) -> Settings:
+    """A recorded flight (:meth:`LiveSession.to_settings`) rendered with ``preset``: the preset's models, sampler,
+    steps and size; the flight's camera path and every other schedule, prompts, seeds, frame count and fps (and a
+    mid-flight recording's first frame) unchanged. ``size``: ``size`` x ``size`` pixels instead of the preset's.
+
+    With a guided (Disco) preset the ``--neg`` prompts become Disco's negative weights, which must not sum to 0 with
+    the positive ones: weight the positive prompt (``"a castle:2"``) before recording, or edit ``text_prompts``.
+    """
+    out = apply_preset(flight.copy(), preset)
+    for name in FLIGHT_KEYS:
+        out.set(name, flight.get(name))
+    if size is not None:
+        out.set("image.width", size)
+        out.set("image.height", size)
+    try:
+        return out.validate()
+    except InputError as exc:
+        raise LiveError(f"the flight with preset {preset!r}: {exc}") from None
 
 
 def _prompt_items(fp: FramePrompts) -> list[str]:

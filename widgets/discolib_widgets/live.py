@@ -411,13 +411,26 @@ def live_panel(
     preset: str | None = None,
     speed: float = 2.0,
     turn_speed: float = 1.0,
+    key: str = "live",
     **session_kwargs: Any,
 ) -> LivePanel:
     """A :class:`LivePanel` over a new :class:`~discolib.run.live.LiveSession` (``settings``, ``preset`` and
     ``session_kwargs`` as the session takes them) whose frames go to the panel. The session starts with the
-    panel's Start button (or ``panel.session.start()``); raises the session's LiveError for settings it cannot fly."""
+    panel's Start button (or ``panel.session.start()``); raises the session's LiveError for settings it cannot fly.
+
+    A panel made before with the same ``key`` (the cell run again) is closed first: its session stops and frees the
+    device instead of flying on unseen."""
     # discolib.run.live imports the render loop (torch): only when a live panel is made.
     from discolib.run.live import LiveSession
 
+    old = _PANELS.pop(key, None)
+    if old is not None:
+        old.close()
     session = LiveSession(settings, preset=preset, **session_kwargs)
-    return LivePanel(session, speed=speed, turn_speed=turn_speed)  # the panel sets itself as session.on_frame
+    panel = LivePanel(session, speed=speed, turn_speed=turn_speed)  # the panel sets itself as session.on_frame
+    _PANELS[key] = panel
+    return panel
+
+
+#: The live panels :func:`live_panel` made in this kernel, by key.
+_PANELS: dict[str, LivePanel] = {}

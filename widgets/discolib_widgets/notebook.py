@@ -37,7 +37,12 @@ __all__ = [
     "demo_photo",
     "demo_soundtrack",
     "finish_settings",
+    "flight_settings",
     "gpu_report",
+    "live_autoplay",
+    "live_settings",
+    "live_setup",
+    "live_summary",
     "notebook_setup",
     "photo_outputs",
     "photo_progress",
@@ -45,6 +50,7 @@ __all__ = [
     "photo_source",
     "photo_upload",
     "record_summary",
+    "render_flight",
     "show_photo_result",
     "show_result",
     "show_song",
@@ -455,3 +461,194 @@ def show_song(settings: Settings, *, frames: int = 8) -> None:
     )
     print(f"{settings.n_frames()} frames to render")
     display(Image(song_png(features)))
+
+
+# ----------------------------------------------------------------------------------------------- live notebook
+#: The live notebook's ``preset`` default: the real-time preset on a CUDA GPU, else the tiny offline one.
+LIVE_AUTO = "auto"
+LIVE_GPU_PRESET = "sd-turbo-live"
+LIVE_CPU_PRESET = "tiny-live"
+#: The keys a scripted flight (``autoplay_frames`` > 0) holds, each for an equal share of its frames: forward, then
+#: forward while turning right, then turning right while rolling left, then coasting (the velocity decays to 0).
+AUTOPLAY_KEYS: tuple[tuple[str, ...], ...] = (("w",), ("w", "ArrowRight"), ("ArrowRight", "q"), ())
+#: How long a scripted flight waits for its frames (the first includes loading the models).
+AUTOPLAY_TIMEOUT_S = 600.0
+
+
+def live_setup(
+    preset: str,
+    size: int,
+    autoplay_frames: int,
+    output_root: str,
+    overrides: dict[str, Any],
+    *,
+    use_drive: bool = False,
+) -> tuple[str, int, str, dict[str, Any]]:
+    """The live notebook's parameters after the environment and Colab (:func:`notebook_setup`), ``"auto"`` resolved.
+
+    ``DISCOLIB_MAX_FRAMES`` replaces ``autoplay_frames`` (nbval and CI run the notebook headless: the scripted flight
+    of that many frames); ``DISCOLIB_PRESET``, ``DISCOLIB_OUTPUT_ROOT`` and ``DISCOLIB_OVERRIDES`` as in every
+    notebook. ``preset="auto"`` is :data:`LIVE_GPU_PRESET` when a CUDA GPU is there, else :data:`LIVE_CPU_PRESET`
+    (offline, random tiny weights: Binder, a laptop). ``size`` is only checked here (see :func:`live_settings`).
+
+    Returns:
+        ``(preset, autoplay_frames, output_root, overrides)``.
+
+    Raises:
+        SettingsError: ``size`` or ``autoplay_frames`` is negative (naming it).
+    """
+    from discolib.config.settings import SettingsError
+
+    preset, autoplay_frames, output_root, overrides = notebook_setup(
+        preset, autoplay_frames, output_root, overrides, use_drive=use_drive
+    )
+    if size < 0:
+        raise SettingsError(f"size must be 0 (the preset's size) or a width in pixels, got {size}", field="size")
+    if autoplay_frames < 0:
+        raise SettingsError(
+            f"autoplay_frames must be 0 (fly with the keys) or a number of frames, got {autoplay_frames}",
+            field="autoplay_frames",
+        )
+    if preset == LIVE_AUTO:
+        import torch  # here, not at the top: seconds to import (notebook_setup has imported it already)
+
+        preset = LIVE_GPU_PRESET if torch.cuda.is_available() else LIVE_CPU_PRESET
+        print(f"preset auto: {preset}")
+    if autoplay_frames:
+        print(f"autoplay: a scripted flight of {autoplay_frames} frames, then its replay at full quality")
+    return preset, autoplay_frames, output_root, overrides
+
+
+def live_settings(preset: str, size: int, prompt: str, output_root: str, overrides: dict[str, Any]) -> Settings:
+    """The live session's starting Settings: ``preset`` in 3D, ``size`` x ``size`` pixels (0: the preset's),
+    ``prompt`` from frame 0 (empty: the preset's; ``"text --neg negative"`` as Deforum), ``output_root`` for the
+    replay, then ``overrides``; validated, with :func:`finish_settings`' summary line (and its warning when the
+    preset's weights are missing offline).
+
+    Raises the Settings' one-line ``SettingsError`` naming the setting when a value is invalid.
+    """
+    settings = start_settings(preset, "3D", "", output_root)
+    if size:
+        settings.set("image.width", size)
+        settings.set("image.height", size)
+    if prompt.strip():
+        settings.set("prompts.text_prompts", {"0": prompt.strip()})
+    finish_settings(settings, overrides, preset=preset)
+    return settings
+
+
+def _png(image: Any) -> bytes:
+    """PNG bytes of an (H, W, 3) uint8 array."""
+    import io
+
+    from PIL import Image as PILImage
+
+    buf = io.BytesIO()
+    PILImage.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def live_autoplay(panel: Any, frames: int, *, keys: tuple[tuple[str, ...], ...] = AUTOPLAY_KEYS) -> Any:
+    """With ``frames`` > 0, fly the panel's session without a person: start it, hold each group of ``keys`` for an
+    equal share of ``frames`` (through the session's controls, at the panel's speed, as the panel does for held
+    keys), stop, print the recorded camera path and the speed, and show the last frame. With 0 print how to fly
+    and return None (the session is left to the panel's buttons).
+
+    ``panel`` is a :class:`discolib_widgets.live.LivePanel`. Returns the last :class:`discolib.run.live.LiveFrame`.
+
+    Raises:
+        The session's error if its loop failed, or TimeoutError when the frames do not come within
+        :data:`AUTOPLAY_TIMEOUT_S`.
+    """
+    from discolib.run.live import CONTROL_AXES, velocity_for_keys
+
+    if frames <= 0:
+        print(
+            "Click Start, then click the image and fly: W/S forward and back, A/D left and right, R/F up and down, "
+            "arrow keys turn, Q/E roll, drag the mouse to look around. Record is on from Start. Then run the cell "
+            "below to render the flight at full quality."
+        )
+        return None
+    session = panel.session
+    speed = float(panel.speed.value)
+    turn_slider = getattr(panel, "turn", None)  # the panel's turn-speed slider (1 degree a frame without one)
+    turn = float(turn_slider.value) if turn_slider is not None else 1.0
+    session.start()
+    last = None
+    try:
+        for i, held in enumerate(keys):
+            session.set_velocity(**velocity_for_keys(held, speed, turn))
+            # Rounded up: each group gets at least one frame when frames < len(keys).
+            last = session.wait_frames(-(-frames * (i + 1) // len(keys)), timeout=AUTOPLAY_TIMEOUT_S)
+            print(f"frame {last.index}: keys {'+'.join(held) or 'none'}")
+    finally:
+        session.stop()
+    path = session.camera_path().sum(axis=0)
+    sums = ", ".join(f"{axis} {value:+.3f}" for axis, value in zip(CONTROL_AXES, path, strict=True))
+    print(f"recorded camera path (sum per axis): {sums}")
+    stats = session.stats()
+    latency = stats.get("latency_ms_median")
+    print(
+        f"{stats['frames']} frames at {stats['fps']:.1f} frames/s"
+        + (f", {latency:.0f} ms key-to-frame (median)" if latency is not None else "")
+    )
+    if last is not None:
+        display(Image(_png(last.image)))
+    return last
+
+
+def flight_settings(session: Any, preset: str = "", size: int = 0, init_dir: str | None = None) -> Settings | None:
+    """Settings that render the session's recorded flight (``session.to_settings()``), or None (a line saying so)
+    when nothing was recorded yet. The session is stopped first (the render needs the device).
+
+    With ``preset`` (e.g. ``sd-1.5``) the preset's models, size, steps and sampler replace the live ones; the flight
+    (camera path, every other schedule, prompts, seeds, frame count, fps) stays. ``size`` > 0 renders ``size`` x
+    ``size`` pixels. (A guided preset's settings are made too, but Disco's sampler refuses a ``--neg`` prompt whose
+    weights sum to 0, as the live presets' default prompt has.) ``init_dir``: where a recording started mid-flight
+    writes its first frame (the replay's init image).
+    """
+    session.stop()
+    if not len(session.camera_path()):
+        print("nothing recorded yet: click Start, fly, then run this cell again")
+        return None
+    flight = session.to_settings(init_dir=init_dir)
+    if preset.strip():
+        # start-up time: discolib.run.live imports the render loop (torch); the session has loaded it already
+        from discolib.run.live import flight_with_preset
+
+        settings = flight_with_preset(flight, preset.strip())
+    else:
+        settings = flight
+    if size:
+        settings.set("image.width", size)
+        settings.set("image.height", size)
+    settings.validate()
+    print(
+        f"the flight: {settings.animation.max_frames} frames, {settings.image.mode} mode "
+        f"{settings.image.width}x{settings.image.height}, {settings.image.steps} steps"
+        + (f", preset {preset.strip()}" if preset.strip() else ", the live preset")
+    )
+    return settings
+
+
+def render_flight(session: Any, *, out: str, preset: str = "", size: int = 0) -> RenderResult | None:
+    """Render the recorded flight at full quality with :func:`discolib_widgets.view.render_here` (the image as it
+    forms, progress, the video): :func:`flight_settings` with ``preset`` and ``size``, into ``out``. None (a line
+    saying to fly first) when nothing was recorded; run the cell again after flying."""
+    settings = flight_settings(session, preset, size, init_dir=out)
+    if settings is None:
+        return None
+    from discolib_widgets.view import render_here  # here: the view imports the panel's widgets
+
+    return render_here(settings, out=out)
+
+
+def live_summary(result: RenderResult | None, autoplay_frames: int) -> str:
+    """The live notebook's check: :func:`record_summary` of the replay (``"done True"``, else
+    :class:`RunIncomplete`), or, when nothing was rendered in interactive use (``autoplay_frames`` 0), a line
+    saying so. A headless run (``autoplay_frames`` > 0) that rendered nothing raises RunIncomplete."""
+    if result is None:
+        if autoplay_frames:
+            raise RunIncomplete(f"the scripted flight of {autoplay_frames} frames was not rendered")
+        return "nothing rendered yet: fly, then run the render cell"
+    return record_summary(result.run_dir, require_done=True)
