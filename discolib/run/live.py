@@ -487,13 +487,13 @@ class LiveSession:
     # ------------------------------------------------------------------------------------------ delivery
 
     def _fps(self) -> float:
-        times = self._times
+        times = list(self._times)  # (one C call: atomic while the render thread appends)
         if len(times) < 2:
             return 0.0
         last = times[-1]
         recent = [t for t in times if last - t <= 1.0] or [last]
         if len(recent) < 2:
-            recent = list(times)[-2:]
+            recent = times[-2:]
         span = recent[-1] - recent[0]
         return (len(recent) - 1) / span if span > 0 else 0.0
 
@@ -539,7 +539,7 @@ class LiveSession:
 
     def stats(self) -> dict[str, Any]:
         """Frames made, frames per second now, and key-to-frame latency (ms) over the last delivered changes."""
-        lat = sorted(self._latencies)
+        lat = sorted(list(self._latencies))  # (a copy first: the delivery thread appends)
         med = float(np.median(lat)) * 1000 if lat else None
         p90 = float(np.percentile(lat, 90)) * 1000 if lat else None
         return {"frames": self._made, "fps": self._fps(), "latency_ms_median": med, "latency_ms_p90": p90}
