@@ -7,6 +7,9 @@
 #   bash benchmarks/gpu/run_on_device.sh fp16       latent3d in float16
 #   bash benchmarks/gpu/run_on_device.sh smoke      every benchmark at toy sizes (checks the CUDA code paths run)
 #   bash benchmarks/gpu/run_on_device.sh families   the model-family benchmark (sdxl-turbo, flux-schnell) + tests
+#   bash benchmarks/gpu/run_on_device.sh live       live mode (issue 18): sd-turbo-live 512^2 frames/s and key-to-frame
+#                                                    latency, eager then torch.compile; `live eager` or `live compile`
+#                                                    runs one of them (DEVICE=cpu: tiny-live)
 # JSON and logs go to $OUT (the device tool's folder) or benchmarks/results/gpu. DEVICE=cpu runs the same
 # commands on the CPU (how this script is checked on a machine without a GPU).
 set -uo pipefail
@@ -38,5 +41,18 @@ case "${1:-smoke}" in
       | tee -a "$out/bench.log"
     python3 -m pytest -q -p no:cacheprovider tests/test_family_sdxl.py tests/test_family_sd3.py \
       tests/test_family_flux.py tests/test_families_core.py 2>&1 | tee "$out/families-tests.log" ;;
-  *) echo "unknown stage ${1}; one of: tests bench compile fp16 smoke families" >&2; exit 2 ;;
+  live)  # issue 18: the live session, goal >= 30 frames/s and < 100 ms key-to-frame on one H100
+    if [ "$device" = cpu ]; then
+      python3 benchmarks/bench_live.py --out "$out/live-cpu.json" 2>&1 | tee -a "$out/bench.log"
+    else
+      for variant in ${2:-eager compile}; do
+        case "$variant" in
+          eager) flag=--no-compile ;;
+          compile) flag=--compile ;;
+          *) echo "unknown live variant $variant; one of: eager compile" >&2; exit 2 ;;
+        esac
+        python3 benchmarks/bench_live.py --gpu "$flag" --out "$out/live-$variant.json" 2>&1 | tee -a "$out/bench.log"
+      done
+    fi ;;
+  *) echo "unknown stage ${1}; one of: tests bench compile fp16 smoke families live" >&2; exit 2 ;;
 esac

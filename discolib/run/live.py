@@ -297,6 +297,11 @@ class LiveSession:
             self._slot = None
             self._closed = True
             self._slot_cv.notify_all()
+        # Joined: a delivery thread that outlived its caller would drop the last reference to the session (and its
+        # models) on that thread, during interpreter shutdown if the caller was exiting (torch aborts then).
+        d = self._delivery
+        if d is not None and d is not threading.current_thread():
+            d.join(5.0)
 
     def latest(self) -> LiveFrame | None:
         return self._latest
