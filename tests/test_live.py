@@ -24,7 +24,16 @@ from discolib.animation import motion
 from discolib.config.presets import apply_preset
 from discolib.config.settings import Settings
 from discolib.run.adapter import build_sampler
-from discolib.run.live import CONTROL_AXES, KEY_BINDINGS, LiveError, LiveFrame, LiveSession, velocity_for_keys
+from discolib.run.live import (
+    CONTROL_AXES,
+    KEY_BINDINGS,
+    LiveError,
+    LiveFrame,
+    LiveSession,
+    flight_with_preset,
+    nudge_for_drag,
+    velocity_for_keys,
+)
 from discolib.run.loop import render
 from discolib.schedules.keyframes import Schedule, ScheduleError, keyframes_from_values
 
@@ -117,12 +126,20 @@ def test_bad_controls_and_settings_are_refused(tiny: Settings, sampler) -> None:
         session.set_prompt("   ")
     with pytest.raises(LiveError, match="seed"):
         session.jump_seed(-3)
+    with pytest.raises(LiveError, match="weights must sum to a positive number"):
+        session.set_prompt("a castle:-1")  # refused here, not by the sampler on the next frame
+    with pytest.raises(LiveError, match="above 0.75 leaves no denoising step"):
+        session.set_strength(0.8)  # 4 steps: int(4 * 0.2) = 0 steps
+    session.set_strength(1.0)  # the moved frame as it is
+    assert session.max_strength == 0.75
     with pytest.raises(LiveError, match="nothing was recorded"):
         _session(tiny, sampler, record=False).to_settings()
     guided = apply_preset(Settings.defaults("guided", "3D"), "tiny")
     with pytest.raises(LiveError, match="image.mode"):
         LiveSession(guided)
-    assert session.controls["strength"] == 0.5 and session.controls["prompt"] == "a lighthouse in a stormy sea"
+    assert session.controls["prompt"] == "a lighthouse in a stormy sea"
+    assert session.controls["prompt_text"] == "a lighthouse in a stormy sea --neg blurry"
+    assert nudge_for_drag(30, -10, 2.0) == {"rotation_3d_y": 0.6, "rotation_3d_x": 0.2}
 
 
 def test_controls_set_the_camera_of_the_next_frame(tiny: Settings, sampler) -> None:  # noqa: ANN001
@@ -157,6 +174,54 @@ def test_ramps_accelerate_and_damp(tiny: Settings, sampler) -> None:  # noqa: AN
     path = session.camera_path()
     np.testing.assert_allclose(path[:, 2], [0, 0, 0.5, 1, 1.5, 2, 2, 2, 1.5, 1, 0.5, 0, 0, 0])
     np.testing.assert_allclose(path[8:14, 4], [3.0, 2.25, 1.5, 0.75, 0, 0])  # a drag's nudge decays to the target
+
+
+def test_a_stop_inside_a_frame_then_other_controls_still_replays(tiny: Settings, sampler, tmp_path: Path) -> None:  # noqa: ANN001
+    """Stopped inside frame 1 (whose warp had become Deforum's colour reference), then flown on with another
+    velocity: frame 1 is made again from scratch, so the replay's colour reference is the live one."""
+    session = _session(tiny, sampler, keep_frames=10)
+
+    class StopInFrame1:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __getattr__(self, name: str):  # noqa: ANN204
+            return getattr(sampler, name)
+
+        def __call__(self, request):  # noqa: ANN001, ANN204
+            self.calls += 1
+            if self.calls == 2:  # frame 1's request: Stop arrives while it is being sampled
+                session._stop.set()
+            return sampler(request)
+
+    session._sampler = StopInFrame1()  # type: ignore[assignment]
+    session.set_velocity(z=1.0)
+    session.start()
+    session._thread.join(60)  # type: ignore[union-attr]
+    assert session.frames_made == 1 and session.error is None
+    session.set_velocity(z=-3.0, x=2.0)
+    _run_to(session, 6)
+    result = render(session.to_settings(), out=tmp_path, progress=False)
+    live = {f.index: f.image for f in session.frames}
+    assert all(np.array_equal(_png(p), live[i]) for i, p in enumerate(result.frames))
+
+
+def test_prompt_text_reads_back_and_another_preset_keeps_the_flight(tiny: Settings, sampler) -> None:  # noqa: ANN001
+    session = _session(tiny, sampler)
+    session.set_prompt("a castle:2", "fog")
+    _run_to(session, 2)
+    text = session.controls["prompt_text"]
+    assert text == "a castle:2 --neg fog"
+    session.set_prompt(text)
+    _run_to(session, 4)
+    flight = session.to_settings()
+    assert flight.prompts.text_prompts == {"0": ["a castle:2", "--neg fog"]}  # no second key: the same prompt
+    other = flight_with_preset(flight, "sd-1.5", size=128)
+    assert other.models.latent_model == "sd-1.5" and (other.image.width, other.image.height) == (128, 128)
+    assert other.animation.cfg_scale_schedule == "0: (7)"  # the model's guidance, not sd-turbo-style 0
+    for name in ("translation_z", "strength_schedule", "seed_schedule", "max_frames"):
+        assert getattr(other.animation, name) == getattr(flight.animation, name), name
+    assert other.prompts.text_prompts == flight.prompts.text_prompts and other.run.seed == flight.run.seed
 
 
 def test_prompt_swap_changes_the_conditioning_without_a_reload(tiny: Settings, sampler) -> None:  # noqa: ANN001
@@ -282,3 +347,23 @@ def test_a_recording_started_mid_flight_starts_from_the_frame_before(tiny: Setti
     np.testing.assert_array_equal(z, session._plan.values["translation_z"][3:8])
     result = render(settings, out=tmp_path / "runs", progress=False)
     assert np.array_equal(_png(result.frames[0]), live[3])  # strength 1 keeps the init: the flight's frame
+
+
+def test_a_mid_flight_recording_replays_exactly_without_colour_coherence_and_noise(tiny: Settings, sampler,  # noqa: ANN001
+                                                                                   tmp_path: Path) -> None:
+    """What differs in a mid-flight replay (docs/LIVE.md) is taken by frame number: the colour reference and the
+    coherence noise. Without both, replay frame j is live frame k - 1 + j exactly."""
+    plain = tiny.copy()
+    plain.animation.color_coherence = "None"
+    plain.animation.noise_schedule = "0: (0)"
+    session = LiveSession(plain, sampler=sampler, max_frames=100, record=False, keep_frames=20)
+    session.set_velocity(z=1.0, ry=0.5)
+    _run_to(session, 3)
+    session.record(True)
+    session.set_velocity(x=1.0)
+    _run_to(session, 7)
+    settings = session.to_settings(init_dir=tmp_path)
+    result = render(settings, out=tmp_path / "runs", progress=False)
+    live = {f.index: f.image for f in session.frames}
+    assert len(result.frames) == 5
+    assert all(np.array_equal(_png(p), live[2 + j]) for j, p in enumerate(result.frames))

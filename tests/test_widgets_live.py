@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from discolib.errors import InputError
-from discolib.run.live import CONTROL_AXES, KEY_BINDINGS, LiveFrame, velocity_for_keys
+from discolib.run.live import CONTROL_AXES, DRAG_GAIN, KEY_BINDINGS, LiveFrame, velocity_for_keys
 from discolib_widgets import LivePanel, LiveView, live, live_panel
-from discolib_widgets.live import ACK_TIMEOUT, DRAG_GAIN
+from discolib_widgets.live import ACK_TIMEOUT
 
 
 class FakeSession:

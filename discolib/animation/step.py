@@ -198,6 +198,15 @@ class AnimationStep:
         row = torch.tensor([self.plan.values[k][i] for k in MOTION_3D_KEYS], dtype=torch.float64).to(self._motion_3d.dtype)
         self._motion_3d[i] = upload(row, self._motion_3d.device)
 
+    def abandon(self, i: int) -> None:
+        """Frame ``i`` was started (``step(i)``) but will not be finished (live mode's Stop mid-frame): forget what
+        ``step(i)`` kept for it, so that making frame ``i`` again, with other controls, is what a render would do.
+        Frame ``i``'s warp may have become the colour reference (Deforum takes the first warped frame)."""
+        if self._pending is not None and self._pending[0] == i:
+            self._pending = None
+        if self._unmatched == i:
+            self.color_ref, self._color_hist, self._color_hist8, self._unmatched = None, None, None, -1
+
     def _frame_u8(self) -> np.ndarray:
         """The newer chain's frame as uint8 ``(H, W, 3)``: the loop's array, else converted (exact: it is 8-bit)."""
         assert self._new is not None

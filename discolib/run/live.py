@@ -37,7 +37,7 @@ import torch
 from discolib.animation.coherence import to_u8_tensor
 from discolib.animation.plan import SCHEDULE_FIELDS, RenderPlan, check_inputs
 from discolib.animation.step import AnimationStep
-from discolib.config.presets import apply_preset
+from discolib.config.presets import PRESETS, apply_preset
 from discolib.config.settings import Settings
 from discolib.errors import InputError
 from discolib.io.files import save_png_atomic
@@ -47,7 +47,8 @@ from discolib.run.adapter import build_sampler
 from discolib.run.loop import cpu_threads, depth_estimator, frame_request
 from discolib.run.runs import PendingFrame, threads_for
 from discolib.samplers.base import FrameSampler, RenderStopped, check_stop
-from discolib.schedules.keyframes import keyframes_from_values
+from discolib.samplers.latent import parse_weighted_prompts
+from discolib.schedules.keyframes import format_number, keyframes_from_values
 from discolib.schedules.prompts import FramePrompts, PromptSchedule
 
 __all__ = [
@@ -56,8 +57,11 @@ __all__ = [
     "KEY_BINDINGS",
     "LiveError",
     "LiveFrame",
+    "DRAG_GAIN",
     "LiveSession",
     "flight_with_preset",
+    "nudge_for_drag",
+    "prompt_text",
     "velocity_for_keys",
 ]
 
@@ -230,6 +234,7 @@ class LiveSession:
         self._origins: dict[int, float] = {}  # frame -> the earliest control change it is the first to apply
         self._rec_start: int | None = 0 if record else None
         self._rec_end: int | None = None
+        self._token = secrets.token_hex(4)
         self._last: tuple[int, Any] | None = None  # the last frame made, as handed over
         self._rec_init: tuple[int, Any] | None = None
         self._stop = threading.Event()
@@ -271,11 +276,22 @@ class LiveSession:
         """Start (or continue) the flight on a background thread; returns at once (models load there)."""
         with self._lock:
             if self.running:
-                return
+                if not self._stop.is_set():
+                    return
+                assert self._thread is not None
+                self._thread.join(60.0)  # a Stop still under way (a model load cannot be interrupted)
+                if self._thread.is_alive():
+                    raise LiveError("start: the last Stop has not finished (the models are still loading); try again")
             if self._next >= self.max_frames:
                 raise LiveError(f"max_frames: the session has made all its {self.max_frames} frames")
             self._stop = threading.Event()
             self._error = None
+            # A change made while stopped (or applied to a frame a Stop dropped) is shown by the first frame: timed
+            # from now, not from the press, which the stop and a model load would inflate.
+            if self._changed_at is not None:
+                self._changed_at = time.perf_counter()
+            if self._next in self._origins:
+                self._origins[self._next] = time.perf_counter()
             self._thread = threading.Thread(target=self._run, name="discolib-live", daemon=True)
             if self._delivery is None or not self._delivery.is_alive():
                 self._closed = False
@@ -283,12 +299,14 @@ class LiveSession:
                 self._delivery.start()
             self._thread.start()
 
-    def stop(self, timeout: float | None = 30.0) -> None:
-        """Stop after the current sampler step (the frame being made is dropped; :meth:`start` makes it again)."""
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Stop after the current sampler step (the frame being made is dropped; :meth:`start` makes it again).
+        Returns whether the loop has ended (False: still loading models after ``timeout``; it ends after them)."""
         self._stop.set()
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
+        return not self.running
 
     def close(self) -> None:
         """Stop and end the delivery thread."""
@@ -329,6 +347,7 @@ class LiveSession:
                     library_progress_bars(False):
                 if self._sampler is None:
                     self._sampler = build_sampler(s)
+                check_stop(self._stop)
                 sampler = self._sampler
                 if self._step is None:
                     self._device = sampler.device
@@ -340,7 +359,11 @@ class LiveSession:
                     i = self._next
                     plan = self._apply_controls(i, step)
                     init = step.first() if i == 0 else step(i)
-                    sample = init.image if init.final else sampler(frame_request(plan, i, init, stop=self._stop))
+                    try:
+                        sample = init.image if init.final else sampler(frame_request(plan, i, init, stop=self._stop))
+                    except BaseException:
+                        step.abandon(i)  # Start makes frame i again, maybe with other controls
+                        raise
                     assert sample is not None
                     image = step.finish(i, sample)
                     frame = PendingFrame.from_tensor(to_u8_tensor(image))
@@ -393,7 +416,8 @@ class LiveSession:
                     raise LiveError(f"nudge: unknown axis {name!r} (expected one of {', '.join(CONTROL_AXES)})")
                 d = _number(axis, value, -1e4, 1e4)
                 if d:
-                    self._nudges[axis] = round(self._nudges.get(axis, 0.0) + d, 6)
+                    # (drags while stopped add up; bounded as one velocity is)
+                    self._nudges[axis] = round(min(max(self._nudges.get(axis, 0.0) + d, -1e4), 1e4), 6)
                     self._changed()
 
     def set_prompt(self, prompt: str, negative: str | None = None) -> None:
@@ -408,6 +432,11 @@ class LiveSession:
             raise LiveError(f"prompt: at most {_MAX_PROMPT_CHARS} characters, got {len(value)}")
         try:
             fp = PromptSchedule.from_any({"0": value}, setting="prompt").at(0, None, None)
+            # the sampler's own rule (weights normalised by their sum): refused here, not by the next frame
+            parse_weighted_prompts(list(zip(fp.texts, fp.weights, strict=True)), setting="prompt")
+            if fp.negative:
+                pairs = list(zip(fp.negative_texts, fp.negative_weights, strict=True))
+                parse_weighted_prompts(pairs, setting="negative prompt")
         except InputError as exc:
             raise LiveError(str(exc)) from None
         with self._lock:
@@ -415,8 +444,26 @@ class LiveSession:
             self._changed()
 
     def set_strength(self, value: float) -> None:
-        """Deforum's strength: the fraction of the warped frame each frame keeps (0 to 1)."""
-        self._set_scalar("strength", _number("strength", value, 0.0, 1.0))
+        """Deforum's strength: the fraction of the warped frame each frame keeps, 0 to :attr:`max_strength`, or 1
+        (the moved frame as it is: depth parallax without diffusion)."""
+        v = _number("strength", value, 0.0, 1.0)
+        if self.max_strength < v < 1.0:
+            raise LiveError(
+                f"strength: with {self.settings.image.steps} steps a frame, a strength above {self.max_strength:g} "
+                f"leaves no denoising step (the frame would only be moved); got {v:g}: use at most "
+                f"{self.max_strength:g}, or 1 to keep each moved frame as it is"
+            )
+        self._set_scalar("strength", v)
+
+    @property
+    def max_strength(self) -> float:
+        """The largest strength below 1 at which a frame still gets a denoising step (img2img runs
+        ``int(steps * (1 - strength))`` of the model's steps, the model family's rule once it is loaded)."""
+        steps = self.settings.image.steps
+        fam = getattr(getattr(self._sampler, "comps", None), "family_obj", None)
+        runs = fam.init_steps if fam is not None else (lambda n, f: min(int(n * f), n))
+        # the strengths where the count changes are k / steps; the largest one that still runs a step
+        return max((k / steps for k in range(steps) if runs(steps, 1.0 - k / steps) >= 1), default=0.0)
 
     def set_cfg(self, value: float) -> None:
         self._set_scalar("cfg", _number("cfg", value, 0.0, 100.0))
@@ -452,6 +499,8 @@ class LiveSession:
                 "velocity": dict(self._targets),
                 "prompt": ", ".join(p.to_str() for p in fp.positive),
                 "negative": ", ".join(p.to_str() for p in fp.negative),
+                # what set_prompt reads back to these prompts (one string: exact for one prompt and one negative)
+                "prompt_text": prompt_text(fp),
                 **self._scalars,
                 "seed": self._seed_jump if self._seed_jump is not None else int(self._plan.seeds[i]),
             }
@@ -462,10 +511,12 @@ class LiveSession:
             plan, values = self._plan, self._plan.values
             for axis in CONTROL_AXES:
                 ramp, target = self._ramps[axis], self._targets[axis]
-                nudge = self._nudges.pop(axis, 0.0)
-                if i == 0:  # (frame 0 is not warped: its motion only starts the ramps)
+                if i == 0:  # (frame 0 is not warped: its motion only starts the ramps; a nudge waits for frame 1)
                     ramp.restart(0, target, target, 0)
-                elif nudge:
+                    values[axis][i] = ramp.value(i)
+                    continue
+                nudge = self._nudges.pop(axis, 0.0)
+                if nudge:
                     ramp.restart(i, ramp.value(i) + nudge, target, self.ramp_frames)
                 elif target != ramp.v1:
                     ramp.restart(i - 1, ramp.value(i - 1), target, self.ramp_frames)
@@ -611,22 +662,31 @@ class LiveSession:
             assert rec_init is not None and rec_init[0] == lo - 1
             frame = rec_init[1]
             array = frame.result() if isinstance(frame, PendingFrame) else frame
-            path = Path(init_dir) / f"live_init_{lo - 1:06d}.png"
+            # (a name of its own: two recordings into one folder never share it; absolute: the settings may move)
+            path = Path(init_dir).resolve() / f"live_init_{self._token}_{lo - 1:06d}.png"
             save_png_atomic(path, torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float().div(255))
             s.guidance.init_image = str(path)
             s.latent.strength = 1.0
         anim = s.animation
         anim.max_frames = hi - start
+        tol = _number("tolerance", tolerance, 0.0, 1e6)
+        for name in SCHEDULE_FIELDS:
+            try:
+                text = keyframes_from_values(values[name], tolerance=tol if name in CONTROL_AXES else 0.0,
+                                             setting=f"animation.{name}")
+            except InputError as exc:
+                hint = ("pass a tolerance > 0 (e.g. 0.001) to draw the camera path with fewer keys, or record less"
+                        if name in CONTROL_AXES else "record less")
+                raise LiveError(f"{exc}: the recording does not fit in one keyframe string; {hint}") from None
+            setattr(anim, name, text)
+        anim.seed_behavior = "schedule"
         try:
-            for name in SCHEDULE_FIELDS:
-                tol = float(tolerance) if name in CONTROL_AXES else 0.0
-                setattr(anim, name, keyframes_from_values(values[name], tolerance=tol, setting=f"animation.{name}"))
-            anim.seed_behavior = "schedule"
             anim.seed_schedule = keyframes_from_values(seeds, integer=True, setting="animation.seed_schedule")
         except InputError as exc:
             raise LiveError(
-                f"{exc} (the recording's keys do not fit in one keyframe string: record less, or pass a tolerance "
-                "> 0, e.g. 0.001, to draw the camera path with fewer keys)"
+                f"{exc}: the recording's seeds do not fit in one keyframe string (seed_behavior "
+                f"{self.settings.animation.seed_behavior!r} changes the seed every frame); record less, or fly with "
+                "seed_behavior 'iter' or 'fixed'"
             ) from None
         s.run.seed = int(seeds[0])
         # (keys before the recording all map to its frame 0: the last of them, the prompt holding there, wins)
@@ -647,7 +707,8 @@ class LiveSession:
 
 #: What a recorded flight is, besides its look: kept when :func:`flight_with_preset` renders it with another preset.
 FLIGHT_KEYS = (
-    *(f"animation.{name}" for name in SCHEDULE_FIELDS),
+    # (every schedule but CFG: its scale belongs to the model, e.g. 0 for sd-turbo, 7 for sd-1.5)
+    *(f"animation.{name}" for name in SCHEDULE_FIELDS if name != "cfg_scale_schedule"),
     "animation.animation_mode", "animation.max_frames", "animation.interpolation", "animation.seed_behavior",
     "animation.seed_schedule", "prompts.text_prompts", "latent.negative_prompt", "run.seed", "run.batch_name",
     "run.output_root", "output.fps", "guidance.init_image", "latent.strength",
@@ -656,8 +717,8 @@ FLIGHT_KEYS = (
 
 def flight_with_preset(flight: Settings, preset: str, *, size: int | None = None) -> Settings:
     """A recorded flight (:meth:`LiveSession.to_settings`) rendered with ``preset``: the preset's models, sampler,
-    steps and size; the flight's camera path and every other schedule, prompts, seeds, frame count and fps (and a
-    mid-flight recording's first frame) unchanged. ``size``: ``size`` x ``size`` pixels instead of the preset's.
+    steps, size and guidance (CFG); the flight's camera path and every other schedule, prompts, seeds, frame count
+    and fps (and a mid-flight recording's first frame, diffused again by a guided preset) unchanged. ``size``: ``size`` x ``size`` pixels instead of the preset's.
 
     With a guided (Disco) preset the ``--neg`` prompts become Disco's negative weights, which must not sum to 0 with
     the positive ones: weight the positive prompt (``"a castle:2"``) before recording, or edit ``text_prompts``.
@@ -665,6 +726,8 @@ def flight_with_preset(flight: Settings, preset: str, *, size: int | None = None
     out = apply_preset(flight.copy(), preset)
     for name in FLIGHT_KEYS:
         out.set(name, flight.get(name))
+    if "animation.cfg_scale_schedule" not in PRESETS.get(preset, {}):  # the preset's guidance, on every frame
+        out.set("animation.cfg_scale_schedule", f"0: ({format_number(out.latent.cfg_scale)})")
     if size is not None:
         out.set("image.width", size)
         out.set("image.height", size)
@@ -672,6 +735,26 @@ def flight_with_preset(flight: Settings, preset: str, *, size: int | None = None
         return out.validate()
     except InputError as exc:
         raise LiveError(f"the flight with preset {preset!r}: {exc}") from None
+
+
+def prompt_text(fp: FramePrompts) -> str:
+    """``fp`` in the form :meth:`LiveSession.set_prompt` reads (``"a castle:2 --neg fog"``): exact for one prompt
+    and one negative prompt; more are joined with commas (read back as one prompt each side)."""
+    pos = ", ".join(p.to_str() for p in fp.positive)
+    neg = ", ".join(p.to_str() for p in fp.negative)
+    return f"{pos} --neg {neg}" if neg else pos
+
+
+#: Degrees of rotation velocity added per pixel of mouse drag, per degree/frame of turn speed.
+DRAG_GAIN = 0.01
+
+
+def nudge_for_drag(dx: float, dy: float, turn_speed: float, gain: float = DRAG_GAIN) -> dict[str, float]:
+    """The :meth:`LiveSession.nudge` of a mouse drag of ``dx``, ``dy`` pixels (right, down): dragging right turns
+    right (``rotation_3d_y`` > 0), dragging up tilts up (``rotation_3d_x`` > 0), ``gain * turn_speed`` degrees per
+    frame per pixel."""
+    k = gain * turn_speed
+    return {"rotation_3d_y": dx * k, "rotation_3d_x": -dy * k}
 
 
 def _prompt_items(fp: FramePrompts) -> list[str]:

@@ -6,8 +6,8 @@ takes keyboard focus, reports the keys held and mouse drags, and acknowledges ea
 :func:`~discolib.run.live.velocity_for_keys`), drags nudge the camera's rotation, sliders and the prompt box call
 the session's controls, Start/Stop/Record call the session.
 
-Frames arrive on the session's render thread. :meth:`LivePanel.on_frame` only drops the frame into a one-slot
-mailbox (a newer frame replaces an older one that was not sent yet) and returns at once: the render thread never
+Frames arrive on the session's delivery thread. :meth:`LivePanel.on_frame` only drops the frame into a one-slot
+mailbox (a newer frame replaces an older one that was not sent yet) and returns at once: the session never
 waits for JPEG encoding or the browser. A sender thread encodes and sends the newest frame once the browser has
 drawn the previous one (``shown_index == frame_index``) or :data:`ACK_TIMEOUT` passed (no browser showing it):
 stale frames are dropped, never queued, and never sent after a newer one.
@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # discolib.run.live imports the render loop (torch); a sessio
     from discolib.config.settings import Settings
     from discolib.run.live import LiveFrame, LiveSession
 
-__all__ = ["ACK_TIMEOUT", "DRAG_GAIN", "JPEG_QUALITY", "LivePanel", "LiveView", "live_panel"]
+__all__ = ["ACK_TIMEOUT", "JPEG_QUALITY", "LivePanel", "LiveView", "live_panel"]
 
 _STATIC = Path(__file__).parent / "static"
 #: Seconds after which the next frame is sent although the browser did not acknowledge the last one (the view is
@@ -43,9 +43,6 @@ _STATIC = Path(__file__).parent / "static"
 ACK_TIMEOUT = 1.0
 #: JPEG quality of the frames sent: small messages (a 512^2 frame is ~40 KB), no visible loss at video rates.
 JPEG_QUALITY = 85
-#: Degrees of rotation velocity per pixel dragged, per unit of the turn slider: a 100 px drag adds 1 degree/frame,
-#: which the session's damping spreads into a few degrees of turn.
-DRAG_GAIN = 0.01
 #: How often (seconds) the sender looks at the session while no frame arrives: errors, start and stop show up.
 POLL_INTERVAL = 0.25
 #: Seconds the Stop button waits for the session's loop to end (it ends within about one sampler step).
@@ -107,7 +104,7 @@ class LivePanel(widgets.VBox):
         *,
         speed: float = 2.0,
         turn_speed: float = 1.0,
-        drag_gain: float = DRAG_GAIN,
+        drag_gain: float | None = None,
         background: bool = True,
     ) -> None:
         # discolib.run.live imports the render loop (torch): only once a session exists, never at package import.
@@ -115,7 +112,7 @@ class LivePanel(widgets.VBox):
 
         self.session = session
         self._velocity_for_keys = velocity_for_keys
-        self.drag_gain = float(drag_gain)
+        self.drag_gain = None if drag_gain is None else float(drag_gain)  # None: the library's DRAG_GAIN
         controls = self._controls()
         self.view = LiveView(bound_keys=sorted(KEY_BINDINGS))
         button = {"width": "auto"}  # (no icons: the buttons' names are exactly Start, Stop and Record)
@@ -134,8 +131,10 @@ class LivePanel(widgets.VBox):
             style=style,
         )
         strength = float(controls.get("strength", 0.65))
+        # up to the session's largest strength that still denoises (above it a frame is only moved)
+        top = float(getattr(session, "max_strength", 1.0))
         self.strength = widgets.FloatSlider(
-            value=strength, min=0.0, max=1.0, step=0.01, description="strength", layout=slider, style=style
+            value=min(strength, top), min=0.0, max=top, step=0.01, description="strength", layout=slider, style=style
         )
         cfg = float(controls.get("cfg", 7.0))
         self.cfg = widgets.FloatSlider(
@@ -143,9 +142,9 @@ class LivePanel(widgets.VBox):
         )
         # The prompt box holds Deforum's form ("a castle --neg fog"), as set_prompt takes it: the negative prompt
         # is kept, and can be edited, when the prompt changes.
-        prompt = str(controls.get("prompt") or "")
-        if controls.get("negative"):
-            prompt += f" --neg {controls['negative']}"
+        prompt = controls.get("prompt_text")
+        if prompt is None:  # (a session without the library's text form)
+            prompt = str(controls.get("prompt") or "") + (f" --neg {controls['negative']}" if controls.get("negative") else "")
         self.prompt = widgets.Text(
             value=prompt, description="prompt", continuous_update=False,
             placeholder="Enter to apply", layout={"width": "620px"}, style=style,
@@ -199,7 +198,7 @@ class LivePanel(widgets.VBox):
 
     # ------------------------------------------------------------------ session -> browser
     def on_frame(self, frame: LiveFrame) -> None:
-        """The session's frame callback (render thread): keep ``frame`` as the newest, wake the sender, return."""
+        """The session's frame callback (its delivery thread): keep ``frame`` as the newest, wake the sender, return."""
         self._pushed = True
         self._post(frame)
 
@@ -352,9 +351,11 @@ class LivePanel(widgets.VBox):
             dx, dy = float(drag.get("dx", 0.0)), float(drag.get("dy", 0.0))
             if not (np.isfinite(dx) and np.isfinite(dy)) or (dx == 0 and dy == 0):
                 return
-            k = self.drag_gain * float(self.turn.value)
-            # Dragging right pans right (rotation_3d_y > 0), dragging up tilts up (rotation_3d_x > 0).
-            self.session.nudge(rotation_3d_y=dx * k, rotation_3d_x=-dy * k)
+            # here: a session exists, so the library (and torch) is loaded already
+            from discolib.run.live import nudge_for_drag
+
+            gain = () if self.drag_gain is None else (self.drag_gain,)
+            self.session.nudge(**nudge_for_drag(dx, dy, float(self.turn.value), *gain))
 
         self._call(nudge)
 
