@@ -27,6 +27,7 @@ from kornia.filters import filter2d_separable
 
 from discolib.animation.noise import lattice_perlin
 from discolib.errors import InputError
+from discolib.models.device import upload
 from discolib.ops import check_image_batch, scratch
 
 __all__ = [
@@ -67,8 +68,12 @@ def _check_image(image: torch.Tensor, name: str = "image") -> None:
 
 def _per_image(value: Amount, image: torch.Tensor, name: str) -> torch.Tensor:
     """A number or ``(B,)`` value as a ``(B, 1, 1, 1)`` tensor broadcastable against ``image``."""
-    t = torch.as_tensor(value, device=image.device, dtype=image.dtype)
     b = image.shape[0]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # a fill kernel: a tensor made from a host number would be a blocking host-to-device copy every frame
+        return torch.full((b, 1, 1, 1), float(value), device=image.device, dtype=image.dtype)
+    t = value.to(image.dtype) if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=image.dtype)
+    t = upload(t, image.device)
     if t.ndim == 0 or (t.ndim == 1 and t.shape[0] in (1, b)):
         return t.reshape(-1, 1, 1, 1).expand(b, 1, 1, 1)
     raise CoherenceError(f"{name} must be a number or have shape ({b},), got {tuple(t.shape)}")
@@ -710,7 +715,7 @@ def _match_8bit_torch(image: torch.Tensor, reference: torch.Tensor, space: str) 
     # np.interp(src_q, ref_q[present], values[present]): absent reference values get the quantile of the next one
     # present (+inf past the last), so searchsorted finds the interval between present values only.
     present = ref_counts > 0
-    inf = torch.tensor(float("inf"), dtype=torch.float64, device=image.device)
+    inf = torch.full((), float("inf"), dtype=torch.float64, device=image.device)
     q_present = torch.where(present, ref_q, inf)
     q_next = torch.flip(torch.cummin(torch.flip(q_present, [-1]), -1).values, [-1])
     last_value = torch.where(present, levels, torch.zeros_like(levels)).amax(-1, keepdim=True)
@@ -792,7 +797,7 @@ def adjust_contrast(
             raise CoherenceError(f"pivot must be a number or 'mean', got {pivot!r}")
         center = image.mean(dim=(1, 2, 3), keepdim=True)
     else:
-        center = torch.as_tensor(float(pivot), device=image.device, dtype=image.dtype)
+        center = torch.full((), float(pivot), device=image.device, dtype=image.dtype)  # (no blocking copy)
     return ((image - center) * f + center).clamp(0.0, 1.0)
 
 
@@ -896,7 +901,7 @@ def unsharp_mask(
     elif _opencv_backend(image):
         blurred = _blur_opencv(image, weights)
     else:
-        kernel = torch.tensor([weights], device=image.device, dtype=image.dtype)  # (1, k)
+        kernel = upload(torch.tensor([weights], dtype=image.dtype), image.device)  # (1, k); pinned: no host sync
         blurred = filter2d_separable(image, kernel, kernel, border_type="reflect")
     sharpened = ((1.0 + a) * image - a * blurred).clamp(0.0, 1.0)
     if quantize:
@@ -931,7 +936,7 @@ def _frame_noise(
     f32 = torch.float32
     if kind in ("gaussian", "webui-uniform"):
         noise = torch.randn(image.shape, generator=generator, device=gen_device, dtype=f32)
-        return noise.to(image.device, image.dtype)
+        return upload(noise, image.device).to(image.dtype)  # (a CPU generator's noise: pinned, no host sync)
     nh = h - h % _WEBUI_PERLIN_GRID if h >= _WEBUI_PERLIN_GRID else h
     nw = w - w % _WEBUI_PERLIN_GRID if w >= _WEBUI_PERLIN_GRID else w
     noise = torch.randn((b, c, nh, nw), generator=generator, device=gen_device, dtype=f32)
@@ -943,7 +948,7 @@ def _frame_noise(
     noise = noise * ((pattern + 1.0) * 0.5)
     if (nh, nw) != (h, w):
         noise = F.interpolate(noise, size=(h, w), mode="nearest")
-    return noise.to(image.device, image.dtype)
+    return upload(noise, image.device).to(image.dtype)
 
 
 def add_noise(

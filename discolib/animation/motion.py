@@ -128,6 +128,7 @@ import torch.nn.functional as F
 from kornia.geometry.transform import get_rotation_matrix2d
 
 from discolib.errors import InputError
+from discolib.models.device import upload
 from discolib.ops import check_image_batch, scratch
 
 __all__ = [
@@ -217,6 +218,8 @@ def _per_batch(
     value: ScalarOrTensor, batch: int, device: torch.device, dtype: torch.dtype, name: str
 ) -> torch.Tensor:
     """A scalar, ``(1,)`` or ``(B,)`` value as a ``(B,)`` tensor on ``device``/``dtype``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # a fill kernel, not a blocking copy
+        return torch.full((batch,), float(value), device=device, dtype=dtype)
     t = torch.as_tensor(value, device=device, dtype=dtype)
     if t.ndim == 0:
         return t.expand(batch)
@@ -239,11 +242,8 @@ def _per_batch_vec3(
 
 def _pixel_to_normalized(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``(3, 3)`` matrix from pixel coordinates to ``align_corners=False`` normalised coordinates."""
-    return torch.tensor(
-        [[2.0 / w, 0.0, 1.0 / w - 1.0], [0.0, 2.0 / h, 1.0 / h - 1.0], [0.0, 0.0, 1.0]],
-        device=device,
-        dtype=dtype,
-    )
+    m = torch.tensor([[2.0 / w, 0.0, 1.0 / w - 1.0], [0.0, 2.0 / h, 1.0 / h - 1.0], [0.0, 0.0, 1.0]], dtype=dtype)
+    return upload(m, torch.device(device))  # pinned: a host constant without a host sync
 
 
 # --------------------------------------------------------------------------------------------------- sampling
@@ -308,7 +308,7 @@ def sample_grid(
     # W / (W + 2p), so bilinear/bicubic taps across the seam read the pixels of the opposite edge.
     padded = F.pad(image, (p, p, p, p), mode="circular")
     wrapped = torch.remainder(grid + 1.0, 2.0) - 1.0
-    scale = torch.tensor([w / (w + 2 * p), h / (h + 2 * p)], device=grid.device, dtype=grid.dtype)
+    scale = upload(torch.tensor([w / (w + 2 * p), h / (h + 2 * p)], dtype=grid.dtype), grid.device)
     return _grid_sample(padded, wrapped * scale, sampling_mode, "border")
 
 
@@ -368,7 +368,7 @@ def affine_2d_matrix(
     cx = _per_batch(center_x, batch, device, dtype, "center_x") * w - 0.5
     cy = _per_batch(center_y, batch, device, dtype, "center_y") * h - 0.5
     rot = get_rotation_matrix2d(torch.stack((cx, cy), dim=-1), angle, torch.stack((zoom_t, zoom_t), dim=-1))
-    bottom = torch.tensor([0.0, 0.0, 1.0], device=device, dtype=dtype).expand(batch, 1, 3)
+    bottom = upload(torch.tensor([0.0, 0.0, 1.0], dtype=dtype), torch.device(device)).expand(batch, 1, 3)
     rot3 = torch.cat((rot, bottom), dim=1)
     trans3 = torch.eye(3, device=device, dtype=dtype).repeat(batch, 1, 1)
     trans3[:, 0, 2] = tx
@@ -609,7 +609,7 @@ def camera_intrinsics(
         raise MotionError(f"fov_deg must be in (0, 180) degrees, got {fov_deg}")
     f = (height / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
     k = [[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]]
-    return torch.tensor([k], device=device, dtype=dtype)
+    return upload(torch.tensor([k], dtype=dtype), torch.device(device) if device is not None else torch.device("cpu"))
 
 
 @lru_cache(maxsize=32)
@@ -667,7 +667,7 @@ def camera_motion(
     device = torch.device(device) if device is not None else torch.device("cpu")
     rot = _per_batch_vec3(rotation_deg, batch, device, dtype, "rotation_deg")
     trans = _per_batch_vec3(translation, batch, device, dtype, "translation")
-    sign = torch.tensor([-1.0, 1.0, -1.0], device=device, dtype=dtype)
+    sign = upload(torch.tensor([-1.0, 1.0, -1.0], dtype=dtype), device)  # pinned: no host sync per frame
     return rotation_matrix_3d(rot), trans * sign * TRANSLATION_SCALE
 
 
