@@ -256,6 +256,23 @@ def measure(args: argparse.Namespace, res: BenchResult) -> None:
                 "measured_ms": round((made_at - t_press) * 1000.0, 3),
             })
         stats = session.stats()
+        if args.gpu:
+            # Host syncs in the loop, as torch reports them: two frames flown under the sync debug mode ("warn":
+            # every blocking copy or synchronize warns, from the loop's thread too).
+            import warnings  # (only here: the CPU run never needs it)
+
+            import torch  # why here: after the offline environment variables are set (main)
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    log.wait_count(log.count() + 3, session, args.timeout)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
+            res.config["sync_debug_warnings_in_3_frames"] = len(syncs)
+            res.config["sync_debug_messages"] = sorted(set(syncs))[:20]
     finally:
         session.close()  # the render thread and the delivery thread
         _join_new_threads(threads_before, 10.0)
