@@ -207,6 +207,10 @@ def test_live_notebook_in_jupyterlab(tmp_path: Path, jupyterlab_dir: tuple[LabSe
             last = _decode_png(_fetch_image_bytes(page, img))
             assert last_index > first_index
             assert last.shape == first.shape and not np.array_equal(last, first), "the shown frame did not change"
+            # The readout's key-to-frame latency is the browser's own: key event to the first frame drawn that shows it.
+            expect(page.locator(".discolib-live-fps")).to_have_text(
+                re.compile(r"[\d.]+ frames/s · \d+ ms key-to-frame"), timeout=MOVE_TIMEOUT_MS
+            )
             page.screenshot(path=str(shots / "live_flying.png"))
             panel.screenshot(path=str(shots / "live_panel.png"))
 

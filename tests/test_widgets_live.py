@@ -264,7 +264,7 @@ def test_readouts_follow_the_frames() -> None:
     session.on_frame(_frame(1, fps=12.34, latency=0.0852))
     panel.send_pending()
     fps = _attrs(panel.fps.value, "discolib-live-fps")
-    assert fps["text"] == "12.3 frames/s · 85 ms key-to-frame"
+    assert fps["text"] == "12.3 frames/s · 85 ms control-to-frame"  # the session's measure until the browser's
     status = _attrs(panel.status.value, "discolib-live-status")
     assert status["data-frames"] == "2" and status["data-recorded"] == "2"
     assert json.loads(status["data-path"]) == pytest.approx(path.sum(axis=0).tolist())
@@ -273,9 +273,31 @@ def test_readouts_follow_the_frames() -> None:
     session.path = np.vstack([path, [[0.0, 0.0, 2.0, 0.0, 0.0, 0.0]]])
     session.on_frame(_frame(2, fps=10.0, latency=None))  # no control change in this frame: the last latency stays
     panel.send_pending()
-    assert _attrs(panel.fps.value, "discolib-live-fps")["text"] == "10.0 frames/s · 85 ms key-to-frame"
+    assert _attrs(panel.fps.value, "discolib-live-fps")["text"] == "10.0 frames/s · 85 ms control-to-frame"
     status = _attrs(panel.status.value, "discolib-live-status")
     assert status["data-frames"] == "3" and json.loads(status["data-path"])[2] == 6.0
+
+
+def test_the_first_frame_showing_a_key_change_is_tagged_for_the_browser() -> None:
+    """The browser numbers key changes (key_seq); the first frame made with one carries its number
+    (frame_key_seq), also when the frame that first showed it was dropped for a newer one; the browser's measure
+    (browser_latency_ms) then replaces the session's in the readout."""
+    session = FakeSession()
+    panel = _panel(session)
+    panel.view.set_state({"held_keys": ["w"], "key_seq": 1})  # as a comm message sets both at once
+    origin = time.perf_counter()  # the session times the change after the panel passed it on
+    session.on_frame(LiveFrame(0, np.zeros((8, 8, 3), np.uint8), 1, (0.0,) * 6, origin + 0.05, 0.05, 10.0))
+    panel.send_pending()
+    assert panel.view.frame_key_seq == 1
+    _ack(panel)
+    panel.view.set_state({"held_keys": [], "key_seq": 2})
+    origin = time.perf_counter()
+    session.on_frame(LiveFrame(1, np.zeros((8, 8, 3), np.uint8), 1, (0.0,) * 6, origin + 0.05, 0.05, 10.0))
+    session.on_frame(_frame(2, fps=10.0))  # the frame that showed key change 2 is dropped: its successor carries the tag
+    panel.send_pending()
+    assert panel.view.frame_index == 2 and panel.view.frame_key_seq == 2
+    panel.view.set_state({"browser_latency_ms": 120.4})
+    assert _attrs(panel.fps.value, "discolib-live-fps")["text"] == "10.0 frames/s · 120 ms key-to-frame"
 
 
 def test_errors_are_shown_never_raised() -> None:

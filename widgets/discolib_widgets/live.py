@@ -15,6 +15,7 @@ stale frames are dropped, never queued, and never sent after a newer one.
 
 from __future__ import annotations
 
+import collections
 import html
 import io
 import json
@@ -71,6 +72,13 @@ class LiveView(anywidget.AnyWidget):
     drag = traitlets.Dict().tag(sync=True)
     bound_keys = traitlets.List(traitlets.Unicode()).tag(sync=True)
     width = traitlets.Int(512).tag(sync=True)
+    #: Key-to-frame latency as a person sees it: the browser numbers each change of the held keys (``key_seq``,
+    #: sent with ``held_keys``), Python tags a frame with the number of the change it is the first to show
+    #: (``frame_key_seq``), and the browser, when it has drawn that frame, reports the time since the key event
+    #: (``browser_latency_ms``): the comm both ways, the session and the drawing included.
+    key_seq = traitlets.Int(0).tag(sync=True)
+    frame_key_seq = traitlets.Int(0).tag(sync=True)
+    browser_latency_ms = traitlets.Float(-1.0).tag(sync=True)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
@@ -165,6 +173,10 @@ class LivePanel(widgets.VBox):
         self._sent_index: int | None = None  # frame_index of the frame in flight (None: nothing sent yet)
         self._sent_at = 0.0
         self._latency_ms: float | None = None
+        self._browser_latency_ms: float | None = None
+        self._fps = 0.0
+        self._mailbox_tag = 0  # the key change the waiting frame is the first to show (0: none)
+        self._key_times: collections.deque[tuple[int, float]] = collections.deque(maxlen=256)
         self._was_running: bool | None = None
         self._closed = threading.Event()
         self._wake = threading.Event()
@@ -176,6 +188,7 @@ class LivePanel(widgets.VBox):
         self.view.observe(self._on_keys, names="held_keys")
         self.view.observe(self._on_drag, names="drag")
         self.view.observe(self._on_shown, names="shown_index")
+        self.view.observe(self._on_browser_latency, names="browser_latency_ms")
         self.speed.observe(self._on_speed, names="value")
         self.turn.observe(self._on_speed, names="value")
         self.strength.observe(self._on_strength, names="value")
@@ -204,11 +217,28 @@ class LivePanel(widgets.VBox):
 
     def _post(self, frame: LiveFrame) -> None:
         with self._lock:
+            tag = self._key_seq_of(frame)
             if self._mailbox is not None:
-                self.dropped += 1  # never sent: a newer frame is here
+                self.dropped += 1  # never sent: a newer frame is here (and shows the key change the old one did)
+                tag = max(tag, self._mailbox_tag)
             self._mailbox = frame
+            self._mailbox_tag = tag
             self._last_arrived = frame
         self._wake.set()
+
+    def _key_seq_of(self, frame: LiveFrame) -> int:
+        """The browser's number of the key change ``frame`` is the first to show (0: none): the last one the
+        panel passed to the session before the change the frame's latency is timed from."""
+        latency = getattr(frame, "latency_s", None)
+        if latency is None or not self._key_times:
+            return 0
+        origin = float(frame.made_at) - float(latency)
+        shown = [seq for seq, t in self._key_times if t <= origin + 1e-6]
+        if not shown:
+            return 0
+        while self._key_times and self._key_times[0][0] <= shown[-1]:
+            self._key_times.popleft()
+        return shown[-1]
 
     def _acked(self) -> bool:
         """The browser drew the frame in flight, or none is in flight, or it had ACK_TIMEOUT to do so."""
@@ -222,10 +252,10 @@ class LivePanel(widgets.VBox):
         """Send the waiting frame if the browser is ready for it; True if one was sent. Never raises: an error
         is shown in the panel."""
         with self._lock:
-            frame = self._mailbox
+            frame, tag = self._mailbox, self._mailbox_tag
             if frame is None or not self._acked():
                 return False
-            self._mailbox = None
+            self._mailbox, self._mailbox_tag = None, 0
         try:
             data = encode_jpeg(frame.image)
             index = int(frame.index)
@@ -238,11 +268,13 @@ class LivePanel(widgets.VBox):
                     self.view.shown_index = -1
                 self.view.frame = data
                 self.view.frame_index = index
+                if tag:
+                    self.view.frame_key_seq = tag
             self._sent_index = index
             self._sent_at = self._clock()
             self.sent += 1
-            latency = "– ms" if self._latency_ms is None else f"{self._latency_ms:.0f} ms"
-            self.fps.value = _readout("discolib-live-fps", f"{float(frame.fps):.1f} frames/s · {latency} key-to-frame")
+            self._fps = float(frame.fps)
+            self._show_speed()
             self.refresh()
         except Exception as exc:  # noqa: BLE001  (shown in the panel; the sender thread must go on)
             self._show_error(exc)
@@ -339,7 +371,25 @@ class LivePanel(widgets.VBox):
         return self._velocity_for_keys(self.view.held_keys, float(self.speed.value), float(self.turn.value))
 
     def _on_keys(self, _change: dict[str, Any]) -> None:
+        with self._lock:  # before the session times the change: a frame's tag is the last number at or before it
+            self._key_times.append((int(self.view.key_seq), time.perf_counter()))
         self._call(lambda: self.session.set_velocity(**self._velocity()))
+
+    def _on_browser_latency(self, change: dict[str, Any]) -> None:
+        if float(change["new"]) >= 0:
+            self._browser_latency_ms = float(change["new"])
+            self._show_speed()
+
+    def _show_speed(self) -> None:
+        """The readout: frames per second, and key-to-frame latency (the browser's measure when it has one: key
+        event to the frame drawn; else the session's: control change to frame ready)."""
+        if self._browser_latency_ms is not None:
+            latency = f"{self._browser_latency_ms:.0f} ms key-to-frame"
+        elif self._latency_ms is not None:
+            latency = f"{self._latency_ms:.0f} ms control-to-frame"
+        else:
+            latency = "– ms key-to-frame"
+        self.fps.value = _readout("discolib-live-fps", f"{self._fps:.1f} frames/s · {latency}")
 
     def _on_speed(self, _change: dict[str, Any]) -> None:
         if self.view.held_keys:  # a held key flies at the new speed now

@@ -67,6 +67,11 @@ function render({ model, el }) {
       img.setAttribute("data-frame-index", String(index));
       size();
       model.set("shown_index", index);
+      const seq = model.get("frame_key_seq");
+      if (seq > measured && pressedAt.has(seq)) { // the first frame drawn that shows key change `seq`
+        measured = seq;
+        model.set("browser_latency_ms", performance.now() - pressedAt.get(seq));
+      }
       model.save_changes();
     };
     const probe = new Image();
@@ -81,8 +86,16 @@ function render({ model, el }) {
   // ------------------------------------------------------------------ keys
   const held = new Set();
   const bound = () => new Set(model.get("bound_keys"));
+  // Each change of the held keys is numbered; Python tags the first frame that shows it (frame_key_seq), and the
+  // time from the key event to drawing that frame is the key-to-frame latency a person sees.
+  const pressedAt = new Map();
+  let measured = model.get("frame_key_seq");
   const sendKeys = () => {
+    const seq = model.get("key_seq") + 1;
+    pressedAt.set(seq, performance.now());
+    pressedAt.delete(seq - 64); // only recent changes can still be shown
     model.set("held_keys", [...held].sort());
+    model.set("key_seq", seq);
     model.save_changes();
   };
   const onKeyDown = (e) => {
