@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from test_benchmarks import call_main
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_live.py"
 
@@ -36,22 +37,10 @@ def _main(
 ) -> tuple[int, str, str]:
     """``bench_live.main(args)`` in this process (a fresh process would pay ~10 s of imports): (code, stdout,
     stderr), run in ``tmp_path`` so that any stray relative write shows. The model cache stays the usual one (the
-    tiny models are built there once, as for every other test). Torch's thread count is put back."""
-    import torch
-
+    tiny models are built there once, as for every other test). Thread counts are put back."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    module = _module(monkeypatch)
-    threads = torch.get_num_threads()
-    capsys.readouterr()
-    try:
-        code = module.main(list(args))
-    except SystemExit as exc:  # argparse's usage errors
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        torch.set_num_threads(threads)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return call_main(_module(monkeypatch), args, capsys)
 
 
 def _files(root: Path) -> set[str]:

@@ -7,7 +7,9 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,9 +51,6 @@ def _main(
     and OpenCV's thread counts and flush-denormal mode (main turns it on; torch's default is off)."""
     import importlib.util
 
-    import cv2
-    import torch
-
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("DISCOLIB_CACHE", str(tmp_path / "cache"))
@@ -63,6 +62,15 @@ def _main(
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         sys.modules["discolib_benchmarks_run"] = module
+    return call_main(module, args, capsys)
+
+
+def call_main(module: Any, args: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """A benchmark module's ``main(args)`` in this process: (exit code, stdout, stderr); argparse's usage errors
+    give their code. Torch's and OpenCV's thread counts and torch's flush-denormal mode are put back."""
+    import cv2
+    import torch
+
     threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
     capsys.readouterr()
     try:

@@ -375,6 +375,26 @@ def wait_kernel_idle(page: Any) -> None:
     )
 
 
+def run_all_cells(page: Any, timeout_ms: int) -> dict[str, Any]:
+    """Run All in the notebook open in JupyterLab, wait for it and for the kernel to be idle again; the notebook's
+    state (:func:`_notebook_state`). Fails, with their tracebacks, when cells raised."""
+    page.evaluate(
+        "() => { window.__runAll = 'running';"
+        " window.jupyterapp.commands.execute('notebook:run-all-cells').then("
+        " r => { window.__runAll = r === false ? 'failed' : 'ok'; },"
+        " e => { window.__runAll = 'error: ' + e; }); }"
+    )
+    page.wait_for_function("() => window.__runAll !== 'running'", timeout=timeout_ms)
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+        timeout=timeout_ms,
+    )
+    state = _notebook_state(page)
+    errors = [_STRIP_ANSI.sub("", e) for e in state["errors"]]
+    assert not errors, "notebook cells raised:\n" + "\n\n".join(errors)
+    return state
+
+
 @pytest.mark.slow
 def test_quickstart_notebook_in_jupyterlab(tmp_path: Path, jupyterlab_dir: tuple[LabServer, Path]) -> None:
     """Run quickstart.ipynb in JupyterLab in chromium: the render cell's live preview, the panel's tabs and widths,

@@ -21,15 +21,14 @@ from pathlib import Path
 
 import pytest
 from test_browser import (
-    _STRIP_ANSI,
     CHROMIUM,
     CHROMIUM_ARGS,
     LabServer,
     _decode_png,
     _fetch_image_bytes,
-    _notebook_state,
     _require_browser_stack,
     _save_screenshots,
+    run_all_cells,
     wait_kernel_idle,
 )
 
@@ -125,20 +124,7 @@ def test_soundtrack_view_player_and_video_with_sound_in_jupyterlab(
         try:
             page.goto(lab.notebook_url(root, NOTEBOOK_NAME), wait_until="domcontentloaded")
             wait_kernel_idle(page)
-            page.evaluate(
-                "() => { window.__runAll = 'running';"
-                " window.jupyterapp.commands.execute('notebook:run-all-cells').then("
-                " r => { window.__runAll = r === false ? 'failed' : 'ok'; },"
-                " e => { window.__runAll = 'error: ' + e; }); }"
-            )
-            page.wait_for_function("() => window.__runAll !== 'running'", timeout=RUN_TIMEOUT_MS)
-            page.wait_for_function(
-                "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                timeout=RUN_TIMEOUT_MS,
-            )
-            state = _notebook_state(page)
-            errors = [_STRIP_ANSI.sub("", e) for e in state["errors"]]
-            assert not errors, "the notebook cell raised:\n" + "\n\n".join(errors)
+            run_all_cells(page, RUN_TIMEOUT_MS)
 
             # The soundtrack field's tab shows the song view: the kernel's PNG, decoded by the browser.
             expect(panel).to_have_count(1, timeout=30_000)

@@ -37,6 +37,7 @@ from test_browser import (
     _notebook_state,
     _require_browser_stack,
     _shot_dir,
+    run_all_cells,
     wait_kernel_idle,
 )
 
@@ -153,20 +154,7 @@ def test_live_notebook_in_jupyterlab(tmp_path: Path, jupyterlab_dir: tuple[LabSe
         try:
             page.goto(lab.notebook_url(root, NOTEBOOK.name), wait_until="domcontentloaded")
             wait_kernel_idle(page)
-            page.evaluate(
-                "() => { window.__runAll = 'running';"
-                " window.jupyterapp.commands.execute('notebook:run-all-cells').then("
-                " r => { window.__runAll = r === false ? 'failed' : 'ok'; },"
-                " e => { window.__runAll = 'error: ' + e; }); }"
-            )
-            page.wait_for_function("() => window.__runAll !== 'running'", timeout=RUN_ALL_TIMEOUT_MS)
-            page.wait_for_function(
-                "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                timeout=RUN_ALL_TIMEOUT_MS,
-            )
-            state = _notebook_state(page)
-            errors = [_STRIP_ANSI.sub("", e) for e in state["errors"]]
-            assert not errors, "notebook cells raised:\n" + "\n\n".join(errors)
+            state = run_all_cells(page, RUN_ALL_TIMEOUT_MS)
             assert page.evaluate("() => window.__runAll") == "ok"
             assert all(isinstance(n, int) for n in state["counts"]), f"cells left unrun: {state['counts']}"
 

@@ -37,6 +37,18 @@ _LIVE_ANIMATION: dict[str, Any] = {
     "animation.cadence": 1,
 }
 
+# tiny-latent's model, size and device: offline on a CPU in seconds (tiny-latent and tiny-live).
+_TINY_LATENT: dict[str, Any] = {
+    "image.mode": "latent",
+    "run.seed": 42,
+    "image.width": 64,
+    "image.height": 64,
+    "image.steps": 4,
+    "models.latent_model": "tiny-latent",
+    "models.depth_model": "tiny-depth-anything",
+    "models.device": "cpu",
+}
+
 # Few-step models: Deforum strength 0.5 with 4 steps leaves 2 denoising steps per animation frame (diffusers'
 # img2img runs int(steps * strength) of them, the flow models' rule gives the same here); with fewer steps a frame
 # could get none and would only be moved, never diffused.
@@ -109,17 +121,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         **_TINY_ANIMATION,
     },
     "tiny-latent": {
-        "image.mode": "latent",
+        **_TINY_LATENT,
         "run.batch_name": "tiny-latent",
-        "run.seed": 42,
         "run.n_batches": 1,
         "run.display_rate": 1,
-        "image.width": 64,
-        "image.height": 64,
-        "image.steps": 4,
-        "models.latent_model": "tiny-latent",
-        "models.depth_model": "tiny-depth-anything",
-        "models.device": "cpu",
         "prompts.text_prompts": {"0": "a lighthouse in a stormy sea --neg blurry", "4": "a castle on a hill --neg blurry"},
         **_TINY_ANIMATION,
     },
@@ -180,16 +185,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ---- live mode (discolib.live): a still camera to start from (the keys move it), 3D, every frame diffused
     "tiny-live": {
         **{k: v for k, v in _TINY_ANIMATION.items() if k.startswith("output.")},
-        "image.mode": "latent",
+        **_TINY_LATENT,
         "run.batch_name": "live",
-        "run.seed": 42,
         "run.display_rate": 0,
-        "image.width": 64,
-        "image.height": 64,
-        "image.steps": 4,
-        "models.latent_model": "tiny-latent",
-        "models.depth_model": "tiny-depth-anything",
-        "models.device": "cpu",
         "prompts.text_prompts": {"0": "a lighthouse in a stormy sea --neg blurry"},
         **_LIVE_ANIMATION,
     },
