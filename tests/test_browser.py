@@ -375,15 +375,20 @@ def wait_kernel_idle(page: Any) -> None:
     )
 
 
-def run_all_cells(page: Any, timeout_ms: int) -> dict[str, Any]:
-    """Run All in the notebook open in JupyterLab, wait for it and for the kernel to be idle again; the notebook's
-    state (:func:`_notebook_state`). Fails, with their tracebacks, when cells raised."""
+def start_run_all(page: Any) -> None:
+    """Start Run All through JupyterLab's own command; ``window.__runAll`` is ``'running'`` until its promise
+    settles (the last cell has run), then ``'ok'`` (or what went wrong)."""
     page.evaluate(
         "() => { window.__runAll = 'running';"
         " window.jupyterapp.commands.execute('notebook:run-all-cells').then("
         " r => { window.__runAll = r === false ? 'failed' : 'ok'; },"
         " e => { window.__runAll = 'error: ' + e; }); }"
     )
+
+
+def finish_run_all(page: Any, timeout_ms: int) -> dict[str, Any]:
+    """Wait for the Run All :func:`start_run_all` started and for the kernel to be idle again; the notebook's state
+    (:func:`_notebook_state`). Fails, with their tracebacks, when cells raised, and when a cell was left unrun."""
     page.wait_for_function("() => window.__runAll !== 'running'", timeout=timeout_ms)
     page.wait_for_function(
         "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
@@ -392,7 +397,15 @@ def run_all_cells(page: Any, timeout_ms: int) -> dict[str, Any]:
     state = _notebook_state(page)
     errors = [_STRIP_ANSI.sub("", e) for e in state["errors"]]
     assert not errors, "notebook cells raised:\n" + "\n\n".join(errors)
+    assert page.evaluate("() => window.__runAll") == "ok"
+    assert all(isinstance(n, int) for n in state["counts"]), f"cells left unrun: {state['counts']}"
     return state
+
+
+def run_all_cells(page: Any, timeout_ms: int) -> dict[str, Any]:
+    """Run All in the notebook open in JupyterLab and :func:`finish_run_all`."""
+    start_run_all(page)
+    return finish_run_all(page, timeout_ms)
 
 
 @pytest.mark.slow
@@ -427,12 +440,7 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path: Path, jupyterlab_dir: tuple
 
             # Run All through JupyterLab's own command; its promise settles when the last cell has run. While it
             # runs, the render cell's images are sampled: the preview must change DURING the render.
-            page.evaluate(
-                "() => { window.__runAll = 'running';"
-                " window.jupyterapp.commands.execute('notebook:run-all-cells').then("
-                " r => { window.__runAll = r === false ? 'failed' : 'ok'; },"
-                " e => { window.__runAll = 'error: ' + e; }); }"
-            )
+            start_run_all(page)
             seen: list[str] = []  # distinct image sources of the render cell, in the order they appeared
             deadline = time.monotonic() + RUN_ALL_TIMEOUT_MS / 1000
             while page.evaluate("() => window.__runAll") == "running":
@@ -443,15 +451,7 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path: Path, jupyterlab_dir: tuple
                         if len(seen) == 2:
                             page.screenshot(path=str(_shot_dir(shots) / "quickstart_render_cell_running.png"))
                 page.wait_for_timeout(150)
-            page.wait_for_function(
-                "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                timeout=RUN_ALL_TIMEOUT_MS,
-            )
-            state = _notebook_state(page)
-            errors = [_STRIP_ANSI.sub("", e) for e in state["errors"]]
-            assert not errors, "notebook cells raised:\n" + "\n\n".join(errors)
-            assert page.evaluate("() => window.__runAll") == "ok"
-            assert all(isinstance(n, int) for n in state["counts"]), f"cells left unrun: {state['counts']}"
+            state = finish_run_all(page, RUN_ALL_TIMEOUT_MS)
 
             # (a) The render cell showed the image as it rendered: two or more different previews before Run All
             # ended, with different pixels; and it keeps a final image and the video.
