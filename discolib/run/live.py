@@ -293,6 +293,8 @@ class LiveSession:
             if self._next in self._origins:
                 self._origins[self._next] = time.perf_counter()
             self._thread = threading.Thread(target=self._run, name="discolib-live", daemon=True)
+            if self._delivery is not None and self._delivery.is_alive() and self._closed:
+                self._delivery.join(30.0)  # closed, still in a slow on_frame: it ends after it; a new one takes over
             if self._delivery is None or not self._delivery.is_alive():
                 self._closed = False
                 self._delivery = threading.Thread(target=self._deliver_loop, name="discolib-live-frames", daemon=True)
