@@ -23,17 +23,17 @@ from test_notebooks import (  # noqa: F401 (fixtures)
     FORM_TYPES,
     TITLE_LINE,
     check_run,
+    clean_env,
     code_cells,
     execute,
     kernel_env,
     load,
-    nbval_plain,
     only_run,
-    overlap_nbval,
     parameters,
     parameters_cell,
     python3_kernel,
     python_source,
+    run_nbval,
 )
 
 from discolib import RunFolder, Settings

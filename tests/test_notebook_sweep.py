@@ -12,14 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_notebooks import (  # noqa: F401 (fixtures; overlap_nbval starts the plain nbval run beside this module)
-    code_cells,
-    execute,
-    kernel_env,
-    nbval_plain,
-    overlap_nbval,
-    python3_kernel,
-)
+from test_notebooks import code_cells, execute, kernel_env, python3_kernel  # noqa: F401 (fixtures)
 
 from discolib.run.runs import RunFolder
 from discolib.run.sweep import SHEET_FILE, read_sweep

@@ -337,9 +337,9 @@ def kernel_env(python3_kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class PlainNbval:
-    """``pytest --nbval-lax notebooks/`` (README's command) in a subprocess, started once per session: by the first
-    notebook test (:func:`overlap_nbval`) when test_nbval_plain_command is selected too (so they run side by side),
-    else by that test."""
+    """``pytest --nbval-lax notebooks/`` (README's command) in a subprocess, started once per module: by the
+    module's first test when test_nbval_plain_command is selected too (so they run side by side), else by that
+    test."""
 
     cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "notebooks/", "-p", "no:cacheprovider", "-q"]
 
@@ -382,7 +382,7 @@ class PlainNbval:
                 pass
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def nbval_plain(python3_kernel: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlainNbval]:
     base = tmp_path_factory.mktemp("nbval-plain")
     (base / "runs").mkdir()
@@ -390,15 +390,13 @@ def nbval_plain(python3_kernel: str, tmp_path_factory: pytest.TempPathFactory) -
     try:
         yield run
     finally:
-        run.stop()  # never left running past the session (a failed or deselected test_nbval_plain_command)
+        run.stop()  # never left running past the module (a failed or deselected test_nbval_plain_command)
 
 
 @pytest.fixture(autouse=True)
 def overlap_nbval(request: pytest.FixtureRequest) -> None:
-    """Start the plain nbval command at the first test of a notebook test module that uses this fixture (this one,
-    and test_notebook_live.py and test_notebook_sweep.py, which import it and run before it) when
-    test_nbval_plain_command is selected in this session: it then runs beside those modules' tests (their papermill
-    runs, ~2 min, and the fast ones) instead of after them."""
+    """Start the plain nbval command at this module's first test when test_nbval_plain_command is selected in this
+    session: it then runs beside the module's other tests (the papermill runs, ~1 min, and the fast ones)."""
     if any(getattr(item, "originalname", "") == "test_nbval_plain_command" for item in request.session.items):
         request.getfixturevalue("nbval_plain").start()
 
@@ -902,7 +900,7 @@ def test_nbval_plain_command(nbval_plain: PlainNbval) -> None:
     frames. Only DISCOLIB_OUTPUT_ROOT is set, to find the runs (without it they go to a temporary folder that is
     removed: test_nbval_conftest_hooks).
 
-    The command runs in a subprocess that the first notebook test starts when this test is selected too (the
+    The command runs in a subprocess that this module's first test starts when this test is selected too (the
     ``overlap_nbval`` fixture): its notebook kernels then run beside the papermill tests' kernels and the fast
     tests, on the CI machine's second core (each kernel uses one thread), instead of after them."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
