@@ -480,7 +480,8 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path: Path, jupyterlab_dir: tuple
             for title in tabs:  # each tab shows fields of its own
                 labels.filter(has_text=re.compile(rf"^{re.escape(title)}$")).click()
                 fields = panel.locator(".widget-tab .discolib-field").filter(visible=True)
-                expect(fields.first).to_be_visible()
+                # (a tab's widgets render when it is first shown: seconds on a loaded 2-core machine, not 5)
+                expect(fields.first).to_be_visible(timeout=30_000)
                 panel.first.screenshot(path=str(_shot_dir(shots) / f"quickstart_panel_tab_{title.replace(' ', '_')}.png"))
             labels.first.click()
 
