@@ -566,7 +566,7 @@ class LiveSession:
             self._slot_cv.notify()
 
     def _make_frame(self, i: int, frame: Any, origin: float | None) -> LiveFrame:
-        array = frame.result() if isinstance(frame, PendingFrame) else frame
+        array = PendingFrame.resolve(frame)
         now = time.perf_counter()
         motion = tuple(float(self._plan.values[a][i]) for a in CONTROL_AXES)
         latency = None if origin is None else max(now - origin, 0.0)
@@ -662,7 +662,7 @@ class LiveSession:
                 )
             assert rec_init is not None and rec_init[0] == lo - 1
             frame = rec_init[1]
-            array = frame.result() if isinstance(frame, PendingFrame) else frame
+            array = PendingFrame.resolve(frame)
             # (a name of its own: two recordings into one folder never share it; absolute: the settings may move)
             path = Path(init_dir).resolve() / f"live_init_{self._token}_{lo - 1:06d}.png"
             save_png_atomic(path, torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float().div(255))

@@ -788,6 +788,11 @@ class PendingFrame:
         self._done.synchronize()
         return self._host.numpy()
 
+    @staticmethod
+    def resolve(frame: Any) -> Any:
+        """A frame from :meth:`from_tensor` as a uint8 ``(H, W, 3)`` numpy array (waits for a pending copy)."""
+        return frame.result() if isinstance(frame, PendingFrame) else frame
+
 
 class FrameWriter:
     """Writes frames and the run record in the background, so PNG encoding and disk I/O overlap the next frame.
@@ -831,8 +836,7 @@ class FrameWriter:
 
     @staticmethod
     def _encode(array: Any) -> tuple[Any, bytes]:
-        if isinstance(array, PendingFrame):
-            array = array.result()  # waits here, off the frame loop, for the device-to-host copy
+        array = PendingFrame.resolve(array)  # waits here, off the frame loop, for the device-to-host copy
         return array, encode_png(array)
 
     def _run(self) -> None:

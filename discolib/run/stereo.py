@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import torch
 
+from discolib.animation.coherence import to_u8_tensor
 from discolib.animation.stereo import DISCO_SPHERICAL_MAGNITUDE, eye_views
 from discolib.io.files import save_png_atomic
 from discolib.io.video import stereo_to_video
@@ -74,14 +75,13 @@ def missing_eye_frames(run_dir: str | Path, n_frames: int) -> list[int]:
 
 
 def _to_uint8(view: torch.Tensor) -> Any:
-    """``(1, C, H, W)`` in [0, 1] -> a uint8 ``(H, W, 3)`` frame on its way to the host (no sync on CUDA)."""
-    frame = view[0].detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
-    return PendingFrame.from_tensor(frame.contiguous())
+    """``(1, 3, H, W)`` in [0, 1] -> a uint8 ``(H, W, 3)`` frame on its way to the host (no sync on CUDA)."""
+    return PendingFrame.from_tensor(to_u8_tensor(view))
 
 
 def _write_pair(paths: tuple[Path, Path], frames: tuple[Any, Any]) -> None:
     for path, frame in zip(paths, frames, strict=True):
-        save_png_atomic(path, frame.result() if isinstance(frame, PendingFrame) else frame)
+        save_png_atomic(path, PendingFrame.resolve(frame))
 
 
 class EyeWriter:
