@@ -75,6 +75,50 @@ RUN_ALL_TIMEOUT_MS = 240_000
 RENDER_TIMEOUT_MS = 180_000
 
 
+#: Counts, in ``window.__widgetStatesSeen``, the kernel's answers to the widget manager's question "which widgets do
+#: you have?". When a notebook opens, JupyterLab's widget manager asks the new kernel: first on ipywidgets' control
+#: comm (answered by ``update_states``); a kernel that has not imported ipywidgets yet closes that comm, and the
+#: manager asks again with a ``comm_info_request``. A Run All started before the answer races it: the kernel answers
+#: after running the cells, the manager creates again models the cells already made, and an output shows "Error
+#: displaying widget: model not found" (page error "widget model not found"; jupyter-widgets/ipywidgets#3549).
+#: :func:`wait_kernel_idle` waits for the answer. Kernel messages are text or, in JupyterLab's v1 websocket
+#: protocol, binary frames holding JSON text.
+_WATCH_WIDGET_RESTORE = """
+(() => {
+  window.__widgetStatesSeen = 0;
+  const Native = window.WebSocket;
+  const decoder = new TextDecoder();
+  class Watched extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', (event) => {
+        const data = event.data;
+        const text = typeof data === 'string' ? data : data instanceof ArrayBuffer ? decoder.decode(data) : '';
+        if (text.includes('update_states') || text.includes('comm_info_reply')) window.__widgetStatesSeen += 1;
+      });
+    }
+  }
+  window.WebSocket = Watched;
+})();
+"""
+
+
+def open_chromium(pw: Any, tmp_path: Path, viewport: dict[str, int], *, args: tuple[str, ...] = (), **options: Any
+                  ) -> tuple[Any, Any, list[str]]:
+    """Headless chromium with a fresh profile under ``tmp_path`` (no state from earlier runs): its context, its first
+    page, and the list the page's uncaught errors are appended to. ``args`` are added to :data:`CHROMIUM_ARGS`;
+    ``options`` go to Playwright's ``launch_persistent_context``."""
+    context = pw.chromium.launch_persistent_context(
+        str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+        args=[*CHROMIUM_ARGS, *args], viewport=viewport, **options,
+    )
+    context.add_init_script(_WATCH_WIDGET_RESTORE)
+    page = context.pages[0] if context.pages else context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return context, page, errors
+
+
 def _require_browser_stack() -> None:
     """Skip (with the reason) unless chromium, Playwright and JupyterLab are all there."""
     if not CHROMIUM.is_file():
@@ -365,14 +409,17 @@ def _save_screenshots(page: Any, panel: Any, folder: Path, stem: str) -> list[Pa
 
 
 def wait_kernel_idle(page: Any) -> None:
-    """Wait until the notebook open in JupyterLab has a started kernel that is idle."""
+    """Wait until the notebook open in JupyterLab has a started kernel that is idle, and its widget manager has the
+    kernel's widget states (a page from :func:`open_chromium`; see :data:`_WATCH_WIDGET_RESTORE`)."""
     page.wait_for_function(
         "() => { const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
         " return !!(w && w.sessionContext && w.sessionContext.isReady"
         " && w.sessionContext.session && w.sessionContext.session.kernel"
-        " && w.sessionContext.session.kernel.status === 'idle'); }",
+        " && w.sessionContext.session.kernel.status === 'idle' && window.__widgetStatesSeen > 0); }",
         timeout=KERNEL_READY_TIMEOUT_MS,
     )
+    # The manager takes in the answer (no widgets yet) asynchronously and sends nothing when done: a moment for that.
+    page.wait_for_timeout(500)
 
 
 def start_run_all(page: Any) -> None:
@@ -419,18 +466,9 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path: Path, jupyterlab_dir: tuple
     lab, root = jupyterlab_dir  # the session's JupyterLab (tests/conftest.py), this test's folder
     shutil.copy2(NOTEBOOK, root / NOTEBOOK.name)
     shots = Path(os.environ.get("DISCOLIB_SCREENSHOT_DIR") or tmp_path / "screenshots")
-    browser_errors: list[str] = []
 
     with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),  # a fresh profile: no state from earlier runs
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 2200},
-        )
-        page = context.pages[0] if context.pages else context.new_page()
-        page.on("pageerror", lambda exc: browser_errors.append(str(exc)))
+        context, page, browser_errors = open_chromium(pw, tmp_path, {"width": 1400, "height": 2200})
         panel = page.locator(".discolib-panel")
         try:
             page.goto(lab.notebook_url(root, NOTEBOOK.name), wait_until="domcontentloaded")

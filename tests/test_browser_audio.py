@@ -21,13 +21,12 @@ from pathlib import Path
 
 import pytest
 from test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     LabServer,
     _decode_png,
     _fetch_image_bytes,
     _require_browser_stack,
     _save_screenshots,
+    open_chromium,
     run_all_cells,
     wait_kernel_idle,
 )
@@ -107,19 +106,12 @@ def test_soundtrack_view_player_and_video_with_sound_in_jupyterlab(
     lab, root = jupyterlab_dir  # the session's JupyterLab (tests/conftest.py), this test's folder
     _notebook(root)
     shots = Path(os.environ.get("DISCOLIB_SCREENSHOT_DIR") or tmp_path / "screenshots")
-    browser_errors: list[str] = []
 
     with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            # Media may play without a click here: the test plays the video to see its sound decoded.
-            args=[*CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required"],
-            viewport={"width": 1400, "height": 2200},
+        # Media may play without a click here: the test plays the video to see its sound decoded.
+        context, page, browser_errors = open_chromium(
+            pw, tmp_path, {"width": 1400, "height": 2200}, args=("--autoplay-policy=no-user-gesture-required",)
         )
-        page = context.pages[0] if context.pages else context.new_page()
-        page.on("pageerror", lambda exc: browser_errors.append(str(exc)))
         panel = page.locator(".discolib-panel")
         try:
             page.goto(lab.notebook_url(root, NOTEBOOK_NAME), wait_until="domcontentloaded")

@@ -29,14 +29,13 @@ import numpy as np
 import pytest
 from test_browser import (
     _STRIP_ANSI,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     LabServer,
     _decode_png,
     _fetch_image_bytes,
     _notebook_state,
     _require_browser_stack,
     _shot_dir,
+    open_chromium,
     run_all_cells,
     wait_kernel_idle,
 )
@@ -137,19 +136,10 @@ def test_live_notebook_in_jupyterlab(tmp_path: Path, jupyterlab_dir: tuple[LabSe
     lab, root = jupyterlab_dir
     _write_notebook(root / NOTEBOOK.name, root / "runs")
     shots = _shot_dir(Path(os.environ.get("DISCOLIB_SCREENSHOT_DIR") or tmp_path / "screenshots"))
-    browser_errors: list[str] = []
     z, ry = CONTROL_AXES.index("translation_z"), CONTROL_AXES.index("rotation_3d_y")
 
     with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1800},
-        )
-        page = context.pages[0] if context.pages else context.new_page()
-        page.on("pageerror", lambda exc: browser_errors.append(str(exc)))
+        context, page, browser_errors = open_chromium(pw, tmp_path, {"width": 1400, "height": 1800})
         panel = page.locator(".jp-OutputArea-output").filter(has=page.locator(".discolib-live-frame"))
         try:
             page.goto(lab.notebook_url(root, NOTEBOOK.name), wait_until="domcontentloaded")

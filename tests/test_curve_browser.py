@@ -18,13 +18,12 @@ from typing import Any
 import pytest
 from test_browser import (
     _STRIP_ANSI,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     LabServer,
     _decode_png,
     _notebook_state,
     _require_browser_stack,
     _shot_dir,
+    open_chromium,
     wait_kernel_idle,
 )
 
@@ -124,19 +123,10 @@ def test_curve_editor_drag_in_jupyterlab(tmp_path: Path, jupyterlab_dir: tuple[L
     lab, root = jupyterlab_dir  # the session's JupyterLab (tests/conftest.py), this test's folder
     _write_notebook(root / "curve.ipynb")
     shots = _shot_dir(Path(os.environ.get("DISCOLIB_SCREENSHOT_DIR") or tmp_path / "screenshots"))
-    browser_errors: list[str] = []
 
     with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1200, "height": 900},
-            device_scale_factor=2,  # HiDPI: the SVG must stay crisp
-        )
-        page = context.pages[0] if context.pages else context.new_page()
-        page.on("pageerror", lambda exc: browser_errors.append(str(exc)))
+        # HiDPI: the SVG must stay crisp
+        context, page, browser_errors = open_chromium(pw, tmp_path, {"width": 1200, "height": 900}, device_scale_factor=2)
         console_errors: list[str] = []  # printed on failure (JupyterLab logs benign errors too, so not asserted)
         page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         editor = page.locator(".dc-curve")
