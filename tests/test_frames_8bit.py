@@ -198,10 +198,10 @@ def test_a_run_from_before_frames_8bit_resumes_in_float(tmp_path) -> None:
 def test_the_loop_hands_over_the_bytes_the_step_would_make() -> None:
     """The step's 8-bit path warps the loop's array when it gets it, else converts the frame itself: both the same
     bytes (so a resume, which has no array, continues exactly)."""
-    from discolib.run.loop import to_uint8
+    from discolib.run.runs import PendingFrame
 
     for seed in range(3):
         frame = _photo(32, seed)
         noisy = frame + 0.3 / 255 * torch.randn(frame.shape, generator=torch.Generator().manual_seed(seed))
         for image in (frame, noisy.clamp(0, 1)):
-            np.testing.assert_array_equal(to_uint8(image), to_u8(image))
+            np.testing.assert_array_equal(PendingFrame.from_image(image), to_u8(image))

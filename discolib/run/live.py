@@ -43,7 +43,7 @@ from discolib.io.files import save_png_atomic
 from discolib.models.hub import use_models_root
 from discolib.models.load import library_progress_bars
 from discolib.run.adapter import build_sampler
-from discolib.run.loop import cpu_threads, depth_estimator, frame_request, to_uint8
+from discolib.run.loop import cpu_threads, depth_estimator, frame_request
 from discolib.run.runs import PendingFrame, threads_for
 from discolib.samplers.base import FrameSampler, RenderStopped, check_stop
 from discolib.samplers.latent import parse_weighted_prompts
@@ -367,7 +367,7 @@ class LiveSession:
                         raise
                     assert sample is not None
                     image = step.finish(i, sample)
-                    frame = to_uint8(image)  # the render loop's one device-to-host copy of a frame
+                    frame = PendingFrame.from_image(image)  # the render loop's one device-to-host copy of a frame
                     step.written(image, frame)  # the 8-bit path warps the frame as delivered
                     with self._lock:
                         self._next = i + 1

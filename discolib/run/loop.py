@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from discolib.animation.coherence import to_u8_tensor
 from discolib.animation.plan import RenderPlan, check_inputs, plan_audio
 from discolib.animation.step import AnimationStep, FrameInit
 from discolib.animation.video_input import VideoInput
@@ -63,7 +62,7 @@ from discolib.run.runs import (
 from discolib.run.stereo import EyeWriter, missing_eye_frames, write_stereo_video
 from discolib.samplers.base import FrameRequest, FrameSampler, RenderStopped, check_stop
 
-__all__ = ["render", "depth_estimator", "frame_request", "load_run_settings", "to_uint8"]
+__all__ = ["render", "depth_estimator", "frame_request", "load_run_settings"]
 
 
 def _prepare(
@@ -427,7 +426,7 @@ class _KeptImages:
         return self.run.folder.kept_path(name)
 
     def save(self, name: str, image: torch.Tensor) -> None:
-        self.run.writer.submit_image(self._path(name), to_uint8(image))
+        self.run.writer.submit_image(self._path(name), PendingFrame.from_image(image))
 
     def load(self, name: str) -> torch.Tensor | None:
         path = self._path(name)
@@ -503,7 +502,7 @@ def _finish_frame(run: _Run, i: int, image: torch.Tensor) -> Any:
     """Hand frame ``i`` to the background writer (it writes the PNG, then the record, then emits ``frame``).
     Returns what was handed over: the uint8 ``(H, W, 3)`` array on the CPU (the 8-bit step warps it next), else a
     :class:`~discolib.run.runs.PendingFrame`."""
-    frame = to_uint8(image)
+    frame = PendingFrame.from_image(image)
     run.frames.append(run.writer.submit(i, frame, run.plan.seeds[i]))
     return frame
 
@@ -548,15 +547,6 @@ def _step_callback(sampler: FrameSampler, run: _Run, frame: int) -> Callable[[di
         emit(RenderEvent("step", frame=frame, total_frames=n_frames, step=i + 1, total_steps=n, preview=preview))
 
     return cb
-
-
-def to_uint8(image: torch.Tensor) -> Any:
-    """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8 for the writer: the one device-to-host copy per frame.
-
-    On CUDA the copy goes to pinned memory without a host sync (:class:`discolib.run.runs.PendingFrame`); the
-    writer thread waits for it, so the loop can queue the next frame while the GPU finishes this one.
-    """
-    return PendingFrame.from_tensor(to_u8_tensor(image))
 
 
 def _frame_emitter(emit: EventCallback, n_frames: int, seeds: list[int]) -> Callable[[int, Path, np.ndarray], None]:

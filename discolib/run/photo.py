@@ -471,8 +471,7 @@ def animate_photo(
                     else:
                         frame = views[0]
                     t0 = time.perf_counter()
-                    array = (frame[0].clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous()
-                    frames.append(writer.submit(k, PendingFrame.from_tensor(array), 0))  # no host sync on a GPU
+                    frames.append(writer.submit(k, PendingFrame.from_image(frame), 0))  # no host sync on a GPU
                     timings["write"] += time.perf_counter() - t0
                     if callback is not None:
                         callback(k + 1, n_frames)

@@ -784,6 +784,16 @@ class PendingFrame:
         done.record(torch.cuda.current_stream(frame.device))
         return PendingFrame(host, done)
 
+    @staticmethod
+    def from_image(image: Any) -> Any:
+        """``image``: ``(1, 3, H, W)`` in [0, 1] on any device -> its 8-bit frame (:func:`discolib.animation.coherence.to_u8_tensor`) through
+        :meth:`from_tensor`: the one device-to-host copy of a written frame. On CUDA it makes no host sync: the
+        writer's thread waits for the copy, so the loop queues the next frame's work meanwhile."""
+        # (here, not at the top: this module is imported without torch, and coherence imports it)
+        from discolib.animation.coherence import to_u8_tensor
+
+        return PendingFrame.from_tensor(to_u8_tensor(image))
+
     def result(self) -> Any:
         self._done.synchronize()
         return self._host.numpy()

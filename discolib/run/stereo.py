@@ -36,7 +36,6 @@ from typing import Any, Literal
 
 import torch
 
-from discolib.animation.coherence import to_u8_tensor
 from discolib.animation.stereo import DISCO_SPHERICAL_MAGNITUDE, eye_views
 from discolib.io.files import save_png_atomic
 from discolib.io.video import stereo_to_video
@@ -72,11 +71,6 @@ def missing_eye_frames(run_dir: str | Path, n_frames: int) -> list[int]:
         have.append({int(m.group(1)) for m in names if m})
     both = have[0] & have[1]
     return [i for i in range(n_frames) if i not in both]
-
-
-def _to_uint8(view: torch.Tensor) -> Any:
-    """``(1, 3, H, W)`` in [0, 1] -> a uint8 ``(H, W, 3)`` frame on its way to the host (no sync on CUDA)."""
-    return PendingFrame.from_tensor(to_u8_tensor(view))
 
 
 def _write_pair(paths: tuple[Path, Path], frames: tuple[Any, Any]) -> None:
@@ -169,7 +163,7 @@ class EyeWriter:
     def __call__(self, index: int, image: torch.Tensor, depth: torch.Tensor | None = None) -> tuple[Path, Path]:
         """Write the eye frames of frame ``index`` (in the background); returns their (left, right) paths."""
         left, right = self.views(index, image, depth)
-        frames = (_to_uint8(left), _to_uint8(right))
+        frames = (PendingFrame.from_image(left), PendingFrame.from_image(right))
         paths = self.paths(index)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="discolib-eyes")
